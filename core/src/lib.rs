@@ -1,0 +1,17 @@
+//! The sans-IO core of Ivaldi P2P.
+//!
+//! Everything here is pure: no sockets, files, clocks or OS randomness. The shells
+//! (`ivaldi-shell-smol` for real I/O, `ivaldi-sim` for deterministic simulation)
+//! drive it. This crate holds Ivaldi's object model ([`object`]), large-file
+//! chunking ([`chunk`]), validated timeline names ([`timeline`]) and three-way
+//! merging ([`merge`]).
+#![forbid(unsafe_code)]
+
+pub mod chunk;
+pub mod id;
+pub mod object;
+pub mod timeline;
+
+pub use id::ObjectId;
+pub use object::{ChunkList, Mode, Object, ObjectKind, Seal, Timestamp, Tree, TreeEntry};
+pub use timeline::TimelineName;
