@@ -1,1 +1,430 @@
-fn main() {}
+//! `ivaldi`: the command line.
+//!
+//! Thin by design: parsing, formatting and exit codes live here; every operation
+//! lives in `ivaldi_shell_smol::repo` where tests and benches call it directly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ivaldi_core::{ObjectId, Seal, TimelineName, Timestamp};
+use ivaldi_shell_smol::repo::ops::{self, FuseOutcome, SealOutcome, Signature};
+use ivaldi_shell_smol::repo::worktree::{self, Changes};
+use ivaldi_shell_smol::repo::{RepoError, Repository};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "ivaldi", version, about = "Ivaldi version control with peer-to-peer sync")]
+struct Cli {
+    /// Run as if started in this directory.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    chdir: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a repository (in DIR, or here).
+    Forge { dir: Option<PathBuf> },
+    /// Show what changed since the working tree's base seal.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Snapshot the working tree onto the current timeline.
+    Seal {
+        /// The seal's message.
+        #[arg(short, long)]
+        message: String,
+        /// Override the author (default: config, then $IVALDI_AUTHOR, then $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// List seals, newest first.
+    Log {
+        /// A timeline or seal to start from (default: the current timeline).
+        start: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Show at most N seals.
+        #[arg(short = 'n', long)]
+        limit: Option<usize>,
+    },
+    /// Manage timelines.
+    Timeline {
+        #[command(subcommand)]
+        cmd: TimelineCmd,
+    },
+    /// Show one seal and what it changed.
+    Show {
+        seal: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merge another timeline into the current one.
+    Fuse { timeline: String },
+    /// Check every object, pack and timeline in the repository.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TimelineCmd {
+    /// List timelines; the current one is marked with '*'.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a timeline at a seal (default: the working tree's base).
+    Create {
+        name: String,
+        #[arg(long, value_name = "SEAL")]
+        from: Option<String>,
+    },
+    /// Check out another timeline.
+    Switch { name: String },
+}
+
+/// A failure already explained to the user; carries the exit code.
+struct Failed(u8);
+
+impl From<RepoError> for Failed {
+    fn from(e: RepoError) -> Self {
+        eprintln!("error: {e}");
+        Failed(1)
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> Failed {
+    eprintln!("error: {msg}");
+    Failed(1)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed(code)) => ExitCode::from(code),
+    }
+}
+
+fn cwd(cli_dir: &Option<PathBuf>) -> Result<PathBuf, Failed> {
+    match cli_dir {
+        Some(d) => Ok(d.clone()),
+        None => std::env::current_dir().map_err(|e| fail(format!("current directory: {e}"))),
+    }
+}
+
+fn timeline_arg(s: &str) -> Result<TimelineName, Failed> {
+    TimelineName::new(s).map_err(|e| fail(format!("invalid timeline name: {e}")))
+}
+
+fn run(cli: Cli) -> Result<(), Failed> {
+    let here = cwd(&cli.chdir)?;
+    if let Cmd::Forge { dir } = &cli.cmd {
+        let target = match dir {
+            Some(d) if d.is_absolute() => d.clone(),
+            Some(d) => here.join(d),
+            None => here,
+        };
+        let repo = Repository::forge(&target)?;
+        println!(
+            "Forged an empty Ivaldi repository in {} (timeline main)",
+            repo.root().display()
+        );
+        return Ok(());
+    }
+    let mut repo = Repository::discover(&here)?;
+    match cli.cmd {
+        Cmd::Forge { .. } => Ok(()),
+        Cmd::Status { json } => status(&mut repo, json),
+        Cmd::Seal { message, author } => seal(&mut repo, &message, author),
+        Cmd::Log { start, json, limit } => log(&repo, start.as_deref(), json, limit),
+        Cmd::Timeline { cmd } => timeline(&mut repo, cmd),
+        Cmd::Show { seal, json } => show(&repo, &seal, json),
+        Cmd::Fuse { timeline } => fuse(&mut repo, &timeline),
+        Cmd::Verify { json } => verify(&repo, json),
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn status(repo: &mut Repository, json: bool) -> Result<(), Failed> {
+    let st = ops::status(repo)?;
+    if json {
+        print_json(&serde_json::to_value(&st).unwrap_or_default());
+        return Ok(());
+    }
+    println!("On timeline {}", st.timeline);
+    match &st.base {
+        Some(b) => println!("Based on seal {}", b.short()),
+        None => println!("No seals yet"),
+    }
+    if let Some(f) = &st.fuse_pending {
+        println!(
+            "Fusing {}: resolve the conflicts, then `ivaldi seal` records both parents",
+            f.short()
+        );
+    }
+    if st.changes.is_empty() {
+        println!("Nothing to seal, working tree matches its base");
+    } else {
+        print_changes(&st.changes);
+    }
+    Ok(())
+}
+
+fn print_changes(c: &Changes) {
+    for p in &c.added {
+        println!("  added:    {p}");
+    }
+    for p in &c.modified {
+        println!("  modified: {p}");
+    }
+    for p in &c.deleted {
+        println!("  deleted:  {p}");
+    }
+}
+
+fn signature(repo: &Repository, author: Option<String>) -> Result<Signature, Failed> {
+    let author = match author {
+        Some(a) => a,
+        None => match repo.user_config()?.author {
+            Some(a) => a,
+            None => std::env::var("IVALDI_AUTHOR")
+                .ok()
+                .filter(|a| !a.trim().is_empty())
+                .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
+        },
+    };
+    let now = chrono::Local::now();
+    let time = match std::env::var("IVALDI_TIME") {
+        // Tests pin the clock for reproducible ids: "SECONDS" or "SECONDS+MINUTES".
+        Ok(t) => parse_time_override(&t).ok_or_else(|| fail(format!("bad IVALDI_TIME {t:?}")))?,
+        Err(_) => Timestamp {
+            seconds: now.timestamp(),
+            offset_minutes: (now.offset().local_minus_utc() / 60) as i16,
+        },
+    };
+    Ok(Signature { author, time })
+}
+
+fn parse_time_override(t: &str) -> Option<Timestamp> {
+    let (secs, off) = match t.split_once(['+', '~']) {
+        Some((s, o)) => (s, o.parse().ok()?),
+        None => (t, 0),
+    };
+    Some(Timestamp {
+        seconds: secs.parse().ok()?,
+        offset_minutes: off,
+    })
+}
+
+fn seal(repo: &mut Repository, message: &str, author: Option<String>) -> Result<(), Failed> {
+    if message.trim().is_empty() {
+        return Err(fail("the seal message is empty; say what changed with -m"));
+    }
+    let sig = signature(repo, author)?;
+    match ops::seal(repo, message, &sig)? {
+        SealOutcome::Sealed {
+            id,
+            timeline,
+            changes,
+            ..
+        } => {
+            println!(
+                "[{timeline} {}] {} ({} added, {} modified, {} deleted)",
+                id.short(),
+                message.lines().next().unwrap_or(""),
+                changes.added.len(),
+                changes.modified.len(),
+                changes.deleted.len()
+            );
+        }
+        SealOutcome::NothingToSeal => println!("Nothing to seal, working tree matches its base"),
+    }
+    Ok(())
+}
+
+fn format_time(t: &Timestamp) -> String {
+    let offset = chrono::FixedOffset::east_opt(i32::from(t.offset_minutes) * 60)
+        .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset is valid"));
+    match chrono::DateTime::from_timestamp(t.seconds, 0) {
+        Some(dt) => dt.with_timezone(&offset).format("%Y-%m-%d %H:%M:%S %z").to_string(),
+        None => format!("@{}", t.seconds),
+    }
+}
+
+fn seal_json(id: &ObjectId, s: &Seal) -> serde_json::Value {
+    json!({
+        "id": id,
+        "short": id.short(),
+        "tree": s.tree,
+        "parents": s.parents,
+        "author": s.author,
+        "time": s.time.seconds,
+        "offset_minutes": s.time.offset_minutes,
+        "date": format_time(&s.time),
+        "message": s.message,
+    })
+}
+
+fn print_seal_header(id: &ObjectId, s: &Seal) {
+    println!("seal {}", id.short());
+    if s.parents.len() > 1 {
+        let ps: Vec<String> = s.parents.iter().map(|p| p.short()).collect();
+        println!("Fuse:   {}", ps.join(" "));
+    }
+    println!("Author: {}", s.author);
+    println!("Date:   {}", format_time(&s.time));
+    println!();
+    for line in s.message.lines() {
+        println!("    {line}");
+    }
+}
+
+fn log(repo: &Repository, start: Option<&str>, json: bool, limit: Option<usize>) -> Result<(), Failed> {
+    let head = match start {
+        Some(spec) => repo.resolve_seal(spec)?,
+        None => {
+            let t = repo.head_timeline()?;
+            match repo.timeline(&t)? {
+                Some(h) => h,
+                None => {
+                    if json {
+                        print_json(&json!([]));
+                    } else {
+                        println!("No seals yet on timeline {t}");
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let history = repo.history(&[head], limit)?;
+    if json {
+        print_json(&serde_json::Value::Array(
+            history.iter().map(|(id, s)| seal_json(id, s)).collect(),
+        ));
+        return Ok(());
+    }
+    for (i, (id, s)) in history.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        print_seal_header(id, s);
+    }
+    Ok(())
+}
+
+fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
+    match cmd {
+        TimelineCmd::List { json } => {
+            let current = repo.head_timeline()?;
+            let all = repo.timelines()?;
+            if json {
+                let list: Vec<_> = all
+                    .iter()
+                    .map(|(n, id)| json!({"name": n, "head": id, "current": *n == current}))
+                    .collect();
+                print_json(&json!({"current": current, "timelines": list}));
+                return Ok(());
+            }
+            if !all.contains_key(&current) {
+                println!("* {current} (no seals yet)");
+            }
+            for (n, id) in &all {
+                let mark = if *n == current { '*' } else { ' ' };
+                println!("{mark} {n} {}", id.short());
+            }
+            Ok(())
+        }
+        TimelineCmd::Create { name, from } => {
+            let name = timeline_arg(&name)?;
+            let at = ops::create_timeline(repo, &name, from.as_deref())?;
+            println!("Created timeline {name} at {}", at.short());
+            Ok(())
+        }
+        TimelineCmd::Switch { name } => {
+            let name = timeline_arg(&name)?;
+            let at = ops::switch(repo, &name)?;
+            println!("Switched to timeline {name} ({})", at.short());
+            Ok(())
+        }
+    }
+}
+
+fn show(repo: &Repository, spec: &str, json: bool) -> Result<(), Failed> {
+    let id = repo.resolve_seal(spec)?;
+    let s = repo.store.seal(&id)?;
+    let new = worktree::flatten(&repo.store, &s.tree)?;
+    let old = match s.parents.first() {
+        Some(p) => worktree::flatten(&repo.store, &repo.store.seal(p)?.tree)?,
+        None => worktree::Flat::new(),
+    };
+    let changes = worktree::diff(&old, &new);
+    if json {
+        let mut v = seal_json(&id, &s);
+        v["changes"] = serde_json::to_value(&changes).unwrap_or_default();
+        print_json(&v);
+        return Ok(());
+    }
+    print_seal_header(&id, &s);
+    println!();
+    print_changes(&changes);
+    Ok(())
+}
+
+fn fuse(repo: &mut Repository, other: &str) -> Result<(), Failed> {
+    let other = timeline_arg(other)?;
+    let sig = signature(repo, None)?;
+    match ops::fuse(repo, &other, &sig)? {
+        FuseOutcome::UpToDate => println!("Already up to date with {other}"),
+        FuseOutcome::FastForward { to } => println!("Fast-forwarded to {other} ({})", to.short()),
+        FuseOutcome::Merged { id } => println!("Fused {other}: seal {}", id.short()),
+        FuseOutcome::Conflicted { paths } => {
+            println!("Fusing {other} left conflicts in:");
+            for p in &paths {
+                println!("  {p}");
+            }
+            println!("Resolve them, then `ivaldi seal -m ...` records both parents.");
+            return Err(Failed(1));
+        }
+    }
+    Ok(())
+}
+
+fn verify(repo: &Repository, json: bool) -> Result<(), Failed> {
+    let r = ops::verify(repo)?;
+    if json {
+        print_json(&serde_json::to_value(&r).unwrap_or_default());
+    } else {
+        for p in &r.problems {
+            eprintln!("problem: {p}");
+        }
+        println!(
+            "Checked {} objects in {} packs and {} timelines: {}",
+            r.objects,
+            r.packs,
+            r.timelines,
+            if r.problems.is_empty() {
+                "all good".to_string()
+            } else {
+                format!("{} problems", r.problems.len())
+            }
+        );
+    }
+    if r.problems.is_empty() { Ok(()) } else { Err(Failed(1)) }
+}

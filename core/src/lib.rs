@@ -9,6 +9,7 @@
 
 pub mod chunk;
 pub mod id;
+pub mod merge;
 pub mod object;
 pub mod timeline;
 

@@ -1,1 +1,6 @@
+//! Ivaldi's I/O shell: everything that touches the disk (and, later, the network).
+//!
+//! [`repo`] is the on-disk repository the CLI works on and the daemon will serve
+//! objects from.
 
+pub mod repo;

@@ -1,0 +1,461 @@
+//! The on-disk repository: objects, timelines, the checked-out timeline and the
+//! working tree's base seal, all under `.ivaldi/` (layout in `docs/repository.md`).
+
+pub mod error;
+pub mod fault;
+pub mod lock;
+pub mod ops;
+pub mod pack;
+pub mod worktree;
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet as StdHashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ivaldi_core::id::{self, ObjectId};
+use ivaldi_core::object::ObjectKind;
+use ivaldi_core::{Seal, TimelineName};
+use serde::{Deserialize, Serialize};
+
+pub use error::{RepoError, Result};
+use error::IoContext;
+pub use lock::RepoLock;
+pub use pack::{PackWriter, Store};
+
+/// The name of the repository directory inside a working tree.
+pub const DOT_DIR: &str = ".ivaldi";
+const FORMAT: &str = "ivaldi-repository 1\n";
+/// The timeline a new repository starts on.
+pub const DEFAULT_TIMELINE: &str = "main";
+/// How long a writer waits for another writer before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Facts about the repository that never change after `forge`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoInfo {
+    /// A random id made by `forge`. Peers sync only repositories with the same id,
+    /// so two unrelated repositories never exchange seals.
+    pub id: String,
+}
+
+/// Per-repository settings a user may edit.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserConfig {
+    /// Author recorded in seals, such as `Ada <ada@example.org>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+}
+
+/// An open repository.
+#[derive(Debug)]
+pub struct Repository {
+    root: PathBuf,
+    dir: PathBuf,
+    /// The object store.
+    pub store: Store,
+}
+
+impl Repository {
+    /// Creates a repository in `root` (made if missing) with a fresh id.
+    pub fn forge(root: &Path) -> Result<Self> {
+        Self::forge_with_id(root, &random_id()?)
+    }
+
+    /// Creates a repository with a given id; `clone` uses this to join a peer's.
+    pub fn forge_with_id(root: &Path, id: &str) -> Result<Self> {
+        fs::create_dir_all(root).at(root)?;
+        let root = root.canonicalize().at(root)?;
+        let dir = root.join(DOT_DIR);
+        if dir.exists() {
+            return Err(RepoError::AlreadyExists(root));
+        }
+        // Build the layout in a temporary sibling and rename it into place, so an
+        // interrupted forge never leaves a half-made `.ivaldi`.
+        let staging = root.join(format!(".ivaldi-forge-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        for sub in ["objects", "timelines", "tmp"] {
+            fs::create_dir_all(staging.join(sub)).at(&staging)?;
+        }
+        let info = RepoInfo { id: id.to_owned() };
+        let json = serde_json::to_vec_pretty(&info).map_err(|e| RepoError::Refused(e.to_string()))?;
+        fs::write(staging.join("repo.json"), json).at(&staging)?;
+        fs::write(staging.join("HEAD"), format!("{DEFAULT_TIMELINE}\n")).at(&staging)?;
+        fs::write(staging.join("format"), FORMAT).at(&staging)?;
+        fs::rename(&staging, &dir).at(&dir)?;
+        pack::sync_dir(&root)?;
+        Self::open(&root)
+    }
+
+    /// Opens the repository whose working tree is `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let dir = root.join(DOT_DIR);
+        let format_path = dir.join("format");
+        match fs::read_to_string(&format_path) {
+            Ok(f) if f == FORMAT => {}
+            Ok(f) => {
+                return Err(RepoError::BadFile {
+                    path: format_path,
+                    reason: format!("unknown repository format {:?}", f.trim()),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RepoError::NotARepository(root.to_owned()));
+            }
+            Err(e) => return Err(e).at(format_path),
+        }
+        let store = Store::open(&dir.join("objects"), &dir.join("tmp"))?;
+        let repo = Repository {
+            root: root.to_owned(),
+            dir,
+            store,
+        };
+        repo.clean_tmp();
+        Ok(repo)
+    }
+
+    /// Finds the repository containing `start` (or a parent of it).
+    pub fn discover(start: &Path) -> Result<Self> {
+        let start = start.canonicalize().at(start)?;
+        let mut cur: &Path = &start;
+        loop {
+            if cur.join(DOT_DIR).join("format").exists() {
+                return Self::open(cur);
+            }
+            match cur.parent() {
+                Some(p) => cur = p,
+                None => return Err(RepoError::NotARepository(start)),
+            }
+        }
+    }
+
+    /// Removes temporary files a crashed writer left, if no writer is active now.
+    fn clean_tmp(&self) {
+        let Ok(_lock) = RepoLock::acquire(&self.dir.join("lock"), Duration::ZERO) else {
+            return;
+        };
+        if let Ok(entries) = fs::read_dir(self.dir.join("tmp")) {
+            for e in entries.flatten() {
+                tracing::info!(path = %e.path().display(), "removing partial file left by an interrupted write");
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The working tree's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The `.ivaldi` directory.
+    pub fn dot_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the writer lock; every change to refs or the working tree holds it.
+    pub fn lock(&mut self) -> Result<RepoLock> {
+        let lock = RepoLock::acquire(&self.dir.join("lock"), LOCK_WAIT)?;
+        // Another process may have landed packs while we waited.
+        self.store.refresh()?;
+        Ok(lock)
+    }
+
+    /// The repository's fixed facts.
+    pub fn info(&self) -> Result<RepoInfo> {
+        let path = self.dir.join("repo.json");
+        let bytes = fs::read(&path).at(&path)?;
+        serde_json::from_slice(&bytes).map_err(|e| RepoError::BadFile {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The user's settings (author), defaulted when the file is absent.
+    pub fn user_config(&self) -> Result<UserConfig> {
+        let path = self.dir.join("config.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RepoError::BadFile {
+                path,
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UserConfig::default()),
+            Err(e) => Err(e).at(path),
+        }
+    }
+
+    /// Saves the user's settings.
+    pub fn set_user_config(&self, cfg: &UserConfig) -> Result<()> {
+        let json = serde_json::to_vec_pretty(cfg).map_err(|e| RepoError::Refused(e.to_string()))?;
+        write_atomic(&self.dir.join("config.json"), &json, true)
+    }
+
+    /// The checked-out timeline.
+    pub fn head_timeline(&self) -> Result<TimelineName> {
+        let path = self.dir.join("HEAD");
+        let text = fs::read_to_string(&path).at(&path)?;
+        TimelineName::new(text.trim()).map_err(|e| RepoError::BadFile {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Records the checked-out timeline.
+    pub fn set_head_timeline(&self, _lock: &RepoLock, name: &TimelineName) -> Result<()> {
+        write_atomic(&self.dir.join("HEAD"), format!("{name}\n").as_bytes(), true)
+    }
+
+    fn read_id_file(&self, path: &Path) -> Result<Option<ObjectId>> {
+        match fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => Ok(None),
+            Ok(text) => text.trim().parse().map(Some).map_err(|e: id::ParseIdError| {
+                RepoError::BadFile {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                }
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(path),
+        }
+    }
+
+    fn write_id_file(&self, path: &Path, id: Option<&ObjectId>) -> Result<()> {
+        match id {
+            Some(id) => write_atomic(path, format!("{id}\n").as_bytes(), true),
+            None => match fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The seal the working tree was last checked out or sealed from; `None`
+    /// before the first seal.
+    pub fn base(&self) -> Result<Option<ObjectId>> {
+        self.read_id_file(&self.dir.join("BASE"))
+    }
+
+    /// Records the working tree's base seal.
+    pub fn set_base(&self, _lock: &RepoLock, id: Option<&ObjectId>) -> Result<()> {
+        self.write_id_file(&self.dir.join("BASE"), id)
+    }
+
+    /// The other parent of an unfinished conflicted `fuse`, recorded by the next seal.
+    pub fn fuse_head(&self) -> Result<Option<ObjectId>> {
+        self.read_id_file(&self.dir.join("FUSE_HEAD"))
+    }
+
+    /// Records or clears the pending fuse parent.
+    pub fn set_fuse_head(&self, _lock: &RepoLock, id: Option<&ObjectId>) -> Result<()> {
+        self.write_id_file(&self.dir.join("FUSE_HEAD"), id)
+    }
+
+    fn timeline_path(&self, name: &TimelineName) -> PathBuf {
+        self.dir.join("timelines").join(name.as_str())
+    }
+
+    /// The head of a timeline, `None` if it does not exist (or has no seal yet).
+    pub fn timeline(&self, name: &TimelineName) -> Result<Option<ObjectId>> {
+        self.read_id_file(&self.timeline_path(name))
+    }
+
+    /// Every timeline and its head.
+    pub fn timelines(&self) -> Result<BTreeMap<TimelineName, ObjectId>> {
+        let mut out = BTreeMap::new();
+        let base = self.dir.join("timelines");
+        let mut stack = vec![base.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).at(&dir)? {
+                let entry = entry.at(&dir)?;
+                let path = entry.path();
+                let ft = entry.file_type().at(&path)?;
+                if ft.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(&base).unwrap_or(&path);
+                let Some(rel) = rel.to_str() else { continue };
+                // Lock files and stray names are not timelines.
+                let Ok(name) = TimelineName::new(rel) else { continue };
+                if let Some(id) = self.read_id_file(&path)? {
+                    out.insert(name, id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a timeline from `expected` to `new`, refusing if it has moved since the
+    /// caller read it: the only way any head ever changes. `expected = None` means
+    /// the timeline must not exist yet. The target must be a stored seal.
+    pub fn update_timeline(
+        &self,
+        _lock: &RepoLock,
+        name: &TimelineName,
+        expected: Option<&ObjectId>,
+        new: &ObjectId,
+    ) -> Result<()> {
+        match self.store.kind(new) {
+            Some(ObjectKind::Seal) => {}
+            Some(k) => {
+                return Err(RepoError::WrongKind {
+                    id: *new,
+                    expected: "seal",
+                    found: k.name(),
+                });
+            }
+            None => return Err(RepoError::MissingObject(*new)),
+        }
+        let current = self.timeline(name)?;
+        if current.as_ref() != expected {
+            let show = |o: Option<&ObjectId>| o.map(|i| i.short()).unwrap_or_else(|| "(none)".into());
+            return Err(RepoError::HeadMoved {
+                name: name.to_string(),
+                expected: show(expected),
+                found: show(current.as_ref()),
+            });
+        }
+        let path = self.timeline_path(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        self.write_id_file(&path, Some(new))
+    }
+
+    /// Resolves what a user typed: a timeline name, or a unique hex prefix (at least
+    /// four digits) of a seal id.
+    pub fn resolve_seal(&self, spec: &str) -> Result<ObjectId> {
+        if let Ok(name) = TimelineName::new(spec)
+            && let Some(id) = self.timeline(&name)?
+        {
+            return Ok(id);
+        }
+        if spec.len() >= 4 && id::is_hex(spec) {
+            let lower = spec.to_ascii_lowercase();
+            let matches: Vec<&ObjectId> = self
+                .store
+                .ids()
+                .filter(|i| i.has_hex_prefix(&lower) && self.store.kind(i) == Some(ObjectKind::Seal))
+                .take(2)
+                .collect();
+            match matches.as_slice() {
+                [one] => return Ok(**one),
+                [] => {}
+                _ => {
+                    let count = self
+                        .store
+                        .ids()
+                        .filter(|i| i.has_hex_prefix(&lower) && self.store.kind(i) == Some(ObjectKind::Seal))
+                        .count();
+                    return Err(RepoError::AmbiguousPrefix {
+                        prefix: spec.to_owned(),
+                        count,
+                    });
+                }
+            }
+        }
+        Err(RepoError::UnknownSeal(spec.to_owned()))
+    }
+
+    /// Seals reachable from `heads`, newest first (by time, then id), each once.
+    pub fn history(&self, heads: &[ObjectId], limit: Option<usize>) -> Result<Vec<(ObjectId, Seal)>> {
+        let mut out = Vec::new();
+        let mut seen = StdHashSet::new();
+        let mut pending = std::collections::HashMap::new();
+        // Newest first; among equal times, the one found first (children are found
+        // before their parents), so a burst of seals within a second stays in order.
+        let mut queue = BinaryHeap::new();
+        let mut found = 0usize;
+        for h in heads {
+            if seen.insert(*h) {
+                let s = self.store.seal(h)?;
+                queue.push((s.time.seconds, std::cmp::Reverse(found), *h));
+                found += 1;
+                pending.insert(*h, s);
+            }
+        }
+        while let Some((_, _, id)) = queue.pop() {
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+            let Some(seal) = pending.remove(&id) else { continue };
+            for p in &seal.parents {
+                if seen.insert(*p) {
+                    let ps = self.store.seal(p)?;
+                    queue.push((ps.time.seconds, std::cmp::Reverse(found), *p));
+                    found += 1;
+                    pending.insert(*p, ps);
+                }
+            }
+            out.push((id, seal));
+        }
+        Ok(out)
+    }
+
+    /// Every ancestor of `id`, itself included.
+    pub fn ancestors(&self, id: &ObjectId) -> Result<BTreeSet<ObjectId>> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![*id];
+        while let Some(s) = stack.pop() {
+            if seen.insert(s) {
+                stack.extend(self.store.seal(&s)?.parents);
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Whether `a` is an ancestor of (or equal to) `b`.
+    pub fn is_ancestor(&self, a: &ObjectId, b: &ObjectId) -> Result<bool> {
+        Ok(self.ancestors(b)?.contains(a))
+    }
+
+    /// The best common ancestor of two seals: a common ancestor that no other
+    /// common ancestor descends from, chosen by latest time when there are several.
+    pub fn merge_base(&self, a: &ObjectId, b: &ObjectId) -> Result<Option<ObjectId>> {
+        let ours = self.ancestors(a)?;
+        let theirs = self.ancestors(b)?;
+        let common: Vec<ObjectId> = ours.intersection(&theirs).copied().collect();
+        let mut best: Option<(i64, ObjectId)> = None;
+        for c in &common {
+            // Skip any common ancestor that is a proper ancestor of another one.
+            let dominated = common
+                .iter()
+                .any(|o| o != c && self.is_ancestor(c, o).unwrap_or(false));
+            if dominated {
+                continue;
+            }
+            let t = self.store.seal(c)?.time.seconds;
+            if best.is_none_or(|(bt, bid)| (t, *c) > (bt, bid)) {
+                best = Some((t, *c));
+            }
+        }
+        Ok(best.map(|b| b.1))
+    }
+}
+
+/// Replaces `path` atomically: write a temporary sibling, optionally fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = File::create(&tmp).at(&tmp)?;
+    f.write_all(bytes).at(&tmp)?;
+    if durable {
+        f.sync_all().at(&tmp)?;
+    }
+    drop(f);
+    fs::rename(&tmp, path).at(path)?;
+    if durable {
+        pack::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// 128 random bits from the OS, hex-encoded: a fresh repository id.
+fn random_id() -> Result<String> {
+    let path = Path::new("/dev/urandom");
+    let mut buf = [0u8; 16];
+    use std::io::Read;
+    File::open(path).and_then(|mut f| f.read_exact(&mut buf)).at(path)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}

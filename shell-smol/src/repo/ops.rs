@@ -1,0 +1,436 @@
+//! The everyday operations behind the CLI: seal, status, switch, create, fuse,
+//! verify. Each takes the repository lock for as long as it writes, lands objects
+//! before it moves a head, and moves heads only by compare-and-set.
+
+use std::collections::BTreeSet;
+
+use ivaldi_core::merge::{self, ConflictKind, MergeLabels};
+use ivaldi_core::object::{Mode, ObjectKind};
+use ivaldi_core::{ObjectId, Seal, TimelineName, Timestamp};
+use serde::Serialize;
+
+use super::error::{RepoError, Result};
+use super::fault;
+use super::worktree::{self, Changes, Flat};
+use super::{RepoLock, Repository};
+
+/// Who and when, for a new seal.
+#[derive(Clone, Debug)]
+pub struct Signature {
+    pub author: String,
+    pub time: Timestamp,
+}
+
+/// What `seal` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum SealOutcome {
+    /// A new seal now heads the timeline.
+    Sealed {
+        id: ObjectId,
+        timeline: TimelineName,
+        changes: Changes,
+        new_objects: usize,
+    },
+    /// The working tree matches its base and no fuse is pending.
+    NothingToSeal,
+}
+
+fn flat_of(repo: &Repository, seal: Option<&ObjectId>) -> Result<Flat> {
+    match seal {
+        Some(id) => {
+            let s = repo.store.seal(id)?;
+            worktree::flatten(&repo.store, &s.tree)
+        }
+        None => Ok(Flat::new()),
+    }
+}
+
+/// Checks that the checked-out timeline still points at the working tree's base.
+fn check_head_matches_base(
+    repo: &Repository,
+    timeline: &TimelineName,
+    base: Option<&ObjectId>,
+) -> Result<Option<ObjectId>> {
+    let head = repo.timeline(timeline)?;
+    if head.as_ref() != base {
+        let show = |o: Option<&ObjectId>| o.map(|i| i.short()).unwrap_or_else(|| "(none)".into());
+        return Err(RepoError::Refused(format!(
+            "timeline {timeline} is at {} but the working tree is based on {}; \
+             nothing was changed",
+            show(head.as_ref()),
+            show(base)
+        )));
+    }
+    Ok(head)
+}
+
+/// Snapshots the working tree onto the checked-out timeline.
+pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<SealOutcome> {
+    let lock = repo.lock()?;
+    let timeline = repo.head_timeline()?;
+    let base = repo.base()?;
+    let head = check_head_matches_base(repo, &timeline, base.as_ref())?;
+    let fuse = repo.fuse_head()?;
+    let mut writer = repo.store.writer()?;
+    let scan = worktree::scan(repo, Some(&mut writer))?;
+    fault::point("seal.scanned");
+    let base_flat = flat_of(repo, base.as_ref())?;
+    let changes = worktree::diff(&base_flat, &scan.files);
+    if changes.is_empty() && fuse.is_none() && (base.is_some() || scan.files.is_empty()) {
+        scan.save_cache(repo)?;
+        return Ok(SealOutcome::NothingToSeal);
+    }
+    let tree = worktree::build_tree(&scan.files, &repo.store, &mut writer)?;
+    let seal = Seal {
+        tree,
+        parents: base.iter().chain(fuse.iter()).copied().collect(),
+        author: sig.author.clone(),
+        time: sig.time,
+        message: message.to_owned(),
+    };
+    let bytes = seal.encode()?;
+    let id = ObjectId::hash(&bytes);
+    writer.add_trusted(id, &bytes)?;
+    let new_objects = repo.store.commit(writer)?;
+    fault::point("seal.pack-landed");
+    repo.update_timeline(&lock, &timeline, head.as_ref(), &id)?;
+    fault::point("seal.timeline-moved");
+    repo.set_base(&lock, Some(&id))?;
+    repo.set_fuse_head(&lock, None)?;
+    fault::point("seal.base-written");
+    scan.save_cache(repo)?;
+    Ok(SealOutcome::Sealed {
+        id,
+        timeline,
+        changes,
+        new_objects,
+    })
+}
+
+/// The working tree's state, for `ivaldi status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub timeline: TimelineName,
+    pub base: Option<ObjectId>,
+    pub head: Option<ObjectId>,
+    pub changes: Changes,
+    pub fuse_pending: Option<ObjectId>,
+}
+
+/// Compares the working tree with its base seal.
+pub fn status(repo: &mut Repository) -> Result<Status> {
+    let timeline = repo.head_timeline()?;
+    let base = repo.base()?;
+    let head = repo.timeline(&timeline)?;
+    let scan = worktree::scan(repo, None)?;
+    let changes = worktree::diff(&flat_of(repo, base.as_ref())?, &scan.files);
+    // Refreshing the cache is an optimisation: skip it if a writer is busy.
+    if let Ok(_lock) = RepoLock::acquire(&repo.dot_dir().join("lock"), std::time::Duration::ZERO) {
+        scan.save_cache(repo)?;
+    }
+    Ok(Status {
+        timeline,
+        base,
+        head,
+        changes,
+        fuse_pending: repo.fuse_head()?,
+    })
+}
+
+/// Paths of uncommitted work that a change to `changed` paths would overwrite:
+/// the same path, or one that is a directory prefix of the other.
+fn blocked(dirty: &Changes, changed: &Changes) -> Vec<String> {
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    for p in changed.paths() {
+        touched.insert(p);
+        let mut s = p.as_str();
+        while let Some(i) = s.rfind('/') {
+            s = &s[..i];
+            touched.insert(s);
+        }
+    }
+    let mut out = Vec::new();
+    for d in dirty.paths() {
+        let mut hit = touched.contains(d.as_str());
+        let mut s = d.as_str();
+        while !hit && let Some(i) = s.rfind('/') {
+            s = &s[..i];
+            hit = changed.paths().any(|c| c == s);
+        }
+        if hit {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+fn refuse_blocked(what: &str, paths: &[String]) -> RepoError {
+    let mut list: Vec<&str> = paths.iter().map(String::as_str).take(10).collect();
+    if paths.len() > 10 {
+        list.push("…");
+    }
+    RepoError::Refused(format!(
+        "{what} would overwrite uncommitted changes in: {}\n  seal them first (`ivaldi seal -m ...`); nothing was changed",
+        list.join(", ")
+    ))
+}
+
+/// Moves the working tree from its base to `target`, refusing if uncommitted work
+/// is in the way. Returns the working tree's changes that were carried along.
+fn move_worktree(repo: &Repository, base: Option<&ObjectId>, target: &Flat, what: &str) -> Result<()> {
+    let base_flat = flat_of(repo, base)?;
+    let scan = worktree::scan(repo, None)?;
+    let dirty = worktree::diff(&base_flat, &scan.files);
+    let changed = worktree::diff(&base_flat, target);
+    let blocked = blocked(&dirty, &changed);
+    if !blocked.is_empty() {
+        return Err(refuse_blocked(what, &blocked));
+    }
+    worktree::checkout(repo, &base_flat, target)
+}
+
+/// Checks out another timeline.
+pub fn switch(repo: &mut Repository, name: &TimelineName) -> Result<ObjectId> {
+    let lock = repo.lock()?;
+    if repo.fuse_head()?.is_some() {
+        return Err(RepoError::Refused(
+            "a fuse is in progress: resolve the conflicts and seal first".into(),
+        ));
+    }
+    let target = repo
+        .timeline(name)?
+        .ok_or_else(|| RepoError::UnknownTimeline(name.to_string()))?;
+    let base = repo.base()?;
+    let target_flat = flat_of(repo, Some(&target))?;
+    move_worktree(repo, base.as_ref(), &target_flat, "switching")?;
+    repo.set_head_timeline(&lock, name)?;
+    repo.set_base(&lock, Some(&target))?;
+    Ok(target)
+}
+
+/// Creates a timeline at `from` (a seal or timeline), or at the working tree's base.
+pub fn create_timeline(repo: &mut Repository, name: &TimelineName, from: Option<&str>) -> Result<ObjectId> {
+    let lock = repo.lock()?;
+    if repo.timeline(name)?.is_some() {
+        return Err(RepoError::TimelineExists(name.to_string()));
+    }
+    let at = match from {
+        Some(spec) => repo.resolve_seal(spec)?,
+        None => repo.base()?.ok_or_else(|| {
+            RepoError::Refused("nothing to start a timeline from: seal something first".into())
+        })?,
+    };
+    repo.update_timeline(&lock, name, None, &at)?;
+    Ok(at)
+}
+
+/// What `fuse` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FuseOutcome {
+    /// The other timeline holds nothing new.
+    UpToDate,
+    /// The current timeline moved forward to the other's head.
+    FastForward { to: ObjectId },
+    /// A clean merge, sealed with both parents.
+    Merged { id: ObjectId },
+    /// Conflicts were written to the working tree; the next seal records both parents.
+    Conflicted { paths: Vec<String> },
+}
+
+/// Merges `other` into the checked-out timeline.
+pub fn fuse(repo: &mut Repository, other: &TimelineName, sig: &Signature) -> Result<FuseOutcome> {
+    let lock = repo.lock()?;
+    if repo.fuse_head()?.is_some() {
+        return Err(RepoError::Refused(
+            "a fuse is already in progress: resolve the conflicts and seal first".into(),
+        ));
+    }
+    let timeline = repo.head_timeline()?;
+    let base = repo.base()?;
+    let ours = check_head_matches_base(repo, &timeline, base.as_ref())?
+        .ok_or_else(|| RepoError::Refused("nothing sealed on this timeline yet".into()))?;
+    let theirs = repo
+        .timeline(other)?
+        .ok_or_else(|| RepoError::UnknownTimeline(other.to_string()))?;
+    let ours_flat = flat_of(repo, Some(&ours))?;
+    let scan = worktree::scan(repo, None)?;
+    let dirty = worktree::diff(&ours_flat, &scan.files);
+    if !dirty.is_empty() {
+        let paths: Vec<String> = dirty.paths().cloned().collect();
+        return Err(refuse_blocked("fusing", &paths));
+    }
+    if repo.is_ancestor(&theirs, &ours)? {
+        return Ok(FuseOutcome::UpToDate);
+    }
+    let theirs_flat = flat_of(repo, Some(&theirs))?;
+    if repo.is_ancestor(&ours, &theirs)? {
+        worktree::checkout(repo, &ours_flat, &theirs_flat)?;
+        repo.update_timeline(&lock, &timeline, Some(&ours), &theirs)?;
+        repo.set_base(&lock, Some(&theirs))?;
+        return Ok(FuseOutcome::FastForward { to: theirs });
+    }
+    let mb = repo.merge_base(&ours, &theirs)?;
+    let base_flat = flat_of(repo, mb.as_ref())?;
+    let labels = MergeLabels {
+        ours: timeline.to_string(),
+        theirs: other.to_string(),
+    };
+    let result = merge_snapshots(repo, &base_flat, &ours_flat, &theirs_flat, &labels)?;
+    let mut writer = result.writer;
+    if result.conflicted.is_empty() {
+        let tree = worktree::build_tree(&result.files, &repo.store, &mut writer)?;
+        let seal = Seal {
+            tree,
+            parents: vec![ours, theirs],
+            author: sig.author.clone(),
+            time: sig.time,
+            message: format!("Fuse {other} into {timeline}"),
+        };
+        let bytes = seal.encode()?;
+        let id = ObjectId::hash(&bytes);
+        writer.add_trusted(id, &bytes)?;
+        repo.store.commit(writer)?;
+        repo.update_timeline(&lock, &timeline, Some(&ours), &id)?;
+        worktree::checkout(repo, &ours_flat, &result.files)?;
+        repo.set_base(&lock, Some(&id))?;
+        return Ok(FuseOutcome::Merged { id });
+    }
+    repo.store.commit(writer)?;
+    worktree::checkout(repo, &ours_flat, &result.files)?;
+    repo.set_fuse_head(&lock, Some(&theirs))?;
+    Ok(FuseOutcome::Conflicted {
+        paths: result.conflicted,
+    })
+}
+
+/// The outcome of merging three snapshots: the files to check out (with conflict
+/// markers where needed), the paths still in conflict, and the new blobs.
+pub struct SnapshotMerge {
+    pub files: Flat,
+    pub conflicted: Vec<String>,
+    pub writer: super::PackWriter,
+}
+
+/// Three-way merges snapshots; content conflicts in text files get a line-level
+/// merge, and what stays conflicted is written with markers (or as our version
+/// for binary files), so the user sees every conflict in the working tree.
+pub fn merge_snapshots(
+    repo: &Repository,
+    base: &Flat,
+    ours: &Flat,
+    theirs: &Flat,
+    labels: &MergeLabels,
+) -> Result<SnapshotMerge> {
+    let tm = merge::merge_trees(base, ours, theirs);
+    let mut files = tm.merged;
+    let mut conflicted = Vec::new();
+    let mut writer = repo.store.writer()?;
+    for c in tm.conflicts {
+        let text_sides = match (c.kind, c.ours, c.theirs) {
+            (ConflictKind::Content | ConflictKind::AddAdd, Some(o), Some(t))
+                if o.0.is_file() && t.0.is_file() =>
+            {
+                Some((o, t))
+            }
+            _ => None,
+        };
+        if let Some((o, t)) = text_sides {
+            let small = |id: &ObjectId| repo.store.kind(id) == Some(ObjectKind::Blob);
+            if small(&o.1) && small(&t.1) && c.base.is_none_or(|b| small(&b.1)) {
+                let base_bytes = match c.base {
+                    Some(b) if b.0.is_file() => repo.store.file_content(&b.1)?,
+                    _ => Vec::new(),
+                };
+                let m = merge::merge_text(
+                    &base_bytes,
+                    &repo.store.file_content(&o.1)?,
+                    &repo.store.file_content(&t.1)?,
+                    labels,
+                );
+                let id = writer.add_blob(&m.content)?;
+                let mode = if o.0 == t.0 { o.0 } else { Mode::File };
+                files.insert(c.path.clone(), (mode, id));
+                if m.conflicts > 0 {
+                    conflicted.push(c.path);
+                }
+                continue;
+            }
+        }
+        // Not mergeable line by line: keep our side (or theirs if we deleted it),
+        // so nothing either side wrote vanishes from the working tree.
+        if let Some(keep) = c.ours.or(c.theirs) {
+            files.insert(c.path.clone(), keep);
+        }
+        conflicted.push(c.path);
+    }
+    // A file/directory clash may leave both a file and files beneath it; keep the
+    // directory's files (and report the path) so the tree stays buildable.
+    let clashing: Vec<String> = files
+        .keys()
+        .filter(|p| {
+            let prefix = format!("{p}/");
+            files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
+        })
+        .cloned()
+        .collect();
+    for p in clashing {
+        files.remove(&p);
+        if !conflicted.contains(&p) {
+            conflicted.push(p);
+        }
+    }
+    conflicted.sort();
+    Ok(SnapshotMerge {
+        files,
+        conflicted,
+        writer,
+    })
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub objects: usize,
+    pub packs: usize,
+    pub timelines: usize,
+    pub problems: Vec<String>,
+}
+
+/// Checks the whole repository: every pack and object, the closure of every
+/// object, and that every head names a stored seal.
+pub fn verify(repo: &Repository) -> Result<VerifyReport> {
+    let mut problems = Vec::new();
+    let objects = repo.store.verify_all(&mut problems);
+    let mut timelines = 0;
+    match repo.timelines() {
+        Ok(t) => {
+            for (name, id) in t {
+                timelines += 1;
+                if repo.store.kind(&id) != Some(ObjectKind::Seal) {
+                    problems.push(format!("timeline {name} points at {id}, which is not a stored seal"));
+                }
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    if let Err(e) = repo.head_timeline() {
+        problems.push(e.to_string());
+    }
+    for (what, r) in [("BASE", repo.base()), ("FUSE_HEAD", repo.fuse_head())] {
+        match r {
+            Ok(Some(id)) if repo.store.kind(&id) != Some(ObjectKind::Seal) => {
+                problems.push(format!("{what} points at {id}, which is not a stored seal"));
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    Ok(VerifyReport {
+        objects,
+        packs: repo.store.pack_paths().len(),
+        timelines,
+        problems,
+    })
+}
