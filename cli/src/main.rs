@@ -14,7 +14,11 @@ use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(name = "ivaldi", version, about = "Ivaldi version control with peer-to-peer sync")]
+#[command(
+    name = "ivaldi",
+    version,
+    about = "Ivaldi version control with peer-to-peer sync"
+)]
 struct Cli {
     /// Run as if started in this directory.
     #[arg(short = 'C', global = true, value_name = "DIR")]
@@ -262,7 +266,10 @@ fn format_time(t: &Timestamp) -> String {
     let offset = chrono::FixedOffset::east_opt(i32::from(t.offset_minutes) * 60)
         .unwrap_or_else(|| chrono::FixedOffset::east_opt(0).expect("zero offset is valid"));
     match chrono::DateTime::from_timestamp(t.seconds, 0) {
-        Some(dt) => dt.with_timezone(&offset).format("%Y-%m-%d %H:%M:%S %z").to_string(),
+        Some(dt) => dt
+            .with_timezone(&offset)
+            .format("%Y-%m-%d %H:%M:%S %z")
+            .to_string(),
         None => format!("@{}", t.seconds),
     }
 }
@@ -295,7 +302,12 @@ fn print_seal_header(id: &ObjectId, s: &Seal) {
     }
 }
 
-fn log(repo: &Repository, start: Option<&str>, json: bool, limit: Option<usize>) -> Result<(), Failed> {
+fn log(
+    repo: &Repository,
+    start: Option<&str>,
+    json: bool,
+    limit: Option<usize>,
+) -> Result<(), Failed> {
     let head = match start {
         Some(spec) => repo.resolve_seal(spec)?,
         None => {
@@ -426,5 +438,9 @@ fn verify(repo: &Repository, json: bool) -> Result<(), Failed> {
             }
         );
     }
-    if r.problems.is_empty() { Ok(()) } else { Err(Failed(1)) }
+    if r.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failed(1))
+    }
 }

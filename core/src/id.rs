@@ -142,3 +142,28 @@ mod tests {
         assert!("g".repeat(64).parse::<ObjectId>().is_err());
     }
 }
+
+/// A fixed (unseeded) hasher for maps keyed by ids: ids are already uniform, and a
+/// fixed hasher keeps every iteration order reproducible, which the simulator's
+/// determinism needs.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by ids with a deterministic hasher.
+pub type IdMap<V> = hashbrown::HashMap<ObjectId, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A set of ids with a deterministic hasher.
+pub type IdSet = hashbrown::HashSet<ObjectId, std::hash::BuildHasherDefault<IdHasher>>;

@@ -8,10 +8,19 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+pub mod config;
 pub mod id;
 pub mod merge;
+pub mod node;
+pub mod noise;
 pub mod object;
+pub mod rng;
+pub mod store;
+pub mod sync;
+pub mod testkit;
+pub mod time;
 pub mod timeline;
+pub mod wire;
 
 pub use id::ObjectId;
 pub use object::{ChunkList, Mode, Object, ObjectKind, Seal, Timestamp, Tree, TreeEntry};

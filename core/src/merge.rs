@@ -139,7 +139,9 @@ pub fn merge_text(base: &[u8], ours: &[u8], theirs: &[u8], labels: &MergeLabels)
     while b < nb || o < no || t < nt {
         // A stable run: base lines matched at the very next positions of both sides.
         let mut run = 0;
-        while b + run < nb && to_ours[b + run] == Some(o + run) && to_theirs[b + run] == Some(t + run)
+        while b + run < nb
+            && to_ours[b + run] == Some(o + run)
+            && to_theirs[b + run] == Some(t + run)
         {
             run += 1;
         }
@@ -160,7 +162,11 @@ pub fn merge_text(base: &[u8], ours: &[u8], theirs: &[u8], labels: &MergeLabels)
                 Some(_) => end += 1,
             }
         };
-        let (bc, oc, tc) = (&base_ids[b..end], &ours_ids[o..o_end], &theirs_ids[t..t_end]);
+        let (bc, oc, tc) = (
+            &base_ids[b..end],
+            &ours_ids[o..o_end],
+            &theirs_ids[t..t_end],
+        );
         if oc == bc || oc == tc {
             out.lines(&theirs_lines[t..t_end]);
         } else if tc == bc {
@@ -429,10 +435,15 @@ pub enum ConflictKind {
 /// (`None` where the path is absent).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PathConflict {
+    /// The `/`-separated path, as in [`FlatTree`].
     pub path: String,
+    /// Which rule failed, and so which resolutions make sense.
     pub kind: ConflictKind,
+    /// The common ancestor's entry, what a content merge diffs against.
     pub base: Option<(Mode, ObjectId)>,
+    /// Our entry.
     pub ours: Option<(Mode, ObjectId)>,
+    /// Their entry.
     pub theirs: Option<(Mode, ObjectId)>,
 }
 
@@ -461,7 +472,11 @@ impl TreeMerge {
 /// [`PathConflict`]; afterwards a file that would sit where the other paths need a
 /// directory becomes a [`ConflictKind::FileDirectory`] conflict.
 pub fn merge_trees(base: &FlatTree, ours: &FlatTree, theirs: &FlatTree) -> TreeMerge {
-    let paths: BTreeSet<&String> = base.keys().chain(ours.keys()).chain(theirs.keys()).collect();
+    let paths: BTreeSet<&String> = base
+        .keys()
+        .chain(ours.keys())
+        .chain(theirs.keys())
+        .collect();
     let mut merged = FlatTree::new();
     let mut conflicts = Vec::new();
     for path in paths {
@@ -506,7 +521,7 @@ pub fn merge_trees(base: &FlatTree, ours: &FlatTree, theirs: &FlatTree) -> TreeM
             .cloned()
             .collect();
         for path in clashing {
-            let entry = merged.remove(&path);
+            merged.remove(&path);
             conflicts.push(PathConflict {
                 kind: ConflictKind::FileDirectory,
                 base: base.get(&path).copied(),
@@ -514,7 +529,6 @@ pub fn merge_trees(base: &FlatTree, ours: &FlatTree, theirs: &FlatTree) -> TreeM
                 theirs: theirs.get(&path).copied(),
                 path,
             });
-            debug_assert!(entry.is_some());
         }
         conflicts.sort_by(|a, b| a.path.cmp(&b.path));
     }
@@ -539,9 +553,7 @@ fn merge_entry(b: Entry, o: Entry, t: Entry) -> Result<Entry, ConflictKind> {
             match (pick(b.1, o.1, t.1), pick(b.0, o.0, t.0)) {
                 (None, _) => Err(ConflictKind::Content),
                 (Some(_), None) => Err(ConflictKind::Mode),
-                (Some(id), Some(mode)) if files || o.0 == t.0 || o.1 == t.1 => {
-                    Ok(Some((mode, id)))
-                }
+                (Some(id), Some(mode)) if files || o.0 == t.0 || o.1 == t.1 => Ok(Some((mode, id))),
                 (Some(_), Some(_)) => Err(ConflictKind::Content),
             }
         }
@@ -568,7 +580,12 @@ mod tests {
     }
 
     fn merge(base: &str, ours: &str, theirs: &str) -> (String, usize) {
-        let m = merge_text(base.as_bytes(), ours.as_bytes(), theirs.as_bytes(), &labels());
+        let m = merge_text(
+            base.as_bytes(),
+            ours.as_bytes(),
+            theirs.as_bytes(),
+            &labels(),
+        );
         (String::from_utf8(m.content).unwrap(), m.conflicts)
     }
 
@@ -625,10 +642,7 @@ mod tests {
         assert_eq!(merge("a\nb\n", "a\nx\nb\n", "a\ny\nb\n").1, 1);
         assert_eq!(
             merge("a\nb\nc\n", "a\nc\n", "a\nB\nc\n"),
-            (
-                "a\n<<<<<<< ours\n=======\nB\n>>>>>>> theirs\nc\n".into(),
-                1
-            )
+            ("a\n<<<<<<< ours\n=======\nB\n>>>>>>> theirs\nc\n".into(), 1)
         );
     }
 
@@ -902,14 +916,21 @@ mod tests {
             &flat(&[("k", F, 1), ("d/x", F, 3)]),
         );
         let c = only_conflict(&m);
-        assert_eq!((c.path.as_str(), c.kind), ("d", ConflictKind::FileDirectory));
+        assert_eq!(
+            (c.path.as_str(), c.kind),
+            ("d", ConflictKind::FileDirectory)
+        );
         assert_eq!((c.base, c.ours, c.theirs), (None, Some((F, id(2))), None));
         assert_eq!(m.merged, flat(&[("d/x", F, 3), ("k", F, 1)]));
 
         // Ours turns directory "d" into a file while theirs edits "d/x".
         let base = flat(&[("d/x", F, 1)]);
         let m = merge_trees(&base, &flat(&[("d", L, 2)]), &flat(&[("d/x", F, 3)]));
-        let kinds: Vec<_> = m.conflicts.iter().map(|c| (c.path.as_str(), c.kind)).collect();
+        let kinds: Vec<_> = m
+            .conflicts
+            .iter()
+            .map(|c| (c.path.as_str(), c.kind))
+            .collect();
         assert_eq!(
             kinds,
             [
@@ -928,7 +949,10 @@ mod tests {
         let base = flat(&[("d", F, 1)]);
         let m = merge_trees(&base, &flat(&[("d", F, 2)]), &flat(&[("d/y", F, 3)]));
         let c = only_conflict(&m);
-        assert_eq!((c.path.as_str(), c.kind), ("d", ConflictKind::FileDirectory));
+        assert_eq!(
+            (c.path.as_str(), c.kind),
+            ("d", ConflictKind::FileDirectory)
+        );
         assert_eq!(m.merged, flat(&[("d/y", F, 3)]));
     }
 }

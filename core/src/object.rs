@@ -308,7 +308,9 @@ impl Seal {
         if u32::try_from(self.message.len()).is_err() {
             return Err(DecodeError::TooLong("message"));
         }
-        if self.time.offset_minutes.abs() > MAX_OFFSET {
+        // Not `abs()`: it overflows on `i16::MIN` (a panic with overflow checks, and
+        // without them a wrap to a negative number that passed this test).
+        if !(-MAX_OFFSET..=MAX_OFFSET).contains(&self.time.offset_minutes) {
             return Err(DecodeError::BadOffset(self.time.offset_minutes));
         }
         for (i, p) in self.parents.iter().enumerate() {

@@ -172,7 +172,13 @@ fn separated_edits_merge_cleanly() {
                 .map(|i| if i % 4 == 0 { edit(g, "ours", i) } else { None })
                 .collect();
             let theirs = (0..n)
-                .map(|i| if i % 4 == 2 { edit(g, "theirs", i) } else { None })
+                .map(|i| {
+                    if i % 4 == 2 {
+                        edit(g, "theirs", i)
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             Case { base, ours, theirs }
         }

@@ -12,7 +12,10 @@ use ivaldi_core::object::{
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
 fn check<A: quickcheck::Testable>(prop: A) {
-    QuickCheck::new().rng(Gen::new(60)).tests(300).quickcheck(prop);
+    QuickCheck::new()
+        .rng(Gen::new(60))
+        .tests(300)
+        .quickcheck(prop);
 }
 
 #[derive(Clone, Debug)]
@@ -197,8 +200,8 @@ fn decoding_arbitrary_bytes_never_panics() {
         let tree = Tree::decode(bytes).map_or(true, |t| canonical(t.encode()));
         let seal = Seal::decode(bytes).map_or(true, |s| canonical(s.encode().unwrap()));
         let chunks = ChunkList::decode(bytes).map_or(true, |c| canonical(c.encode()));
-        let verified = object::verify(&ObjectId::hash(bytes), bytes).is_ok()
-            == Object::decode(bytes).is_ok();
+        let verified =
+            object::verify(&ObjectId::hash(bytes), bytes).is_ok() == Object::decode(bytes).is_ok();
         object && tree && seal && chunks && verified
     }
     fn prop(kind: u8, mut bytes: Vec<u8>) -> bool {
@@ -228,13 +231,12 @@ fn mutated_encodings_are_rejected_or_canonical() {
 #[test]
 fn tree_id_ignores_entry_order() {
     fn prop(t: ArbTree, keys: Vec<u32>) -> bool {
-        let mut shuffled: Vec<(u32, TreeEntry)> = t
-            .0
-            .entries()
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (keys.get(i).copied().unwrap_or(i as u32), e.clone()))
-            .collect();
+        let mut shuffled: Vec<(u32, TreeEntry)> =
+            t.0.entries()
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (keys.get(i).copied().unwrap_or(i as u32), e.clone()))
+                .collect();
         shuffled.sort_by_key(|(k, _)| *k);
         let rebuilt = Tree::new(shuffled.into_iter().map(|(_, e)| e).collect()).unwrap();
         rebuilt.id() == t.0.id() && rebuilt == t.0
@@ -285,6 +287,34 @@ fn swapped_entries_are_rejected() {
         TestResult::from_bool(Tree::decode(&tree_bytes(&raw)) == expected)
     }
     check(prop as fn(ArbTree, usize, usize) -> TestResult);
+}
+
+/// Any offset beyond a day either way is rejected by both encoder and decoder,
+/// including `i16::MIN`, whose `abs()` overflows (found by fuzzing).
+#[test]
+fn seal_offsets_outside_a_day_are_rejected() {
+    fn prop(s: ArbSeal, offset: i16) -> bool {
+        let valid = s.0.encode().unwrap();
+        let mut bytes = valid.clone();
+        let at = 1 + 32 + 1 + 32 * s.0.parents.len() + 8;
+        bytes[at..at + 2].copy_from_slice(&offset.to_be_bytes());
+        let mut seal = s.0.clone();
+        seal.time.offset_minutes = offset;
+        let in_range = (-1439..=1439).contains(&offset);
+        if in_range {
+            Seal::decode(&bytes) == Ok(seal.clone()) && seal.encode() == Ok(bytes)
+        } else {
+            let err = Some(DecodeError::BadOffset(offset));
+            Seal::decode(&bytes).err() == err && seal.encode().err() == err
+        }
+    }
+    check(prop as fn(ArbSeal, i16) -> bool);
+    for offset in [i16::MIN, i16::MIN + 1, -1440, 1440, i16::MAX] {
+        assert!(
+            prop(ArbSeal::arbitrary(&mut Gen::new(5)), offset),
+            "{offset}"
+        );
+    }
 }
 
 #[test]

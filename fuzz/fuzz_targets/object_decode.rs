@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(decoded, Ok(Object::Tree(tree)));
     }
     if let Ok(seal) = Seal::decode(data) {
-        assert_eq!(seal.encode().expect("a decoded seal re-encodes"), data, "seal is not canonical");
+        assert_eq!(
+            seal.encode().expect("a decoded seal re-encodes"),
+            data,
+            "seal is not canonical"
+        );
         assert_eq!(decoded, Ok(Object::Seal(seal)));
     }
     if let Ok(list) = ChunkList::decode(data) {

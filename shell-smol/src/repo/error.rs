@@ -12,7 +12,9 @@ use thiserror::Error;
 /// file, object or argument at fault so the user knows where to look.
 #[derive(Debug, Error)]
 pub enum RepoError {
-    #[error("not an Ivaldi repository (or any parent up to /): {0}\n  run `ivaldi forge` to create one")]
+    #[error(
+        "not an Ivaldi repository (or any parent up to /): {0}\n  run `ivaldi forge` to create one"
+    )]
     NotARepository(PathBuf),
     #[error("{0} is already an Ivaldi repository")]
     AlreadyExists(PathBuf),

@@ -19,8 +19,8 @@ use ivaldi_core::object::ObjectKind;
 use ivaldi_core::{Seal, TimelineName};
 use serde::{Deserialize, Serialize};
 
-pub use error::{RepoError, Result};
 use error::IoContext;
+pub use error::{RepoError, Result};
 pub use lock::RepoLock;
 pub use pack::{PackWriter, Store};
 
@@ -79,7 +79,8 @@ impl Repository {
             fs::create_dir_all(staging.join(sub)).at(&staging)?;
         }
         let info = RepoInfo { id: id.to_owned() };
-        let json = serde_json::to_vec_pretty(&info).map_err(|e| RepoError::Refused(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&info).map_err(|e| RepoError::Refused(e.to_string()))?;
         fs::write(staging.join("repo.json"), json).at(&staging)?;
         fs::write(staging.join("HEAD"), format!("{DEFAULT_TIMELINE}\n")).at(&staging)?;
         fs::write(staging.join("format"), FORMAT).at(&staging)?;
@@ -208,12 +209,14 @@ impl Repository {
     fn read_id_file(&self, path: &Path) -> Result<Option<ObjectId>> {
         match fs::read_to_string(path) {
             Ok(text) if text.trim().is_empty() => Ok(None),
-            Ok(text) => text.trim().parse().map(Some).map_err(|e: id::ParseIdError| {
-                RepoError::BadFile {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e: id::ParseIdError| RepoError::BadFile {
                     path: path.to_owned(),
                     reason: e.to_string(),
-                }
-            }),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).at(path),
         }
@@ -276,7 +279,9 @@ impl Repository {
                 let rel = path.strip_prefix(&base).unwrap_or(&path);
                 let Some(rel) = rel.to_str() else { continue };
                 // Lock files and stray names are not timelines.
-                let Ok(name) = TimelineName::new(rel) else { continue };
+                let Ok(name) = TimelineName::new(rel) else {
+                    continue;
+                };
                 if let Some(id) = self.read_id_file(&path)? {
                     out.insert(name, id);
                 }
@@ -308,7 +313,8 @@ impl Repository {
         }
         let current = self.timeline(name)?;
         if current.as_ref() != expected {
-            let show = |o: Option<&ObjectId>| o.map(|i| i.short()).unwrap_or_else(|| "(none)".into());
+            let show =
+                |o: Option<&ObjectId>| o.map(|i| i.short()).unwrap_or_else(|| "(none)".into());
             return Err(RepoError::HeadMoved {
                 name: name.to_string(),
                 expected: show(expected),
@@ -335,7 +341,9 @@ impl Repository {
             let matches: Vec<&ObjectId> = self
                 .store
                 .ids()
-                .filter(|i| i.has_hex_prefix(&lower) && self.store.kind(i) == Some(ObjectKind::Seal))
+                .filter(|i| {
+                    i.has_hex_prefix(&lower) && self.store.kind(i) == Some(ObjectKind::Seal)
+                })
                 .take(2)
                 .collect();
             match matches.as_slice() {
@@ -345,7 +353,9 @@ impl Repository {
                     let count = self
                         .store
                         .ids()
-                        .filter(|i| i.has_hex_prefix(&lower) && self.store.kind(i) == Some(ObjectKind::Seal))
+                        .filter(|i| {
+                            i.has_hex_prefix(&lower) && self.store.kind(i) == Some(ObjectKind::Seal)
+                        })
                         .count();
                     return Err(RepoError::AmbiguousPrefix {
                         prefix: spec.to_owned(),
@@ -358,7 +368,11 @@ impl Repository {
     }
 
     /// Seals reachable from `heads`, newest first (by time, then id), each once.
-    pub fn history(&self, heads: &[ObjectId], limit: Option<usize>) -> Result<Vec<(ObjectId, Seal)>> {
+    pub fn history(
+        &self,
+        heads: &[ObjectId],
+        limit: Option<usize>,
+    ) -> Result<Vec<(ObjectId, Seal)>> {
         let mut out = Vec::new();
         let mut seen = StdHashSet::new();
         let mut pending = std::collections::HashMap::new();
@@ -378,7 +392,9 @@ impl Repository {
             if limit.is_some_and(|l| out.len() >= l) {
                 break;
             }
-            let Some(seal) = pending.remove(&id) else { continue };
+            let Some(seal) = pending.remove(&id) else {
+                continue;
+            };
             for p in &seal.parents {
                 if seen.insert(*p) {
                     let ps = self.store.seal(p)?;
@@ -456,6 +472,8 @@ fn random_id() -> Result<String> {
     let path = Path::new("/dev/urandom");
     let mut buf = [0u8; 16];
     use std::io::Read;
-    File::open(path).and_then(|mut f| f.read_exact(&mut buf)).at(path)?;
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .at(path)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -178,7 +178,12 @@ fn refuse_blocked(what: &str, paths: &[String]) -> RepoError {
 
 /// Moves the working tree from its base to `target`, refusing if uncommitted work
 /// is in the way. Returns the working tree's changes that were carried along.
-fn move_worktree(repo: &Repository, base: Option<&ObjectId>, target: &Flat, what: &str) -> Result<()> {
+fn move_worktree(
+    repo: &Repository,
+    base: Option<&ObjectId>,
+    target: &Flat,
+    what: &str,
+) -> Result<()> {
     let base_flat = flat_of(repo, base)?;
     let scan = worktree::scan(repo, None)?;
     let dirty = worktree::diff(&base_flat, &scan.files);
@@ -210,7 +215,11 @@ pub fn switch(repo: &mut Repository, name: &TimelineName) -> Result<ObjectId> {
 }
 
 /// Creates a timeline at `from` (a seal or timeline), or at the working tree's base.
-pub fn create_timeline(repo: &mut Repository, name: &TimelineName, from: Option<&str>) -> Result<ObjectId> {
+pub fn create_timeline(
+    repo: &mut Repository,
+    name: &TimelineName,
+    from: Option<&str>,
+) -> Result<ObjectId> {
     let lock = repo.lock()?;
     if repo.timeline(name)?.is_some() {
         return Err(RepoError::TimelineExists(name.to_string()));
@@ -371,7 +380,10 @@ pub fn merge_snapshots(
         .keys()
         .filter(|p| {
             let prefix = format!("{p}/");
-            files.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
+            files
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&prefix))
         })
         .cloned()
         .collect();
@@ -409,7 +421,9 @@ pub fn verify(repo: &Repository) -> Result<VerifyReport> {
             for (name, id) in t {
                 timelines += 1;
                 if repo.store.kind(&id) != Some(ObjectKind::Seal) {
-                    problems.push(format!("timeline {name} points at {id}, which is not a stored seal"));
+                    problems.push(format!(
+                        "timeline {name} points at {id}, which is not a stored seal"
+                    ));
                 }
             }
         }

@@ -148,7 +148,9 @@ impl Store {
         let loc = self.index.get(id).ok_or(RepoError::MissingObject(*id))?;
         let pack = &self.packs[loc.pack as usize];
         let mut buf = vec![0u8; loc.len as usize];
-        pack.file.read_exact_at(&mut buf, loc.offset).at(&pack.path)?;
+        pack.file
+            .read_exact_at(&mut buf, loc.offset)
+            .at(&pack.path)?;
         if ObjectId::hash(&buf) != *id {
             return Err(RepoError::CorruptObject {
                 id: *id,
@@ -224,7 +226,10 @@ impl Store {
                 for (child, size) in &list.entries {
                     let wrote = self.write_file_content(child, out)?;
                     if wrote != *size {
-                        return Err(self.corrupt(id, format!("entry {child} is {wrote} bytes, list says {size}")));
+                        return Err(self.corrupt(
+                            id,
+                            format!("entry {child} is {wrote} bytes, list says {size}"),
+                        ));
                     }
                     total += wrote;
                 }
@@ -347,7 +352,10 @@ impl PackWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let out = self.out.as_mut().ok_or_else(|| RepoError::Refused("pack already finished".into()))?;
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| RepoError::Refused("pack already finished".into()))?;
         out.write_all(bytes).at(&self.tmp_path)?;
         self.hasher.update(bytes);
         self.offset += bytes.len() as u64;
@@ -441,7 +449,10 @@ impl PackWriter {
         trailer.extend_from_slice(&index_offset.to_be_bytes());
         trailer.extend_from_slice(checksum.as_bytes());
         trailer.extend_from_slice(END_MAGIC);
-        let mut out = self.out.take().ok_or_else(|| RepoError::Refused("pack already finished".into()))?;
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| RepoError::Refused("pack already finished".into()))?;
         out.write_all(&trailer).at(&self.tmp_path)?;
         let file = out.into_inner().map_err(|e| RepoError::Io {
             path: self.tmp_path.clone(),
@@ -523,7 +534,8 @@ fn read_index(file: &File, path: &Path) -> Result<Vec<IndexEntry>> {
         id.copy_from_slice(&e[0..32]);
         let offset = u64::from_be_bytes(e[32..40].try_into().unwrap_or_default());
         let len = u32::from_be_bytes(e[40..44].try_into().unwrap_or_default());
-        let kind = ObjectKind::from_byte(e[44]).ok_or_else(|| bad(path, "unknown kind in index"))?;
+        let kind =
+            ObjectKind::from_byte(e[44]).ok_or_else(|| bad(path, "unknown kind in index"))?;
         if offset < MAGIC.len() as u64 || offset.saturating_add(u64::from(len)) > index_offset {
             return Err(bad(path, "index entry points outside the object area"));
         }
@@ -548,7 +560,10 @@ fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
         pos += n as u64;
     }
     if hasher.finalize().as_bytes() != &sum {
-        return Err(bad(path, "checksum mismatch: the pack was modified or damaged"));
+        return Err(bad(
+            path,
+            "checksum mismatch: the pack was modified or damaged",
+        ));
     }
     Ok(())
 }

@@ -179,7 +179,8 @@ impl StatCache {
     /// Records a file just written by a checkout.
     fn record(&mut self, path: &str, meta: &fs::Metadata, id: ObjectId) {
         if let Some(stat) = Stat::of(meta) {
-            self.entries.insert(path.to_owned(), CacheEntry { stat, id });
+            self.entries
+                .insert(path.to_owned(), CacheEntry { stat, id });
         }
     }
 }
@@ -277,7 +278,9 @@ pub fn scan(repo: &Repository, mut writer: Option<&mut PackWriter>) -> Result<Sc
             && (writer.is_none() || store.contains(&id))
         {
             files.insert(f.rel.clone(), (f.stat.mode, id));
-            cache.entries.insert(f.rel.clone(), CacheEntry { stat: f.stat, id });
+            cache
+                .entries
+                .insert(f.rel.clone(), CacheEntry { stat: f.stat, id });
         } else if f.stat.mode != Mode::Symlink && f.stat.size >= CHUNK_THRESHOLD {
             large.push(f);
         } else {
@@ -294,12 +297,16 @@ pub fn scan(repo: &Repository, mut writer: Option<&mut PackWriter>) -> Result<Sc
             w.add_blob(&bytes)?;
         }
         files.insert(f.rel.clone(), (f.stat.mode, id));
-        cache.entries.insert(f.rel.clone(), CacheEntry { stat: f.stat, id });
+        cache
+            .entries
+            .insert(f.rel.clone(), CacheEntry { stat: f.stat, id });
     }
     for f in large {
         let id = hash_large_file(&f.abs, store, writer.as_deref_mut())?;
         files.insert(f.rel.clone(), (f.stat.mode, id));
-        cache.entries.insert(f.rel.clone(), CacheEntry { stat: f.stat, id });
+        cache
+            .entries
+            .insert(f.rel.clone(), CacheEntry { stat: f.stat, id });
     }
     Ok(Scan {
         files,
@@ -357,7 +364,11 @@ fn hash_small_files(files: &[&Found], keep: bool, store: &Store) -> Result<Vec<H
 
 /// Chunks a large file as it streams past (memory stays at one read buffer plus one
 /// chunk), storing the chunks and chunk lists the store lacks.
-fn hash_large_file(path: &Path, store: &Store, mut writer: Option<&mut PackWriter>) -> Result<ObjectId> {
+fn hash_large_file(
+    path: &Path,
+    store: &Store,
+    mut writer: Option<&mut PackWriter>,
+) -> Result<ObjectId> {
     let mut file = File::open(path).at(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut chunk = Vec::with_capacity(MAX_CHUNK);
@@ -395,10 +406,13 @@ fn hash_large_file(path: &Path, store: &Store, mut writer: Option<&mut PackWrite
         emit(&chunk, &mut writer)?;
     }
     let nodes = chunk::build_chunk_lists(&leaves);
-    let root = nodes.last().map(|n| n.id).ok_or_else(|| RepoError::WorkTree {
-        path: path.to_owned(),
-        reason: "file shrank below the chunking threshold while being read".into(),
-    })?;
+    let root = nodes
+        .last()
+        .map(|n| n.id)
+        .ok_or_else(|| RepoError::WorkTree {
+            path: path.to_owned(),
+            reason: "file shrank below the chunking threshold while being read".into(),
+        })?;
     if let Some(w) = writer {
         for n in &nodes {
             if !store.contains(&n.id) {
@@ -590,14 +604,21 @@ pub fn write_entry(repo: &Repository, abs: &Path, mode: Mode, id: &ObjectId) -> 
     {
         fs::remove_dir_all(abs).at(abs)?;
     }
-    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = parent.join(format!(".{name}.ivaldi-tmp"));
     let _ = fs::remove_file(&tmp);
     if mode == Mode::Symlink {
         let target = repo.store.file_content(id)?;
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &tmp).at(&tmp)?;
     } else {
-        let perms = if mode == Mode::Executable { 0o777 } else { 0o666 };
+        let perms = if mode == Mode::Executable {
+            0o777
+        } else {
+            0o666
+        };
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)

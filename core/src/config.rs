@@ -1,0 +1,277 @@
+//! The node's settings, with the feature list's defaults.
+//!
+//! Durations are written as text (`"30s"`, `"5m"`, `"250ms"`, `"1h30m"`) in
+//! `config.json` and on the command line; [`parse_duration`] is the one parser.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+/// How a diverged timeline is resolved (the strategies arrive with issue 6; until
+/// then every strategy behaves as `Manual`: detect, record, keep both heads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictStrategy {
+    #[default]
+    Manual,
+    AutoMerge,
+    PreferRemote,
+    PreferLocal,
+}
+
+impl std::str::FromStr for ConflictStrategy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "manual" => Ok(Self::Manual),
+            "auto_merge" => Ok(Self::AutoMerge),
+            "prefer_remote" => Ok(Self::PreferRemote),
+            "prefer_local" => Ok(Self::PreferLocal),
+            _ => Err(ConfigError::Invalid {
+                field: "conflict_strategy",
+                reason: format!(
+                    "{s:?} is not one of manual, auto_merge, prefer_remote, prefer_local"
+                ),
+            }),
+        }
+    }
+}
+
+/// A setting with an invalid value.
+#[derive(Debug, Error, PartialEq, Eq, Clone)]
+pub enum ConfigError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Everything the protocol core needs to know about its limits and habits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// TCP port for peer connections.
+    pub port: u16,
+    /// UDP port for discovery.
+    pub discovery_port: u16,
+    /// Most peer connections, inbound and outbound together.
+    pub max_peers: usize,
+    /// Addresses (`host:port`) dialled at start and redialled with backoff.
+    pub known_peers: Vec<String>,
+    pub auto_sync: bool,
+    #[serde(with = "duration_text")]
+    pub sync_interval: Duration,
+    /// A sync that makes no progress for this long fails.
+    #[serde(with = "duration_text")]
+    pub sync_timeout: Duration,
+    pub conflict_strategy: ConflictStrategy,
+    pub max_concurrent_syncs: usize,
+    /// Largest frame accepted or sent, in bytes.
+    pub max_message_size: u32,
+    #[serde(with = "duration_text")]
+    pub heartbeat_interval: Duration,
+    /// A peer silent for this many heartbeat intervals is declared lost.
+    pub heartbeat_misses: u32,
+    /// Encrypt frames after the (always authenticating) handshake.
+    pub encryption: bool,
+    /// Node ids allowed to connect; empty means any authenticated peer.
+    pub trusted_peers: Vec<String>,
+    /// CIDR ranges peers may connect from and be discovered in; empty means any.
+    pub allowed_networks: Vec<String>,
+    /// Compress object frames when the peer supports it.
+    pub compression: bool,
+    /// A connection must finish its handshake within this time.
+    #[serde(with = "duration_text")]
+    pub handshake_timeout: Duration,
+    /// Reconnect backoff bounds.
+    #[serde(with = "duration_text")]
+    pub reconnect_min: Duration,
+    #[serde(with = "duration_text")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 9090,
+            discovery_port: 9091,
+            max_peers: 50,
+            known_peers: Vec::new(),
+            auto_sync: true,
+            sync_interval: Duration::from_secs(30),
+            sync_timeout: Duration::from_secs(60),
+            conflict_strategy: ConflictStrategy::Manual,
+            max_concurrent_syncs: 5,
+            max_message_size: 10 * 1024 * 1024,
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_misses: 3,
+            encryption: true,
+            trusted_peers: Vec::new(),
+            allowed_networks: Vec::new(),
+            compression: true,
+            handshake_timeout: Duration::from_secs(10),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Smallest frame limit that still carries one maximal chunk with its headers.
+pub const MIN_MESSAGE_SIZE: u32 = 1024 * 1024;
+
+impl Config {
+    /// Checks every value, so a bad config file is refused with a clear reason
+    /// instead of misbehaving later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_peers == 0 {
+            return Err(invalid("max_peers", "must be at least 1"));
+        }
+        if self.max_concurrent_syncs == 0 {
+            return Err(invalid("max_concurrent_syncs", "must be at least 1"));
+        }
+        if self.max_message_size < MIN_MESSAGE_SIZE {
+            return Err(invalid(
+                "max_message_size",
+                format!("must be at least {MIN_MESSAGE_SIZE} bytes"),
+            ));
+        }
+        for (field, d) in [
+            ("sync_interval", self.sync_interval),
+            ("sync_timeout", self.sync_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("handshake_timeout", self.handshake_timeout),
+            ("reconnect_min", self.reconnect_min),
+        ] {
+            if d < Duration::from_millis(10) {
+                return Err(invalid(field, "must be at least 10ms"));
+            }
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return Err(invalid("reconnect_max", "must not be below reconnect_min"));
+        }
+        if self.heartbeat_misses == 0 {
+            return Err(invalid("heartbeat_misses", "must be at least 1"));
+        }
+        for p in &self.trusted_peers {
+            if p.len() != 64 || !crate::id::is_hex(p) {
+                return Err(invalid(
+                    "trusted_peers",
+                    format!("{p:?} is not a node id (64 hex digits)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `"30s"`, `"5m"`, `"250ms"`, `"1h30m"`, `"2d"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("{text:?}: expected a number"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "" => return Err(format!("{text:?}: missing unit (ms, s, m, h, d)")),
+            u => return Err(format!("{text:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
+        };
+        total = total.saturating_add(d);
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    if s != 0 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s != 0 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+mod duration_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+        for d in ["30s", "5m", "2h", "250ms"] {
+            assert_eq!(format_duration(parse_duration(d).unwrap()), d);
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_feature_list_and_round_trip() {
+        let c = Config::default();
+        assert_eq!((c.port, c.discovery_port, c.max_peers), (9090, 9091, 50));
+        assert!(c.auto_sync && c.encryption);
+        assert_eq!(c.max_message_size, 10 * 1024 * 1024);
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+        assert!(serde_json::from_str::<Config>(r#"{"bogus": 1}"#).is_err());
+        let bad = Config {
+            max_peers: 0,
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,224 @@
+//! Per-connection state: the secure channel, frame decoding, queues, and the
+//! sync jobs running on it in each direction.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Conflict, ConnId, PeerStatus};
+use crate::id::{IdMap, ObjectId};
+use crate::noise::Session;
+use crate::object::Seal;
+use crate::store::HeadUpdate;
+use crate::time::Instant;
+use crate::timeline::TimelineName;
+use crate::wire::FrameDecoder;
+
+/// Who opened a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnState {
+    /// Outbound, waiting for the TCP connection.
+    Dialing,
+    /// Running the Noise handshake.
+    Handshaking,
+    /// Authenticated; waiting for the peer's capabilities.
+    AwaitHello,
+    /// Exchanging protocol messages.
+    Ready,
+    /// Closed by the node; waiting for the owner to report it gone.
+    Closed,
+}
+
+/// The phases of a pull.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum PullState {
+    Requested,
+    Receiving,
+    Landing,
+}
+
+/// A pull from the peer on this connection.
+pub(super) struct Pull {
+    pub sync: u64,
+    pub batch: u64,
+    /// The peer's heads this pull brings in.
+    pub targets: BTreeMap<TimelineName, ObjectId>,
+    pub state: PullState,
+    pub expected: u64,
+    pub received: u64,
+    pub bytes: u64,
+    pub last_progress: Instant,
+    /// Seals received in this batch, for ancestry checks before it lands.
+    pub seals: IdMap<Seal>,
+    pub updates: Vec<HeadUpdate>,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl Pull {
+    pub fn new(
+        sync: u64,
+        batch: u64,
+        targets: BTreeMap<TimelineName, ObjectId>,
+        now: Instant,
+    ) -> Pull {
+        Pull {
+            sync,
+            batch,
+            targets,
+            state: PullState::Requested,
+            expected: 0,
+            received: 0,
+            bytes: 0,
+            last_progress: now,
+            seals: IdMap::default(),
+            updates: Vec::new(),
+            conflicts: Vec::new(),
+        }
+    }
+}
+
+/// A sync this node serves: the planned objects, sent lazily as the socket drains.
+pub(super) struct Serve {
+    pub sync: u64,
+    pub plan: Vec<ObjectId>,
+    pub next: usize,
+    /// Frames to skip before trying compression again after it did not pay.
+    skip_compression: u32,
+}
+
+impl Serve {
+    pub fn new(sync: u64, plan: Vec<ObjectId>) -> Serve {
+        Serve {
+            sync,
+            plan,
+            next: 0,
+            skip_compression: 0,
+        }
+    }
+
+    /// Whether to try compressing the next frame: incompressible data (a video,
+    /// random bytes) is only re-tried every 16 frames, so it costs little.
+    pub fn try_compress(&mut self) -> bool {
+        if self.skip_compression > 0 {
+            self.skip_compression -= 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    pub fn compress_failed(&mut self) {
+        self.skip_compression = 16;
+    }
+}
+
+/// The identifying part of a connection, kept after it is removed.
+pub(super) struct Snapshot {
+    pub id: ConnId,
+    pub peer: Option<String>,
+}
+
+pub(super) struct Conn {
+    pub id: ConnId,
+    pub addr: SocketAddr,
+    pub direction: Direction,
+    pub opened: Instant,
+    pub state: ConnState,
+    pub was_ready: bool,
+    pub noise: Option<Session>,
+    pub frames: FrameDecoder,
+    pub scratch: Vec<u8>,
+    /// Encrypted bytes waiting for `poll_transmit`.
+    pub out: Vec<u8>,
+    /// Encoded frames waiting for the channel.
+    pub ctrl: VecDeque<Vec<u8>>,
+    pub blocked: bool,
+    pub peer: Option<String>,
+    pub shares_repo: bool,
+    pub encrypted: bool,
+    pub lz4: bool,
+    pub remote_heads: BTreeMap<TimelineName, ObjectId>,
+    pub last_rx: Instant,
+    pub last_msg_id: u64,
+    pub next_ping: Instant,
+    pub ping: Option<(u64, Instant)>,
+    pub rtt: Option<Duration>,
+    pub pull: Option<Pull>,
+    pub pull_wanted: bool,
+    pub pull_again: bool,
+    pub serving: VecDeque<Serve>,
+}
+
+impl Conn {
+    pub fn new(
+        id: ConnId,
+        addr: SocketAddr,
+        direction: Direction,
+        now: Instant,
+        heartbeat: Duration,
+        max_message_size: u32,
+    ) -> Conn {
+        Conn {
+            id,
+            addr,
+            direction,
+            opened: now,
+            state: ConnState::Dialing,
+            was_ready: false,
+            noise: None,
+            frames: FrameDecoder::new(max_message_size),
+            scratch: Vec::new(),
+            out: Vec::new(),
+            ctrl: VecDeque::new(),
+            blocked: false,
+            peer: None,
+            shares_repo: false,
+            encrypted: true,
+            lz4: false,
+            remote_heads: BTreeMap::new(),
+            last_rx: now,
+            last_msg_id: 0,
+            next_ping: now + heartbeat,
+            ping: None,
+            rtt: None,
+            pull: None,
+            pull_wanted: false,
+            pull_again: false,
+            serving: VecDeque::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            id: self.id,
+            peer: self.peer.clone(),
+        }
+    }
+
+    pub fn status(&self) -> PeerStatus {
+        PeerStatus {
+            conn: self.id,
+            peer: self.peer.clone(),
+            addr: self.addr,
+            direction: self.direction,
+            state: self.state,
+            rtt_micros: self.rtt.map(|r| r.as_micros() as u64),
+            last_seen: self.last_rx,
+            shares_repo: self.shares_repo,
+            encrypted: self.encrypted,
+            syncing: self.pull.is_some() || !self.serving.is_empty(),
+            queued_bytes: self.out.len() + self.ctrl.iter().map(Vec::len).sum::<usize>(),
+        }
+    }
+}

@@ -1,0 +1,1954 @@
+//! The node: one peer's whole protocol state machine.
+//!
+//! # Driving a node
+//!
+//! A [`Node`] never does I/O. Its owner (the smol daemon, the simulator, a test)
+//! feeds it inputs and carries out what it asks:
+//!
+//! 1. **Inputs**, each with the current time `now`:
+//!    [`handle_accepted`](Node::handle_accepted) (an inbound connection),
+//!    [`handle_connected`](Node::handle_connected) (a dial we asked for succeeded),
+//!    [`handle_bytes`](Node::handle_bytes), [`handle_closed`](Node::handle_closed),
+//!    [`handle_timeout`](Node::handle_timeout), [`handle_command`](Node::handle_command)
+//!    and [`handle_store_done`](Node::handle_store_done).
+//! 2. **After every input, drain**: call [`poll_output`](Node::poll_output) until it
+//!    returns `None` (dial, close, store writes, events), and
+//!    [`poll_transmit`](Node::poll_transmit) until it returns `None` (bytes to write,
+//!    one connection at a time). A connection whose socket is full is marked with
+//!    [`set_blocked`](Node::set_blocked); the node then produces no bulk data for it,
+//!    which is what bounds memory during a large transfer.
+//! 3. **Sleep until** [`poll_timeout`](Node::poll_timeout), then call
+//!    `handle_timeout`. Calling it early is harmless: nothing is due, nothing happens.
+//!
+//! Reads go through the [`Store`] passed to each input; writes are
+//! [`StoreRequest`]s in the output, answered by `handle_store_done`. Given the same
+//! inputs, store answers and seed, a node produces the same outputs.
+
+mod conn;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::id::{IdMap, ObjectId};
+use crate::noise::{Keypair, Role, Session};
+use crate::object::{self, ObjectKind, Seal};
+use crate::rng::Rng;
+use crate::store::{HeadUpdate, RefName, Store, StoreError, StoreRequest, UpdateResult};
+use crate::sync::{self, Relation};
+use crate::time::Instant;
+use crate::timeline::TimelineName;
+use crate::wire::{self, Decoded, Envelope, Message, PROTOCOL_VERSION};
+
+use conn::{Conn, Pull, PullState, Serve};
+pub use conn::{ConnState, Direction};
+
+/// A connection, numbered by the node.
+pub type ConnId = u64;
+/// A user command's id, chosen by the caller and echoed in its completion event.
+pub type CommandId = u64;
+
+/// What a user (through the CLI and daemon) can ask of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Dial an address once; completes when the peer is connected or the dial fails.
+    Connect(SocketAddr),
+    /// Close every connection to a peer (full node id).
+    Disconnect { peer: String },
+    /// Remember an address and keep reconnecting to it with backoff.
+    AddPeer(SocketAddr),
+    /// Forget a remembered address.
+    RemovePeer(SocketAddr),
+    /// Pull from one peer (full node id) or from every connected peer, and
+    /// complete when those syncs end.
+    Sync { peer: Option<String> },
+    /// The local repository's heads changed (a seal, a switch): announce them.
+    LocalHeadsChanged,
+    /// Replace the configuration (already validated by the caller).
+    SetConfig(Box<Config>),
+}
+
+/// Something the owner should know; the daemon fans these out to subscribers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    PeerConnected {
+        peer: String,
+        conn: ConnId,
+        addr: SocketAddr,
+        direction: Direction,
+    },
+    PeerDisconnected {
+        peer: Option<String>,
+        conn: ConnId,
+        reason: String,
+    },
+    TimelineUpdated {
+        timeline: TimelineName,
+        old: Option<ObjectId>,
+        new: ObjectId,
+        peer: String,
+    },
+    SyncStarted {
+        peer: String,
+        sync: u64,
+    },
+    SyncCompleted {
+        peer: String,
+        sync: u64,
+        objects: u64,
+        bytes: u64,
+    },
+    SyncFailed {
+        peer: String,
+        sync: u64,
+        reason: String,
+    },
+    ConflictDetected {
+        timeline: TimelineName,
+        local: ObjectId,
+        remote: ObjectId,
+        base: Option<ObjectId>,
+        peer: String,
+    },
+    ObjectReceived {
+        peer: String,
+        sync: u64,
+        objects: u64,
+        bytes: u64,
+    },
+    /// A peer broke the protocol (bad frame, bad object, wrong order); its
+    /// connection was closed.
+    ProtocolViolation {
+        conn: ConnId,
+        peer: Option<String>,
+        reason: String,
+    },
+    CommandDone {
+        id: CommandId,
+        ok: bool,
+        message: String,
+    },
+}
+
+/// What the node asks its owner to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Open a TCP connection; answer with `handle_connected` or `handle_closed`.
+    Dial {
+        conn: ConnId,
+        addr: SocketAddr,
+    },
+    /// Close a connection (after writing what `poll_transmit` already returned).
+    Close {
+        conn: ConnId,
+        reason: String,
+    },
+    Store(StoreRequest),
+    Event(Event),
+}
+
+/// Why the node wants to wake up next; shown in diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutReason {
+    Handshake,
+    Heartbeat,
+    PeerLost,
+    SyncTimeout,
+    AutoSync,
+    Reconnect,
+}
+
+/// Counters for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Messages in and out per type.
+    pub messages_in: BTreeMap<String, u64>,
+    pub messages_out: BTreeMap<String, u64>,
+    pub unknown_messages: u64,
+    pub duplicate_messages: u64,
+    pub violations: u64,
+    pub syncs_completed: u64,
+    pub syncs_failed: u64,
+    pub objects_in: u64,
+    pub objects_out: u64,
+    pub conflicts: u64,
+}
+
+/// Per-peer sync state, kept across reconnects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeerRecord {
+    pub last_sync: Option<Instant>,
+    pub last_seen: Option<Instant>,
+    pub heads_seen: BTreeMap<TimelineName, ObjectId>,
+    pub syncs: u64,
+    pub failures: u64,
+    pub objects_in: u64,
+    pub bytes_in: u64,
+    pub objects_out: u64,
+    pub bytes_out: u64,
+    pub last_error: Option<String>,
+}
+
+/// A recorded divergence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    pub timeline: TimelineName,
+    pub local: ObjectId,
+    pub remote: ObjectId,
+    pub base: Option<ObjectId>,
+    pub peer: String,
+}
+
+/// One connection as `status` and `peers` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PeerStatus {
+    pub conn: ConnId,
+    pub peer: Option<String>,
+    pub addr: SocketAddr,
+    pub direction: Direction,
+    pub state: ConnState,
+    pub rtt_micros: Option<u64>,
+    pub last_seen: Instant,
+    pub shares_repo: bool,
+    pub encrypted: bool,
+    pub syncing: bool,
+    pub queued_bytes: usize,
+}
+
+struct Dialer {
+    conn: Option<ConnId>,
+    failures: u32,
+    retry_at: Instant,
+    /// Dialled only because of a `Connect` command: not redialled.
+    once: bool,
+    /// The address turned out to be this node itself.
+    is_self: bool,
+}
+
+struct SyncWaiter {
+    id: CommandId,
+    remaining: BTreeSet<ConnId>,
+    failed: Vec<String>,
+    objects: u64,
+}
+
+/// Largest objects frame the node builds (bounded further by `max_message_size`).
+const OBJECT_FRAME_TARGET: usize = 1024 * 1024;
+/// Bytes produced for one connection per `poll_transmit` call.
+const TRANSMIT_CHUNK: usize = 256 * 1024;
+/// Concurrent sync requests one peer may have the node serve.
+const MAX_SERVES_PER_CONN: usize = 4;
+
+/// The protocol state machine of one peer. See the module documentation for how
+/// to drive it.
+pub struct Node {
+    cfg: Config,
+    keypair: Keypair,
+    node_id: String,
+    rng: Rng,
+    started: Instant,
+    conns: BTreeMap<ConnId, Conn>,
+    next_conn: ConnId,
+    next_msg: u64,
+    next_sync: u64,
+    dialers: BTreeMap<SocketAddr, Dialer>,
+    peers: BTreeMap<String, PeerRecord>,
+    conflicts: BTreeMap<(TimelineName, String), Conflict>,
+    announced: BTreeMap<TimelineName, ObjectId>,
+    waiters: Vec<SyncWaiter>,
+    connect_waiters: BTreeMap<ConnId, CommandId>,
+    next_auto_sync: Instant,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+    last_rr: ConnId,
+    last_timeout_reason: Option<TimeoutReason>,
+    initialised: bool,
+}
+
+impl Node {
+    /// A node with its configuration, static identity, random seed and the time now.
+    pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
+        let node_id = hex(&keypair.public);
+        let mut node = Node {
+            next_auto_sync: now + cfg.sync_interval,
+            cfg,
+            keypair,
+            node_id,
+            rng: Rng::from_seed(seed),
+            started: now,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            next_msg: 1,
+            next_sync: 1,
+            dialers: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            conflicts: BTreeMap::new(),
+            announced: BTreeMap::new(),
+            waiters: Vec::new(),
+            connect_waiters: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+            last_rr: 0,
+            last_timeout_reason: None,
+            initialised: false,
+        };
+        node.sync_known_peers(now);
+        node
+    }
+
+    // ----- getters -----
+
+    /// This node's id: its static public key in hex.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// When the node was created.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Every connection.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.conns.values().map(|c| c.status()).collect()
+    }
+
+    /// Per-peer sync state.
+    pub fn peer_records(&self) -> &BTreeMap<String, PeerRecord> {
+        &self.peers
+    }
+
+    /// Divergences seen and not since resolved by a later sync.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.conflicts.values().cloned().collect()
+    }
+
+    /// Addresses the node keeps reconnecting to.
+    pub fn known_addrs(&self) -> Vec<SocketAddr> {
+        self.dialers
+            .iter()
+            .filter(|(_, d)| !d.once)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Why the node last asked to be woken (for debugging).
+    pub fn last_timeout_reason(&self) -> Option<TimeoutReason> {
+        self.last_timeout_reason
+    }
+
+    // ----- outputs -----
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next deadline at which `handle_timeout` must be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut best: Option<(Instant, TimeoutReason)> = None;
+        let mut consider = |t: Instant, r: TimeoutReason| {
+            if best.is_none_or(|(b, _)| t < b) {
+                best = Some((t, r));
+            }
+        };
+        if !self.initialised {
+            consider(self.started, TimeoutReason::Reconnect);
+        }
+        for c in self.conns.values() {
+            match c.state {
+                ConnState::Dialing | ConnState::Handshaking | ConnState::AwaitHello => {
+                    consider(
+                        c.opened + self.cfg.handshake_timeout,
+                        TimeoutReason::Handshake,
+                    );
+                }
+                ConnState::Ready => {
+                    consider(c.next_ping, TimeoutReason::Heartbeat);
+                    consider(c.last_rx + self.lost_after(), TimeoutReason::PeerLost);
+                    if let Some(p) = &c.pull {
+                        consider(
+                            p.last_progress + self.cfg.sync_timeout,
+                            TimeoutReason::SyncTimeout,
+                        );
+                    }
+                }
+                ConnState::Closed => {}
+            }
+        }
+        if self.cfg.auto_sync {
+            consider(self.next_auto_sync, TimeoutReason::AutoSync);
+        }
+        for d in self.dialers.values() {
+            if d.conn.is_none() && !d.is_self && !d.once {
+                consider(d.retry_at, TimeoutReason::Reconnect);
+            }
+        }
+        self.last_timeout_reason = best.map(|b| b.1);
+        best.map(|b| b.0)
+    }
+
+    /// Appends bytes to send on one connection to `buf` and returns that
+    /// connection, or `None` when no unblocked connection has anything to send.
+    /// Control messages go first, so heartbeats are never starved by bulk data.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        store: &dyn Store,
+        buf: &mut Vec<u8>,
+    ) -> Option<ConnId> {
+        let ids: Vec<ConnId> = self
+            .conns
+            .range(self.last_rr + 1..)
+            .chain(self.conns.range(..=self.last_rr))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let produced = self.fill_transmit(now, id, store);
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if c.out.is_empty() || c.blocked {
+                if produced.is_err() {
+                    continue;
+                }
+                continue;
+            }
+            let n = c.out.len().min(TRANSMIT_CHUNK);
+            buf.extend_from_slice(&c.out[..n]);
+            c.out.drain(..n);
+            self.stats.bytes_out += n as u64;
+            self.last_rr = id;
+            return Some(id);
+        }
+        None
+    }
+
+    /// Marks a connection's socket as full (or drained again).
+    pub fn set_blocked(&mut self, conn: ConnId, blocked: bool) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.blocked = blocked;
+        }
+    }
+
+    // ----- inputs -----
+
+    /// An inbound connection was accepted. Returns its id, or `None` if the node
+    /// refuses it (too many peers); the owner then closes the socket.
+    pub fn handle_accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        if self.live_conns() >= self.cfg.max_peers {
+            tracing::debug!(%addr, "refusing inbound connection: max_peers reached");
+            return None;
+        }
+        let id = self.alloc_conn();
+        let mut c = Conn::new(
+            id,
+            addr,
+            Direction::Inbound,
+            now,
+            self.cfg.heartbeat_interval,
+            self.cfg.max_message_size,
+        );
+        match self.new_session(Role::Responder, id) {
+            Ok(s) => c.noise = Some(s),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot create a session");
+                return None;
+            }
+        }
+        c.state = ConnState::Handshaking;
+        self.conns.insert(id, c);
+        Some(id)
+    }
+
+    /// A dial the node asked for has connected.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        let session = self.new_session(Role::Initiator, conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state != ConnState::Dialing {
+            return;
+        }
+        match session {
+            Ok(mut s) => {
+                s.start(&mut c.out);
+                c.noise = Some(s);
+                c.state = ConnState::Handshaking;
+                c.opened = now;
+                c.last_rx = now;
+            }
+            Err(e) => self.close(conn, &format!("cannot create a session: {e}")),
+        }
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
+        self.stats.bytes_in += data.len() as u64;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state == ConnState::Closed {
+            return;
+        }
+        c.last_rx = now;
+        let Some(noise) = c.noise.as_mut() else {
+            return self.violation(conn, "bytes before the connection was set up".into());
+        };
+        let was_established = noise.is_established();
+        let mut plain = std::mem::take(&mut c.scratch);
+        plain.clear();
+        if let Err(e) = noise.receive(data, &mut plain, &mut c.out) {
+            c.scratch = plain;
+            return self.violation(conn, format!("secure channel: {e}"));
+        }
+        if !was_established
+            && noise.is_established()
+            && let Err(reason) = self.on_established(now, conn, store)
+        {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.scratch = std::mem::take(&mut plain);
+            }
+            return self.close(conn, &reason);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.frames.push(&plain);
+        c.scratch = plain;
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            if c.state == ConnState::Closed {
+                return;
+            }
+            match c.frames.next_frame() {
+                Ok(Some(body)) => match wire::parse_frame(&body) {
+                    Ok(Decoded::Message(env, bin)) => self.on_message(now, conn, *env, bin, store),
+                    Ok(Decoded::Unknown { kind, .. }) => {
+                        self.stats.unknown_messages += 1;
+                        tracing::debug!(conn, kind, "ignoring unknown message type");
+                    }
+                    Err(e) => return self.violation(conn, e.to_string()),
+                },
+                Ok(None) => return,
+                Err(e) => return self.violation(conn, e.to_string()),
+            }
+        }
+    }
+
+    /// A connection closed (or a dial failed).
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, reason: &str) {
+        let Some(mut c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let was_closed = c.state == ConnState::Closed;
+        c.state = ConnState::Closed;
+        if let Some(pull) = c.pull.take() {
+            self.end_pull(now, &c, pull, Err(format!("connection closed: {reason}")));
+        }
+        if let Some(cmd) = self.connect_waiters.remove(&conn) {
+            self.done(
+                cmd,
+                false,
+                format!("connection to {} failed: {reason}", c.addr),
+            );
+        }
+        self.release_waiters(conn, Some(format!("connection closed: {reason}")));
+        let mut ready_before = false;
+        if let Some(peer) = &c.peer {
+            ready_before = c.was_ready;
+            if let Some(r) = self.peers.get_mut(peer) {
+                r.last_seen = Some(now);
+            }
+        }
+        for (addr, d) in self.dialers.iter_mut() {
+            if d.conn == Some(conn) {
+                d.conn = None;
+                if !ready_before {
+                    d.failures = d.failures.saturating_add(1);
+                }
+                let delay = backoff(&self.cfg, d.failures, &mut self.rng);
+                d.retry_at = now + delay;
+                tracing::debug!(%addr, ?delay, "will redial");
+            }
+        }
+        self.dialers.retain(|_, d| !(d.once && d.conn.is_none()));
+        if c.was_ready || !was_closed {
+            self.emit(Event::PeerDisconnected {
+                peer: c.peer.clone(),
+                conn,
+                reason: reason.to_owned(),
+            });
+        }
+        self.start_queued_pulls(now);
+    }
+
+    /// Time passed; does whatever is due.
+    pub fn handle_timeout(&mut self, now: Instant, store: &dyn Store) {
+        if !self.initialised {
+            self.initialised = true;
+            if let Ok(h) = store.heads() {
+                self.announced = h;
+            }
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        let lost_after = self.lost_after();
+        for id in ids {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            match c.state {
+                ConnState::Dialing | ConnState::Handshaking | ConnState::AwaitHello => {
+                    if now >= c.opened + self.cfg.handshake_timeout {
+                        self.close(id, "handshake timed out");
+                    }
+                }
+                ConnState::Ready => {
+                    if now >= c.last_rx + lost_after {
+                        self.close(id, "peer lost: no traffic for too many heartbeat intervals");
+                        continue;
+                    }
+                    if let Some(p) = &c.pull
+                        && now >= p.last_progress + self.cfg.sync_timeout
+                    {
+                        self.close(id, "sync timed out");
+                        continue;
+                    }
+                    if now >= c.next_ping {
+                        let seq = self.rng.next_u64() >> 11;
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            c.ping = Some((seq, now));
+                            c.next_ping = now + self.cfg.heartbeat_interval;
+                        }
+                        self.send(
+                            now,
+                            id,
+                            Message::Heartbeat(wire::Heartbeat {
+                                ping: Some(seq),
+                                pong: None,
+                            }),
+                        );
+                    }
+                }
+                ConnState::Closed => {}
+            }
+        }
+        if self.cfg.auto_sync && now >= self.next_auto_sync {
+            self.next_auto_sync = now + self.cfg.sync_interval;
+            self.announce_heads(now, store);
+            let ready: Vec<ConnId> = self.ready_conns().collect();
+            for id in ready {
+                self.request_pull(now, id, store, false);
+            }
+        }
+        let due: Vec<SocketAddr> = self
+            .dialers
+            .iter()
+            .filter(|(_, d)| d.conn.is_none() && !d.is_self && !d.once && now >= d.retry_at)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            self.dial(now, addr);
+        }
+    }
+
+    /// A user command.
+    pub fn handle_command(&mut self, now: Instant, id: CommandId, cmd: Command, store: &dyn Store) {
+        match cmd {
+            Command::Connect(addr) => {
+                if let Some(conn) = self.connected_to(addr) {
+                    self.done(
+                        id,
+                        true,
+                        format!("already connected to {addr} (connection {conn})"),
+                    );
+                    return;
+                }
+                match self.dial(now, addr) {
+                    Some(conn) => {
+                        if let Some(d) = self.dialers.get_mut(&addr)
+                            && d.conn == Some(conn)
+                            && !self.cfg.known_peers.iter().any(|k| k.parse() == Ok(addr))
+                        {
+                            d.once = true;
+                        }
+                        self.connect_waiters.insert(conn, id);
+                    }
+                    None => self.done(
+                        id,
+                        false,
+                        format!("cannot dial {addr}: too many connections"),
+                    ),
+                }
+            }
+            Command::Disconnect { peer } => {
+                let conns: Vec<ConnId> = self
+                    .conns
+                    .values()
+                    .filter(|c| c.peer.as_deref() == Some(peer.as_str()))
+                    .map(|c| c.id)
+                    .collect();
+                if conns.is_empty() {
+                    self.done(id, false, format!("not connected to {peer}"));
+                    return;
+                }
+                for c in &conns {
+                    self.close(*c, "disconnected by the user");
+                }
+                self.done(id, true, format!("disconnected from {}", short(&peer)));
+            }
+            Command::AddPeer(addr) => {
+                let entry = self.dialers.entry(addr).or_insert(Dialer {
+                    conn: None,
+                    failures: 0,
+                    retry_at: now,
+                    once: false,
+                    is_self: false,
+                });
+                entry.once = false;
+                entry.retry_at = now;
+                let s = addr.to_string();
+                if !self.cfg.known_peers.contains(&s) {
+                    self.cfg.known_peers.push(s);
+                }
+                self.done(id, true, format!("added {addr}"));
+            }
+            Command::RemovePeer(addr) => {
+                let s = addr.to_string();
+                let before = self.cfg.known_peers.len();
+                self.cfg
+                    .known_peers
+                    .retain(|k| k.parse::<SocketAddr>() != Ok(addr) && *k != s);
+                let removed =
+                    self.dialers.remove(&addr).is_some() || before != self.cfg.known_peers.len();
+                if removed {
+                    self.done(id, true, format!("removed {addr}"));
+                } else {
+                    self.done(id, false, format!("{addr} is not a known peer"));
+                }
+            }
+            Command::Sync { peer } => {
+                let targets: Vec<ConnId> = self
+                    .ready_conns()
+                    .filter(|c| {
+                        let conn = &self.conns[c];
+                        conn.shares_repo
+                            && peer.as_ref().is_none_or(|p| conn.peer.as_ref() == Some(p))
+                    })
+                    .collect();
+                if targets.is_empty() {
+                    let what = match &peer {
+                        Some(p) => format!(
+                            "peer {} is not connected or serves another repository",
+                            short(p)
+                        ),
+                        None => "no connected peer serves this repository".to_string(),
+                    };
+                    self.done(id, false, what);
+                    return;
+                }
+                self.waiters.push(SyncWaiter {
+                    id,
+                    remaining: targets.iter().copied().collect(),
+                    failed: Vec::new(),
+                    objects: 0,
+                });
+                self.announce_heads(now, store);
+                for c in targets {
+                    self.request_pull(now, c, store, true);
+                }
+            }
+            Command::LocalHeadsChanged => {
+                self.announce_heads(now, store);
+                self.done(id, true, "announced".into());
+            }
+            Command::SetConfig(cfg) => {
+                let auto_was = self.cfg.auto_sync;
+                self.cfg = *cfg;
+                if self.cfg.auto_sync
+                    && (!auto_was || self.next_auto_sync > now + self.cfg.sync_interval)
+                {
+                    self.next_auto_sync = now + self.cfg.sync_interval;
+                }
+                self.sync_known_peers(now);
+                self.done(id, true, "configuration applied".into());
+            }
+        }
+    }
+
+    /// The owner finished a store write the node asked for.
+    pub fn handle_store_done(
+        &mut self,
+        now: Instant,
+        batch: u64,
+        result: Result<Vec<UpdateResult>, StoreError>,
+        store: &dyn Store,
+    ) {
+        let Some(conn) = self
+            .conns
+            .values()
+            .find(|c| {
+                c.pull
+                    .as_ref()
+                    .is_some_and(|p| p.batch == batch && p.state == PullState::Landing)
+            })
+            .map(|c| c.id)
+        else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(pull) = c.pull.take() else { return };
+        let peer = c.peer.clone().unwrap_or_default();
+        match result {
+            Err(e) => {
+                let c = &self.conns[&conn];
+                let snapshot = c.snapshot();
+                self.end_pull_with(now, &snapshot, pull, Err(format!("store: {e}")));
+            }
+            Ok(results) => {
+                let mut retry = false;
+                for (u, r) in pull.updates.iter().zip(results.iter()) {
+                    match (&u.name, r) {
+                        (RefName::Timeline(t), UpdateResult::Applied) => {
+                            self.emit(Event::TimelineUpdated {
+                                timeline: t.clone(),
+                                old: u.expected,
+                                new: u.new,
+                                peer: peer.clone(),
+                            });
+                            self.conflicts.remove(&(t.clone(), peer.clone()));
+                        }
+                        (RefName::Tracking { timeline, .. }, UpdateResult::Applied) => {
+                            if let Some(rec) = self.peers.get_mut(&peer) {
+                                rec.heads_seen.insert(timeline.clone(), u.new);
+                            }
+                        }
+                        (_, UpdateResult::Moved(_)) => retry = true,
+                    }
+                }
+                for conflict in &pull.conflicts {
+                    let key = (conflict.timeline.clone(), peer.clone());
+                    if self.conflicts.get(&key) != Some(conflict) {
+                        self.stats.conflicts += 1;
+                        self.conflicts.insert(key, conflict.clone());
+                        self.emit(Event::ConflictDetected {
+                            timeline: conflict.timeline.clone(),
+                            local: conflict.local,
+                            remote: conflict.remote,
+                            base: conflict.base,
+                            peer: peer.clone(),
+                        });
+                    }
+                }
+                let snapshot = self.conns[&conn].snapshot();
+                self.end_pull_with(now, &snapshot, pull, Ok(()));
+                self.announce_heads(now, store);
+                if retry {
+                    self.request_pull(now, conn, store, false);
+                }
+            }
+        }
+        self.start_queued_pulls_with(now, store);
+    }
+
+    // ----- internals -----
+
+    fn lost_after(&self) -> Duration {
+        self.cfg.heartbeat_interval * self.cfg.heartbeat_misses
+    }
+
+    fn alloc_conn(&mut self) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        id
+    }
+
+    fn live_conns(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.state != ConnState::Closed)
+            .count()
+    }
+
+    fn ready_conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns
+            .values()
+            .filter(|c| c.state == ConnState::Ready)
+            .map(|c| c.id)
+    }
+
+    fn connected_to(&self, addr: SocketAddr) -> Option<ConnId> {
+        self.conns
+            .values()
+            .find(|c| {
+                c.addr == addr && c.direction == Direction::Outbound && c.state != ConnState::Closed
+            })
+            .map(|c| c.id)
+    }
+
+    fn new_session(
+        &mut self,
+        role: Role,
+        conn: ConnId,
+    ) -> Result<Session, crate::noise::NoiseError> {
+        let rng = self.rng.child("session", conn);
+        Session::new(
+            role,
+            &self.keypair,
+            rng,
+            self.cfg.encryption,
+            b"ivaldi".to_vec(),
+        )
+    }
+
+    fn sync_known_peers(&mut self, now: Instant) {
+        for k in self.cfg.known_peers.clone() {
+            match k.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    let d = self.dialers.entry(addr).or_insert(Dialer {
+                        conn: None,
+                        failures: 0,
+                        retry_at: now,
+                        once: false,
+                        is_self: false,
+                    });
+                    d.once = false;
+                }
+                Err(_) => tracing::warn!(peer = %k, "ignoring known peer that is not ip:port"),
+            }
+        }
+    }
+
+    fn dial(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        if self.live_conns() >= self.cfg.max_peers {
+            return None;
+        }
+        let id = self.alloc_conn();
+        let c = Conn::new(
+            id,
+            addr,
+            Direction::Outbound,
+            now,
+            self.cfg.heartbeat_interval,
+            self.cfg.max_message_size,
+        );
+        self.conns.insert(id, c);
+        let d = self.dialers.entry(addr).or_insert(Dialer {
+            conn: None,
+            failures: 0,
+            retry_at: now,
+            once: true,
+            is_self: false,
+        });
+        d.conn = Some(id);
+        self.outputs.push_back(Output::Dial { conn: id, addr });
+        Some(id)
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn done(&mut self, id: CommandId, ok: bool, message: String) {
+        self.emit(Event::CommandDone { id, ok, message });
+    }
+
+    fn close(&mut self, conn: ConnId, reason: &str) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state == ConnState::Closed {
+            return;
+        }
+        tracing::debug!(
+            conn,
+            peer = c.peer.as_deref().map(short),
+            reason,
+            "closing connection"
+        );
+        c.state = ConnState::Closed;
+        self.outputs.push_back(Output::Close {
+            conn,
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn violation(&mut self, conn: ConnId, reason: String) {
+        self.stats.violations += 1;
+        let peer = self.conns.get(&conn).and_then(|c| c.peer.clone());
+        tracing::warn!(conn, peer = peer.as_deref().map(short), %reason, "protocol violation");
+        self.emit(Event::ProtocolViolation {
+            conn,
+            peer,
+            reason: reason.clone(),
+        });
+        self.close(conn, &format!("protocol violation: {reason}"));
+    }
+
+    /// Queues a message on a connection (encrypted when `poll_transmit` runs).
+    fn send(&mut self, now: Instant, conn: ConnId, message: Message) {
+        self.send_with(now, conn, message, &[]);
+    }
+
+    fn send_with(&mut self, now: Instant, conn: ConnId, message: Message, binary: &[u8]) {
+        let id = self.next_msg;
+        self.next_msg += 1;
+        let kind = message.type_name();
+        let env = Envelope {
+            id,
+            from: self.node_id.clone(),
+            ts: now.as_micros(),
+            message,
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut frame = Vec::new();
+        wire::encode_frame(&env, binary, &mut frame);
+        c.ctrl.push_back(frame);
+        *self.stats.messages_out.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    fn on_established(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        store: &dyn Store,
+    ) -> Result<(), String> {
+        let own = self.keypair.public;
+        let trusted = self.cfg.trusted_peers.clone();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let Some(remote) = c.noise.as_ref().and_then(|n| n.remote_static()) else {
+            return Err("handshake finished without a peer key".into());
+        };
+        if remote == own {
+            let addr = c.addr;
+            if let Some(d) = self.dialers.get_mut(&addr) {
+                d.is_self = true;
+            }
+            return Err("connected to itself".into());
+        }
+        let peer = hex(&remote);
+        if !trusted.is_empty() && !trusted.iter().any(|t| t.eq_ignore_ascii_case(&peer)) {
+            return Err(format!("peer {} is not in trusted_peers", short(&peer)));
+        }
+        c.peer = Some(peer);
+        c.state = ConnState::AwaitHello;
+        let hello = self.hello(store);
+        self.send(now, conn, Message::Handshake(hello));
+        Ok(())
+    }
+
+    fn hello(&self, store: &dyn Store) -> wire::Handshake {
+        let heads = store.heads().unwrap_or_default();
+        let mut features = Vec::new();
+        if self.cfg.compression {
+            features.push("lz4".to_owned());
+        }
+        wire::Handshake {
+            versions: vec![PROTOCOL_VERSION],
+            listen_port: self.cfg.port,
+            repos: vec![wire::RepoAdvert {
+                id: store.repo_id().to_owned(),
+                heads,
+            }],
+            features,
+            agent: concat!("ivaldi/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        env: Envelope,
+        bin: Vec<u8>,
+        store: &dyn Store,
+    ) {
+        let kind = env.message.type_name();
+        *self.stats.messages_in.entry(kind.to_owned()).or_default() += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if env.id <= c.last_msg_id {
+            self.stats.duplicate_messages += 1;
+            return;
+        }
+        c.last_msg_id = env.id;
+        if c.peer.as_deref() != Some(env.from.as_str()) {
+            return self.violation(
+                conn,
+                format!("message claims to be from {}", short(&env.from)),
+            );
+        }
+        let ready = c.state == ConnState::Ready;
+        match env.message {
+            Message::Handshake(h) if c.state == ConnState::AwaitHello => {
+                self.on_hello(now, conn, h, store)
+            }
+            Message::Handshake(_) => self.violation(conn, "second handshake".into()),
+            _ if !ready => self.violation(conn, format!("{kind} before the handshake")),
+            Message::Heartbeat(hb) => {
+                if let Some(seq) = hb.ping {
+                    self.send(
+                        now,
+                        conn,
+                        Message::Heartbeat(wire::Heartbeat {
+                            ping: None,
+                            pong: Some(seq),
+                        }),
+                    );
+                }
+                if let Some(seq) = hb.pong
+                    && let Some(c) = self.conns.get_mut(&conn)
+                    && let Some((want, sent)) = c.ping
+                    && want == seq
+                {
+                    c.rtt = Some(now.saturating_since(sent));
+                    c.ping = None;
+                }
+            }
+            Message::TimelineUpdate(u) => {
+                self.on_remote_head(now, conn, &u.repo, u.timeline, u.head, store)
+            }
+            Message::SealBroadcast(b) => {
+                self.on_remote_head(now, conn, &b.repo, b.timeline, b.seal, store)
+            }
+            Message::SyncRequest(r) => self.on_sync_request(now, conn, r, store),
+            Message::SyncResponse(r) => self.on_sync_response(now, conn, r, store),
+            Message::Objects(h) => self.on_objects(now, conn, h, &bin),
+            Message::SyncComplete(s) => self.on_sync_complete(now, conn, s, store),
+            Message::PeerDiscovery(_) | Message::ConflictResolve(_) => {
+                // Peer lists feed the mesh (issue 7) and resolutions the conflict
+                // strategies (issue 6); this version counts them only.
+            }
+        }
+    }
+
+    fn on_hello(&mut self, now: Instant, conn: ConnId, h: wire::Handshake, store: &dyn Store) {
+        if !h.versions.contains(&PROTOCOL_VERSION) {
+            return self.close(
+                conn,
+                &format!("no common protocol version (peer speaks {:?})", h.versions),
+            );
+        }
+        let repo = store.repo_id().to_owned();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(peer) = c.peer.clone() else { return };
+        c.state = ConnState::Ready;
+        c.was_ready = true;
+        c.next_ping = now + self.cfg.heartbeat_interval;
+        c.lz4 = self.cfg.compression && h.features.iter().any(|f| f == "lz4");
+        c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
+        if let Some(advert) = h.repos.iter().find(|r| r.id == repo) {
+            c.shares_repo = true;
+            c.remote_heads = advert.heads.clone();
+        }
+        let addr = c.addr;
+        let direction = c.direction;
+        // Two connections to one peer (both dialled at once): keep the one opened by
+        // the node with the smaller id, which both ends compute alike.
+        let initiator = |c: &Conn| match c.direction {
+            Direction::Outbound => self.node_id.clone(),
+            Direction::Inbound => c.peer.clone().unwrap_or_default(),
+        };
+        let mine = initiator(&self.conns[&conn]);
+        let dup = self
+            .conns
+            .values()
+            .find(|o| {
+                o.id != conn
+                    && o.state == ConnState::Ready
+                    && o.peer.as_deref() == Some(peer.as_str())
+            })
+            .map(|o| (o.id, initiator(o)));
+        if let Some((other, their_init)) = dup {
+            let keep_new = mine < their_init || (mine == their_init && conn < other);
+            let loser = if keep_new { other } else { conn };
+            self.close(loser, "duplicate connection to the same peer");
+            if loser == conn {
+                return;
+            }
+        }
+        let record = self.peers.entry(peer.clone()).or_default();
+        record.last_seen = Some(now);
+        for d in self.dialers.values_mut() {
+            if d.conn == Some(conn) {
+                d.failures = 0;
+            }
+        }
+        self.emit(Event::PeerConnected {
+            peer: peer.clone(),
+            conn,
+            addr,
+            direction,
+        });
+        if let Some(cmd) = self.connect_waiters.remove(&conn) {
+            self.done(
+                cmd,
+                true,
+                format!("connected to {} at {addr}", short(&peer)),
+            );
+        }
+        if self.cfg.auto_sync {
+            self.request_pull(now, conn, store, false);
+        }
+    }
+
+    fn on_remote_head(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        repo: &str,
+        timeline: TimelineName,
+        head: ObjectId,
+        store: &dyn Store,
+    ) {
+        if repo != store.repo_id() {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.shares_repo {
+            return;
+        }
+        c.remote_heads.insert(timeline, head);
+        if self.cfg.auto_sync {
+            self.request_pull(now, conn, store, false);
+        }
+    }
+
+    /// Starts (or queues) a pull from a connection. With `force`, reconciles even
+    /// when nothing is missing (a user-requested sync).
+    fn request_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store, force: bool) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state != ConnState::Ready || !c.shares_repo {
+            return;
+        }
+        if c.pull.is_some() {
+            c.pull_again = true;
+            return;
+        }
+        let peer = c.peer.clone().unwrap_or_default();
+        let local = store.heads().unwrap_or_default();
+        let seen = self
+            .peers
+            .get(&peer)
+            .map(|r| r.heads_seen.clone())
+            .unwrap_or_default();
+        let c = &self.conns[&conn];
+        let needs_work = c
+            .remote_heads
+            .iter()
+            .any(|(t, h)| !store.has(h) || (local.get(t) != Some(h) && seen.get(t) != Some(h)));
+        if !needs_work && !force {
+            self.release_waiters(conn, None);
+            return;
+        }
+        let active = self.conns.values().filter(|c| c.pull.is_some()).count();
+        if active >= self.cfg.max_concurrent_syncs {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.pull_wanted = true;
+            }
+            return;
+        }
+        self.start_pull(now, conn, store);
+    }
+
+    fn start_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
+        let sync = self.next_sync;
+        self.next_sync += 1;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.pull_wanted = false;
+        c.pull_again = false;
+        let peer = c.peer.clone().unwrap_or_default();
+        let targets = c.remote_heads.clone();
+        let wants: Vec<ObjectId> = {
+            let mut w: Vec<ObjectId> = targets
+                .values()
+                .filter(|h| !store.has(h))
+                .copied()
+                .collect();
+            w.sort();
+            w.dedup();
+            w
+        };
+        c.pull = Some(Pull::new(sync, sync, targets, now));
+        self.emit(Event::SyncStarted {
+            peer: peer.clone(),
+            sync,
+        });
+        if wants.is_empty() {
+            // Everything is here already: only the heads need deciding.
+            return self.finish_pull(now, conn, store);
+        }
+        let local: Vec<ObjectId> = store
+            .heads()
+            .unwrap_or_default()
+            .values()
+            .copied()
+            .collect();
+        let seen: Vec<ObjectId> = self
+            .peers
+            .get(&peer)
+            .map(|r| r.heads_seen.values().copied().collect())
+            .unwrap_or_default();
+        let haves = match sync::haves(store, &local, &seen) {
+            Ok(h) => h,
+            Err(e) => {
+                let c = self.conns.get_mut(&conn);
+                if let Some(pull) = c.and_then(|c| c.pull.take()) {
+                    let snap = self.conns[&conn].snapshot();
+                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
+                }
+                return;
+            }
+        };
+        self.send(
+            now,
+            conn,
+            Message::SyncRequest(wire::SyncRequest {
+                sync,
+                repo: store.repo_id().to_owned(),
+                wants,
+                haves,
+            }),
+        );
+    }
+
+    fn on_sync_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        r: wire::SyncRequest,
+        store: &dyn Store,
+    ) {
+        let refuse = |reason: String| wire::SyncResponse {
+            sync: r.sync,
+            error: Some(reason),
+            objects: 0,
+            bytes: 0,
+        };
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if r.repo != store.repo_id() || !c.shares_repo {
+            return self.send(
+                now,
+                conn,
+                Message::SyncResponse(refuse("repository not served here".into())),
+            );
+        }
+        if c.serving.len() >= MAX_SERVES_PER_CONN {
+            return self.send(
+                now,
+                conn,
+                Message::SyncResponse(refuse("too many sync requests in flight".into())),
+            );
+        }
+        if r.wants.len() > 4096 || r.haves.len() > 65_536 {
+            return self.violation(conn, "sync request lists too many seals".into());
+        }
+        for w in &r.wants {
+            let ok =
+                store.get(w).ok().and_then(|b| object::kind_of(&b).ok()) == Some(ObjectKind::Seal);
+            if !ok {
+                return self.send(
+                    now,
+                    conn,
+                    Message::SyncResponse(refuse(format!("no seal {w} here"))),
+                );
+            }
+        }
+        let plan = match sync::plan_send(store, &r.wants, &r.haves) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.send(
+                    now,
+                    conn,
+                    Message::SyncResponse(refuse(format!("store: {e}"))),
+                );
+            }
+        };
+        tracing::debug!(
+            conn,
+            sync = r.sync,
+            objects = plan.len(),
+            "serving sync request"
+        );
+        self.send(
+            now,
+            conn,
+            Message::SyncResponse(wire::SyncResponse {
+                sync: r.sync,
+                error: None,
+                objects: plan.len() as u64,
+                bytes: 0,
+            }),
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.serving.push_back(Serve::new(r.sync, plan));
+        }
+    }
+
+    fn on_sync_response(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        r: wire::SyncResponse,
+        _store: &dyn Store,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(pull) = c
+            .pull
+            .as_mut()
+            .filter(|p| p.sync == r.sync && p.state == PullState::Requested)
+        else {
+            return self.violation(conn, format!("unexpected sync_response {}", r.sync));
+        };
+        pull.last_progress = now;
+        match r.error {
+            Some(e) => {
+                let pull = c.pull.take();
+                let snap = c.snapshot();
+                if let Some(pull) = pull {
+                    self.end_pull_with(now, &snap, pull, Err(format!("peer refused: {e}")));
+                }
+            }
+            None => {
+                pull.expected = r.objects;
+                pull.state = PullState::Receiving;
+            }
+        }
+    }
+
+    fn on_objects(&mut self, now: Instant, conn: ConnId, h: wire::ObjectsHeader, bin: &[u8]) {
+        let max = self.cfg.max_message_size as usize;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(pull) = c
+            .pull
+            .as_mut()
+            .filter(|p| p.sync == h.sync && p.state == PullState::Receiving)
+        else {
+            return self.violation(conn, format!("objects for unexpected sync {}", h.sync));
+        };
+        let decompressed;
+        let data: &[u8] = match h.compression.as_deref() {
+            None => bin,
+            Some("lz4") => match decompress(bin, max) {
+                Ok(d) => {
+                    decompressed = d;
+                    &decompressed
+                }
+                Err(e) => return self.violation(conn, e),
+            },
+            Some(other) => return self.violation(conn, format!("unknown compression {other:?}")),
+        };
+        let objects = match wire::split_objects(data, h.count) {
+            Ok(o) => o,
+            Err(e) => return self.violation(conn, e.to_string()),
+        };
+        let mut batch = Vec::with_capacity(objects.len());
+        let mut bytes = 0u64;
+        for (id, enc) in objects {
+            match object::verify(&id, enc) {
+                Ok(ObjectKind::Seal) => {
+                    if let Ok(s) = Seal::decode(enc) {
+                        pull.seals.insert(id, s);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let reason = format!("bad object {id}: {e}");
+                    return self.violation(conn, reason);
+                }
+            }
+            bytes += enc.len() as u64;
+            batch.push((id, enc.to_vec()));
+        }
+        pull.received += batch.len() as u64;
+        pull.bytes += bytes;
+        pull.last_progress = now;
+        if pull.received > pull.expected {
+            return self.violation(conn, "more objects than announced".into());
+        }
+        let (sync, batch_id, count) = (pull.sync, pull.batch, batch.len() as u64);
+        let peer = c.peer.clone().unwrap_or_default();
+        self.stats.objects_in += count;
+        if let Some(r) = self.peers.get_mut(&peer) {
+            r.objects_in += count;
+            r.bytes_in += bytes;
+        }
+        self.outputs.push_back(Output::Store(StoreRequest::Put {
+            batch: batch_id,
+            objects: batch,
+        }));
+        self.emit(Event::ObjectReceived {
+            peer,
+            sync,
+            objects: count,
+            bytes,
+        });
+    }
+
+    fn on_sync_complete(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        s: wire::SyncComplete,
+        store: &dyn Store,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let ok = c.pull.as_ref().is_some_and(|p| {
+            p.sync == s.sync && p.state == PullState::Receiving && p.received == p.expected
+        });
+        if !ok {
+            return self.violation(conn, format!("unexpected sync_complete {}", s.sync));
+        }
+        self.finish_pull(now, conn, store);
+    }
+
+    /// All objects are in (or were already): decide each timeline and ask the store
+    /// to land the batch and move heads.
+    fn finish_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
+        let local = store.heads().unwrap_or_default();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let peer = c.peer.clone().unwrap_or_default();
+        let Some(pull) = c.pull.as_mut() else { return };
+        pull.last_progress = now;
+        let seals = &pull.seals;
+        let mut lookup = |id: &ObjectId| -> Result<Seal, StoreError> {
+            match seals.get(id) {
+                Some(s) => Ok(s.clone()),
+                None => store.seal(id),
+            }
+        };
+        let mut updates = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut error = None;
+        let seen = self
+            .peers
+            .get(&peer)
+            .map(|r| r.heads_seen.clone())
+            .unwrap_or_default();
+        for (timeline, remote) in &pull.targets {
+            if !store.has(remote) && !seals.contains_key(remote) {
+                error = Some(format!("peer did not send seal {remote} of {timeline}"));
+                break;
+            }
+            if seen.get(timeline) != Some(remote) {
+                updates.push(HeadUpdate {
+                    name: RefName::Tracking {
+                        peer: peer.clone(),
+                        timeline: timeline.clone(),
+                    },
+                    expected: None,
+                    new: *remote,
+                });
+            }
+            let l = local.get(timeline).copied();
+            match sync::relate(l, *remote, &mut lookup) {
+                Ok(Relation::Missing) => updates.push(HeadUpdate {
+                    name: RefName::Timeline(timeline.clone()),
+                    expected: None,
+                    new: *remote,
+                }),
+                Ok(Relation::Behind) => updates.push(HeadUpdate {
+                    name: RefName::Timeline(timeline.clone()),
+                    expected: l,
+                    new: *remote,
+                }),
+                Ok(Relation::Same | Relation::Ahead) => {}
+                Ok(Relation::Diverged { base }) => {
+                    if let Some(l) = l {
+                        conflicts.push(Conflict {
+                            timeline: timeline.clone(),
+                            local: l,
+                            remote: *remote,
+                            base,
+                            peer: peer.clone(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    error = Some(format!("reading history: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            let pull = c.pull.take();
+            let snap = c.snapshot();
+            if let Some(pull) = pull {
+                self.end_pull_with(now, &snap, pull, Err(e));
+            }
+            return self.close(conn, "sync failed");
+        }
+        pull.state = PullState::Landing;
+        pull.updates = updates.clone();
+        pull.conflicts = conflicts;
+        self.outputs.push_back(Output::Store(StoreRequest::Land {
+            batch: pull.batch,
+            updates,
+        }));
+    }
+
+    fn end_pull(&mut self, now: Instant, c: &Conn, pull: Pull, result: Result<(), String>) {
+        let snap = c.snapshot();
+        self.end_pull_with(now, &snap, pull, result);
+    }
+
+    fn end_pull_with(
+        &mut self,
+        now: Instant,
+        c: &conn::Snapshot,
+        pull: Pull,
+        result: Result<(), String>,
+    ) {
+        let peer = c.peer.clone().unwrap_or_default();
+        let record = self.peers.entry(peer.clone()).or_default();
+        match &result {
+            Ok(()) => {
+                record.syncs += 1;
+                record.last_sync = Some(now);
+                record.last_error = None;
+                self.stats.syncs_completed += 1;
+                self.emit(Event::SyncCompleted {
+                    peer: peer.clone(),
+                    sync: pull.sync,
+                    objects: pull.received,
+                    bytes: pull.bytes,
+                });
+            }
+            Err(reason) => {
+                record.failures += 1;
+                record.last_error = Some(reason.clone());
+                self.stats.syncs_failed += 1;
+                if pull.state != PullState::Landing {
+                    self.outputs
+                        .push_back(Output::Store(StoreRequest::Abort { batch: pull.batch }));
+                }
+                self.emit(Event::SyncFailed {
+                    peer: peer.clone(),
+                    sync: pull.sync,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        for w in self.waiters.iter_mut() {
+            if w.remaining.remove(&c.id) {
+                w.objects += pull.received;
+                if let Err(e) = &result {
+                    w.failed.push(format!("{}: {e}", short(&peer)));
+                }
+            }
+        }
+        self.finish_waiters();
+    }
+
+    fn release_waiters(&mut self, conn: ConnId, failure: Option<String>) {
+        for w in self.waiters.iter_mut() {
+            if w.remaining.remove(&conn)
+                && let Some(f) = &failure
+            {
+                w.failed.push(f.clone());
+            }
+        }
+        self.finish_waiters();
+    }
+
+    fn finish_waiters(&mut self) {
+        let mut finished = Vec::new();
+        self.waiters.retain(|w| {
+            if w.remaining.is_empty() {
+                finished.push((w.id, w.failed.clone(), w.objects));
+                false
+            } else {
+                true
+            }
+        });
+        for (id, failed, objects) in finished {
+            if failed.is_empty() {
+                self.done(
+                    id,
+                    true,
+                    format!("sync complete: {objects} objects received"),
+                );
+            } else {
+                self.done(id, false, format!("sync failed: {}", failed.join("; ")));
+            }
+        }
+    }
+
+    fn start_queued_pulls(&mut self, _now: Instant) {
+        // Needs the store; handled by `start_queued_pulls_with` from inputs that
+        // have one. Connections flagged here are picked up on the next tick.
+    }
+
+    fn start_queued_pulls_with(&mut self, now: Instant, store: &dyn Store) {
+        let again: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.pull.is_none() && (c.pull_wanted || c.pull_again))
+            .map(|c| c.id)
+            .collect();
+        for id in again {
+            self.request_pull(now, id, store, false);
+        }
+    }
+
+    /// Tells every peer about heads that changed since last announced.
+    fn announce_heads(&mut self, now: Instant, store: &dyn Store) {
+        let Ok(heads) = store.heads() else { return };
+        let changed: Vec<(TimelineName, ObjectId, Option<ObjectId>)> = heads
+            .iter()
+            .filter(|(t, h)| self.announced.get(*t) != Some(*h))
+            .map(|(t, h)| (t.clone(), *h, self.announced.get(t).copied()))
+            .collect();
+        self.announced = heads;
+        if changed.is_empty() {
+            return;
+        }
+        let repo = store.repo_id().to_owned();
+        let targets: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.state == ConnState::Ready && c.shares_repo)
+            .map(|c| c.id)
+            .collect();
+        for conn in targets {
+            for (timeline, head, previous) in &changed {
+                self.send(
+                    now,
+                    conn,
+                    Message::TimelineUpdate(wire::TimelineUpdate {
+                        repo: repo.clone(),
+                        timeline: timeline.clone(),
+                        head: *head,
+                        previous: *previous,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Moves queued frames and, when the socket has room, freshly read objects
+    /// into the connection's outgoing (encrypted) buffer.
+    fn fill_transmit(&mut self, now: Instant, conn: ConnId, store: &dyn Store) -> Result<(), ()> {
+        let max_frame =
+            (self.cfg.max_message_size as usize / 2).clamp(64 * 1024, OBJECT_FRAME_TARGET);
+        let node_id = self.node_id.clone();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let Some(noise) = c.noise.as_mut() else {
+            return Ok(());
+        };
+        if !noise.is_established() || c.state == ConnState::Closed {
+            return Ok(());
+        }
+        while let Some(frame) = c.ctrl.pop_front() {
+            if noise.send(&frame, &mut c.out).is_err() {
+                return Err(());
+            }
+        }
+        if c.blocked || c.state != ConnState::Ready {
+            return Ok(());
+        }
+        let mut objects_sent = 0u64;
+        let mut bytes_sent = 0u64;
+        let mut failure = None;
+        while c.out.len() < TRANSMIT_CHUNK {
+            let Some(job) = c.serving.front_mut() else {
+                break;
+            };
+            let mut bin = Vec::with_capacity(max_frame.min(OBJECT_FRAME_TARGET) + 1024);
+            let mut count = 0u32;
+            while let Some(id) = job.plan.get(job.next).copied() {
+                let enc = match store.get(&id) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        failure = Some(format!("store: {e}"));
+                        break;
+                    }
+                };
+                if count > 0 && bin.len() + enc.len() + 36 > max_frame {
+                    break;
+                }
+                wire::push_object(&mut bin, &id, &enc);
+                count += 1;
+                job.next += 1;
+                bytes_sent += enc.len() as u64;
+                if count as usize >= wire::MAX_OBJECTS_PER_FRAME || bin.len() >= max_frame {
+                    break;
+                }
+            }
+            if failure.is_some() {
+                break;
+            }
+            let sync = job.sync;
+            let done = job.next >= job.plan.len();
+            if count > 0 {
+                objects_sent += u64::from(count);
+                let (payload, compression) = if c.lz4 && job.try_compress() {
+                    match compress(&bin) {
+                        Some(z) => (z, Some("lz4".to_owned())),
+                        None => {
+                            job.compress_failed();
+                            (bin, None)
+                        }
+                    }
+                } else {
+                    (bin, None)
+                };
+                let env = Envelope {
+                    id: self.next_msg,
+                    from: node_id.clone(),
+                    ts: now.as_micros(),
+                    message: Message::Objects(wire::ObjectsHeader {
+                        sync,
+                        count,
+                        compression,
+                    }),
+                };
+                self.next_msg += 1;
+                *self.stats.messages_out.entry("objects".into()).or_default() += 1;
+                let mut frame = Vec::with_capacity(payload.len() + 128);
+                wire::encode_frame(&env, &payload, &mut frame);
+                if noise.send(&frame, &mut c.out).is_err() {
+                    return Err(());
+                }
+            }
+            if done {
+                let total = job.plan.len() as u64;
+                c.serving.pop_front();
+                let env = Envelope {
+                    id: self.next_msg,
+                    from: node_id.clone(),
+                    ts: now.as_micros(),
+                    message: Message::SyncComplete(wire::SyncComplete {
+                        sync,
+                        objects: total,
+                        bytes: 0,
+                    }),
+                };
+                self.next_msg += 1;
+                *self
+                    .stats
+                    .messages_out
+                    .entry("sync_complete".into())
+                    .or_default() += 1;
+                let mut frame = Vec::new();
+                wire::encode_frame(&env, &[], &mut frame);
+                if noise.send(&frame, &mut c.out).is_err() {
+                    return Err(());
+                }
+            }
+        }
+        let peer = c.peer.clone().unwrap_or_default();
+        self.stats.objects_out += objects_sent;
+        if objects_sent > 0
+            && let Some(r) = self.peers.get_mut(&peer)
+        {
+            r.objects_out += objects_sent;
+            r.bytes_out += bytes_sent;
+        }
+        if let Some(f) = failure {
+            self.close(conn, &f);
+        }
+        Ok(())
+    }
+}
+
+fn backoff(cfg: &Config, failures: u32, rng: &mut Rng) -> Duration {
+    let base = cfg
+        .reconnect_min
+        .saturating_mul(1u32 << failures.min(16))
+        .min(cfg.reconnect_max);
+    let jitter_max = (base.as_micros() / 4) as u64;
+    base + Duration::from_micros(rng.below(jitter_max.max(1)))
+}
+
+fn compress(data: &[u8]) -> Option<Vec<u8>> {
+    if data.len() < 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() / 2 + 8);
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(&lz4_flex::block::compress(data));
+    (out.len() < data.len() * 9 / 10).then_some(out)
+}
+
+fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    if data.len() < 4 {
+        return Err("compressed section too short".into());
+    }
+    let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+    if len > max {
+        return Err(format!(
+            "compressed section claims {len} bytes, above the limit"
+        ));
+    }
+    let mut out = vec![0u8; len];
+    let n =
+        lz4_flex::block::decompress_into(&data[4..], &mut out).map_err(|e| format!("lz4: {e}"))?;
+    if n != len {
+        return Err("compressed section length mismatch".into());
+    }
+    Ok(out)
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The first 12 digits of a node id, for logs.
+pub fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[allow(dead_code)]
+type SealMap = IdMap<Seal>;

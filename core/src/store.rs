@@ -1,0 +1,204 @@
+//! The store callbacks: how the core reads a repository, and how it asks for writes.
+//!
+//! Reads are a synchronous trait ([`Store`]): they are cheap (an index probe and a
+//! `pread`), the sync engine makes many of them, and a continuation per read would
+//! make every machine harder to follow. Writes are effects: the core emits
+//! [`StoreRequest`]s and continues when the shell reports the result through
+//! `Node::handle_store_done`. That keeps slow disk work (fsyncing a pack) off the
+//! event loop, lets the simulator delay or fail a write, or crash a node between
+//! two writes, and keeps the core deterministic given the store's answers.
+//! `docs/architecture.md` records this choice.
+
+use std::collections::BTreeMap;
+
+use crate::id::{IdMap, IdSet};
+use thiserror::Error;
+
+use crate::id::ObjectId;
+use crate::object::{self, ObjectKind, Seal};
+use crate::timeline::TimelineName;
+
+/// A store failure, reported by the shell.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("object {0} is not in the store")]
+    Missing(ObjectId),
+    #[error("store failure: {0}")]
+    Failed(String),
+}
+
+/// Read access to one repository.
+pub trait Store {
+    /// The repository id; peers sync only equal ids.
+    fn repo_id(&self) -> &str;
+    /// Every timeline's head.
+    fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError>;
+    /// Whether an object is present (and therefore, by the closure invariant, all
+    /// it refers to).
+    fn has(&self, id: &ObjectId) -> bool;
+    /// An object's canonical encoding.
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError>;
+
+    /// Reads and decodes a seal.
+    fn seal(&self, id: &ObjectId) -> Result<Seal, StoreError> {
+        let raw = self.get(id)?;
+        Seal::decode(&raw).map_err(|e| StoreError::Failed(format!("seal {id}: {e}")))
+    }
+}
+
+/// Which reference a head update moves.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefName {
+    /// A timeline of the repository.
+    Timeline(TimelineName),
+    /// The last head seen from a peer for a timeline, kept so nothing a peer
+    /// offered is ever lost. Tracking names are overwritten without a check.
+    Tracking {
+        peer: String,
+        timeline: TimelineName,
+    },
+}
+
+/// One reference change, applied after the batch's objects have landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadUpdate {
+    pub name: RefName,
+    /// For timelines: the head the core based its decision on; the update must be
+    /// refused if the head is no longer this (compare-and-set). `None` means the
+    /// timeline must not exist yet.
+    pub expected: Option<ObjectId>,
+    pub new: ObjectId,
+}
+
+/// Writes the core asks the shell to perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreRequest {
+    /// Verified objects of batch `batch`, in landing order (children first). They
+    /// need not be visible before `Land`.
+    Put {
+        batch: u64,
+        objects: Vec<(ObjectId, Vec<u8>)>,
+    },
+    /// Make the batch's objects durable and visible (checking closure), then apply
+    /// `updates` in order. Answered by `Node::handle_store_done` with one result per
+    /// update.
+    Land {
+        batch: u64,
+        updates: Vec<HeadUpdate>,
+    },
+    /// Forget a batch that will not land (its sync failed).
+    Abort { batch: u64 },
+}
+
+/// The outcome of one head update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateResult {
+    Applied,
+    /// The compare-and-set failed: the head had moved to this.
+    Moved(Option<ObjectId>),
+}
+
+/// An in-memory store: the reference implementation of the store contract, used by
+/// the core's tests and by the simulator.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    pub id: String,
+    pub objects: IdMap<Vec<u8>>,
+    pub timelines: BTreeMap<TimelineName, ObjectId>,
+    pub tracking: BTreeMap<(String, TimelineName), ObjectId>,
+    /// Batches put but not landed.
+    pub staged: BTreeMap<u64, Vec<(ObjectId, Vec<u8>)>>,
+}
+
+impl MemStore {
+    /// An empty repository with the given id.
+    pub fn new(id: &str) -> Self {
+        MemStore {
+            id: id.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Adds an object directly (for building test histories); the caller keeps
+    /// closure by adding children first.
+    pub fn insert(&mut self, encoding: Vec<u8>) -> ObjectId {
+        let id = ObjectId::hash(&encoding);
+        self.objects.insert(id, encoding);
+        id
+    }
+
+    /// Performs a write request; returns the per-update results for `Land`.
+    pub fn apply(&mut self, req: StoreRequest) -> Result<Vec<UpdateResult>, StoreError> {
+        match req {
+            StoreRequest::Put { batch, objects } => {
+                self.staged.entry(batch).or_default().extend(objects);
+                Ok(Vec::new())
+            }
+            StoreRequest::Abort { batch } => {
+                self.staged.remove(&batch);
+                Ok(Vec::new())
+            }
+            StoreRequest::Land { batch, updates } => {
+                let staged = self.staged.remove(&batch).unwrap_or_default();
+                let ids: IdSet = staged.iter().map(|o| o.0).collect();
+                for (id, bytes) in &staged {
+                    let obj = object::Object::decode(bytes)
+                        .map_err(|e| StoreError::Failed(format!("{id}: {e}")))?;
+                    for child in obj.children() {
+                        if !self.objects.contains_key(&child) && !ids.contains(&child) {
+                            return Err(StoreError::Failed(format!(
+                                "closure: {id} refers to missing {child}"
+                            )));
+                        }
+                    }
+                }
+                self.objects.extend(staged);
+                let mut results = Vec::with_capacity(updates.len());
+                for u in updates {
+                    if self.kind(&u.new) != Some(ObjectKind::Seal) {
+                        return Err(StoreError::Missing(u.new));
+                    }
+                    match u.name {
+                        RefName::Tracking { peer, timeline } => {
+                            self.tracking.insert((peer, timeline), u.new);
+                            results.push(UpdateResult::Applied);
+                        }
+                        RefName::Timeline(t) => {
+                            let cur = self.timelines.get(&t).copied();
+                            if cur == u.expected {
+                                self.timelines.insert(t, u.new);
+                                results.push(UpdateResult::Applied);
+                            } else {
+                                results.push(UpdateResult::Moved(cur));
+                            }
+                        }
+                    }
+                }
+                Ok(results)
+            }
+        }
+    }
+
+    /// The kind of a stored object.
+    pub fn kind(&self, id: &ObjectId) -> Option<ObjectKind> {
+        self.objects.get(id).and_then(|b| object::kind_of(b).ok())
+    }
+}
+
+impl Store for MemStore {
+    fn repo_id(&self) -> &str {
+        &self.id
+    }
+    fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
+        Ok(self.timelines.clone())
+    }
+    fn has(&self, id: &ObjectId) -> bool {
+        self.objects.contains_key(id)
+    }
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
+        self.objects
+            .get(id)
+            .cloned()
+            .ok_or(StoreError::Missing(*id))
+    }
+}

@@ -1,0 +1,315 @@
+//! The sync engine's pure parts: what to advertise, what to send, and what a
+//! remote head means for a local timeline.
+//!
+//! A pull costs one round trip after the handshake. The requester names the seals
+//! it wants and sends "haves": its heads, the heads it last saw from this peer, and
+//! exponentially spaced first-parent ancestors, so the common history is found
+//! without a negotiation dialogue. The sender walks each new seal's tree against its
+//! parents' trees, skipping subtrees (and chunks of large files) whose ids did not
+//! change, so a one-seal change costs about the bytes that changed.
+
+use std::collections::VecDeque;
+
+use crate::id::{IdSet, ObjectId};
+use crate::object::{self, ChunkList, Mode, ObjectKind, Seal, Tree};
+use crate::store::{Store, StoreError};
+
+/// Deepest directory nesting the sender walks; deeper trees are refused rather
+/// than risking the stack.
+pub const MAX_TREE_DEPTH: usize = 256;
+/// "Have" samples per head: distances 0, 1, 2, 4, … 2^(n-2).
+pub const HAVES_PER_HEAD: usize = 24;
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+/// The requester's "have" list: each head and its first-parent ancestors at
+/// exponentially growing distances, plus `extra` ids it holds (such as the heads
+/// last seen from this peer, which the peer is certain to know).
+pub fn haves(
+    store: &dyn Store,
+    heads: &[ObjectId],
+    extra: &[ObjectId],
+) -> Result<Vec<ObjectId>, StoreError> {
+    let mut out = Vec::new();
+    let mut seen = IdSet::default();
+    for id in extra {
+        if store.has(id) && seen.insert(*id) {
+            out.push(*id);
+        }
+    }
+    for head in heads {
+        let mut cur = Some(*head);
+        let mut dist = 0usize;
+        let mut next_sample = 0usize;
+        let mut samples = 0;
+        while let Some(id) = cur {
+            if !store.has(&id) || samples >= HAVES_PER_HEAD {
+                break;
+            }
+            if dist == next_sample {
+                if seen.insert(id) {
+                    out.push(id);
+                }
+                samples += 1;
+                next_sample = if next_sample == 0 { 1 } else { next_sample * 2 };
+            }
+            cur = store.seal(&id)?.parents.first().copied();
+            dist += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Every ancestor of the given seals that the store holds, themselves included.
+pub fn closure(store: &dyn Store, from: &[ObjectId]) -> Result<IdSet, StoreError> {
+    let mut seen = IdSet::default();
+    let mut stack: Vec<ObjectId> = from.iter().filter(|id| store.has(id)).copied().collect();
+    while let Some(id) = stack.pop() {
+        if seen.insert(id) {
+            stack.extend(store.seal(&id)?.parents);
+        }
+    }
+    Ok(seen)
+}
+
+/// The objects to send so the requester, holding `haves` (and everything they
+/// reach), can hold `wants`: in landing order, every object after all it refers to.
+pub fn plan_send(
+    store: &dyn Store,
+    wants: &[ObjectId],
+    haves: &[ObjectId],
+) -> Result<Vec<ObjectId>, StoreError> {
+    let known = closure(store, haves)?;
+    // Seals to send, parents before children (iterative post-order).
+    let mut order = Vec::new();
+    let mut visited = IdSet::default();
+    let mut stack: Vec<(ObjectId, bool)> = wants.iter().rev().map(|w| (*w, false)).collect();
+    while let Some((id, expanded)) = stack.pop() {
+        if expanded {
+            order.push(id);
+            continue;
+        }
+        if known.contains(&id) || !visited.insert(id) {
+            continue;
+        }
+        let seal = store.seal(&id)?;
+        stack.push((id, true));
+        for p in seal.parents.iter().rev() {
+            if !known.contains(p) && !visited.contains(p) {
+                stack.push((*p, false));
+            }
+        }
+    }
+    let mut plan = Plan {
+        store,
+        sent: IdSet::default(),
+        out: Vec::new(),
+    };
+    for id in order {
+        let seal = store.seal(&id)?;
+        let mut parent_trees = Vec::with_capacity(seal.parents.len());
+        for p in &seal.parents {
+            parent_trees.push(store.seal(p)?.tree);
+        }
+        plan.tree(seal.tree, &parent_trees, 0)?;
+        plan.push(id);
+    }
+    Ok(plan.out)
+}
+
+struct Plan<'a> {
+    store: &'a dyn Store,
+    sent: IdSet,
+    out: Vec<ObjectId>,
+}
+
+impl Plan<'_> {
+    fn push(&mut self, id: ObjectId) {
+        if self.sent.insert(id) {
+            self.out.push(id);
+        }
+    }
+
+    fn tree(&mut self, id: ObjectId, olds: &[ObjectId], depth: usize) -> Result<(), StoreError> {
+        if self.sent.contains(&id) || olds.contains(&id) {
+            return Ok(());
+        }
+        if depth > MAX_TREE_DEPTH {
+            return Err(failed(format!(
+                "tree {id} is nested deeper than {MAX_TREE_DEPTH}"
+            )));
+        }
+        let tree = Tree::decode(&self.store.get(&id)?).map_err(failed)?;
+        let mut old_trees = Vec::with_capacity(olds.len());
+        for o in olds {
+            old_trees.push(Tree::decode(&self.store.get(o)?).map_err(failed)?);
+        }
+        for entry in tree.entries() {
+            if self.sent.contains(&entry.id) {
+                continue;
+            }
+            let old: Vec<(Mode, ObjectId)> = old_trees
+                .iter()
+                .filter_map(|t| t.get(&entry.name))
+                .map(|e| (e.mode, e.id))
+                .collect();
+            if old.iter().any(|(_, i)| *i == entry.id) {
+                continue;
+            }
+            match entry.mode {
+                Mode::Tree => {
+                    let sub: Vec<ObjectId> = old
+                        .iter()
+                        .filter(|(m, _)| *m == Mode::Tree)
+                        .map(|(_, i)| *i)
+                        .collect();
+                    self.tree(entry.id, &sub, depth + 1)?;
+                }
+                Mode::File | Mode::Executable => {
+                    let sub: Vec<ObjectId> = old
+                        .iter()
+                        .filter(|(m, _)| m.is_file())
+                        .map(|(_, i)| *i)
+                        .collect();
+                    self.file(entry.id, &sub)?;
+                }
+                Mode::Symlink => self.push(entry.id),
+            }
+        }
+        self.push(id);
+        Ok(())
+    }
+
+    /// A file's content: a blob, or a chunk-list tree sent without the chunks
+    /// (and lists) the previous version of the file already had.
+    fn file(&mut self, id: ObjectId, olds: &[ObjectId]) -> Result<(), StoreError> {
+        let raw = self.store.get(&id)?;
+        if object::kind_of(&raw).map_err(failed)? != ObjectKind::ChunkList {
+            self.push(id);
+            return Ok(());
+        }
+        let mut old_parts = IdSet::default();
+        for o in olds {
+            self.collect_parts(*o, &mut old_parts)?;
+        }
+        let mut stack = vec![(id, false)];
+        while let Some((node, expanded)) = stack.pop() {
+            if expanded {
+                self.push(node);
+                continue;
+            }
+            if old_parts.contains(&node) || self.sent.contains(&node) {
+                continue;
+            }
+            let list = ChunkList::decode(&self.store.get(&node)?).map_err(failed)?;
+            stack.push((node, true));
+            for (child, _) in list.entries.iter().rev() {
+                if list.level == 0 {
+                    if !old_parts.contains(child) && !self.sent.contains(child) {
+                        // Leaves are blobs: send them right before their list.
+                        stack.push((*child, true));
+                    }
+                } else {
+                    stack.push((*child, false));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every chunk and chunk list of a stored file (nothing for a plain blob).
+    fn collect_parts(&self, id: ObjectId, into: &mut IdSet) -> Result<(), StoreError> {
+        let mut queue = VecDeque::from([id]);
+        while let Some(node) = queue.pop_front() {
+            if !into.insert(node) {
+                continue;
+            }
+            let raw = self.store.get(&node)?;
+            if object::kind_of(&raw).map_err(failed)? != ObjectKind::ChunkList {
+                continue;
+            }
+            let list = ChunkList::decode(&raw).map_err(failed)?;
+            for (child, _) in &list.entries {
+                if list.level == 0 {
+                    into.insert(*child);
+                } else {
+                    queue.push_back(*child);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a remote head relates to the local head of the same timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Relation {
+    /// The timeline does not exist locally.
+    Missing,
+    Same,
+    /// The local head already contains the remote one.
+    Ahead,
+    /// The remote head contains the local one: fast-forward.
+    Behind,
+    /// Neither contains the other; `base` is their best common ancestor.
+    Diverged {
+        base: Option<ObjectId>,
+    },
+}
+
+/// Relates `remote` to `local`, reading seals through `seal` (which may consult
+/// seals received in a batch that has not landed yet).
+pub fn relate(
+    local: Option<ObjectId>,
+    remote: ObjectId,
+    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
+) -> Result<Relation, StoreError> {
+    let Some(local) = local else {
+        return Ok(Relation::Missing);
+    };
+    if local == remote {
+        return Ok(Relation::Same);
+    }
+    let remote_anc = ancestors(remote, Some(local), seal)?;
+    if remote_anc.contains(&local) {
+        return Ok(Relation::Behind);
+    }
+    let local_anc = ancestors(local, Some(remote), seal)?;
+    if local_anc.contains(&remote) {
+        return Ok(Relation::Ahead);
+    }
+    // The merge base: the newest common ancestor (the id breaks ties), which is
+    // never an ancestor of another common ancestor unless clocks lie.
+    let mut base: Option<(i64, ObjectId)> = None;
+    for id in local_anc.iter() {
+        if remote_anc.contains(id) {
+            let key = (seal(id)?.time.seconds, *id);
+            if base.is_none_or(|b| key > b) {
+                base = Some(key);
+            }
+        }
+    }
+    let base = base.map(|b| b.1);
+    Ok(Relation::Diverged { base })
+}
+
+fn ancestors(
+    from: ObjectId,
+    stop_at: Option<ObjectId>,
+    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
+) -> Result<IdSet, StoreError> {
+    let mut seen = IdSet::default();
+    let mut stack = vec![from];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if Some(id) == stop_at {
+            return Ok(seen);
+        }
+        stack.extend(seal(&id)?.parents);
+    }
+    Ok(seen)
+}

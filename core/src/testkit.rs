@@ -1,0 +1,470 @@
+//! A small deterministic network for driving nodes in tests and benchmarks: virtual
+//! time, in-memory stores, per-link FIFO delivery with latency and a send window.
+//!
+//! It is the core's own harness (issue 3); the full simulator with fault
+//! injection lives in `ivaldi-sim`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::node::{Command, CommandId, ConnId, Event, Node, Output};
+use crate::noise::Keypair;
+use crate::rng::Rng;
+use crate::store::{MemStore, StoreRequest};
+use crate::time::Instant;
+
+/// One node with its store and everything it reported.
+pub struct TestNode {
+    pub node: Node,
+    pub store: MemStore,
+    pub addr: SocketAddr,
+    pub events: Vec<(Instant, Event)>,
+    /// Store writes are applied this long after being requested.
+    pub store_delay: Duration,
+    /// Highest number of bytes the node held queued for one connection.
+    pub peak_queued: usize,
+}
+
+struct Link {
+    /// The other end: node index and its connection id.
+    peer: (usize, ConnId),
+    /// Bytes on the way to the other end, with their arrival times.
+    in_flight: VecDeque<(Instant, Vec<u8>)>,
+    in_flight_bytes: usize,
+    closing: Option<String>,
+    delivered: u64,
+}
+
+/// Link behaviour.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkModel {
+    pub latency: Duration,
+    /// Bytes a sender may have in flight before it is told its socket is full.
+    pub window: usize,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        LinkModel {
+            latency: Duration::from_millis(1),
+            window: 1 << 20,
+        }
+    }
+}
+
+/// A network of test nodes.
+pub struct TestNet {
+    pub now: Instant,
+    pub nodes: Vec<TestNode>,
+    links: BTreeMap<(usize, ConnId), Link>,
+    pending_store: Vec<(Instant, usize, StoreRequest)>,
+    pub model: LinkModel,
+    /// Node pairs that refuse to connect (a dial between them fails).
+    pub blocked_pairs: Vec<(usize, usize)>,
+    next_cmd: CommandId,
+    /// Largest number of bytes in flight on any one link.
+    pub peak_in_flight: usize,
+}
+
+/// The address node `i` listens on.
+pub fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8)), 9090)
+}
+
+impl TestNet {
+    /// An empty network.
+    pub fn new() -> TestNet {
+        TestNet {
+            now: Instant::ZERO,
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            pending_store: Vec::new(),
+            model: LinkModel::default(),
+            blocked_pairs: Vec::new(),
+            next_cmd: 1,
+            peak_in_flight: 0,
+        }
+    }
+
+    /// Adds a node with a deterministic key from `seed` and the given store.
+    pub fn add(&mut self, cfg: Config, store: MemStore, seed: u64) -> usize {
+        let mut rng = Rng::from_u64(seed);
+        let keypair = Keypair::generate(&mut rng);
+        let mut node_seed = [0u8; 32];
+        rng.fill(&mut node_seed);
+        let i = self.nodes.len();
+        self.nodes.push(TestNode {
+            node: Node::new(cfg, keypair, node_seed, self.now),
+            store,
+            addr: addr_of(i),
+            events: Vec::new(),
+            store_delay: Duration::ZERO,
+            peak_queued: 0,
+        });
+        i
+    }
+
+    /// Sends a command to node `i`; returns its id.
+    pub fn command(&mut self, i: usize, cmd: Command) -> CommandId {
+        let id = self.next_cmd;
+        self.next_cmd += 1;
+        let n = &mut self.nodes[i];
+        n.node.handle_command(self.now, id, cmd, &n.store);
+        self.drain();
+        id
+    }
+
+    /// Node `i` dials node `j` (once).
+    pub fn connect(&mut self, i: usize, j: usize) -> CommandId {
+        let addr = self.nodes[j].addr;
+        self.command(i, Command::Connect(addr))
+    }
+
+    /// Whether node `i` reported command `id` done, and how.
+    pub fn command_result(&self, i: usize, id: CommandId) -> Option<(bool, String)> {
+        self.nodes[i].events.iter().find_map(|(_, e)| match e {
+            Event::CommandDone { id: d, ok, message } if *d == id => Some((*ok, message.clone())),
+            _ => None,
+        })
+    }
+
+    /// Bytes delivered so far from node `i` to node `j` over all their links.
+    pub fn bytes_between(&self, i: usize, j: usize) -> u64 {
+        self.links
+            .iter()
+            .filter(|((a, _), l)| *a == i && l.peer.0 == j)
+            .map(|(_, l)| l.delivered)
+            .sum()
+    }
+
+    /// Cuts every link of node `i` abruptly (both ends see a close).
+    pub fn disconnect_all(&mut self, i: usize) {
+        let keys: Vec<(usize, ConnId)> = self.links.keys().filter(|k| k.0 == i).copied().collect();
+        for k in keys {
+            self.cut(k, "link cut by test");
+        }
+        self.drain();
+    }
+
+    fn cut(&mut self, key: (usize, ConnId), reason: &str) {
+        if let Some(link) = self.links.remove(&key) {
+            let now = self.now;
+            let n = &mut self.nodes[key.0];
+            n.node.handle_closed(now, key.1, reason);
+            if let Some(other) = self.links.remove(&link.peer) {
+                let _ = other;
+                let p = &mut self.nodes[link.peer.0];
+                p.node.handle_closed(now, link.peer.1, reason);
+            }
+        }
+    }
+
+    /// Carries out every node's outputs until all are idle at the current time.
+    pub fn drain(&mut self) {
+        for _round in 0..10_000 {
+            let mut progress = false;
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].node.poll_output() {
+                    progress = true;
+                    self.perform(i, out);
+                }
+                // Flow control: a link with a full window blocks its sender.
+                let keys: Vec<(usize, ConnId)> =
+                    self.links.keys().filter(|k| k.0 == i).copied().collect();
+                for k in &keys {
+                    let full = self.links[k].in_flight_bytes >= self.model.window;
+                    self.nodes[i].node.set_blocked(k.1, full);
+                }
+                let mut buf = Vec::new();
+                let n = &mut self.nodes[i];
+                while let Some(conn) = n.node.poll_transmit(self.now, &n.store, &mut buf) {
+                    progress = true;
+                    let arrive = self.now + self.model.latency;
+                    if let Some(link) = self.links.get_mut(&(i, conn)) {
+                        link.in_flight_bytes += buf.len();
+                        self.peak_in_flight = self.peak_in_flight.max(link.in_flight_bytes);
+                        link.in_flight.push_back((arrive, std::mem::take(&mut buf)));
+                        if link.in_flight_bytes >= self.model.window {
+                            n.node.set_blocked(conn, true);
+                        }
+                    } else {
+                        buf.clear();
+                    }
+                }
+                let q = n
+                    .node
+                    .peers()
+                    .iter()
+                    .map(|p| p.queued_bytes)
+                    .max()
+                    .unwrap_or(0);
+                n.peak_queued = n.peak_queued.max(q);
+            }
+            if !progress {
+                return;
+            }
+        }
+        panic!("testkit: nodes did not go idle (livelock?)");
+    }
+
+    fn perform(&mut self, i: usize, out: Output) {
+        let now = self.now;
+        match out {
+            Output::Event(e) => self.nodes[i].events.push((now, e)),
+            Output::Store(req) => {
+                let due = now + self.nodes[i].store_delay;
+                self.pending_store.push((due, i, req));
+                self.flush_store();
+            }
+            Output::Dial { conn, addr } => {
+                let target = self.nodes.iter().position(|n| n.addr == addr);
+                let refused = target.is_none_or(|j| {
+                    self.blocked_pairs.contains(&(i, j)) || self.blocked_pairs.contains(&(j, i))
+                });
+                let from = self.nodes[i].addr;
+                match target.filter(|_| !refused) {
+                    Some(j) => match self.nodes[j].node.handle_accepted(now, from) {
+                        Some(jc) => {
+                            self.links.insert((i, conn), Link::new((j, jc)));
+                            self.links.insert((j, jc), Link::new((i, conn)));
+                            self.nodes[i].node.handle_connected(now, conn);
+                        }
+                        None => self.nodes[i]
+                            .node
+                            .handle_closed(now, conn, "connection refused"),
+                    },
+                    None => self.nodes[i]
+                        .node
+                        .handle_closed(now, conn, "connection refused"),
+                }
+            }
+            Output::Close { conn, reason } => {
+                // Data already in flight still arrives; the close follows it.
+                match self.links.get_mut(&(i, conn)) {
+                    Some(link) => link.closing = Some(reason),
+                    None => self.nodes[i].node.handle_closed(now, conn, &reason),
+                }
+            }
+        }
+    }
+
+    fn flush_store(&mut self) {
+        let now = self.now;
+        let mut k = 0;
+        while k < self.pending_store.len() {
+            if self.pending_store[k].0 <= now {
+                let (_, i, req) = self.pending_store.remove(k);
+                let batch = match &req {
+                    StoreRequest::Land { batch, .. } => Some(*batch),
+                    _ => None,
+                };
+                let n = &mut self.nodes[i];
+                let result = n.store.apply(req);
+                if let Some(b) = batch {
+                    n.node.handle_store_done(now, b, result, &n.store);
+                }
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// The next moment something happens: a delivery, a store reply or a timer.
+    fn next_event(&mut self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut take = |x: Instant| {
+            if t.is_none_or(|c| x < c) {
+                t = Some(x);
+            }
+        };
+        for l in self.links.values() {
+            match l.in_flight.front() {
+                Some((at, _)) => take(*at),
+                None if l.closing.is_some() => take(self.now),
+                None => {}
+            }
+        }
+        for (at, _, _) in &self.pending_store {
+            take(*at);
+        }
+        for n in self.nodes.iter_mut() {
+            if let Some(at) = n.node.poll_timeout() {
+                take(at);
+            }
+        }
+        t
+    }
+
+    /// Advances to the next event and handles everything due then.
+    pub fn step(&mut self) -> bool {
+        self.drain();
+        let Some(at) = self.next_event() else {
+            return false;
+        };
+        self.now = self.now.max(at);
+        let now = self.now;
+        let keys: Vec<(usize, ConnId)> = self.links.keys().copied().collect();
+        for key in keys {
+            while let Some(link) = self.links.get_mut(&key) {
+                match link.in_flight.front() {
+                    Some((at, _)) if *at <= now => {
+                        let (_, data) = link.in_flight.pop_front().unwrap_or_default();
+                        link.in_flight_bytes -= data.len();
+                        link.delivered += data.len() as u64;
+                        let (j, jc) = link.peer;
+                        let n = &mut self.nodes[j];
+                        n.node.handle_bytes(now, jc, &data, &n.store);
+                    }
+                    Some(_) => break,
+                    None => {
+                        if let Some(reason) = link.closing.clone() {
+                            self.cut(key, &reason);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.flush_store();
+        for n in self.nodes.iter_mut() {
+            if n.node.poll_timeout().is_some_and(|t| t <= now) {
+                n.node.handle_timeout(now, &n.store);
+            }
+        }
+        self.drain();
+        true
+    }
+
+    /// Runs until `done` holds or `limit` of virtual time passes; returns whether
+    /// `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&TestNet) -> bool) -> bool {
+        let end = self.now + limit;
+        self.drain();
+        while !done(self) {
+            if !self.step() || self.now > end {
+                return done(self);
+            }
+        }
+        true
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            if !self.step() {
+                self.now = end;
+                break;
+            }
+        }
+        if self.now > end {
+            self.now = end;
+        }
+    }
+
+    /// Whether node `i` has an established connection to node `j`.
+    pub fn connected(&self, i: usize, j: usize) -> bool {
+        let id = self.nodes[j].node.node_id().to_owned();
+        self.nodes[i].node.peers().iter().any(|p| {
+            p.peer.as_deref() == Some(id.as_str()) && p.state == crate::node::ConnState::Ready
+        })
+    }
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Link {
+    fn new(peer: (usize, ConnId)) -> Link {
+        Link {
+            peer,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            closing: None,
+            delivered: 0,
+        }
+    }
+}
+
+/// Builds a seal from `path → content` (large contents are chunked like the real
+/// repository does) and stores every object; returns the seal's id.
+pub fn seal_files(
+    store: &mut MemStore,
+    files: &BTreeMap<String, Vec<u8>>,
+    parents: Vec<crate::id::ObjectId>,
+    time: i64,
+    message: &str,
+) -> crate::id::ObjectId {
+    use crate::object::{Mode, Seal, Timestamp, Tree, TreeEntry, encode_blob};
+    enum N {
+        F(crate::id::ObjectId),
+        D(BTreeMap<String, N>),
+    }
+    let mut root: BTreeMap<String, N> = BTreeMap::new();
+    for (path, content) in files {
+        let id = if content.len() as u64 >= crate::chunk::CHUNK_THRESHOLD {
+            let mut prev = 0;
+            let mut leaves = Vec::new();
+            for cut in crate::chunk::cut_points(content) {
+                let id = store.insert(encode_blob(&content[prev..cut]));
+                leaves.push((id, (cut - prev) as u64));
+                prev = cut;
+            }
+            let mut last = None;
+            for node in crate::chunk::build_chunk_lists(&leaves) {
+                last = Some(store.insert(node.bytes));
+            }
+            last.unwrap_or_else(|| store.insert(encode_blob(b"")))
+        } else {
+            store.insert(encode_blob(content))
+        };
+        let mut dir = &mut root;
+        let parts: Vec<&str> = path.split('/').collect();
+        for (k, part) in parts.iter().enumerate() {
+            if k + 1 == parts.len() {
+                dir.insert((*part).to_owned(), N::F(id));
+            } else {
+                let e = dir
+                    .entry((*part).to_owned())
+                    .or_insert_with(|| N::D(BTreeMap::new()));
+                dir = match e {
+                    N::D(d) => d,
+                    N::F(_) => panic!("testkit: {path} has a file as a parent"),
+                };
+            }
+        }
+    }
+    fn put(store: &mut MemStore, dir: &BTreeMap<String, N>) -> crate::id::ObjectId {
+        let mut entries = Vec::new();
+        for (name, n) in dir {
+            let (mode, id) = match n {
+                N::F(id) => (Mode::File, *id),
+                N::D(d) => (Mode::Tree, put(store, d)),
+            };
+            entries.push(TreeEntry {
+                name: name.clone(),
+                mode,
+                id,
+            });
+        }
+        let tree = Tree::new(entries).expect("testkit: valid names");
+        store.insert(tree.encode())
+    }
+    let tree = put(store, &root);
+    let seal = Seal {
+        tree,
+        parents,
+        author: "test".into(),
+        time: Timestamp {
+            seconds: time,
+            offset_minutes: 0,
+        },
+        message: message.into(),
+    };
+    store.insert(seal.encode().expect("testkit: encodable seal"))
+}

@@ -1,0 +1,505 @@
+//! The wire format: length-prefixed frames, each a JSON envelope with an optional
+//! binary section.
+//!
+//! ```text
+//! frame  = len:u32be  json_len:u32be  json[json_len]  binary[len - 4 - json_len]
+//! json   = {"id": u64, "type": "...", "from": "<node id>", "ts": u64, "payload": {...}}
+//! ```
+//!
+//! Object bytes travel in the binary section (never base64 inside JSON): per object
+//! its id (32 bytes), its length (u32be) and its canonical encoding. A frame whose
+//! length exceeds the configured maximum is refused from its first four bytes,
+//! before anything is allocated. Unknown message types parse as
+//! [`Decoded::Unknown`], so a newer peer's extra messages are counted and ignored.
+//! `docs/protocol.md` is the full description.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::id::ObjectId;
+use crate::timeline::TimelineName;
+
+/// The protocol version this core speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Bytes before the JSON in every frame.
+pub const FRAME_HEADER: usize = 8;
+/// The most objects one `objects` frame may carry.
+pub const MAX_OBJECTS_PER_FRAME: usize = 65_536;
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Error, PartialEq, Eq, Clone)]
+pub enum WireError {
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: u64, max: u64 },
+    #[error("frame length {0} is too short for its header")]
+    TooShort(u32),
+    #[error("JSON length {json} exceeds the frame's {frame} bytes")]
+    JsonLength { json: u32, frame: u32 },
+    #[error("malformed envelope: {0}")]
+    Envelope(String),
+    #[error("malformed {kind} payload: {reason}")]
+    Payload { kind: String, reason: String },
+    #[error("malformed object section: {0}")]
+    Objects(&'static str),
+}
+
+/// One repository a node serves, with its timeline heads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoAdvert {
+    /// The repository id fixed at `forge`; only equal ids sync.
+    pub id: String,
+    /// Every timeline's head.
+    pub heads: BTreeMap<TimelineName, ObjectId>,
+}
+
+/// The first message on an established channel: who we are and what we serve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    /// Versions this node speaks; the highest common one is used.
+    pub versions: Vec<u32>,
+    /// The TCP port this node accepts connections on (0 if none), so a peer that
+    /// learned of us from an inbound connection can dial back.
+    pub listen_port: u16,
+    pub repos: Vec<RepoAdvert>,
+    /// Optional features, such as `"lz4"` for compressed object frames.
+    pub features: Vec<String>,
+    /// Free text naming the implementation, for diagnostics.
+    pub agent: String,
+}
+
+/// A request for the objects behind some seals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The requester's id for this sync; echoed in every reply.
+    pub sync: u64,
+    pub repo: String,
+    /// Seals the requester lacks.
+    pub wants: Vec<ObjectId>,
+    /// Seals the requester has (heads and exponentially spaced ancestors), so the
+    /// sender can skip what is already there.
+    pub haves: Vec<ObjectId>,
+}
+
+/// The answer to a [`SyncRequest`], sent before its objects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub sync: u64,
+    /// `None` when objects follow; otherwise why the request was refused.
+    pub error: Option<String>,
+    /// How many objects and encoded bytes will follow, for progress displays.
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// Header of a frame whose binary section carries objects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectsHeader {
+    pub sync: u64,
+    pub count: u32,
+    /// `Some("lz4")` when the binary section is LZ4-compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+}
+
+/// The end of a sync's object stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncComplete {
+    pub sync: u64,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// A timeline's head moved on the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineUpdate {
+    pub repo: String,
+    pub timeline: TimelineName,
+    pub head: ObjectId,
+    pub previous: Option<ObjectId>,
+}
+
+/// A seal was just made on the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealBroadcast {
+    pub repo: String,
+    pub timeline: TimelineName,
+    pub seal: ObjectId,
+}
+
+/// Keepalive and round-trip measurement: a `ping` is answered by a `pong` with the
+/// same number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pong: Option<u64>,
+}
+
+/// A peer the sender knows of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub node: String,
+    pub addr: String,
+}
+
+/// Peer-list exchange, so nodes learn of peers they were not told about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerDiscovery {
+    pub peers: Vec<PeerInfo>,
+}
+
+/// Coordination of a diverged timeline's resolution between peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictResolve {
+    pub repo: String,
+    pub timeline: TimelineName,
+    pub local: ObjectId,
+    pub remote: ObjectId,
+    pub strategy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ObjectId>,
+}
+
+/// Every message type this version understands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum Message {
+    Handshake(Handshake),
+    SyncRequest(SyncRequest),
+    SyncResponse(SyncResponse),
+    Objects(ObjectsHeader),
+    SyncComplete(SyncComplete),
+    TimelineUpdate(TimelineUpdate),
+    SealBroadcast(SealBroadcast),
+    Heartbeat(Heartbeat),
+    PeerDiscovery(PeerDiscovery),
+    ConflictResolve(ConflictResolve),
+}
+
+/// The wire names of [`Message`]'s variants.
+pub const MESSAGE_TYPES: &[&str] = &[
+    "handshake",
+    "sync_request",
+    "sync_response",
+    "objects",
+    "sync_complete",
+    "timeline_update",
+    "seal_broadcast",
+    "heartbeat",
+    "peer_discovery",
+    "conflict_resolve",
+];
+
+impl Message {
+    /// The wire name of this message's type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Message::Handshake(_) => "handshake",
+            Message::SyncRequest(_) => "sync_request",
+            Message::SyncResponse(_) => "sync_response",
+            Message::Objects(_) => "objects",
+            Message::SyncComplete(_) => "sync_complete",
+            Message::TimelineUpdate(_) => "timeline_update",
+            Message::SealBroadcast(_) => "seal_broadcast",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::PeerDiscovery(_) => "peer_discovery",
+            Message::ConflictResolve(_) => "conflict_resolve",
+        }
+    }
+}
+
+/// A message with its envelope fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Unique per sender, for tracking and deduplication.
+    pub id: u64,
+    /// The sender's node id.
+    pub from: String,
+    /// The sender's clock when sent, in microseconds (informational).
+    pub ts: u64,
+    pub message: Message,
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    id: u64,
+    from: &'a str,
+    ts: u64,
+    #[serde(flatten)]
+    message: &'a Message,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn {
+    id: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    from: String,
+    ts: u64,
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+/// A parsed frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A message of a known type, and the frame's binary section.
+    Message(Box<Envelope>, Vec<u8>),
+    /// A well-formed envelope of a type this version does not know.
+    Unknown { kind: String, id: u64 },
+}
+
+/// Appends one frame to `out`.
+pub fn encode_frame(env: &Envelope, binary: &[u8], out: &mut Vec<u8>) {
+    let json = serde_json::to_vec(&EnvelopeOut {
+        id: env.id,
+        from: &env.from,
+        ts: env.ts,
+        message: &env.message,
+    })
+    // Serialising our own plain structs (strings, numbers, maps with string keys)
+    // cannot fail.
+    .unwrap_or_default();
+    let len = 4 + json.len() + binary.len();
+    out.reserve(4 + len);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(binary);
+}
+
+/// The size of the frame [`encode_frame`] would write, without the binary section.
+pub fn frame_len(json_len: usize, binary_len: usize) -> usize {
+    FRAME_HEADER + json_len + binary_len
+}
+
+/// Parses one complete frame body (everything after the length prefix).
+pub fn parse_frame(body: &[u8]) -> Result<Decoded, WireError> {
+    if body.len() < 4 {
+        return Err(WireError::TooShort(body.len() as u32));
+    }
+    let json_len = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let rest = &body[4..];
+    if json_len as usize > rest.len() {
+        return Err(WireError::JsonLength {
+            json: json_len,
+            frame: body.len() as u32,
+        });
+    }
+    let (json, binary) = rest.split_at(json_len as usize);
+    let env: EnvelopeIn =
+        serde_json::from_slice(json).map_err(|e| WireError::Envelope(e.to_string()))?;
+    if !MESSAGE_TYPES.contains(&env.kind.as_str()) {
+        return Ok(Decoded::Unknown {
+            kind: env.kind,
+            id: env.id,
+        });
+    }
+    let message: Message = serde_json::from_value(serde_json::json!({
+        "type": env.kind,
+        "payload": env.payload,
+    }))
+    .map_err(|e| WireError::Payload {
+        kind: env.kind.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Decoded::Message(
+        Box::new(Envelope {
+            id: env.id,
+            from: env.from,
+            ts: env.ts,
+            message,
+        }),
+        binary.to_vec(),
+    ))
+}
+
+/// Splits a byte stream into frames, refusing oversized ones before buffering them.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    max: u32,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses frames longer than `max_message_size` bytes.
+    pub fn new(max_message_size: u32) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            max: max_message_size,
+        }
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next complete frame body, if one has arrived. An error is final: the
+    /// stream cannot be resynchronised, so the caller closes the connection.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            self.compact();
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]);
+        if len > self.max {
+            return Err(WireError::TooLarge {
+                len: u64::from(len),
+                max: u64::from(self.max),
+            });
+        }
+        if len < 4 {
+            return Err(WireError::TooShort(len));
+        }
+        let total = 4 + len as usize;
+        if avail.len() < total {
+            self.compact();
+            return Ok(None);
+        }
+        let body = avail[4..total].to_vec();
+        self.start += total;
+        Ok(Some(body))
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+/// Appends one object (id, length, encoding) to an objects frame's binary section.
+pub fn push_object(out: &mut Vec<u8>, id: &ObjectId, encoding: &[u8]) {
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&(encoding.len() as u32).to_be_bytes());
+    out.extend_from_slice(encoding);
+}
+
+/// Splits an objects frame's binary section into `(id, encoding)` pairs; the
+/// encodings still have to be verified against their ids.
+pub fn split_objects(mut data: &[u8], count: u32) -> Result<Vec<(ObjectId, &[u8])>, WireError> {
+    if count as usize > MAX_OBJECTS_PER_FRAME {
+        return Err(WireError::Objects("too many objects in one frame"));
+    }
+    let mut out = Vec::with_capacity((count as usize).min(data.len() / 36));
+    for _ in 0..count {
+        if data.len() < 36 {
+            return Err(WireError::Objects("object header cut short"));
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&data[..32]);
+        let len = u32::from_be_bytes([data[32], data[33], data[34], data[35]]) as usize;
+        data = &data[36..];
+        if data.len() < len {
+            return Err(WireError::Objects("object cut short"));
+        }
+        out.push((ObjectId(id), &data[..len]));
+        data = &data[len..];
+    }
+    if !data.is_empty() {
+        return Err(WireError::Objects("bytes after the last object"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(message: Message) -> Envelope {
+        Envelope {
+            id: 7,
+            from: "ab".repeat(32),
+            ts: 123,
+            message,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_in_any_split() {
+        let m = env(Message::Heartbeat(Heartbeat {
+            ping: Some(3),
+            pong: None,
+        }));
+        let mut out = Vec::new();
+        encode_frame(&m, b"bin", &mut out);
+        encode_frame(&m, b"", &mut out);
+        for split in 1..out.len() {
+            let mut d = FrameDecoder::new(1 << 20);
+            d.push(&out[..split]);
+            let mut frames = Vec::new();
+            while let Some(f) = d.next_frame().unwrap() {
+                frames.push(f);
+            }
+            d.push(&out[split..]);
+            while let Some(f) = d.next_frame().unwrap() {
+                frames.push(f);
+            }
+            assert_eq!(frames.len(), 2);
+            assert_eq!(
+                parse_frame(&frames[0]).unwrap(),
+                Decoded::Message(Box::new(m.clone()), b"bin".to_vec())
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_frame_refused_from_its_prefix() {
+        let mut d = FrameDecoder::new(1000);
+        d.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(d.next_frame(), Err(WireError::TooLarge { .. })));
+        assert!(d.buffered() <= 4);
+    }
+
+    #[test]
+    fn unknown_types_are_reported_not_rejected() {
+        let json = br#"{"id":1,"type":"future_thing","from":"x","ts":0,"payload":{"a":1}}"#;
+        let mut body = (json.len() as u32).to_be_bytes().to_vec();
+        body.extend_from_slice(json);
+        assert_eq!(
+            parse_frame(&body).unwrap(),
+            Decoded::Unknown {
+                kind: "future_thing".into(),
+                id: 1
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_timeline_names_are_malformed() {
+        let json = br#"{"id":1,"type":"timeline_update","from":"x","ts":0,"payload":{"repo":"r","timeline":"../../etc","head":"0000000000000000000000000000000000000000000000000000000000000000","previous":null}}"#;
+        let mut body = (json.len() as u32).to_be_bytes().to_vec();
+        body.extend_from_slice(json);
+        assert!(matches!(parse_frame(&body), Err(WireError::Payload { .. })));
+    }
+
+    #[test]
+    fn object_sections_round_trip_and_reject_garbage() {
+        let mut bin = Vec::new();
+        let a = ObjectId::hash(b"a");
+        push_object(&mut bin, &a, b"hello");
+        push_object(&mut bin, &a, b"");
+        let objs = split_objects(&bin, 2).unwrap();
+        assert_eq!(objs, vec![(a, &b"hello"[..]), (a, &b""[..])]);
+        assert!(split_objects(&bin, 3).is_err());
+        assert!(split_objects(&bin, 1).is_err());
+        assert!(split_objects(&bin[..40], 1).is_err());
+    }
+}
