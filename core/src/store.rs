@@ -142,6 +142,9 @@ impl MemStore {
                 let staged = self.staged.remove(&batch).unwrap_or_default();
                 let ids: IdSet = staged.iter().map(|o| o.0).collect();
                 for (id, bytes) in &staged {
+                    if object::kind_of(bytes) == Ok(ObjectKind::Blob) {
+                        continue;
+                    }
                     let obj = object::Object::decode(bytes)
                         .map_err(|e| StoreError::Failed(format!("{id}: {e}")))?;
                     for child in obj.children() {

@@ -4,7 +4,7 @@
 //! It is the core's own harness (issue 3); the full simulator with fault
 //! injection lives in `ivaldi-sim`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct TestNode {
     pub store_delay: Duration,
     /// Highest number of bytes the node held queued for one connection.
     pub peak_queued: usize,
+    /// Dials the node asked for (`Output::Dial`), successful or not.
+    pub dials: u64,
 }
 
 struct Link {
@@ -34,6 +36,9 @@ struct Link {
     in_flight: VecDeque<(Instant, Vec<u8>)>,
     in_flight_bytes: usize,
     closing: Option<String>,
+    /// The sender was already told its close completed (its peer could not take
+    /// delivery: frozen, or the link held); the peer's end closes later.
+    closed_locally: bool,
     delivered: u64,
 }
 
@@ -66,6 +71,31 @@ pub struct TestNet {
     next_cmd: CommandId,
     /// Largest number of bytes in flight on any one link.
     pub peak_in_flight: usize,
+    /// Record every delivered byte per direction (see [`TestNet::captured`]).
+    pub capture: bool,
+    captured: BTreeMap<(usize, usize), Vec<u8>>,
+    /// Bytes delivered per direction since the network was made, over every link
+    /// ever opened (cut links included).
+    delivered_total: BTreeMap<(usize, usize), u64>,
+    /// Nodes that neither receive, time out, nor run their store writes.
+    frozen: BTreeSet<usize>,
+    /// Directions `(from, to)` whose deliveries are held back.
+    held: BTreeSet<(usize, usize)>,
+    /// Called on every delivery `(from, to, bytes)` before the receiver sees the
+    /// bytes; may change them (tampering in flight).
+    #[allow(clippy::type_complexity)]
+    pub tamper: Option<Box<dyn FnMut(usize, usize, &mut Vec<u8>) + Send>>,
+}
+
+/// Bytes delivered per direction at one moment; see [`TestNet::traffic`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic(BTreeMap<(usize, usize), u64>);
+
+impl Traffic {
+    /// Bytes delivered from node `i` to node `j` up to the snapshot.
+    pub fn get(&self, i: usize, j: usize) -> u64 {
+        self.0.get(&(i, j)).copied().unwrap_or(0)
+    }
 }
 
 /// The address node `i` listens on.
@@ -85,6 +115,12 @@ impl TestNet {
             blocked_pairs: Vec::new(),
             next_cmd: 1,
             peak_in_flight: 0,
+            capture: false,
+            captured: BTreeMap::new(),
+            delivered_total: BTreeMap::new(),
+            frozen: BTreeSet::new(),
+            held: BTreeSet::new(),
+            tamper: None,
         }
     }
 
@@ -102,6 +138,7 @@ impl TestNet {
             events: Vec::new(),
             store_delay: Duration::ZERO,
             peak_queued: 0,
+            dials: 0,
         });
         i
     }
@@ -139,6 +176,88 @@ impl TestNet {
             .sum()
     }
 
+    /// A snapshot of the bytes delivered so far in every direction, counting
+    /// links that were cut since; subtract two with [`TestNet::bytes_since`].
+    pub fn traffic(&self) -> Traffic {
+        Traffic(self.delivered_total.clone())
+    }
+
+    /// Bytes delivered from node `i` to node `j` (over any link) since `before`.
+    pub fn bytes_since(&self, before: &Traffic, i: usize, j: usize) -> u64 {
+        self.traffic().get(i, j) - before.get(i, j)
+    }
+
+    /// Everything delivered from node `i` to node `j` while [`TestNet::capture`]
+    /// was on, concatenated.
+    pub fn captured(&self, i: usize, j: usize) -> &[u8] {
+        self.captured.get(&(i, j)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Freezes node `i`, like a stopped process: bytes sent to it wait in the
+    /// network, and it handles no timeouts and no store replies until thawed.
+    /// Peers closing a connection to it see their close complete at once.
+    pub fn freeze(&mut self, i: usize) {
+        self.frozen.insert(i);
+    }
+
+    /// Undoes [`TestNet::freeze`]; held bytes arrive from the next step on.
+    pub fn thaw(&mut self, i: usize) {
+        self.frozen.remove(&i);
+    }
+
+    /// Holds back every delivery from node `i` to node `j` (a stalled path):
+    /// bytes pile up in flight until the sender's window is full.
+    pub fn hold(&mut self, i: usize, j: usize) {
+        self.held.insert((i, j));
+    }
+
+    /// Undoes [`TestNet::hold`].
+    pub fn release(&mut self, i: usize, j: usize) {
+        self.held.remove(&(i, j));
+    }
+
+    /// Queues raw bytes on the (first) link from node `i` to node `j`, arriving
+    /// after the link latency as if `i` had written them. The caller keeps the
+    /// stream's record boundaries: inject only while the link is idle. Returns
+    /// whether such a link exists.
+    pub fn inject(&mut self, i: usize, j: usize, bytes: Vec<u8>) -> bool {
+        let arrive = self.now + self.model.latency;
+        let Some(link) = self
+            .links
+            .iter_mut()
+            .find(|((a, _), l)| *a == i && l.peer.0 == j && l.closing.is_none())
+            .map(|(_, l)| l)
+        else {
+            return false;
+        };
+        link.in_flight_bytes += bytes.len();
+        link.in_flight.push_back((arrive, bytes));
+        true
+    }
+
+    /// Bytes waiting in flight on the links from node `i` to node `j`.
+    pub fn in_flight(&self, i: usize, j: usize) -> usize {
+        self.links
+            .iter()
+            .filter(|((a, _), l)| *a == i && l.peer.0 == j)
+            .map(|(_, l)| l.in_flight_bytes)
+            .sum()
+    }
+
+    /// The other end of node `i`'s connection `conn`: node index and its
+    /// connection id, while the link exists.
+    pub fn link_peer(&self, i: usize, conn: ConnId) -> Option<(usize, ConnId)> {
+        self.links.get(&(i, conn)).map(|l| l.peer)
+    }
+
+    /// Whether deliveries on the link keyed `key` are held (frozen receiver or a
+    /// held direction).
+    fn delivery_held(&self, key: (usize, ConnId)) -> bool {
+        self.links.get(&key).is_some_and(|l| {
+            self.frozen.contains(&l.peer.0) || self.held.contains(&(key.0, l.peer.0))
+        })
+    }
+
     /// Cuts every link of node `i` abruptly (both ends see a close).
     pub fn disconnect_all(&mut self, i: usize) {
         let keys: Vec<(usize, ConnId)> = self.links.keys().filter(|k| k.0 == i).copied().collect();
@@ -166,6 +285,9 @@ impl TestNet {
         for _round in 0..10_000 {
             let mut progress = false;
             for i in 0..self.nodes.len() {
+                if self.frozen.contains(&i) {
+                    continue;
+                }
                 while let Some(out) = self.nodes[i].node.poll_output() {
                     progress = true;
                     self.perform(i, out);
@@ -219,6 +341,7 @@ impl TestNet {
                 self.flush_store();
             }
             Output::Dial { conn, addr } => {
+                self.nodes[i].dials += 1;
                 let target = self.nodes.iter().position(|n| n.addr == addr);
                 let refused = target.is_none_or(|j| {
                     self.blocked_pairs.contains(&(i, j)) || self.blocked_pairs.contains(&(j, i))
@@ -254,7 +377,8 @@ impl TestNet {
         let now = self.now;
         let mut k = 0;
         while k < self.pending_store.len() {
-            if self.pending_store[k].0 <= now {
+            let (due, i, _) = &self.pending_store[k];
+            if *due <= now && !self.frozen.contains(i) {
                 let (_, i, req) = self.pending_store.remove(k);
                 let batch = match &req {
                     StoreRequest::Land { batch, .. } => Some(*batch),
@@ -279,17 +403,29 @@ impl TestNet {
                 t = Some(x);
             }
         };
-        for l in self.links.values() {
+        for (key, l) in &self.links {
+            let held = self.frozen.contains(&l.peer.0) || self.held.contains(&(key.0, l.peer.0));
+            if held {
+                if l.closing.is_some() && !l.closed_locally {
+                    take(self.now);
+                }
+                continue;
+            }
             match l.in_flight.front() {
                 Some((at, _)) => take(*at),
                 None if l.closing.is_some() => take(self.now),
                 None => {}
             }
         }
-        for (at, _, _) in &self.pending_store {
-            take(*at);
+        for (at, i, _) in &self.pending_store {
+            if !self.frozen.contains(i) {
+                take(*at);
+            }
         }
-        for n in self.nodes.iter_mut() {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if self.frozen.contains(&i) {
+                continue;
+            }
             if let Some(at) = n.node.poll_timeout() {
                 take(at);
             }
@@ -307,13 +443,35 @@ impl TestNet {
         let now = self.now;
         let keys: Vec<(usize, ConnId)> = self.links.keys().copied().collect();
         for key in keys {
+            if self.delivery_held(key) {
+                // The receiver cannot take delivery; a close by the sender still
+                // completes on the sender's side.
+                if let Some(link) = self.links.get_mut(&key)
+                    && !link.closed_locally
+                    && let Some(reason) = link.closing.clone()
+                {
+                    link.closed_locally = true;
+                    self.nodes[key.0].node.handle_closed(now, key.1, &reason);
+                }
+                continue;
+            }
             while let Some(link) = self.links.get_mut(&key) {
                 match link.in_flight.front() {
                     Some((at, _)) if *at <= now => {
-                        let (_, data) = link.in_flight.pop_front().unwrap_or_default();
+                        let (_, mut data) = link.in_flight.pop_front().unwrap_or_default();
                         link.in_flight_bytes -= data.len();
                         link.delivered += data.len() as u64;
                         let (j, jc) = link.peer;
+                        if let Some(tamper) = self.tamper.as_mut() {
+                            tamper(key.0, j, &mut data);
+                        }
+                        *self.delivered_total.entry((key.0, j)).or_default() += data.len() as u64;
+                        if self.capture {
+                            self.captured
+                                .entry((key.0, j))
+                                .or_default()
+                                .extend_from_slice(&data);
+                        }
                         let n = &mut self.nodes[j];
                         n.node.handle_bytes(now, jc, &data, &n.store);
                     }
@@ -328,7 +486,10 @@ impl TestNet {
             }
         }
         self.flush_store();
-        for n in self.nodes.iter_mut() {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if self.frozen.contains(&i) {
+                continue;
+            }
             if n.node.poll_timeout().is_some_and(|t| t <= now) {
                 n.node.handle_timeout(now, &n.store);
             }
@@ -386,6 +547,7 @@ impl Link {
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
             closing: None,
+            closed_locally: false,
             delivered: 0,
         }
     }

@@ -337,11 +337,17 @@ impl FrameDecoder {
 
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
+        self.push_with(|buf| buf.extend_from_slice(data));
+    }
+
+    /// Lets `fill` append received bytes straight into the buffer (a decrypting
+    /// channel writes plaintext here without an intermediate copy).
+    pub fn push_with<R>(&mut self, fill: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
-        self.buf.extend_from_slice(data);
+        fill(&mut self.buf)
     }
 
     /// Bytes buffered but not yet returned as frames.
@@ -352,6 +358,11 @@ impl FrameDecoder {
     /// The next complete frame body, if one has arrived. An error is final: the
     /// stream cannot be resynchronised, so the caller closes the connection.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        Ok(self.next_frame_ref()?.map(<[u8]>::to_vec))
+    }
+
+    /// Like [`next_frame`](Self::next_frame), without copying the frame out.
+    pub fn next_frame_ref(&mut self) -> Result<Option<&[u8]>, WireError> {
         let avail = &self.buf[self.start..];
         if avail.len() < 4 {
             self.compact();
@@ -372,9 +383,9 @@ impl FrameDecoder {
             self.compact();
             return Ok(None);
         }
-        let body = avail[4..total].to_vec();
+        let begin = self.start + 4;
         self.start += total;
-        Ok(Some(body))
+        Ok(Some(&self.buf[begin..begin + total - 4]))
     }
 
     fn compact(&mut self) {

@@ -834,3 +834,12 @@ fn throughput_256_mib() {
         );
     }
 }
+
+#[test]
+fn sessions_can_move_between_threads() {
+    // The shells run each connection as a task that may migrate threads.
+    fn assert_send<T: Send>() {}
+    assert_send::<Session>();
+    assert_send::<Keypair>();
+    assert_send::<NoiseError>();
+}

@@ -138,7 +138,10 @@ pub(super) struct Conn {
     pub was_ready: bool,
     pub noise: Option<Session>,
     pub frames: FrameDecoder,
-    pub scratch: Vec<u8>,
+    /// Reused buffers for building object frames, so a long transfer does not
+    /// allocate (and page-fault) a fresh megabyte per frame.
+    pub bin_buf: Vec<u8>,
+    pub frame_buf: Vec<u8>,
     /// Encrypted bytes waiting for `poll_transmit`.
     pub out: Vec<u8>,
     /// Encoded frames waiting for the channel.
@@ -178,7 +181,8 @@ impl Conn {
             was_ready: false,
             noise: None,
             frames: FrameDecoder::new(max_message_size),
-            scratch: Vec::new(),
+            bin_buf: Vec::new(),
+            frame_buf: Vec::new(),
             out: Vec::new(),
             ctrl: VecDeque::new(),
             blocked: false,

@@ -431,9 +431,9 @@ impl Node {
                 }
                 continue;
             }
-            let n = c.out.len().min(TRANSMIT_CHUNK);
-            buf.extend_from_slice(&c.out[..n]);
-            c.out.drain(..n);
+            let n = c.out.len();
+            buf.extend_from_slice(&c.out);
+            c.out.clear();
             self.stats.bytes_out += n as u64;
             self.last_rr = id;
             return Some(id);
@@ -513,26 +513,16 @@ impl Node {
             return self.violation(conn, "bytes before the connection was set up".into());
         };
         let was_established = noise.is_established();
-        let mut plain = std::mem::take(&mut c.scratch);
-        plain.clear();
-        if let Err(e) = noise.receive(data, &mut plain, &mut c.out) {
-            c.scratch = plain;
+        let out = &mut c.out;
+        if let Err(e) = c.frames.push_with(|buf| noise.receive(data, buf, out)) {
             return self.violation(conn, format!("secure channel: {e}"));
         }
         if !was_established
             && noise.is_established()
             && let Err(reason) = self.on_established(now, conn, store)
         {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.scratch = std::mem::take(&mut plain);
-            }
             return self.close(conn, &reason);
         }
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.frames.push(&plain);
-        c.scratch = plain;
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
@@ -540,8 +530,8 @@ impl Node {
             if c.state == ConnState::Closed {
                 return;
             }
-            match c.frames.next_frame() {
-                Ok(Some(body)) => match wire::parse_frame(&body) {
+            match c.frames.next_frame_ref() {
+                Ok(Some(body)) => match wire::parse_frame(body) {
                     Ok(Decoded::Message(env, bin)) => self.on_message(now, conn, *env, bin, store),
                     Ok(Decoded::Unknown { kind, .. }) => {
                         self.stats.unknown_messages += 1;
@@ -1800,7 +1790,8 @@ impl Node {
             let Some(job) = c.serving.front_mut() else {
                 break;
             };
-            let mut bin = Vec::with_capacity(max_frame.min(OBJECT_FRAME_TARGET) + 1024);
+            let mut bin = std::mem::take(&mut c.bin_buf);
+            bin.clear();
             let mut count = 0u32;
             while let Some(id) = job.plan.get(job.next).copied() {
                 let enc = match store.get(&id) {
@@ -1828,17 +1819,17 @@ impl Node {
             let done = job.next >= job.plan.len();
             if count > 0 {
                 objects_sent += u64::from(count);
-                let (payload, compression) = if c.lz4 && job.try_compress() {
-                    match compress(&bin) {
-                        Some(z) => (z, Some("lz4".to_owned())),
-                        None => {
-                            job.compress_failed();
-                            (bin, None)
-                        }
+                let compressed = if c.lz4 && job.try_compress() {
+                    let z = compress(&bin);
+                    if z.is_none() {
+                        job.compress_failed();
                     }
+                    z
                 } else {
-                    (bin, None)
+                    None
                 };
+                let compression = compressed.as_ref().map(|_| "lz4".to_owned());
+                let payload: &[u8] = compressed.as_deref().unwrap_or(&bin);
                 let env = Envelope {
                     id: self.next_msg,
                     from: node_id.clone(),
@@ -1851,12 +1842,16 @@ impl Node {
                 };
                 self.next_msg += 1;
                 *self.stats.messages_out.entry("objects".into()).or_default() += 1;
-                let mut frame = Vec::with_capacity(payload.len() + 128);
-                wire::encode_frame(&env, &payload, &mut frame);
-                if noise.send(&frame, &mut c.out).is_err() {
+                let mut frame = std::mem::take(&mut c.frame_buf);
+                frame.clear();
+                wire::encode_frame(&env, payload, &mut frame);
+                let sent = noise.send(&frame, &mut c.out);
+                c.frame_buf = frame;
+                if sent.is_err() {
                     return Err(());
                 }
             }
+            c.bin_buf = bin;
             if done {
                 let total = job.plan.len() as u64;
                 c.serving.pop_front();
