@@ -257,6 +257,7 @@ fn seal_killed_by_sigkill_in_a_loop() {
     let span = typical.mul_f64(1.2).max(Duration::from_millis(40));
 
     let (mut killed, mut finished) = (0, 0);
+    let mut stuck = Vec::new();
     for i in 1..=ITERATIONS {
         churn(&r, i, &mut big);
         let old = r.head_of("main").expect("main has a head");
@@ -311,11 +312,18 @@ fn seal_killed_by_sigkill_in_a_loop() {
             );
         }
         let st = r.json(&["status", "--json"]);
-        assert_eq!(
-            st["base"].as_str(),
-            Some(head.as_str()),
-            "{what}: the working tree's base is not main's head {head}; the next seal would be refused"
-        );
+        if st["base"].as_str() != Some(head.as_str()) {
+            // Main moved but .ivaldi/BASE did not: every later seal (and switch)
+            // is refused (the fault-point test shows the error). Record it, then
+            // repair BASE by hand (the working tree holds exactly what was
+            // sealed) so the loop can look for more.
+            stuck.push(format!(
+                "{what}: main is at {head} but .ivaldi/BASE is {}; `ivaldi seal` then \
+                 refuses (\"timeline main is at ... but the working tree is based on ...\")",
+                st["base"]
+            ));
+            std::fs::write(r.dot().join("BASE"), format!("{head}\n")).expect("repair BASE");
+        }
         r.assert_tree(
             &snap,
             &format!("{what}: a killed seal must not touch the working tree"),
@@ -336,5 +344,11 @@ fn seal_killed_by_sigkill_in_a_loop() {
     assert!(
         killed > 0,
         "no seal was ever interrupted; the loop tested nothing"
+    );
+    assert!(
+        stuck.is_empty(),
+        "{} of {ITERATIONS} kills left a repository whose next seal is refused:\n{}",
+        stuck.len(),
+        stuck.join("\n")
     );
 }
