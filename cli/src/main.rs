@@ -13,6 +13,8 @@ use ivaldi_shell_smol::repo::worktree::{self, Changes};
 use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
+mod p2p;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "ivaldi",
@@ -73,6 +75,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Peer-to-peer networking: the daemon, peers, sync.
+    P2p {
+        #[command(subcommand)]
+        cmd: p2p::P2pCmd,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,7 +100,7 @@ enum TimelineCmd {
 }
 
 /// A failure already explained to the user; carries the exit code.
-struct Failed(u8);
+pub(crate) struct Failed(pub(crate) u8);
 
 impl From<RepoError> for Failed {
     fn from(e: RepoError) -> Self {
@@ -102,20 +109,29 @@ impl From<RepoError> for Failed {
     }
 }
 
-fn fail(msg: impl std::fmt::Display) -> Failed {
+pub(crate) fn fail(msg: impl std::fmt::Display) -> Failed {
     eprintln!("error: {msg}");
     Failed(1)
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // The daemon logs to its own file; everything else logs warnings to stderr.
+    let daemon = matches!(
+        &cli.cmd,
+        Cmd::P2p {
+            cmd: p2p::P2pCmd::Start { foreground: true }
+        }
+    );
+    if !daemon {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failed(code)) => ExitCode::from(code),
@@ -152,16 +168,33 @@ fn run(cli: Cli) -> Result<(), Failed> {
     match cli.cmd {
         Cmd::Forge { .. } => Ok(()),
         Cmd::Status { json } => status(&mut repo, json),
-        Cmd::Seal { message, author } => seal(&mut repo, &message, author),
+        Cmd::Seal { message, author } => {
+            seal(&mut repo, &message, author)?;
+            p2p::notify_local_change(repo.root());
+            Ok(())
+        }
         Cmd::Log { start, json, limit } => log(&repo, start.as_deref(), json, limit),
-        Cmd::Timeline { cmd } => timeline(&mut repo, cmd),
+        Cmd::Timeline { cmd } => {
+            timeline(&mut repo, cmd)?;
+            p2p::notify_local_change(repo.root());
+            Ok(())
+        }
         Cmd::Show { seal, json } => show(&repo, &seal, json),
-        Cmd::Fuse { timeline } => fuse(&mut repo, &timeline),
+        Cmd::Fuse { timeline } => {
+            let r = fuse(&mut repo, &timeline);
+            p2p::notify_local_change(repo.root());
+            r
+        }
         Cmd::Verify { json } => verify(&repo, json),
+        Cmd::P2p { cmd } => {
+            let root = repo.root().to_owned();
+            drop(repo);
+            p2p::run(&root, cmd)
+        }
     }
 }
 
-fn print_json(v: &serde_json::Value) {
+pub(crate) fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

@@ -94,6 +94,23 @@ pub struct Config {
     pub reconnect_min: Duration,
     #[serde(with = "duration_text")]
     pub reconnect_max: Duration,
+    /// Address the TCP listener binds (the port is `port`).
+    pub bind_addr: String,
+    /// Where discovery announcements go (`ip:port` or `ip`, the discovery port
+    /// implied). Empty means every IPv4 interface's broadcast address. The
+    /// environment variable `IVALDI_DISCOVERY_ADDRS` (comma-separated) overrides it;
+    /// tests set it to `127.255.255.255` so nothing leaves the machine.
+    pub discovery_addrs: Vec<String>,
+    /// How often discovery announces this node.
+    #[serde(with = "duration_text")]
+    pub discovery_interval: Duration,
+    /// Turn discovery (sending and listening) off entirely.
+    pub discovery: bool,
+    /// Log filter for the daemon (`RUST_LOG` overrides it), e.g. `info` or `ivaldi=debug`.
+    pub log_level: String,
+    /// Directory for the daemon's state (identity, socket, log); relative paths are
+    /// inside `.ivaldi/`.
+    pub data_dir: String,
 }
 
 impl Default for Config {
@@ -118,6 +135,12 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
+            bind_addr: "0.0.0.0".to_owned(),
+            discovery_addrs: Vec::new(),
+            discovery_interval: Duration::from_secs(5),
+            discovery: true,
+            log_level: "info".to_owned(),
+            data_dir: "p2p".to_owned(),
         }
     }
 }
@@ -147,6 +170,7 @@ impl Config {
             ("heartbeat_interval", self.heartbeat_interval),
             ("handshake_timeout", self.handshake_timeout),
             ("reconnect_min", self.reconnect_min),
+            ("discovery_interval", self.discovery_interval),
         ] {
             if d < Duration::from_millis(10) {
                 return Err(invalid(field, "must be at least 10ms"));
@@ -154,6 +178,29 @@ impl Config {
         }
         if self.reconnect_max < self.reconnect_min {
             return Err(invalid("reconnect_max", "must not be below reconnect_min"));
+        }
+        if self.bind_addr.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "bind_addr",
+                format!("{:?} is not an IP address", self.bind_addr),
+            ));
+        }
+        for k in &self.known_peers {
+            if k.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid(
+                    "known_peers",
+                    format!("{k:?} is not an ip:port address"),
+                ));
+            }
+        }
+        for a in &self.discovery_addrs {
+            if a.parse::<std::net::SocketAddr>().is_err() && a.parse::<std::net::IpAddr>().is_err()
+            {
+                return Err(invalid(
+                    "discovery_addrs",
+                    format!("{a:?} is not an ip or ip:port address"),
+                ));
+            }
         }
         if self.heartbeat_misses == 0 {
             return Err(invalid("heartbeat_misses", "must be at least 1"));

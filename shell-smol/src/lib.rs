@@ -3,4 +3,7 @@
 //! [`repo`] is the on-disk repository the CLI works on and the daemon will serve
 //! objects from.
 
+pub mod control;
+pub mod daemon;
 pub mod repo;
+pub mod store;

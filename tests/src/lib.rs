@@ -79,34 +79,43 @@ fn target_layout() -> TargetLayout {
 /// binary instead, or `IVALDI_TEST_NO_BUILD=1` to use whatever binary is there
 /// and build only if it is missing. Parallel tests wait for one build.
 pub fn ivaldi_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("IVALDI_BIN") {
-            let p = PathBuf::from(p);
-            assert!(p.is_file(), "IVALDI_BIN={} is not a file", p.display());
-            return p;
+    // The outcome, failure included, is decided once: after a failed build every
+    // test fails at once with the same message instead of building again.
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(find_or_build_ivaldi) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find_or_build_ivaldi() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("IVALDI_BIN") {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            return Err(format!("IVALDI_BIN={} is not a file", p.display()));
         }
-        let layout = target_layout();
-        let bin = layout.profile_dir.join("ivaldi");
-        let no_build =
-            std::env::var_os("IVALDI_TEST_NO_BUILD").is_some_and(|v| !v.is_empty() && v != "0");
-        if !(no_build && bin.is_file()) {
-            build_ivaldi(&layout);
-        }
-        assert!(
-            bin.is_file(),
+        return Ok(p);
+    }
+    let layout = target_layout();
+    let bin = layout.profile_dir.join("ivaldi");
+    let no_build =
+        std::env::var_os("IVALDI_TEST_NO_BUILD").is_some_and(|v| !v.is_empty() && v != "0");
+    if !(no_build && bin.is_file()) {
+        build_ivaldi(&layout)?;
+    }
+    if !bin.is_file() {
+        return Err(format!(
             "built ivaldi but {} does not exist (target layout: {} / {:?} / {})",
             bin.display(),
             layout.target_dir.display(),
             layout.triple,
             layout.profile
-        );
-        bin
-    })
-    .clone()
+        ));
+    }
+    Ok(bin)
 }
 
-fn build_ivaldi(layout: &TargetLayout) {
+fn build_ivaldi(layout: &TargetLayout) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace_root())
@@ -128,12 +137,14 @@ fn build_ivaldi(layout: &TargetLayout) {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} to build ivaldi: {e}"));
-    assert!(
-        out.status.success(),
-        "building ivaldi failed: {cmd:?}\n{}",
-        describe_output(&out)
-    );
+        .map_err(|e| format!("cannot run {cargo:?} to build ivaldi: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building ivaldi failed: {cmd:?}\n{}",
+            describe_output(&out)
+        ));
+    }
+    Ok(())
 }
 
 /// Human-readable exit status: the code, or the signal that ended the process.

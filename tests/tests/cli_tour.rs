@@ -430,20 +430,27 @@ fn ignore_files_are_honoured() {
         "tracked: the nested ignore file does not reach here\n",
     );
 
+    // Whether the top-level ignore file itself is sealed is checked by
+    // `top_level_ignore_file_is_sealed`; here only what the rules exclude.
     let tracked = vec![
-        ".ivaldiignore",
         "other/secret.txt",
         "src/main.rs",
         "src/top-only.txt",
         "sub/.ivaldiignore",
         "sub/keep.log",
     ];
+    let without_root_ignore = |v: &serde_json::Value| -> Vec<String> {
+        strings(v)
+            .into_iter()
+            .filter(|p| p != ".ivaldiignore")
+            .collect()
+    };
     let st = r.json(&["status", "--json"]);
-    assert_eq!(strings(&st["changes"]["added"]), tracked);
+    assert_eq!(without_root_ignore(&st["changes"]["added"]), tracked);
     let s1 = r.seal("with ignores");
     let shown = r.json(&["show", &s1, "--json"]);
     assert_eq!(
-        strings(&shown["changes"]["added"]),
+        without_root_ignore(&shown["changes"]["added"]),
         tracked,
         "ignored files must not be sealed"
     );
@@ -664,4 +671,64 @@ fn switch_carries_an_uncommitted_deletion_of_a_file_both_timelines_share() {
         "the uncommitted deletions were not carried along: {st}"
     );
     assert!(!r.exists("shared.txt") && !r.exists("dir/shared.txt"));
+}
+
+#[test]
+fn switch_between_a_file_a_directory_and_a_symlink_at_the_same_path() {
+    let r = Repo::forged();
+    r.write("real/inside.txt", "real\n");
+    r.write("x", "x is a file on main\n");
+    r.symlink("real", "d");
+    r.seal("main: x is a file, d links to real/");
+    let main_snap = r.snapshot_tree();
+    r.ok(&["timeline", "create", "feature"]);
+    r.ok(&["timeline", "switch", "feature"]);
+    r.remove("x");
+    r.write("x/y.txt", "x is a directory on feature\n");
+    r.remove("d");
+    r.write("d/own.txt", "d is a real directory on feature\n");
+    r.seal("feature: x and d are directories");
+    let feature_snap = r.snapshot_tree();
+
+    for round in 0..2 {
+        r.ok(&["timeline", "switch", "main"]);
+        r.assert_tree(&main_snap, &format!("main, round {round}"));
+        r.ok(&["timeline", "switch", "feature"]);
+        r.assert_tree(&feature_snap, &format!("feature, round {round}"));
+        // Nothing was written through the symlink into real/.
+        assert!(!r.exists("real/own.txt"), "round {round}");
+    }
+    assert_eq!(empty_dirs(r.path()), Vec::<String>::new());
+    r.ok(&["verify"]);
+}
+
+#[test]
+fn top_level_ignore_file_is_sealed() {
+    // An ignore file is an ordinary file: sealed, shown by status, and switched
+    // with its timeline (nested ones already are).
+    let r = Repo::forged();
+    r.write(".ivaldiignore", "*.log\n");
+    r.write("sub/.ivaldiignore", "*.tmp\n");
+    r.write("a.txt", "a\n");
+    let st = r.json(&["status", "--json"]);
+    assert_eq!(
+        strings(&st["changes"]["added"]),
+        vec![".ivaldiignore", "a.txt", "sub/.ivaldiignore"],
+        "status must list the top-level .ivaldiignore like the nested one: {st}"
+    );
+    let s1 = r.seal("ignore rules");
+    let shown = r.json(&["show", &s1, "--json"]);
+    assert_eq!(
+        strings(&shown["changes"]["added"]),
+        vec![".ivaldiignore", "a.txt", "sub/.ivaldiignore"],
+        "the top-level .ivaldiignore must be sealed"
+    );
+    // Other top-level names that merely start with ".ivaldi" are files too.
+    r.write(".ivaldi-notes.md", "notes\n");
+    let st = r.json(&["status", "--json"]);
+    assert_eq!(
+        strings(&st["changes"]["added"]),
+        vec![".ivaldi-notes.md"],
+        "{st}"
+    );
 }

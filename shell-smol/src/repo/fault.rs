@@ -26,3 +26,10 @@ pub const POINTS: &[&str] = &[
     "seal.timeline-moved",
     "seal.base-written",
 ];
+
+/// Crash points on the receiving side of a sync (the daemon).
+pub const SYNC_POINTS: &[&str] = &[
+    "pack.before-rename",
+    "sync.objects-landed",
+    "sync.head-moved",
+];

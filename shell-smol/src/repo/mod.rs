@@ -138,6 +138,19 @@ impl Repository {
         };
         if let Ok(entries) = fs::read_dir(self.dir.join("tmp")) {
             for e in entries.flatten() {
+                // A pack being written by a live process (the daemon receiving a
+                // sync) is named after its pid; only a dead writer's file is debris.
+                let name = e.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("pack-"))
+                    .and_then(|n| n.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok());
+                if let Some(pid) = pid
+                    && Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    continue;
+                }
                 tracing::info!(path = %e.path().display(), "removing partial file left by an interrupted write");
                 let _ = fs::remove_file(e.path());
             }
@@ -326,6 +339,71 @@ impl Repository {
             fs::create_dir_all(parent).at(parent)?;
         }
         self.write_id_file(&path, Some(new))
+    }
+
+    fn tracking_path(&self, peer: &str, name: &TimelineName) -> Result<PathBuf> {
+        if peer.len() != 64 || !id::is_hex(peer) {
+            return Err(RepoError::Refused(format!("{peer:?} is not a node id")));
+        }
+        Ok(self.dir.join("tracking").join(peer).join(name.as_str()))
+    }
+
+    /// Records the head a peer last offered for a timeline. Tracking names keep
+    /// every remote head reachable, so nothing a peer sent is ever lost.
+    pub fn set_tracking(
+        &self,
+        _lock: &RepoLock,
+        peer: &str,
+        name: &TimelineName,
+        id: &ObjectId,
+    ) -> Result<()> {
+        if self.store.kind(id) != Some(ObjectKind::Seal) {
+            return Err(RepoError::MissingObject(*id));
+        }
+        let path = self.tracking_path(peer, name)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        self.write_id_file(&path, Some(id))
+    }
+
+    /// Every tracking name: (peer, timeline) → head.
+    pub fn tracking(&self) -> Result<BTreeMap<(String, TimelineName), ObjectId>> {
+        let mut out = BTreeMap::new();
+        let base = self.dir.join("tracking");
+        let peers = match fs::read_dir(&base) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).at(base),
+        };
+        for peer in peers {
+            let peer = peer.at(&base)?;
+            let Some(peer_name) = peer.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let root = peer.path();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                for entry in fs::read_dir(&dir).at(&dir)? {
+                    let entry = entry.at(&dir)?;
+                    let path = entry.path();
+                    if entry.file_type().at(&path)?.is_dir() {
+                        stack.push(path);
+                        continue;
+                    }
+                    let Some(rel) = path.strip_prefix(&root).ok().and_then(|r| r.to_str()) else {
+                        continue;
+                    };
+                    let Ok(name) = TimelineName::new(rel) else {
+                        continue;
+                    };
+                    if let Some(id) = self.read_id_file(&path)? {
+                        out.insert((peer_name.clone(), name), id);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Resolves what a user typed: a timeline name, or a unique hex prefix (at least

@@ -432,7 +432,7 @@ impl PackWriter {
     }
 
     fn finish(&mut self) -> Result<(PathBuf, blake3::Hash)> {
-        self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.entries.sort_unstable_by_key(|a| a.0);
         let index_offset = self.offset;
         let entries = std::mem::take(&mut self.entries);
         let mut buf = Vec::with_capacity(entries.len() * INDEX_ENTRY);

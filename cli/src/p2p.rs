@@ -1,0 +1,835 @@
+//! `ivaldi p2p ...`: the daemon's command line. Commands that read state ask the
+//! running daemon over its control socket; configuration commands edit
+//! `.ivaldi/p2p/config.json` and tell a running daemon to reload.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use ivaldi_core::config::{Config, ConflictStrategy, parse_duration};
+use ivaldi_shell_smol::control::{self, ControlError, Line, Reply, Request};
+use ivaldi_shell_smol::daemon::{self, P2pPaths, setup};
+use serde_json::{Value, json};
+
+use crate::{Failed, fail, print_json};
+
+#[derive(Subcommand, Debug)]
+pub enum P2pCmd {
+    /// Start the daemon for this repository (in the background unless --foreground).
+    Start {
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Stop the daemon gracefully.
+    Stop,
+    /// Show the daemon's state: peers, traffic, syncs, conflicts, discovery, events.
+    Status(JsonFlag),
+    /// List connected peers.
+    Peers {
+        #[arg(long)]
+        json: bool,
+        /// Every connection with its state machine (handshake phase, sync, queues).
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// List peers found by LAN discovery.
+    Discovered(JsonFlag),
+    /// Connect to a peer now.
+    Connect { address: String, port: u16 },
+    /// Close the connection to a peer (any unique prefix of its id).
+    Disconnect { peer: String },
+    /// Remember a peer address and keep reconnecting to it.
+    AddPeer { address: String },
+    /// Forget a remembered peer address.
+    RemovePeer { address: String },
+    /// Sync with every connected peer (or one) and wait for the result.
+    Sync {
+        #[arg(long)]
+        peer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn background syncing on or off.
+    AutoSync { state: OnOff },
+    /// Set the background sync interval (e.g. 30s, 5m).
+    Interval { duration: String },
+    /// Per-peer sync state: last sync, heads seen, bytes and objects, failures.
+    SyncStatus(JsonFlag),
+    /// Diverged timelines found while syncing.
+    Conflicts(JsonFlag),
+    /// Show or change the configuration.
+    Config(ConfigArgs),
+    /// Print this node's id.
+    Whoami(JsonFlag),
+    /// Allow a node id to connect (once the list is non-empty, only listed ids may).
+    Trust { node_id: String },
+    /// Remove a node id from the trusted list.
+    Untrust { node_id: String },
+    /// Show recent events, or follow them as they happen.
+    Events {
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct JsonFlag {
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    fn on(self) -> bool {
+        matches!(self, OnOff::On)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[arg(long)]
+    json: bool,
+    /// Restore every default.
+    #[arg(long)]
+    reset: bool,
+    #[arg(long)]
+    port: Option<u16>,
+    #[arg(long)]
+    discovery_port: Option<u16>,
+    #[arg(long)]
+    conflict_strategy: Option<String>,
+    #[arg(long)]
+    max_peers: Option<usize>,
+    #[arg(long)]
+    sync_interval: Option<String>,
+    #[arg(long)]
+    sync_timeout: Option<String>,
+    #[arg(long)]
+    heartbeat_interval: Option<String>,
+    #[arg(long)]
+    max_concurrent_syncs: Option<usize>,
+    #[arg(long)]
+    max_message_size: Option<u32>,
+    #[arg(long)]
+    encryption: Option<OnOff>,
+    #[arg(long)]
+    compression: Option<OnOff>,
+    #[arg(long)]
+    discovery: Option<OnOff>,
+    #[arg(long)]
+    discovery_interval: Option<String>,
+    /// Replace the discovery target addresses (repeatable; "none" clears).
+    #[arg(long = "discovery-addr")]
+    discovery_addrs: Vec<String>,
+    /// Replace the allowed network ranges (repeatable CIDR; "none" clears).
+    #[arg(long = "allowed-network")]
+    allowed_networks: Vec<String>,
+    #[arg(long)]
+    bind_addr: Option<String>,
+    #[arg(long)]
+    log_level: Option<String>,
+    #[arg(long)]
+    auto_sync: Option<OnOff>,
+}
+
+fn setup_err(e: setup::SetupError) -> Failed {
+    fail(e)
+}
+
+fn ctl_err(e: ControlError) -> Failed {
+    match e {
+        ControlError::NotRunning => {
+            eprintln!(
+                "error: no daemon is running for this repository; start it with `ivaldi p2p start`"
+            );
+            Failed(1)
+        }
+        e => fail(e),
+    }
+}
+
+fn ask(paths: &P2pPaths, req: &Request) -> Result<Value, Failed> {
+    let r = control::request(&paths.socket, req, Some(Duration::from_secs(30)), |_| {})
+        .map_err(ctl_err)?;
+    reply_data(r)
+}
+
+fn reply_data(r: Reply) -> Result<Value, Failed> {
+    if r.ok {
+        Ok(r.data.unwrap_or(Value::Null))
+    } else {
+        Err(fail(r.error.unwrap_or_else(|| "the daemon refused".into())))
+    }
+}
+
+/// Tells a running daemon that local heads changed; silent when none runs.
+pub fn notify_local_change(root: &Path) {
+    if let Ok(paths) = P2pPaths::new(root) {
+        let _ = control::request(
+            &paths.socket,
+            &Request::LocalChanged,
+            Some(Duration::from_secs(5)),
+            |_| {},
+        );
+    }
+}
+
+fn reload_if_running(paths: &P2pPaths) -> Result<bool, Failed> {
+    match control::request(
+        &paths.socket,
+        &Request::ReloadConfig,
+        Some(Duration::from_secs(10)),
+        |_| {},
+    ) {
+        Ok(r) => reply_data(r).map(|_| true),
+        Err(ControlError::NotRunning) => Ok(false),
+        Err(e) => Err(ctl_err(e)),
+    }
+}
+
+fn edit_config(
+    paths: &P2pPaths,
+    f: impl FnOnce(&mut Config) -> Result<(), Failed>,
+) -> Result<Config, Failed> {
+    let mut cfg = setup::load_config(paths).map_err(setup_err)?;
+    f(&mut cfg)?;
+    setup::save_config(paths, &cfg).map_err(setup_err)?;
+    Ok(cfg)
+}
+
+fn applied(paths: &P2pPaths, what: &str) -> Result<(), Failed> {
+    if reload_if_running(paths)? {
+        println!("{what} (applied to the running daemon)");
+    } else {
+        println!("{what}");
+    }
+    Ok(())
+}
+
+fn duration_arg(field: &str, text: &str) -> Result<Duration, Failed> {
+    parse_duration(text).map_err(|e| fail(format!("{field}: {e}")))
+}
+
+fn node_id_arg(id: &str) -> Result<String, Failed> {
+    let id = id.to_ascii_lowercase();
+    if id.len() != 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(fail(format!(
+            "{id:?} is not a node id (64 hex digits; see `ivaldi p2p whoami`)"
+        )));
+    }
+    Ok(id)
+}
+
+pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
+    let paths = P2pPaths::new(root).map_err(setup_err)?;
+    match cmd {
+        P2pCmd::Start { foreground } => start(root, &paths, foreground),
+        P2pCmd::Stop => stop(&paths),
+        P2pCmd::Status(j) => {
+            let v = ask(&paths, &Request::Status)?;
+            if j.json {
+                print_json(&v);
+            } else {
+                print_status(&v);
+            }
+            Ok(())
+        }
+        P2pCmd::Peers { json, verbose } => {
+            let v = ask(&paths, &Request::Peers { verbose })?;
+            if json {
+                print_json(&v);
+            } else {
+                print_peers(&v["peers"], verbose);
+            }
+            Ok(())
+        }
+        P2pCmd::Discovered(j) => {
+            let v = ask(&paths, &Request::Discovered)?;
+            if j.json {
+                print_json(&v);
+            } else {
+                let list = v["discovered"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("No peers discovered yet");
+                }
+                for p in list {
+                    println!(
+                        "{}  {}  {}  seen {} ms ago",
+                        short(&p["node_id"]),
+                        p["addr"].as_str().unwrap_or("?"),
+                        if p["matching"].as_bool() == Some(true) {
+                            "same repository"
+                        } else {
+                            "other repository"
+                        },
+                        p["last_seen_ago_ms"]
+                    );
+                }
+            }
+            Ok(())
+        }
+        P2pCmd::Connect { address, port } => {
+            let addr = format!("{address}:{port}");
+            let addr = addr
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.to_string())
+                .map_err(|_| fail(format!("{address} {port}: not an IP address and port")))?;
+            let v = ask(&paths, &Request::Connect { addr })?;
+            println!("{}", v["message"].as_str().unwrap_or("connected"));
+            Ok(())
+        }
+        P2pCmd::Disconnect { peer } => {
+            let v = ask(&paths, &Request::Disconnect { peer })?;
+            println!("{}", v["message"].as_str().unwrap_or("disconnected"));
+            Ok(())
+        }
+        P2pCmd::AddPeer { address } => {
+            let addr: std::net::SocketAddr = address
+                .parse()
+                .map_err(|_| fail(format!("{address:?} is not an ip:port address")))?;
+            edit_config(&paths, |c| {
+                if !c.known_peers.iter().any(|k| k.parse() == Ok(addr)) {
+                    c.known_peers.push(addr.to_string());
+                }
+                Ok(())
+            })?;
+            applied(&paths, &format!("Added known peer {addr}"))
+        }
+        P2pCmd::RemovePeer { address } => {
+            let addr: std::net::SocketAddr = address
+                .parse()
+                .map_err(|_| fail(format!("{address:?} is not an ip:port address")))?;
+            let mut found = false;
+            edit_config(&paths, |c| {
+                let before = c.known_peers.len();
+                c.known_peers
+                    .retain(|k| k.parse::<std::net::SocketAddr>() != Ok(addr));
+                found = before != c.known_peers.len();
+                Ok(())
+            })?;
+            if !found {
+                return Err(fail(format!("{addr} is not a known peer")));
+            }
+            applied(&paths, &format!("Removed known peer {addr}"))
+        }
+        P2pCmd::Sync { peer, json } => sync(&paths, peer, json),
+        P2pCmd::AutoSync { state } => {
+            edit_config(&paths, |c| {
+                c.auto_sync = state.on();
+                Ok(())
+            })?;
+            applied(
+                &paths,
+                &format!("Auto-sync {}", if state.on() { "on" } else { "off" }),
+            )
+        }
+        P2pCmd::Interval { duration } => {
+            let d = duration_arg("interval", &duration)?;
+            edit_config(&paths, |c| {
+                c.sync_interval = d;
+                Ok(())
+            })?;
+            applied(
+                &paths,
+                &format!(
+                    "Sync interval set to {}",
+                    ivaldi_core::config::format_duration(d)
+                ),
+            )
+        }
+        P2pCmd::SyncStatus(j) => {
+            let v = ask(&paths, &Request::SyncStatus)?;
+            if j.json {
+                print_json(&v);
+            } else {
+                let peers = v["peers"].as_object().cloned().unwrap_or_default();
+                if peers.is_empty() {
+                    println!("No peer has synced yet");
+                }
+                for (id, r) in peers {
+                    println!(
+                        "{}  syncs {}  failures {}  in {} objects / {} B  out {} objects / {} B{}",
+                        &id[..12.min(id.len())],
+                        r["syncs"],
+                        r["failures"],
+                        r["objects_in"],
+                        r["bytes_in"],
+                        r["objects_out"],
+                        r["bytes_out"],
+                        r["last_error"]
+                            .as_str()
+                            .map(|e| format!("  last error: {e}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        P2pCmd::Conflicts(j) => {
+            let v = ask(&paths, &Request::Conflicts)?;
+            if j.json {
+                print_json(&v);
+            } else {
+                let list = v["conflicts"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("No diverged timelines");
+                }
+                for c in list {
+                    println!(
+                        "{}: local {} vs remote {} from {} (base {})",
+                        c["timeline"].as_str().unwrap_or("?"),
+                        short(&c["local"]),
+                        short(&c["remote"]),
+                        short(&c["peer"]),
+                        short(&c["base"])
+                    );
+                }
+            }
+            Ok(())
+        }
+        P2pCmd::Config(args) => config(&paths, args),
+        P2pCmd::Whoami(j) => {
+            let id = setup::node_id(&paths).map_err(setup_err)?;
+            if j.json {
+                print_json(&json!({ "node_id": id }));
+            } else {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        P2pCmd::Trust { node_id } => {
+            let id = node_id_arg(&node_id)?;
+            edit_config(&paths, |c| {
+                if !c.trusted_peers.contains(&id) {
+                    c.trusted_peers.push(id.clone());
+                }
+                Ok(())
+            })?;
+            applied(&paths, &format!("Trusted {id}"))
+        }
+        P2pCmd::Untrust { node_id } => {
+            let id = node_id_arg(&node_id)?;
+            let mut found = false;
+            edit_config(&paths, |c| {
+                let before = c.trusted_peers.len();
+                c.trusted_peers.retain(|t| *t != id);
+                found = before != c.trusted_peers.len();
+                Ok(())
+            })?;
+            if !found {
+                return Err(fail(format!("{id} is not trusted")));
+            }
+            applied(&paths, &format!("No longer trusting {id}"))
+        }
+        P2pCmd::Events { follow, json } => {
+            let timeout = if follow {
+                None
+            } else {
+                Some(Duration::from_secs(30))
+            };
+            let r = control::request(&paths.socket, &Request::Events { follow }, timeout, |l| {
+                if let Line::Event { event } = l {
+                    if json {
+                        println!("{}", serde_json::to_string(event).unwrap_or_default());
+                    } else {
+                        println!("{}", describe_event(event));
+                    }
+                }
+            })
+            .map_err(ctl_err)?;
+            reply_data(r).map(|_| ())
+        }
+    }
+}
+
+fn short(v: &Value) -> String {
+    match v.as_str() {
+        Some(s) => s.get(..12).unwrap_or(s).to_owned(),
+        None => "-".into(),
+    }
+}
+
+fn describe_event(e: &Value) -> String {
+    let kind = e["event"].as_str().unwrap_or("event");
+    match kind {
+        "peer_connected" => format!(
+            "peer connected: {} at {}",
+            short(&e["peer"]),
+            e["addr"].as_str().unwrap_or("?")
+        ),
+        "peer_disconnected" => format!(
+            "peer disconnected: {} ({})",
+            short(&e["peer"]),
+            e["reason"].as_str().unwrap_or("")
+        ),
+        "timeline_updated" => format!(
+            "timeline {} moved to {} (from {})",
+            e["timeline"].as_str().unwrap_or("?"),
+            short(&e["new"]),
+            short(&e["peer"])
+        ),
+        "conflict_detected" => format!(
+            "conflict on {}: local {} vs remote {} from {}",
+            e["timeline"].as_str().unwrap_or("?"),
+            short(&e["local"]),
+            short(&e["remote"]),
+            short(&e["peer"])
+        ),
+        _ => format!("{kind}: {e}"),
+    }
+}
+
+fn print_status(v: &Value) {
+    println!("Node      {}", v["node_id"].as_str().unwrap_or("?"));
+    println!(
+        "Listening tcp {}  discovery {}",
+        v["port"], v["discovery_port"]
+    );
+    println!(
+        "Uptime    {} s   auto-sync {} every {}",
+        v["uptime_secs"],
+        if v["auto_sync"] == json!(true) {
+            "on"
+        } else {
+            "off"
+        },
+        v["sync_interval"].as_str().unwrap_or("?")
+    );
+    let s = &v["stats"];
+    println!(
+        "Traffic   in {} B / out {} B   syncs ok {} failed {}   conflicts {}",
+        s["bytes_in"], s["bytes_out"], s["syncs_completed"], s["syncs_failed"], v["conflicts"]
+    );
+    println!(
+        "Messages  in {}  out {}",
+        s["messages_in"], s["messages_out"]
+    );
+    println!("Discovery {}", v["discovery"]);
+    println!("Events    {}", v["events"]);
+    print_peers(&v["peers"], false);
+}
+
+fn print_peers(peers: &Value, verbose: bool) {
+    let list = peers.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("No peers connected");
+        return;
+    }
+    for p in list {
+        let rtt = p["rtt_micros"]
+            .as_u64()
+            .map(|r| format!("{:.1} ms", r as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        print!(
+            "{}  {}  {}  rtt {}  seen {} ms ago",
+            short(&p["peer"]),
+            p["addr"].as_str().unwrap_or("?"),
+            p["direction"].as_str().unwrap_or("?"),
+            rtt,
+            p["last_seen_ago_ms"]
+        );
+        if verbose {
+            print!(
+                "  state {}  syncing {}  queued {} B  encrypted {}",
+                p["state"].as_str().unwrap_or("?"),
+                p["syncing"],
+                p["queued_bytes"],
+                p["encrypted"]
+            );
+        }
+        println!();
+    }
+}
+
+fn sync(paths: &P2pPaths, peer: Option<String>, json: bool) -> Result<(), Failed> {
+    let tty = std::io::stderr().is_terminal() && !json;
+    let start = Instant::now();
+    let mut objects = 0u64;
+    let mut bytes = 0u64;
+    let r = control::request(paths.socket.as_path(), &Request::Sync { peer }, None, |l| {
+        if let Line::Progress { progress } = l {
+            objects += progress["objects"].as_u64().unwrap_or(0);
+            bytes += progress["bytes"].as_u64().unwrap_or(0);
+            if tty {
+                let secs = start.elapsed().as_secs_f64().max(0.001);
+                eprint!(
+                    "\rreceiving: {objects} objects, {:.1} MiB, {:.1} MiB/s   ",
+                    bytes as f64 / 1048576.0,
+                    bytes as f64 / 1048576.0 / secs
+                );
+            }
+        }
+    })
+    .map_err(ctl_err)?;
+    if tty && objects > 0 {
+        eprintln!();
+    }
+    let v = reply_data(r)?;
+    if json {
+        print_json(
+            &json!({"ok": true, "message": v["message"], "objects": objects, "bytes": bytes}),
+        );
+    } else {
+        println!("{}", v["message"].as_str().unwrap_or("sync complete"));
+    }
+    Ok(())
+}
+
+fn stop(paths: &P2pPaths) -> Result<(), Failed> {
+    let pid = std::fs::read_to_string(&paths.pid)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    ask(paths, &Request::Stop)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    if let Some(pid) = pid {
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            if Instant::now() > deadline {
+                return Err(fail(format!("daemon (pid {pid}) did not stop within 15 s")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    println!("Daemon stopped");
+    Ok(())
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+fn start(root: &Path, paths: &P2pPaths, foreground: bool) -> Result<(), Failed> {
+    let cfg = setup::effective_config(paths).map_err(setup_err)?;
+    if foreground {
+        init_daemon_logging(paths, &cfg)?;
+        return daemon::run(root, |s| {
+            println!(
+                "Daemon running (pid {}): node {} on tcp port {}{}",
+                s.pid,
+                s.node_id,
+                s.port,
+                s.discovery_port
+                    .map(|p| format!(", discovery port {p}"))
+                    .unwrap_or_default()
+            );
+        })
+        .map_err(fail);
+    }
+    if daemon::is_running(paths) {
+        return Err(fail(
+            "a daemon is already running for this repository (see `ivaldi p2p status`)",
+        ));
+    }
+    paths.ensure_dir().map_err(setup_err)?;
+    let exe =
+        std::env::current_exe().map_err(|e| fail(format!("cannot find the ivaldi binary: {e}")))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .map_err(|e| fail(format!("{}: {e}", paths.log.display())))?;
+    let log2 = log.try_clone().map_err(|e| fail(e.to_string()))?;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "-C",
+            &root.display().to_string(),
+            "p2p",
+            "start",
+            "--foreground",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail(format!("cannot start the daemon: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = control::request(
+            &paths.socket,
+            &Request::Whoami,
+            Some(Duration::from_secs(2)),
+            |_| {},
+        ) && r.ok
+        {
+            let d = r.data.unwrap_or_default();
+            println!(
+                "Daemon started (pid {}): node {} on tcp port {}{}",
+                d["pid"],
+                d["node_id"].as_str().unwrap_or("?"),
+                d["port"],
+                d["discovery_port"]
+                    .as_u64()
+                    .map(|p| format!(", discovery port {p}"))
+                    .unwrap_or_default()
+            );
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = log_tail(&paths.log);
+            return Err(fail(format!(
+                "the daemon exited ({status}) before it was ready:\n{tail}"
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(fail(format!(
+                "the daemon did not become ready within 15 s; see {}",
+                paths.log.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn log_tail(path: &PathBuf) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+fn init_daemon_logging(paths: &P2pPaths, cfg: &Config) -> Result<(), Failed> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log_level))
+        .map_err(|e| fail(format!("log_level {:?}: {e}", cfg.log_level)))?;
+    paths.ensure_dir().map_err(setup_err)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .map_err(|e| fail(format!("{}: {e}", paths.log.display())))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
+fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
+    let changing = a.reset
+        || a.port.is_some()
+        || a.discovery_port.is_some()
+        || a.conflict_strategy.is_some()
+        || a.max_peers.is_some()
+        || a.sync_interval.is_some()
+        || a.sync_timeout.is_some()
+        || a.heartbeat_interval.is_some()
+        || a.max_concurrent_syncs.is_some()
+        || a.max_message_size.is_some()
+        || a.encryption.is_some()
+        || a.compression.is_some()
+        || a.discovery.is_some()
+        || a.discovery_interval.is_some()
+        || !a.discovery_addrs.is_empty()
+        || !a.allowed_networks.is_empty()
+        || a.bind_addr.is_some()
+        || a.log_level.is_some()
+        || a.auto_sync.is_some();
+    let cfg = if changing {
+        let cfg = edit_config(paths, |c| {
+            if a.reset {
+                *c = Config::default();
+            }
+            if let Some(p) = a.port {
+                c.port = p;
+            }
+            if let Some(p) = a.discovery_port {
+                c.discovery_port = p;
+            }
+            if let Some(s) = &a.conflict_strategy {
+                c.conflict_strategy = s.parse::<ConflictStrategy>().map_err(fail)?;
+            }
+            if let Some(n) = a.max_peers {
+                c.max_peers = n;
+            }
+            if let Some(d) = &a.sync_interval {
+                c.sync_interval = duration_arg("sync-interval", d)?;
+            }
+            if let Some(d) = &a.sync_timeout {
+                c.sync_timeout = duration_arg("sync-timeout", d)?;
+            }
+            if let Some(d) = &a.heartbeat_interval {
+                c.heartbeat_interval = duration_arg("heartbeat-interval", d)?;
+            }
+            if let Some(n) = a.max_concurrent_syncs {
+                c.max_concurrent_syncs = n;
+            }
+            if let Some(n) = a.max_message_size {
+                c.max_message_size = n;
+            }
+            if let Some(v) = a.encryption {
+                c.encryption = v.on();
+            }
+            if let Some(v) = a.compression {
+                c.compression = v.on();
+            }
+            if let Some(v) = a.discovery {
+                c.discovery = v.on();
+            }
+            if let Some(d) = &a.discovery_interval {
+                c.discovery_interval = duration_arg("discovery-interval", d)?;
+            }
+            if !a.discovery_addrs.is_empty() {
+                c.discovery_addrs = a
+                    .discovery_addrs
+                    .iter()
+                    .filter(|x| *x != "none")
+                    .cloned()
+                    .collect();
+            }
+            if !a.allowed_networks.is_empty() {
+                c.allowed_networks = a
+                    .allowed_networks
+                    .iter()
+                    .filter(|x| *x != "none")
+                    .cloned()
+                    .collect();
+            }
+            if let Some(b) = &a.bind_addr {
+                c.bind_addr = b.clone();
+            }
+            if let Some(l) = &a.log_level {
+                c.log_level = l.clone();
+            }
+            if let Some(v) = a.auto_sync {
+                c.auto_sync = v.on();
+            }
+            Ok(())
+        })?;
+        if reload_if_running(paths)? {
+            eprintln!(
+                "Configuration saved and applied to the running daemon (port changes need a restart)"
+            );
+        } else {
+            eprintln!("Configuration saved");
+        }
+        cfg
+    } else {
+        setup::load_config(paths).map_err(setup_err)?
+    };
+    let v = serde_json::to_value(&cfg).unwrap_or_default();
+    if a.json {
+        print_json(&v);
+    } else if let Some(map) = v.as_object() {
+        for (k, val) in map {
+            println!("{k:22} {val}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The control protocol between the `ivaldi` CLI and a running daemon: JSON
+//! lines over a Unix socket under `.ivaldi/p2p/` that only the repository's owner
+//! can open (the socket is created mode 0600 inside a 0700 directory).
+//!
+//! One request per connection. The daemon answers with one [`Reply`] line, or,
+//! for streaming requests (`events --follow`, `sync` progress), with any number of
+//! `event`/`progress` lines before the final reply.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// What the CLI asks of the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Peers {
+        #[serde(default)]
+        verbose: bool,
+    },
+    Discovered,
+    Connect {
+        addr: String,
+    },
+    Disconnect {
+        peer: String,
+    },
+    Sync {
+        #[serde(default)]
+        peer: Option<String>,
+    },
+    SyncStatus,
+    Conflicts,
+    Events {
+        #[serde(default)]
+        follow: bool,
+    },
+    /// Re-read `config.json` (after the CLI changed it) and apply what can change
+    /// without a restart.
+    ReloadConfig,
+    /// The local repository changed (a seal, a switch): announce the new heads.
+    LocalChanged,
+    Whoami,
+    Stop,
+}
+
+/// One line from the daemon.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Line {
+    Reply(Reply),
+    Event { event: serde_json::Value },
+    Progress { progress: serde_json::Value },
+}
+
+/// The final answer to a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    /// A success with data.
+    pub fn ok(data: serde_json::Value) -> Reply {
+        Reply {
+            ok: true,
+            data: Some(data),
+            error: None,
+        }
+    }
+
+    /// A failure with a reason.
+    pub fn err(reason: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            data: None,
+            error: Some(reason.into()),
+        }
+    }
+}
+
+/// Why talking to the daemon failed.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error("no daemon is running for this repository (start one with `ivaldi p2p start`)")]
+    NotRunning,
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon sent a malformed reply: {0}")]
+    Malformed(String),
+    #[error("the daemon closed the connection without replying")]
+    NoReply,
+}
+
+/// Sends `req` to the daemon listening on `socket` and returns its reply,
+/// handing every streamed line to `on_line` first. `timeout` bounds each read
+/// (`None` waits forever, for `events --follow` and long syncs).
+pub fn request(
+    socket: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+    mut on_line: impl FnMut(&Line),
+) -> Result<Reply, ControlError> {
+    let io = |source| ControlError::Io {
+        path: socket.display().to_string(),
+        source,
+    };
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning);
+        }
+        Err(e) => return Err(io(e)),
+    };
+    stream.set_read_timeout(timeout).map_err(io)?;
+    let mut line =
+        serde_json::to_string(req).map_err(|e| ControlError::Malformed(e.to_string()))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let reader = BufReader::new(stream);
+    for l in reader.lines() {
+        let l = l.map_err(io)?;
+        if l.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line =
+            serde_json::from_str(&l).map_err(|e| ControlError::Malformed(format!("{e}: {l}")))?;
+        if let Line::Reply(r) = parsed {
+            return Ok(r);
+        }
+        on_line(&parsed);
+    }
+    Err(ControlError::NoReply)
+}

@@ -1,0 +1,785 @@
+//! The daemon: runs the protocol core on real sockets with smol.
+//!
+//! One driver task owns the [`Node`] and the read side of the repository. Every
+//! socket has its own reader and writer task that talk to the driver over
+//! channels; store writes go to a dedicated disk thread, so an fsync never stalls
+//! heartbeats. The driver feeds each input to the node and then drains its outputs,
+//! exactly as `Node`'s documentation prescribes.
+
+pub mod setup;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant as WallInstant, SystemTime};
+
+use ivaldi_core::config::Config;
+use ivaldi_core::node::{Command, CommandId, ConnId, Event, Node, Output};
+use ivaldi_core::store::{Store, StoreError, StoreRequest, UpdateResult};
+use ivaldi_core::time::Instant;
+use serde_json::json;
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::{TcpListener, TcpStream};
+use smol::{Async, Task, Timer};
+
+use crate::control::{Line, Reply, Request};
+use crate::store::{DiskStore, DiskWriter};
+pub use setup::{P2pPaths, SetupError};
+
+/// How the daemon was started; printed by `ivaldi p2p start`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Started {
+    pub node_id: String,
+    pub port: u16,
+    pub discovery_port: Option<u16>,
+    pub pid: u32,
+}
+
+enum Input {
+    Accepted(TcpStream, SocketAddr),
+    Connected(ConnId, std::io::Result<TcpStream>),
+    Bytes(ConnId, Vec<u8>),
+    ReadClosed(ConnId, String),
+    Writable(ConnId),
+    Datagram(SocketAddr, Vec<u8>),
+    Control(Request, Sender<String>),
+    StoreDone(u64, Result<Vec<UpdateResult>, StoreError>),
+    Stop(String),
+}
+
+struct ConnIo {
+    writer: Sender<Vec<u8>>,
+    pending: Option<Vec<u8>>,
+    _reader: Task<()>,
+    _writer: Task<()>,
+}
+
+/// Most events kept for `events` without `--follow`.
+const RECENT_EVENTS: usize = 1000;
+/// Events queued per `events --follow` subscriber before the oldest are dropped.
+const SUBSCRIBER_QUEUE: usize = 256;
+
+struct Driver {
+    node: Node,
+    store: DiskStore,
+    origin: WallInstant,
+    started: SystemTime,
+    conns: BTreeMap<ConnId, ConnIo>,
+    disk: std::sync::mpsc::Sender<StoreRequest>,
+    inputs: Sender<Input>,
+    subscribers: Vec<Sender<String>>,
+    waiting: BTreeMap<CommandId, Sender<String>>,
+    next_cmd: CommandId,
+    recent: VecDeque<serde_json::Value>,
+    events_emitted: u64,
+    events_dropped: u64,
+    udp: Option<Arc<Async<UdpSocket>>>,
+    started_info: Started,
+    stop: Option<String>,
+}
+
+/// Holds the single-instance lock for the daemon's lifetime; the kernel releases
+/// it if the daemon dies, so a crash never leaves a stale lock behind.
+struct InstanceLock {
+    _file: File,
+}
+
+fn take_instance_lock(paths: &P2pPaths) -> Result<InstanceLock, SetupError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&paths.lock)
+        .map_err(|source| SetupError::Io {
+            path: paths.lock.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&paths.pid).unwrap_or_default();
+            return Err(SetupError::AlreadyRunning {
+                pid: pid.trim().to_owned(),
+            });
+        }
+        Err(TryLockError::Error(source)) => {
+            return Err(SetupError::Io {
+                path: paths.lock.clone(),
+                source,
+            });
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    Ok(InstanceLock { _file: file })
+}
+
+/// Runs the daemon for the repository at `root` until it is told to stop.
+/// `on_started` is called once everything is listening (the foreground command
+/// prints it; the background parent waits for the socket).
+pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupError> {
+    let paths = P2pPaths::new(root)?;
+    paths.ensure_dir()?;
+    let _instance = take_instance_lock(&paths)?;
+    // Anything left by a crashed daemon is stale now that we hold the lock.
+    if paths.socket.exists() {
+        tracing::info!(path = %paths.socket.display(), "removing stale control socket");
+        let _ = fs::remove_file(&paths.socket);
+    }
+    let cfg = setup::effective_config(&paths)?;
+    let keypair = setup::load_or_create_identity(&paths)?;
+    let seed = setup::random32()?;
+    let store = DiskStore::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
+    let writer = DiskWriter::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
+    smol::block_on(async move {
+        let bind: IpAddr = cfg
+            .bind_addr
+            .parse()
+            .map_err(|_| SetupError::Other(format!("bad bind_addr {}", cfg.bind_addr)))?;
+        let listener = TcpListener::bind((bind, cfg.port))
+            .await
+            .map_err(|e| SetupError::Other(format!("cannot listen on {bind}:{}: {e}", cfg.port)))?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|e| SetupError::Other(e.to_string()))?;
+        let mut cfg = cfg;
+        cfg.port = port;
+        let udp = if cfg.discovery {
+            match bind_discovery(cfg.discovery_port) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::warn!(port = cfg.discovery_port, error = %e, "discovery disabled: cannot bind its UDP port");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let control = std::os::unix::net::UnixListener::bind(&paths.socket).map_err(|source| {
+            SetupError::Io {
+                path: paths.socket.clone(),
+                source,
+            }
+        })?;
+        fs::set_permissions(&paths.socket, fs::Permissions::from_mode(0o600)).map_err(
+            |source| SetupError::Io {
+                path: paths.socket.clone(),
+                source,
+            },
+        )?;
+        let control = Async::new(control).map_err(|e| SetupError::Other(e.to_string()))?;
+        fs::write(&paths.pid, format!("{}\n", std::process::id())).map_err(|source| {
+            SetupError::Io {
+                path: paths.pid.clone(),
+                source,
+            }
+        })?;
+
+        let (inputs, rx) = smol::channel::bounded::<Input>(1024);
+        let (disk_tx, disk_rx) = std::sync::mpsc::channel::<StoreRequest>();
+        let disk_inputs = inputs.clone();
+        let disk_thread = std::thread::Builder::new()
+            .name("ivaldi-disk".into())
+            .spawn(move || disk_loop(writer, disk_rx, disk_inputs))
+            .map_err(|e| SetupError::Other(format!("cannot start the disk thread: {e}")))?;
+
+        let origin = WallInstant::now();
+        let node = Node::new(cfg.clone(), keypair, seed, Instant::ZERO);
+        let started_info = Started {
+            node_id: node.node_id().to_owned(),
+            port,
+            discovery_port: udp.as_ref().map(|_| cfg.discovery_port),
+            pid: std::process::id(),
+        };
+        let _accept = smol::spawn(accept_loop(listener, inputs.clone()));
+        let _control = smol::spawn(control_loop(control, inputs.clone()));
+        let _udp = udp
+            .clone()
+            .map(|u| smol::spawn(udp_loop(u, inputs.clone())));
+        let _signals = smol::spawn(signal_loop(inputs.clone()));
+        let mut driver = Driver {
+            node,
+            store,
+            origin,
+            started: SystemTime::now(),
+            conns: BTreeMap::new(),
+            disk: disk_tx,
+            inputs: inputs.clone(),
+            subscribers: Vec::new(),
+            waiting: BTreeMap::new(),
+            next_cmd: 1,
+            recent: VecDeque::new(),
+            events_emitted: 0,
+            events_dropped: 0,
+            udp,
+            started_info: started_info.clone(),
+            stop: None,
+        };
+        tracing::info!(node = %started_info.node_id, port, "daemon listening");
+        on_started(&started_info);
+        driver.run(rx).await;
+        // Shut down: no new writes; in-flight batches are dropped (their
+        // temporary packs deleted), landed ones are already durable.
+        drop(driver);
+        let _ = disk_thread.join();
+        let _ = fs::remove_file(&paths.socket);
+        let _ = fs::remove_file(&paths.pid);
+        tracing::info!("daemon stopped");
+        Ok(())
+    })
+}
+
+fn bind_discovery(port: u16) -> std::io::Result<Async<UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // Several daemons on one host share the discovery port.
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_broadcast(true)?;
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
+    Async::new(UdpSocket::from(s))
+}
+
+fn disk_loop(
+    mut writer: DiskWriter,
+    rx: std::sync::mpsc::Receiver<StoreRequest>,
+    out: Sender<Input>,
+) {
+    for req in rx {
+        if let Some((batch, result)) = writer.apply(req)
+            && out.send_blocking(Input::StoreDone(batch, result)).is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tx: Sender<Input>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                if tx.send(Input::Accepted(stream, addr)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn udp_loop(sock: Arc<Async<UdpSocket>>, tx: Sender<Input>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                // Oversized datagrams are truncated by the kernel to the buffer;
+                // the discovery parser rejects them by their length.
+                if tx
+                    .try_send(Input::Datagram(from, buf[..n].to_vec()))
+                    .is_err()
+                    && tx.is_closed()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "discovery receive failed");
+                Timer::after(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn signal_loop(tx: Sender<Input>) {
+    use async_signal::{Signal, Signals};
+    use smol::stream::StreamExt;
+    let Ok(mut signals) = Signals::new([Signal::Term, Signal::Int]) else {
+        return;
+    };
+    if let Some(Ok(sig)) = signals.next().await {
+        let _ = tx.send(Input::Stop(format!("signal {sig:?}"))).await;
+    }
+}
+
+async fn control_loop(listener: Async<std::os::unix::net::UnixListener>, tx: Sender<Input>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            Timer::after(Duration::from_millis(50)).await;
+            continue;
+        };
+        let tx = tx.clone();
+        smol::spawn(async move {
+            let mut reader = smol::io::BufReader::new(&stream);
+            let mut line = String::new();
+            use smol::io::AsyncBufReadExt;
+            if reader.read_line(&mut line).await.is_err() || line.len() > 64 * 1024 {
+                return;
+            }
+            let (reply_tx, reply_rx) = smol::channel::bounded::<String>(SUBSCRIBER_QUEUE);
+            match serde_json::from_str::<Request>(line.trim()) {
+                Ok(req) => {
+                    if tx.send(Input::Control(req, reply_tx)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = reply_tx.try_send(reply_line(&Reply::err(format!("bad request: {e}"))));
+                    drop(reply_tx);
+                }
+            }
+            let mut w = &stream;
+            while let Ok(mut l) = reply_rx.recv().await {
+                l.push('\n');
+                if w.write_all(l.as_bytes()).await.is_err() {
+                    return;
+                }
+                if l.starts_with("{\"ok\"") {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+fn reply_line(r: &Reply) -> String {
+    serde_json::to_string(r).unwrap_or_else(|_| "{\"ok\":false,\"error\":\"serialisation\"}".into())
+}
+
+fn line_json(l: &Line) -> String {
+    serde_json::to_string(l).unwrap_or_default()
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+
+    async fn run(&mut self, rx: Receiver<Input>) {
+        self.node.handle_timeout(self.now(), &self.store);
+        self.drain();
+        while self.stop.is_none() {
+            let deadline = self.node.poll_timeout();
+            let wake = match deadline {
+                Some(t) => self.origin + Duration::from_micros(t.as_micros()),
+                None => WallInstant::now() + Duration::from_secs(3600),
+            };
+            let next = async { rx.recv().await.ok() }
+                .or(async {
+                    Timer::at(wake).await;
+                    None
+                })
+                .await;
+            match next {
+                Some(input) => self.handle(input).await,
+                None => {
+                    if rx.is_closed() {
+                        break;
+                    }
+                }
+            }
+            let now = self.now();
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now, &self.store);
+            }
+            self.drain();
+        }
+        let reason = self.stop.clone().unwrap_or_default();
+        tracing::info!(%reason, "stopping");
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close_io(id);
+        }
+    }
+
+    async fn handle(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Accepted(stream, addr) => match self.node.handle_accepted(now, addr) {
+                Some(conn) => self.attach(conn, stream),
+                None => drop(stream),
+            },
+            Input::Connected(conn, Ok(stream)) => {
+                self.attach(conn, stream);
+                self.node.handle_connected(now, conn);
+            }
+            Input::Connected(conn, Err(e)) => {
+                self.node
+                    .handle_closed(now, conn, &format!("dial failed: {e}"))
+            }
+            Input::Bytes(conn, data) => self.node.handle_bytes(now, conn, &data, &self.store),
+            Input::ReadClosed(conn, reason) => {
+                if self.conns.remove(&conn).is_some() {
+                    self.node.handle_closed(now, conn, &reason);
+                }
+            }
+            Input::Writable(conn) => {
+                if let Some(io) = self.conns.get_mut(&conn) {
+                    if let Some(p) = io.pending.take()
+                        && let Err(e) = io.writer.try_send(p)
+                    {
+                        io.pending = Some(e.into_inner());
+                        return;
+                    }
+                    self.node.set_blocked(conn, false);
+                }
+            }
+            Input::Datagram(from, data) => self.on_datagram(now, from, &data),
+            Input::Control(req, reply) => self.on_control(now, req, reply),
+            Input::StoreDone(batch, result) => {
+                if let Err(e) = self.store.refresh() {
+                    tracing::error!(error = %e, "cannot reload the object store after a landing");
+                }
+                self.node.handle_store_done(now, batch, result, &self.store);
+            }
+            Input::Stop(reason) => self.stop = Some(reason),
+        }
+    }
+
+    fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8]) {
+        tracing::trace!(%from, len = data.len(), "discovery datagram");
+    }
+
+    fn attach(&mut self, conn: ConnId, stream: TcpStream) {
+        let (wtx, wrx) = smol::channel::bounded::<Vec<u8>>(8);
+        let reader = smol::spawn(read_loop(conn, stream.clone(), self.inputs.clone()));
+        let writer = smol::spawn(write_loop(conn, stream, wrx, self.inputs.clone()));
+        self.conns.insert(
+            conn,
+            ConnIo {
+                writer: wtx,
+                pending: None,
+                _reader: reader,
+                _writer: writer,
+            },
+        );
+    }
+
+    fn close_io(&mut self, conn: ConnId) {
+        // Dropping the sender lets the writer flush what is queued and shut the
+        // socket down; dropping the reader task stops reading at once.
+        if let Some(io) = self.conns.remove(&conn) {
+            let ConnIo {
+                writer,
+                pending,
+                _reader,
+                _writer,
+            } = io;
+            if let Some(p) = pending {
+                let _ = writer.try_send(p);
+            }
+            drop(writer);
+            _writer.detach();
+            drop(_reader);
+        }
+    }
+
+    fn drain(&mut self) {
+        loop {
+            let mut progress = false;
+            while let Some(out) = self.node.poll_output() {
+                progress = true;
+                self.perform(out);
+            }
+            let now = self.now();
+            let mut buf = Vec::new();
+            while let Some(conn) = self.node.poll_transmit(now, &self.store, &mut buf) {
+                progress = true;
+                let data = std::mem::take(&mut buf);
+                match self.conns.get_mut(&conn) {
+                    Some(io) => {
+                        if let Err(e) = io.writer.try_send(data) {
+                            io.pending = Some(e.into_inner());
+                            self.node.set_blocked(conn, true);
+                        }
+                    }
+                    None => {
+                        tracing::trace!(conn, "dropping bytes for a connection without a socket")
+                    }
+                }
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn perform(&mut self, out: Output) {
+        let now = self.now();
+        match out {
+            Output::Dial { conn, addr } => {
+                let tx = self.inputs.clone();
+                let timeout = self.node.config().handshake_timeout;
+                smol::spawn(async move {
+                    let res = TcpStream::connect(addr)
+                        .or(async {
+                            Timer::after(timeout).await;
+                            Err(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "connect timed out",
+                            ))
+                        })
+                        .await;
+                    if let Ok(s) = &res {
+                        let _ = s.set_nodelay(true);
+                    }
+                    let _ = tx.send(Input::Connected(conn, res)).await;
+                })
+                .detach();
+            }
+            Output::Close { conn, reason } => {
+                tracing::debug!(conn, %reason, "closing");
+                self.close_io(conn);
+                self.node.handle_closed(now, conn, &reason);
+            }
+            Output::Store(req) => {
+                if self.disk.send(req).is_err() {
+                    tracing::error!("the disk thread has stopped");
+                }
+            }
+            Output::Event(e) => self.on_event(e),
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        let value = serde_json::to_value(&e).unwrap_or_default();
+        tracing::info!(event = %value, "event");
+        if let Event::CommandDone { id, ok, message } = &e
+            && let Some(reply) = self.waiting.remove(id)
+        {
+            let r = if *ok {
+                Reply::ok(json!({ "message": message }))
+            } else {
+                Reply::err(message.clone())
+            };
+            let _ = reply.try_send(reply_line(&r));
+        }
+        self.events_emitted += 1;
+        if self.recent.len() >= RECENT_EVENTS {
+            self.recent.pop_front();
+            self.events_dropped += 1;
+        }
+        self.recent.push_back(value.clone());
+        let line = line_json(&Line::Event {
+            event: value.clone(),
+        });
+        self.subscribers.retain(|s| !s.is_closed());
+        for s in &self.subscribers {
+            if let Ok(Some(_)) = s.force_send(line.clone()) {
+                self.events_dropped += 1;
+            }
+        }
+        // Sync progress for a waiting `sync` command.
+        if let Event::ObjectReceived { .. } = e {
+            let progress = line_json(&Line::Progress { progress: value });
+            for reply in self.waiting.values() {
+                let _ = reply.try_send(progress.clone());
+            }
+        }
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command, reply: Sender<String>) {
+        let id = self.next_cmd;
+        self.next_cmd += 1;
+        self.waiting.insert(id, reply);
+        self.node.handle_command(now, id, cmd, &self.store);
+    }
+
+    fn on_control(&mut self, now: Instant, req: Request, reply: Sender<String>) {
+        let send = |r: Reply| {
+            let _ = reply.try_send(reply_line(&r));
+        };
+        match req {
+            Request::Status => send(Reply::ok(self.status_json(now))),
+            Request::Whoami => send(Reply::ok(json!({
+                "node_id": self.started_info.node_id,
+                "port": self.started_info.port,
+                "discovery_port": self.started_info.discovery_port,
+                "pid": self.started_info.pid,
+                "repo": self.store.repo_id(),
+            }))),
+            Request::Peers { verbose } => send(Reply::ok(self.peers_json(verbose))),
+            Request::Discovered => send(Reply::ok(json!({ "discovered": [] }))),
+            Request::Connect { addr } => match addr.parse::<SocketAddr>() {
+                Ok(a) => self.command(now, Command::Connect(a), reply),
+                Err(_) => send(Reply::err(format!("{addr:?} is not an ip:port address"))),
+            },
+            Request::Disconnect { peer } => match self.resolve_peer(&peer) {
+                Ok(p) => self.command(now, Command::Disconnect { peer: p }, reply),
+                Err(e) => send(Reply::err(e)),
+            },
+            Request::Sync { peer } => match peer.map(|p| self.resolve_peer(&p)).transpose() {
+                Ok(p) => self.command(now, Command::Sync { peer: p }, reply),
+                Err(e) => send(Reply::err(e)),
+            },
+            Request::SyncStatus => send(Reply::ok(json!({
+                "peers": self.node.peer_records(),
+                "stats": self.node.stats(),
+            }))),
+            Request::Conflicts => send(Reply::ok(json!({ "conflicts": self.node.conflicts() }))),
+            Request::Events { follow } => {
+                for e in &self.recent {
+                    let _ = reply.try_send(line_json(&Line::Event { event: e.clone() }));
+                }
+                if follow {
+                    self.subscribers.push(reply);
+                } else {
+                    send(Reply::ok(json!({ "count": self.recent.len() })));
+                }
+            }
+            Request::ReloadConfig => match P2pPaths::new(self.store.repo().root())
+                .and_then(|p| setup::effective_config(&p))
+            {
+                Ok(mut cfg) => {
+                    // The listening port cannot change without a restart.
+                    cfg.port = self.started_info.port;
+                    self.command(now, Command::SetConfig(Box::new(cfg)), reply);
+                }
+                Err(e) => send(Reply::err(e.to_string())),
+            },
+            Request::LocalChanged => {
+                if let Err(e) = self.store.refresh() {
+                    send(Reply::err(e.to_string()));
+                    return;
+                }
+                self.command(now, Command::LocalHeadsChanged, reply);
+            }
+            Request::Stop => {
+                send(Reply::ok(json!({ "message": "stopping" })));
+                self.stop = Some("stop requested".into());
+            }
+        }
+    }
+
+    /// Expands a unique prefix of a connected (or known) peer's id.
+    fn resolve_peer(&self, prefix: &str) -> Result<String, String> {
+        let prefix = prefix.to_ascii_lowercase();
+        let mut ids: Vec<String> = self
+            .node
+            .peers()
+            .into_iter()
+            .filter_map(|p| p.peer)
+            .chain(self.node.peer_records().keys().cloned())
+            .filter(|id| id.starts_with(&prefix))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        match ids.len() {
+            1 => Ok(ids.remove(0)),
+            0 => Err(format!("no peer id starts with {prefix:?}")),
+            n => Err(format!("{prefix:?} matches {n} peers; type more of the id")),
+        }
+    }
+
+    fn peers_json(&self, verbose: bool) -> serde_json::Value {
+        let now = self.now();
+        let peers: Vec<serde_json::Value> = self
+            .node
+            .peers()
+            .into_iter()
+            .filter(|p| verbose || p.peer.is_some())
+            .map(|p| {
+                let mut v = serde_json::to_value(&p).unwrap_or_default();
+                v["last_seen_ago_ms"] = json!(now.saturating_since(p.last_seen).as_millis() as u64);
+                v
+            })
+            .collect();
+        json!({ "peers": peers })
+    }
+
+    fn status_json(&self, now: Instant) -> serde_json::Value {
+        let uptime = now.saturating_since(Instant::ZERO);
+        let started = self
+            .started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        json!({
+            "node_id": self.started_info.node_id,
+            "pid": self.started_info.pid,
+            "port": self.started_info.port,
+            "discovery_port": self.started_info.discovery_port,
+            "repo": self.store.repo_id(),
+            "started_unix": started,
+            "uptime_secs": uptime.as_secs(),
+            "auto_sync": self.node.config().auto_sync,
+            "sync_interval": ivaldi_core::config::format_duration(self.node.config().sync_interval),
+            "peers": self.peers_json(false)["peers"],
+            "stats": self.node.stats(),
+            "conflicts": self.node.conflicts().len(),
+            "discovery": { "enabled": self.udp.is_some() },
+            "events": { "emitted": self.events_emitted, "dropped": self.events_dropped, "subscribers": self.subscribers.len() },
+        })
+    }
+}
+
+async fn read_loop(conn: ConnId, mut stream: TcpStream, tx: Sender<Input>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => {
+                let _ = tx
+                    .send(Input::ReadClosed(conn, "closed by peer".into()))
+                    .await;
+                return;
+            }
+            Ok(n) => {
+                if tx
+                    .send(Input::Bytes(conn, buf[..n].to_vec()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Input::ReadClosed(conn, e.to_string())).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(conn: ConnId, mut stream: TcpStream, rx: Receiver<Vec<u8>>, tx: Sender<Input>) {
+    while let Ok(data) = rx.recv().await {
+        if let Err(e) = stream.write_all(&data).await {
+            let _ = tx
+                .send(Input::ReadClosed(conn, format!("write failed: {e}")))
+                .await;
+            return;
+        }
+        if rx.is_empty() && tx.send(Input::Writable(conn)).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.flush().await;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Whether the repository's daemon is up: its control socket answers.
+pub fn is_running(paths: &P2pPaths) -> bool {
+    crate::control::request(
+        &paths.socket,
+        &Request::Whoami,
+        Some(Duration::from_secs(2)),
+        |_| {},
+    )
+    .is_ok()
+}
+
+#[allow(dead_code)]
+fn config_of(c: &Config) -> &Config {
+    c
+}

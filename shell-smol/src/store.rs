@@ -1,0 +1,163 @@
+//! The on-disk repository behind the core's store contract.
+//!
+//! [`DiskStore`] answers the core's reads from the repository (index probe plus
+//! `pread`); [`DiskWriter`] carries out its writes. The daemon runs the writer on
+//! its own thread, so fsyncing a pack never stalls heartbeats: a batch's objects
+//! stream into a temporary pack as they arrive, and `Land` renames the pack into
+//! place (after the closure check) and then moves heads by compare-and-set.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hashbrown::HashMap;
+use ivaldi_core::store::{RefName, Store, StoreError, StoreRequest, UpdateResult};
+use ivaldi_core::{ObjectId, TimelineName};
+
+use crate::repo::{PackWriter, RepoError, Repository};
+
+fn failed(e: RepoError) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+/// Read access for the core.
+pub struct DiskStore {
+    repo: Repository,
+    id: String,
+}
+
+impl DiskStore {
+    /// Opens the repository at `root` for reading.
+    pub fn open(root: &Path) -> Result<Self, RepoError> {
+        let repo = Repository::open(root)?;
+        let id = repo.info()?.id;
+        Ok(DiskStore { repo, id })
+    }
+
+    /// Picks up packs landed since the last look (after a `Land`, or a local seal).
+    pub fn refresh(&mut self) -> Result<(), RepoError> {
+        self.repo.store.refresh()
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+}
+
+impl Store for DiskStore {
+    fn repo_id(&self) -> &str {
+        &self.id
+    }
+
+    fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
+        self.repo.timelines().map_err(failed)
+    }
+
+    fn has(&self, id: &ObjectId) -> bool {
+        self.repo.store.contains(id)
+    }
+
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
+        match self.repo.store.read_raw(id) {
+            Ok(b) => Ok(b),
+            Err(RepoError::MissingObject(i)) => Err(StoreError::Missing(i)),
+            Err(e) => Err(failed(e)),
+        }
+    }
+}
+
+/// Carries out the core's store requests against the repository.
+pub struct DiskWriter {
+    repo: Repository,
+    batches: HashMap<u64, PackWriter>,
+}
+
+impl DiskWriter {
+    /// Opens its own handle on the repository at `root`.
+    pub fn open(root: &Path) -> Result<Self, RepoError> {
+        Ok(DiskWriter {
+            repo: Repository::open(root)?,
+            batches: HashMap::new(),
+        })
+    }
+
+    /// The repository root, for messages.
+    pub fn root(&self) -> PathBuf {
+        self.repo.root().to_owned()
+    }
+
+    /// Performs one request. `Land` returns its answer for `handle_store_done`;
+    /// `Put` and `Abort` return `None` unless they fail (a failed `Put` is reported
+    /// against its batch, which will then not land).
+    pub fn apply(
+        &mut self,
+        req: StoreRequest,
+    ) -> Option<(u64, Result<Vec<UpdateResult>, StoreError>)> {
+        match req {
+            StoreRequest::Put { batch, objects } => {
+                let writer = match self.batches.entry(batch) {
+                    hashbrown::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    hashbrown::hash_map::Entry::Vacant(v) => match self.repo.store.writer() {
+                        Ok(w) => v.insert(w),
+                        Err(e) => return Some((batch, Err(failed(e)))),
+                    },
+                };
+                for (id, bytes) in objects {
+                    if self.repo.store.contains(&id) {
+                        continue;
+                    }
+                    // The core verified every object; the writer checks kinds and
+                    // sizes and records children for the closure check.
+                    if let Err(e) = writer.add_trusted(id, &bytes) {
+                        self.batches.remove(&batch);
+                        return Some((batch, Err(failed(e))));
+                    }
+                }
+                None
+            }
+            StoreRequest::Abort { batch } => {
+                self.batches.remove(&batch);
+                None
+            }
+            StoreRequest::Land { batch, updates } => Some((batch, self.land(batch, updates))),
+        }
+    }
+
+    fn land(
+        &mut self,
+        batch: u64,
+        updates: Vec<ivaldi_core::store::HeadUpdate>,
+    ) -> Result<Vec<UpdateResult>, StoreError> {
+        let lock = self.repo.lock().map_err(failed)?;
+        if let Some(writer) = self.batches.remove(&batch) {
+            self.repo.store.commit(writer).map_err(failed)?;
+        }
+        crate::repo::fault::point("sync.objects-landed");
+        let mut results = Vec::with_capacity(updates.len());
+        for u in updates {
+            match u.name {
+                RefName::Tracking { peer, timeline } => {
+                    self.repo
+                        .set_tracking(&lock, &peer, &timeline, &u.new)
+                        .map_err(failed)?;
+                    results.push(UpdateResult::Applied);
+                }
+                RefName::Timeline(t) => {
+                    match self
+                        .repo
+                        .update_timeline(&lock, &t, u.expected.as_ref(), &u.new)
+                    {
+                        Ok(()) => results.push(UpdateResult::Applied),
+                        Err(RepoError::HeadMoved { .. }) => {
+                            let now = self.repo.timeline(&t).map_err(failed)?;
+                            results.push(UpdateResult::Moved(now));
+                        }
+                        Err(e) => return Err(failed(e)),
+                    }
+                    crate::repo::fault::point("sync.head-moved");
+                }
+            }
+        }
+        Ok(results)
+    }
+}
