@@ -76,9 +76,11 @@ enum Cmd {
         json: bool,
     },
     /// Peer-to-peer networking: the daemon, peers, sync.
+    /// Bring the working tree forward to its timeline's head (after a sync).
+    Update,
     P2p {
         #[command(subcommand)]
-        cmd: p2p::P2pCmd,
+        cmd: Box<p2p::P2pCmd>,
     },
 }
 
@@ -120,8 +122,8 @@ fn main() -> ExitCode {
     let daemon = matches!(
         &cli.cmd,
         Cmd::P2p {
-            cmd: p2p::P2pCmd::Start { foreground: true }
-        }
+            cmd
+        } if matches!(**cmd, p2p::P2pCmd::Start { foreground: true })
     );
     if !daemon {
         tracing_subscriber::fmt()
@@ -186,10 +188,22 @@ fn run(cli: Cli) -> Result<(), Failed> {
             r
         }
         Cmd::Verify { json } => verify(&repo, json),
+        Cmd::Update => {
+            match ops::update(&mut repo)? {
+                ops::UpdateOutcome::UpToDate => println!("Already up to date"),
+                ops::UpdateOutcome::Updated { from, to } => println!(
+                    "Updated the working tree from {} to {}",
+                    from.map(|f| f.short())
+                        .unwrap_or_else(|| "(nothing)".into()),
+                    to.short()
+                ),
+            }
+            Ok(())
+        }
         Cmd::P2p { cmd } => {
             let root = repo.root().to_owned();
             drop(repo);
-            p2p::run(&root, cmd)
+            p2p::run(&root, *cmd)
         }
     }
 }
@@ -214,6 +228,30 @@ fn status(repo: &mut Repository, json: bool) -> Result<(), Failed> {
             "Fusing {}: resolve the conflicts, then `ivaldi seal` records both parents",
             f.short()
         );
+    }
+    if let Some(a) = &st.arrived {
+        let from = if a.from_peers.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<&str> = a
+                .from_peers
+                .iter()
+                .map(|p| p.get(..12).unwrap_or(p))
+                .collect();
+            format!(" from peer {}", ids.join(", "))
+        };
+        if a.fast_forward {
+            println!(
+                "Timeline {} is {} seal(s) ahead of the working tree{from}; run `ivaldi update` to bring it forward",
+                st.timeline, a.seals
+            );
+        } else {
+            println!(
+                "Timeline {} moved to {} (not a descendant of the working tree's base){from}",
+                st.timeline,
+                st.head.map(|h| h.short()).unwrap_or_default()
+            );
+        }
     }
     if st.changes.is_empty() {
         println!("Nothing to seal, working tree matches its base");
@@ -279,8 +317,16 @@ fn seal(repo: &mut Repository, message: &str, author: Option<String>) -> Result<
             id,
             timeline,
             changes,
+            diverged_from,
             ..
         } => {
+            if let Some(h) = diverged_from {
+                println!(
+                    "Note: {timeline} had moved to {} (seals that arrived by sync); that head is kept, \
+                     and your seal diverges from it: fuse it when ready",
+                    h.short()
+                );
+            }
             println!(
                 "[{timeline} {}] {} ({} added, {} modified, {} deleted)",
                 id.short(),

@@ -59,7 +59,7 @@ pub enum P2pCmd {
     /// Diverged timelines found while syncing.
     Conflicts(JsonFlag),
     /// Show or change the configuration.
-    Config(ConfigArgs),
+    Config(Box<ConfigArgs>),
     /// Print this node's id.
     Whoami(JsonFlag),
     /// Allow a node id to connect (once the list is non-empty, only listed ids may).
@@ -395,7 +395,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             }
             Ok(())
         }
-        P2pCmd::Config(args) => config(&paths, args),
+        P2pCmd::Config(args) => config(&paths, *args),
         P2pCmd::Whoami(j) => {
             let id = setup::node_id(&paths).map_err(setup_err)?;
             if j.json {

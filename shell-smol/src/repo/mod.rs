@@ -406,6 +406,49 @@ impl Repository {
         Ok(out)
     }
 
+    /// Keeps a head that is being replaced by something that does not descend
+    /// from it, under `kept/<timeline>/<id>`, so no seal ever becomes unreachable.
+    pub fn keep(&self, _lock: &RepoLock, name: &TimelineName, id: &ObjectId) -> Result<()> {
+        let path = self.dir.join("kept").join(name.as_str()).join(id.to_hex());
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).at(parent)?;
+        }
+        self.write_id_file(&path, Some(id))
+    }
+
+    /// Every kept head: (timeline, seal).
+    pub fn kept(&self) -> Result<Vec<(TimelineName, ObjectId)>> {
+        let base = self.dir.join("kept");
+        let mut out = Vec::new();
+        let mut stack = vec![base.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(dir),
+            };
+            for entry in entries {
+                let entry = entry.at(&dir)?;
+                let path = entry.path();
+                if entry.file_type().at(&path)?.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Some(parent) = path.parent().and_then(|p| p.strip_prefix(&base).ok()) else {
+                    continue;
+                };
+                let (Some(rel), Some(id)) = (parent.to_str(), self.read_id_file(&path)?) else {
+                    continue;
+                };
+                if let Ok(name) = TimelineName::new(rel) {
+                    out.push((name, id));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Resolves what a user typed: a timeline name, or a unique hex prefix (at least
     /// four digits) of a seal id.
     pub fn resolve_seal(&self, spec: &str) -> Result<ObjectId> {

@@ -31,6 +31,9 @@ pub enum SealOutcome {
         timeline: TimelineName,
         changes: Changes,
         new_objects: usize,
+        /// The head this seal replaced without descending from it (seals that
+        /// arrived by sync after the working tree was checked out); it is kept.
+        diverged_from: Option<ObjectId>,
     },
     /// The working tree matches its base and no fuse is pending.
     NothingToSeal,
@@ -57,7 +60,7 @@ fn check_head_matches_base(
         let show = |o: Option<&ObjectId>| o.map(|i| i.short()).unwrap_or_else(|| "(none)".into());
         return Err(RepoError::Refused(format!(
             "timeline {timeline} is at {} but the working tree is based on {}; \
-             nothing was changed",
+             run `ivaldi update` to bring the working tree forward (nothing was changed)",
             show(head.as_ref()),
             show(base)
         )));
@@ -65,15 +68,50 @@ fn check_head_matches_base(
     Ok(head)
 }
 
+/// Repairs the window between moving a head and recording the working tree's
+/// base (a crash in a seal, switch or fuse): when the working tree is exactly the
+/// head's tree, the head is its base, and nothing can be lost by saying so. A
+/// pending fuse whose other parent the base already contains is finished too.
+/// Returns the (possibly repaired) base.
+fn reconcile_base(
+    repo: &Repository,
+    lock: &RepoLock,
+    head: Option<&ObjectId>,
+    files: &Flat,
+) -> Result<Option<ObjectId>> {
+    let mut base = repo.base()?;
+    if let Some(h) = head
+        && base.as_ref() != Some(h)
+    {
+        let seal = repo.store.seal(h)?;
+        if worktree::tree_id(files, &repo.store)? == seal.tree {
+            tracing::info!(head = %h.short(), "working tree matches the timeline head; recording it as the base");
+            repo.set_base(lock, Some(h))?;
+            base = Some(*h);
+        }
+    }
+    if let (Some(f), Some(b)) = (repo.fuse_head()?, base.as_ref())
+        && repo.is_ancestor(&f, b)?
+    {
+        repo.set_fuse_head(lock, None)?;
+    }
+    Ok(base)
+}
+
 /// Snapshots the working tree onto the checked-out timeline.
+///
+/// The new seal's parent is the working tree's base. If the timeline moved on
+/// meanwhile (a sync brought seals in), the seal still lands and heads the
+/// timeline; the head it replaced is kept (under `kept/` and the peer's tracking
+/// name), and the result is an ordinary divergence for the conflict machinery.
 pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<SealOutcome> {
     let lock = repo.lock()?;
     let timeline = repo.head_timeline()?;
-    let base = repo.base()?;
-    let head = check_head_matches_base(repo, &timeline, base.as_ref())?;
-    let fuse = repo.fuse_head()?;
+    let head = repo.timeline(&timeline)?;
     let mut writer = repo.store.writer()?;
     let scan = worktree::scan(repo, Some(&mut writer))?;
+    let base = reconcile_base(repo, &lock, head.as_ref(), &scan.files)?;
+    let fuse = repo.fuse_head()?;
     fault::point("seal.scanned");
     let base_flat = flat_of(repo, base.as_ref())?;
     let changes = worktree::diff(&base_flat, &scan.files);
@@ -94,6 +132,13 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
     writer.add_trusted(id, &bytes)?;
     let new_objects = repo.store.commit(writer)?;
     fault::point("seal.pack-landed");
+    let diverged_from = match head {
+        Some(h) if Some(h) != base && !seal.parents.contains(&h) => {
+            repo.keep(&lock, &timeline, &h)?;
+            Some(h)
+        }
+        _ => None,
+    };
     repo.update_timeline(&lock, &timeline, head.as_ref(), &id)?;
     fault::point("seal.timeline-moved");
     repo.set_base(&lock, Some(&id))?;
@@ -105,6 +150,7 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
         timeline,
         changes,
         new_objects,
+        diverged_from,
     })
 }
 
@@ -116,25 +162,104 @@ pub struct Status {
     pub head: Option<ObjectId>,
     pub changes: Changes,
     pub fuse_pending: Option<ObjectId>,
+    /// Seals that arrived on the timeline after the working tree was checked out.
+    pub arrived: Option<Arrived>,
+}
+
+/// Seals a sync brought onto the checked-out timeline, not yet in the working tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Arrived {
+    pub seals: usize,
+    /// Peers whose last offered head is the timeline's head.
+    pub from_peers: Vec<String>,
+    /// False when the head does not descend from the base (it was replaced).
+    pub fast_forward: bool,
 }
 
 /// Compares the working tree with its base seal.
 pub fn status(repo: &mut Repository) -> Result<Status> {
     let timeline = repo.head_timeline()?;
-    let base = repo.base()?;
     let head = repo.timeline(&timeline)?;
     let scan = worktree::scan(repo, None)?;
+    // Repairs and the cache refresh need the lock; skip them if a writer is busy.
+    let lock = RepoLock::acquire(&repo.dot_dir().join("lock"), std::time::Duration::ZERO).ok();
+    let base = match &lock {
+        Some(l) => reconcile_base(repo, l, head.as_ref(), &scan.files)?,
+        None => repo.base()?,
+    };
     let changes = worktree::diff(&flat_of(repo, base.as_ref())?, &scan.files);
-    // Refreshing the cache is an optimisation: skip it if a writer is busy.
-    if let Ok(_lock) = RepoLock::acquire(&repo.dot_dir().join("lock"), std::time::Duration::ZERO) {
+    if lock.is_some() {
         scan.save_cache(repo)?;
     }
+    let arrived = match (head, base) {
+        (Some(h), b) if Some(h) != b => {
+            let head_anc = repo.ancestors(&h)?;
+            let (seals, fast_forward) = match b {
+                Some(b) if head_anc.contains(&b) => {
+                    (head_anc.len() - repo.ancestors(&b)?.len(), true)
+                }
+                Some(_) => (head_anc.len(), false),
+                None => (head_anc.len(), true),
+            };
+            let from_peers = repo
+                .tracking()?
+                .into_iter()
+                .filter(|((_, t), id)| *t == timeline && *id == h)
+                .map(|((p, _), _)| p)
+                .collect();
+            Some(Arrived {
+                seals,
+                from_peers,
+                fast_forward,
+            })
+        }
+        _ => None,
+    };
     Ok(Status {
         timeline,
         base,
         head,
         changes,
         fuse_pending: repo.fuse_head()?,
+        arrived,
+    })
+}
+
+/// What `update` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum UpdateOutcome {
+    UpToDate,
+    Updated {
+        from: Option<ObjectId>,
+        to: ObjectId,
+    },
+}
+
+/// Brings the working tree forward to its timeline's head (after a sync moved
+/// it), carrying uncommitted changes along and refusing to overwrite any.
+pub fn update(repo: &mut Repository) -> Result<UpdateOutcome> {
+    let lock = repo.lock()?;
+    let timeline = repo.head_timeline()?;
+    let Some(head) = repo.timeline(&timeline)? else {
+        return Ok(UpdateOutcome::UpToDate);
+    };
+    let scan = worktree::scan(repo, None)?;
+    let base = reconcile_base(repo, &lock, Some(&head), &scan.files)?;
+    if base == Some(head) {
+        return Ok(UpdateOutcome::UpToDate);
+    }
+    if repo.fuse_head()?.is_some() {
+        return Err(RepoError::Refused(
+            "a fuse is in progress: resolve the conflicts and seal first".into(),
+        ));
+    }
+    let target = flat_of(repo, Some(&head))?;
+    move_worktree(repo, base.as_ref(), &target, "updating")?;
+    repo.set_base(&lock, Some(&head))?;
+    Ok(UpdateOutcome::Updated {
+        from: base,
+        to: head,
     })
 }
 
@@ -206,7 +331,10 @@ pub fn switch(repo: &mut Repository, name: &TimelineName) -> Result<ObjectId> {
     let target = repo
         .timeline(name)?
         .ok_or_else(|| RepoError::UnknownTimeline(name.to_string()))?;
-    let base = repo.base()?;
+    let current = repo.head_timeline()?;
+    let head = repo.timeline(&current)?;
+    let scan = worktree::scan(repo, None)?;
+    let base = reconcile_base(repo, &lock, head.as_ref(), &scan.files)?;
     let target_flat = flat_of(repo, Some(&target))?;
     move_worktree(repo, base.as_ref(), &target_flat, "switching")?;
     repo.set_head_timeline(&lock, name)?;

@@ -199,7 +199,9 @@ fn walk(root: &Path) -> Result<Vec<Found>> {
         .follow_links(false)
         .add_custom_ignore_filename(IGNORE_FILE)
         .filter_entry(|e| {
-            !(e.depth() == 1 && e.file_name().as_bytes().starts_with(DOT_DIR.as_bytes()))
+            !(e.depth() == 1
+                && (e.file_name().as_bytes() == DOT_DIR.as_bytes()
+                    || e.file_name().as_bytes().starts_with(b".ivaldi-forge-")))
         });
     let mut out = Vec::new();
     for entry in builder.build() {
@@ -431,6 +433,19 @@ enum Node {
 /// Builds the trees of a snapshot, adding the ones the store lacks to `writer`,
 /// and returns the root tree's id.
 pub fn build_tree(files: &Flat, store: &Store, writer: &mut PackWriter) -> Result<ObjectId> {
+    build_tree_into(files, store, Some(writer))
+}
+
+/// The id the root tree of a snapshot has, without storing anything.
+pub fn tree_id(files: &Flat, store: &Store) -> Result<ObjectId> {
+    build_tree_into(files, store, None)
+}
+
+fn build_tree_into(
+    files: &Flat,
+    store: &Store,
+    mut writer: Option<&mut PackWriter>,
+) -> Result<ObjectId> {
     let mut root = BTreeMap::new();
     for (path, (mode, id)) in files {
         let mut dir = &mut root;
@@ -453,7 +468,11 @@ pub fn build_tree(files: &Flat, store: &Store, writer: &mut PackWriter) -> Resul
             }
         }
     }
-    fn encode(dir: &BTreeMap<String, Node>, store: &Store, w: &mut PackWriter) -> Result<ObjectId> {
+    fn encode(
+        dir: &BTreeMap<String, Node>,
+        store: &Store,
+        w: &mut Option<&mut PackWriter>,
+    ) -> Result<ObjectId> {
         let mut entries = Vec::with_capacity(dir.len());
         for (name, node) in dir {
             let (mode, id) = match node {
@@ -469,12 +488,14 @@ pub fn build_tree(files: &Flat, store: &Store, writer: &mut PackWriter) -> Resul
         let tree = Tree::new(entries)?;
         let bytes = tree.encode();
         let id = ObjectId::hash(&bytes);
-        if !store.contains(&id) {
+        if let Some(w) = w.as_deref_mut()
+            && !store.contains(&id)
+        {
             w.add_trusted(id, &bytes)?;
         }
         Ok(id)
     }
-    encode(&root, store, writer)
+    encode(&root, store, &mut writer)
 }
 
 /// Flattens a stored tree into paths.
@@ -556,7 +577,9 @@ pub fn checkout(repo: &Repository, from: &Flat, to: &Flat) -> Result<()> {
         }
     }
     for (path, (mode, id)) in to {
-        if from.get(path) == Some(&(*mode, *id)) && root.join(path).symlink_metadata().is_ok() {
+        // A path the same in both snapshots is left alone, uncommitted edits and
+        // deletions included: they are carried along.
+        if from.get(path) == Some(&(*mode, *id)) {
             continue;
         }
         let abs = root.join(path);

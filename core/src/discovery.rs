@@ -1,0 +1,1161 @@
+//! LAN discovery: periodic UDP announcements, and the table of peers heard.
+//!
+//! A [`Discovery`] is a sans-IO sub-machine the [`Node`](crate::node::Node) owns.
+//! It never touches a socket: the shell hands it received datagrams
+//! ([`handle_datagram`](Discovery::handle_datagram)) and sends what
+//! [`poll_datagram`](Discovery::poll_datagram) returns, to the addresses it names.
+//! It wakes at [`poll_timeout`](Discovery::poll_timeout) to announce and to expire
+//! silent peers. Time comes in as [`Instant`] and jitter from a seeded [`Rng`], so a
+//! simulation replays exactly.
+//!
+//! # Datagram
+//!
+//! ```text
+//! datagram = "IVDISC1\n" json          (at most MAX_DATAGRAM = 1200 bytes in all)
+//! json     = {"v":1,"node":"<64 hex>","port":9090,
+//!             "repos":{"<repo id>":"<heads digest>",...},"truncated":true}
+//! ```
+//!
+//! - `v`: the sender's protocol version ([`PROTOCOL_VERSION`]).
+//! - `node`: the sender's node id, 64 lowercase hex digits.
+//! - `port`: the TCP port it accepts peer connections on (never 0); the peer's
+//!   address is the datagram's source IP with this port.
+//! - `repos`: repository id (1 to [`MAX_REPO_ID`] printable ASCII bytes) to the
+//!   digest of its heads ([`heads_digest`]: 1 to 64 lowercase hex digits, 16 as
+//!   sent by this version), in id order.
+//! - `truncated`: present and `true` only when the sender serves more repositories
+//!   than fit in one datagram; it then lists a prefix of them in id order.
+//!
+//! Unknown JSON fields are ignored, so a later version can add some; a changed
+//! layout gets a new magic. Announcements are unauthenticated hints: anyone on the
+//! LAN can send one with any node id, so the machine bounds what they can cost
+//! (a per-source token bucket, a bounded table, dial backoff), and the Noise
+//! handshake on the TCP connection is what establishes who a peer is.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::id::ObjectId;
+use crate::rng::Rng;
+use crate::time::Instant;
+use crate::timeline::TimelineName;
+use crate::wire::PROTOCOL_VERSION;
+
+/// The first bytes of every discovery datagram: names the format and its version,
+/// so stray traffic on the port is rejected before any JSON is parsed.
+pub const MAGIC: &[u8; 8] = b"IVDISC1\n";
+/// Largest datagram sent or accepted. Small enough to avoid IP fragmentation on
+/// any common link (the IPv6 minimum MTU is 1280), so an announcement is either
+/// delivered whole or lost.
+pub const MAX_DATAGRAM: usize = 1200;
+/// Longest repository id accepted in an announcement, in bytes.
+pub const MAX_REPO_ID: usize = 128;
+/// Hex digits of a heads digest as [`heads_digest`] makes it.
+pub const DIGEST_HEX_LEN: usize = 16;
+
+/// Why a datagram was dropped, or a configuration refused.
+///
+/// Every datagram error is expected under normal operation (stray traffic, a
+/// flood, a peer outside the allowed networks) and is already counted in
+/// [`DiscoveryStats`]; callers should log them at debug level at most.
+#[derive(Debug, Error, PartialEq, Eq, Clone)]
+pub enum DiscoveryError {
+    #[error("datagram of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("not a discovery datagram (bad magic)")]
+    BadMagic,
+    #[error("malformed announcement: {0}")]
+    Malformed(String),
+    #[error("invalid announcement field {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("announcement from {0}, outside allowed_networks")]
+    NotAllowed(IpAddr),
+    #[error("announcement from {0} dropped: rate limit exceeded")]
+    RateLimited(IpAddr),
+    #[error("discovery table full ({0} entries, none evictable)")]
+    TableFull(usize),
+    #[error("invalid CIDR {cidr:?}: {reason}")]
+    InvalidCidr { cidr: String, reason: String },
+    #[error("discovery config: {field}: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
+}
+
+// ----- CIDR -----
+
+/// A network in CIDR notation (`10.1.0.0/16`, `fd00::/8`), IPv4 or IPv6.
+///
+/// Written by hand rather than pulled in as a dependency: it is a few lines, and
+/// it is strict where a general-purpose parser might guess (host bits set after
+/// the prefix are refused, since `10.1.2.3/16` is more likely a typo than intent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// A network from its address and prefix length. IPv4-mapped IPv6 networks
+    /// (`::ffff:10.0.0.0/104`) become the IPv4 network they denote, because
+    /// addresses are compared in canonical form (see [`contains`](Self::contains)).
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, DiscoveryError> {
+        let err = |reason: String| DiscoveryError::InvalidCidr {
+            cidr: format!("{addr}/{prefix}"),
+            reason,
+        };
+        let max = max_prefix(addr);
+        if prefix > max {
+            return Err(err(format!("prefix /{prefix} is longer than {max} bits")));
+        }
+        let (addr, prefix) = match addr {
+            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), prefix - 96),
+                None => (addr, prefix),
+            },
+            _ => (addr, prefix),
+        };
+        let masked = mask(addr, prefix);
+        if masked != addr {
+            return Err(err(format!(
+                "host bits are set after the prefix; did you mean {masked}/{prefix}?"
+            )));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is in this network. IPv4-mapped IPv6 addresses (what a
+    /// dual-stack socket reports for IPv4 senders) count as the IPv4 address they
+    /// carry; an IPv4 network never contains a native IPv6 address or vice versa.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = DiscoveryError;
+
+    /// Parses `addr/prefix`, or a bare address as a single host (`/32`, `/128`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| DiscoveryError::InvalidCidr {
+            cidr: text.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let t = text.trim();
+        let (addr_text, prefix_text) = match t.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        let addr: IpAddr = if addr_text.contains(':') {
+            Ipv6Addr::from_str(addr_text)
+                .map(IpAddr::V6)
+                .map_err(|_| err("not an IPv6 address before the '/'"))?
+        } else {
+            Ipv4Addr::from_str(addr_text)
+                .map(IpAddr::V4)
+                .map_err(|_| err("not an IPv4 address before the '/'"))?
+        };
+        let prefix = match prefix_text {
+            None => max_prefix(addr),
+            Some(p) => {
+                if p.is_empty() || p.len() > 3 || !p.bytes().all(|c| c.is_ascii_digit()) {
+                    return Err(err("the prefix length must be a decimal number"));
+                }
+                p.parse::<u8>()
+                    .map_err(|_| err("the prefix length is out of range"))?
+            }
+        };
+        Cidr::new(addr, prefix).map_err(|e| match e {
+            DiscoveryError::InvalidCidr { reason, .. } => DiscoveryError::InvalidCidr {
+                cidr: text.to_owned(),
+                reason,
+            },
+            other => other,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn max_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+/// `addr` with every bit after the first `prefix` cleared.
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => {
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & m))
+        }
+        IpAddr::V6(v6) => {
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
+        }
+    }
+}
+
+/// Whether `ip` is in the network `cidr` (parsed with [`Cidr::from_str`]).
+pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Result<bool, DiscoveryError> {
+    Ok(cidr.parse::<Cidr>()?.contains(ip))
+}
+
+/// The `allowed_networks` setting, parsed once. Empty allows everything, so a
+/// default configuration works on any LAN; the Node can use the same filter for
+/// inbound connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkFilter {
+    nets: Vec<Cidr>,
+}
+
+impl NetworkFilter {
+    /// Parses every entry; the first invalid one is the error.
+    pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Self, DiscoveryError> {
+        let nets = list
+            .iter()
+            .map(|s| s.as_ref().parse())
+            .collect::<Result<Vec<Cidr>, _>>()?;
+        Ok(NetworkFilter { nets })
+    }
+
+    /// Whether `ip` may be heard from (and connect).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.nets.is_empty() || self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    /// The parsed networks.
+    pub fn networks(&self) -> &[Cidr] {
+        &self.nets
+    }
+}
+
+// ----- heads digest -----
+
+/// A short digest of a repository's timeline heads: the first
+/// [`DIGEST_HEX_LEN`] hex digits of BLAKE3 over one `name=head\n` line per
+/// timeline, in name order.
+///
+/// Sixteen digits are enough to tell "same heads" from "changed" (a collision only
+/// delays a sync until the next change) while keeping announcements small enough
+/// to list many repositories. Timeline names cannot contain `=` or a newline, so
+/// the lines are unambiguous.
+pub fn heads_digest(heads: &BTreeMap<TimelineName, ObjectId>) -> String {
+    let mut h = blake3::Hasher::new();
+    for (name, head) in heads {
+        h.update(name.as_str().as_bytes());
+        h.update(b"=");
+        h.update(head.to_hex().as_bytes());
+        h.update(b"\n");
+    }
+    let mut hex = h.finalize().to_hex().to_string();
+    hex.truncate(DIGEST_HEX_LEN);
+    hex
+}
+
+// ----- announcements -----
+
+/// One decoded (or to-be-encoded) announcement. See the module documentation for
+/// the datagram layout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The sender's protocol version.
+    #[serde(rename = "v")]
+    pub version: u32,
+    /// The sender's node id (64 lowercase hex digits).
+    #[serde(rename = "node")]
+    pub node_id: String,
+    /// The sender's TCP port for peer connections.
+    pub port: u16,
+    /// Repository id to heads digest.
+    pub repos: BTreeMap<String, String>,
+    /// The sender serves more repositories than `repos` lists.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Announcement {
+    /// An announcement of `repos`, cut to fit [`MAX_DATAGRAM`]: when they do not
+    /// all fit, the longest prefix in id order that does is kept and `truncated`
+    /// set. The cut is deterministic so that repeated announcements agree and a
+    /// receiver's view does not flap.
+    pub fn new(node_id: &str, port: u16, repos: &BTreeMap<String, String>) -> Self {
+        let mut ann = Announcement {
+            version: PROTOCOL_VERSION,
+            node_id: node_id.to_owned(),
+            port,
+            repos: BTreeMap::new(),
+            truncated: true,
+        };
+        let base = ann.encode().len();
+        let mut budget = MAX_DATAGRAM.saturating_sub(base);
+        for (id, digest) in repos {
+            // `"id":"digest"`, plus a comma after the first entry.
+            let cost =
+                json_str_len(id) + 1 + json_str_len(digest) + usize::from(!ann.repos.is_empty());
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            ann.repos.insert(id.clone(), digest.clone());
+        }
+        ann.truncated = ann.repos.len() < repos.len();
+        // The arithmetic above is exact; this only guards against a surprise in
+        // the JSON writer.
+        while ann.encode().len() > MAX_DATAGRAM && ann.repos.pop_last().is_some() {
+            ann.truncated = true;
+        }
+        ann
+    }
+
+    /// The datagram: [`MAGIC`] then compact JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        // Serialising strings, numbers and a string-keyed map cannot fail.
+        out.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
+        out
+    }
+
+    /// Parses and validates a datagram. Everything is checked here, so the rest of
+    /// the machine only ever sees well-formed announcements.
+    pub fn decode(data: &[u8]) -> Result<Self, DiscoveryError> {
+        if data.len() > MAX_DATAGRAM {
+            return Err(DiscoveryError::TooLarge {
+                len: data.len(),
+                max: MAX_DATAGRAM,
+            });
+        }
+        let json = data
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or(DiscoveryError::BadMagic)?;
+        let ann: Announcement =
+            serde_json::from_slice(json).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
+        ann.validate()?;
+        Ok(ann)
+    }
+
+    fn validate(&self) -> Result<(), DiscoveryError> {
+        let invalid = |field, reason: &str| DiscoveryError::Invalid {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.version == 0 {
+            return Err(invalid("v", "protocol version 0 does not exist"));
+        }
+        if !is_node_id(&self.node_id) {
+            return Err(invalid("node", "not 64 lowercase hex digits"));
+        }
+        if self.port == 0 {
+            return Err(invalid("port", "port 0 cannot be dialled"));
+        }
+        for (id, digest) in &self.repos {
+            if !is_repo_id(id) {
+                return Err(invalid(
+                    "repos",
+                    "a repository id is empty, too long or not printable ASCII",
+                ));
+            }
+            if !is_digest(digest) {
+                return Err(invalid(
+                    "repos",
+                    "a heads digest is not 1 to 64 lowercase hex digits",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes `s` takes as a JSON string, quotes and escapes included.
+fn json_str_len(s: &str) -> usize {
+    serde_json::to_string(s).map_or(usize::MAX / 4, |j| j.len())
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Node ids are compared as strings (to recognise our own announcements), so only
+/// the canonical lowercase form is accepted.
+fn is_node_id(s: &str) -> bool {
+    s.len() == 64 && is_lower_hex(s)
+}
+
+fn is_repo_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_REPO_ID && s.bytes().all(|c| c.is_ascii_graphic())
+}
+
+fn is_digest(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && is_lower_hex(s)
+}
+
+// ----- configuration -----
+
+/// How the discovery machine behaves. [`Default`] gives the issue's values;
+/// [`DiscoveryConfig::from_config`] takes what the node configuration holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Time between regular announcements (before jitter).
+    pub interval: Duration,
+    /// Each regular delay is drawn uniformly from `interval ± jitter`, so nodes
+    /// started together drift apart instead of announcing in bursts.
+    pub jitter: Duration,
+    /// Least time between two announcements, however often the local heads
+    /// change: keeps traffic bounded when seals come in quick succession.
+    pub min_announce_gap: Duration,
+    /// A peer not heard from for this long is removed. Must exceed
+    /// `interval + jitter`; three intervals tolerate two lost datagrams.
+    pub stale_after: Duration,
+    /// Where announcements go (broadcast addresses, configured addresses); the
+    /// shell computes them.
+    pub targets: Vec<SocketAddr>,
+    /// CIDR networks announcements are accepted from; empty accepts any.
+    pub allowed_networks: Vec<String>,
+    /// Most peers remembered at once.
+    pub max_entries: usize,
+    /// Token bucket per source: datagrams accepted in a burst...
+    pub rate_burst: u32,
+    /// ...and refilled per second. Sources are IPv4 addresses and IPv6 /64
+    /// networks (one host on a LAN usually holds a whole /64).
+    pub rate_per_sec: u32,
+    /// Most sources tracked by the rate limiter; beyond it, datagrams from new
+    /// sources are dropped until idle sources age out.
+    pub max_sources: usize,
+    /// First redial delay after [`Discovery::mark_dialed`]; doubles per attempt...
+    pub redial_min: Duration,
+    /// ...up to this.
+    pub redial_max: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self::with_interval(Duration::from_secs(5))
+    }
+}
+
+impl DiscoveryConfig {
+    /// The defaults with another interval; jitter (a tenth) and `stale_after`
+    /// (three intervals) follow it.
+    pub fn with_interval(interval: Duration) -> Self {
+        DiscoveryConfig {
+            interval,
+            jitter: interval / 10,
+            min_announce_gap: Duration::from_secs(1),
+            stale_after: interval.saturating_mul(3),
+            targets: Vec::new(),
+            allowed_networks: Vec::new(),
+            max_entries: 1024,
+            rate_burst: 10,
+            rate_per_sec: 2,
+            max_sources: 4096,
+            redial_min: Duration::from_secs(10),
+            redial_max: Duration::from_secs(300),
+        }
+    }
+
+    /// The defaults, with the node configuration's `allowed_networks`.
+    pub fn from_config(cfg: &Config) -> Self {
+        DiscoveryConfig {
+            allowed_networks: cfg.allowed_networks.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks every value and parses `allowed_networks`.
+    pub fn validate(&self) -> Result<NetworkFilter, DiscoveryError> {
+        let invalid = |field, reason: &str| {
+            Err(DiscoveryError::InvalidConfig {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.interval < Duration::from_millis(10) {
+            return invalid("interval", "must be at least 10ms");
+        }
+        if self.jitter >= self.interval {
+            return invalid("jitter", "must be less than interval");
+        }
+        if self.stale_after <= self.interval + self.jitter {
+            return invalid("stale_after", "must exceed interval + jitter");
+        }
+        if self.max_entries == 0 {
+            return invalid("max_entries", "must be at least 1");
+        }
+        if self.rate_burst == 0 || self.rate_per_sec == 0 {
+            return invalid("rate_burst/rate_per_sec", "must be at least 1");
+        }
+        if self.max_sources == 0 {
+            return invalid("max_sources", "must be at least 1");
+        }
+        if self.redial_min.is_zero() {
+            return invalid("redial_min", "must be positive");
+        }
+        if self.redial_max < self.redial_min {
+            return invalid("redial_max", "must not be below redial_min");
+        }
+        NetworkFilter::parse(&self.allowed_networks)
+    }
+}
+
+// ----- the table -----
+
+/// A peer heard on the LAN.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DiscoveredPeer {
+    pub node_id: String,
+    /// Where it accepts connections: the datagram's source IP and announced port.
+    pub addr: SocketAddr,
+    /// Repository id to heads digest, as last announced.
+    pub repos: BTreeMap<String, String>,
+    /// It serves more repositories than it could announce.
+    pub truncated: bool,
+    /// Its protocol version.
+    pub version: u32,
+    /// It serves a repository we serve.
+    pub matching: bool,
+    pub first_seen: Instant,
+    pub last_seen: Instant,
+    /// Dials recorded with [`Discovery::mark_dialed`] since the last success.
+    pub dial_attempts: u32,
+    /// Not to be dialled again before this (`None`: never dialled, or connected
+    /// since).
+    pub next_dial: Option<Instant>,
+    /// Whether the caller has been told this peer is a new match; a later
+    /// announcement is then a refresh.
+    #[serde(skip)]
+    reported_matching: bool,
+}
+
+impl DiscoveredPeer {
+    /// Matching and not in redial backoff.
+    pub fn dial_due(&self, now: Instant) -> bool {
+        self.matching && self.next_dial.is_none_or(|t| t <= now)
+    }
+}
+
+/// What an accepted announcement means to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A peer serving one of our repositories, not reported before: a new entry,
+    /// a known peer that started serving one, or one that moved to a new address.
+    /// The node should dial it (if `dial_due` and it has room).
+    NewMatching,
+    /// A matching peer already reported announced again.
+    Refreshed,
+    /// A peer that serves none of our repositories (new or known).
+    NonMatching,
+}
+
+/// The result of an accepted announcement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DiscoveryOutcome {
+    pub kind: OutcomeKind,
+    pub node_id: String,
+    /// Where to dial it.
+    pub addr: SocketAddr,
+    /// Repository ids both serve, in id order.
+    pub shared: Vec<String>,
+    /// Some shared repository's heads digest differs from ours: a sync would
+    /// move something.
+    pub heads_differ: bool,
+    /// Matching and not in redial backoff (see [`Discovery::mark_dialed`]).
+    pub dial_due: bool,
+}
+
+/// Counters for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DiscoveryStats {
+    /// Datagrams handed out by `poll_datagram`.
+    pub sent: u64,
+    /// Announcement rounds (each sends one datagram per target).
+    pub announcements: u64,
+    /// Datagrams handed to `handle_datagram`.
+    pub received: u64,
+    /// Oversized, bad magic, bad JSON, or invalid fields.
+    pub malformed: u64,
+    /// Dropped by the per-source rate limit (or because too many sources are
+    /// tracked).
+    pub rate_limited: u64,
+    /// From outside `allowed_networks`.
+    pub not_allowed: u64,
+    /// Accepted announcements from peers serving none of our repositories.
+    pub foreign: u64,
+    /// Our own announcements, heard back.
+    pub own: u64,
+    /// New peers refused because the table was full of matching peers.
+    pub table_full: u64,
+    /// Non-matching peers evicted to make room for a new one.
+    pub evicted: u64,
+    /// Peers removed after `stale_after` of silence.
+    pub stale_removed: u64,
+}
+
+/// A token bucket, in millionths of a token so integer arithmetic is exact.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    micro_tokens: u64,
+    updated: Instant,
+}
+
+const MICRO: u64 = 1_000_000;
+
+/// The discovery sub-machine. See the module documentation.
+#[derive(Debug)]
+pub struct Discovery {
+    cfg: DiscoveryConfig,
+    filter: NetworkFilter,
+    node_id: String,
+    tcp_port: u16,
+    rng: Rng,
+    /// Our repositories: id to heads digest.
+    local: BTreeMap<String, String>,
+    table: BTreeMap<String, DiscoveredPeer>,
+    /// `(matching, last_seen, node id)` for every entry: non-matching entries sort
+    /// first, oldest first, which is eviction order; the oldest of each half gives
+    /// the next expiry.
+    index: BTreeSet<(bool, Instant, String)>,
+    buckets: BTreeMap<IpAddr, Bucket>,
+    last_bucket_prune: Option<Instant>,
+    next_announce: Instant,
+    last_announce: Option<Instant>,
+    outbox: VecDeque<(SocketAddr, Vec<u8>)>,
+    stats: DiscoveryStats,
+}
+
+impl Discovery {
+    /// A machine for node `node_id` (64 lowercase hex) accepting connections on
+    /// `tcp_port` (0: not yet known, nothing is announced until
+    /// [`set_tcp_port`](Self::set_tcp_port)). The first announcement is due at
+    /// `now`; calling [`set_local`](Self::set_local) before the first
+    /// `handle_timeout` puts the repositories in it.
+    pub fn new(
+        cfg: DiscoveryConfig,
+        node_id: String,
+        tcp_port: u16,
+        rng: Rng,
+        now: Instant,
+    ) -> Result<Self, DiscoveryError> {
+        let filter = cfg.validate()?;
+        if !is_node_id(&node_id) {
+            return Err(DiscoveryError::InvalidConfig {
+                field: "node_id",
+                reason: "must be 64 lowercase hex digits".into(),
+            });
+        }
+        Ok(Discovery {
+            cfg,
+            filter,
+            node_id,
+            tcp_port,
+            rng,
+            local: BTreeMap::new(),
+            table: BTreeMap::new(),
+            index: BTreeSet::new(),
+            buckets: BTreeMap::new(),
+            last_bucket_prune: None,
+            next_announce: now,
+            last_announce: None,
+            outbox: VecDeque::new(),
+            stats: DiscoveryStats::default(),
+        })
+    }
+
+    // ----- getters -----
+
+    /// Our node id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &DiscoveryConfig {
+        &self.cfg
+    }
+
+    /// The parsed `allowed_networks`.
+    pub fn filter(&self) -> &NetworkFilter {
+        &self.filter
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &DiscoveryStats {
+        &self.stats
+    }
+
+    /// Every known peer, in node id order.
+    pub fn peers(&self) -> impl Iterator<Item = &DiscoveredPeer> {
+        self.table.values()
+    }
+
+    /// One peer, by node id.
+    pub fn peer(&self, node_id: &str) -> Option<&DiscoveredPeer> {
+        self.table.get(node_id)
+    }
+
+    /// Matching peers whose dial is due (never dialled, or backoff over), as
+    /// `(node id, address)`, in node id order: for a node that could not dial when
+    /// the outcome arrived (no room) and sweeps later. The caller still skips
+    /// peers it is connected to.
+    pub fn dial_candidates(&self, now: Instant) -> Vec<(String, SocketAddr)> {
+        self.table
+            .values()
+            .filter(|p| p.dial_due(now))
+            .map(|p| (p.node_id.clone(), p.addr))
+            .collect()
+    }
+
+    // ----- outputs -----
+
+    /// The next datagram to send, and where.
+    pub fn poll_datagram(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let d = self.outbox.pop_front()?;
+        self.stats.sent += 1;
+        Some(d)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called: the
+    /// next announcement or the next expiry, whichever is first.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let announce = self.announcing().then_some(self.next_announce);
+        let expiry = self.oldest_seen().map(|t| t + self.cfg.stale_after);
+        match (announce, expiry) {
+            (Some(a), Some(e)) => Some(a.min(e)),
+            (a, e) => a.or(e),
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Replaces our repositories: `(repository id, heads digest)` pairs (see
+    /// [`heads_digest`]). If anything changed, an announcement is brought forward
+    /// to now, or to `min_announce_gap` after the previous one, so peers learn of
+    /// new seals quickly without a burst of seals becoming a burst of datagrams.
+    ///
+    /// Entries that cannot be announced (an id that is not 1 to [`MAX_REPO_ID`]
+    /// printable ASCII bytes, a digest that is not 1 to 64 lowercase hex digits)
+    /// are left out, since every receiver would refuse the whole datagram.
+    pub fn set_local(&mut self, repos: Vec<(String, String)>, now: Instant) {
+        let mut local = BTreeMap::new();
+        for (id, digest) in repos {
+            if is_repo_id(&id) && is_digest(&digest) {
+                local.insert(id, digest);
+            } else {
+                tracing::warn!(repo = %id, %digest, "not announcing a repository with an invalid id or digest");
+            }
+        }
+        if local == self.local {
+            return;
+        }
+        self.local = local;
+        self.rematch();
+        self.announce_soon(now);
+    }
+
+    /// Sets the TCP port peers should dial (once the listener is bound); a change
+    /// brings an announcement forward like [`set_local`](Self::set_local).
+    pub fn set_tcp_port(&mut self, port: u16, now: Instant) {
+        if port != self.tcp_port {
+            self.tcp_port = port;
+            self.announce_soon(now);
+        }
+    }
+
+    /// Replaces the announcement targets (interfaces come and go); a change brings
+    /// an announcement forward so new networks hear of us at once.
+    pub fn set_targets(&mut self, targets: Vec<SocketAddr>, now: Instant) {
+        if targets != self.cfg.targets {
+            self.cfg.targets = targets;
+            self.announce_soon(now);
+        }
+    }
+
+    /// Replaces the configuration. Peers now outside `allowed_networks` are
+    /// forgotten and the table is cut to `max_entries` (non-matching peers first,
+    /// oldest first); the next announcement moves no later than one new interval.
+    pub fn set_config(&mut self, cfg: DiscoveryConfig, now: Instant) -> Result<(), DiscoveryError> {
+        self.filter = cfg.validate()?;
+        let announce_by = now + cfg.interval;
+        let targets_changed = cfg.targets != self.cfg.targets;
+        self.cfg = cfg;
+        let outside: Vec<String> = self
+            .table
+            .values()
+            .filter(|p| !self.filter.allows(p.addr.ip()))
+            .map(|p| p.node_id.clone())
+            .collect();
+        for id in outside {
+            self.remove(&id);
+        }
+        while self.table.len() > self.cfg.max_entries {
+            let Some((_, _, id)) = self.index.first().cloned() else {
+                break;
+            };
+            self.remove(&id);
+            self.stats.evicted += 1;
+        }
+        self.next_announce = self.next_announce.min(announce_by);
+        if targets_changed {
+            self.announce_soon(now);
+        }
+        Ok(())
+    }
+
+    /// Forgets a peer (for instance when its address turned out to be ours, or the
+    /// node learned better from a handshake).
+    pub fn remove(&mut self, node_id: &str) -> Option<DiscoveredPeer> {
+        let p = self.table.remove(node_id)?;
+        self.index
+            .remove(&(p.matching, p.last_seen, p.node_id.clone()));
+        Some(p)
+    }
+
+    /// Records that the node dialled a peer: it is not due again for
+    /// `redial_min`, doubling with each further attempt up to `redial_max` (plus
+    /// up to a quarter of jitter), so a peer that refuses connections is not
+    /// hammered every time it announces. Returns whether the peer is known.
+    pub fn mark_dialed(&mut self, node_id: &str, now: Instant) -> bool {
+        let Some(p) = self.table.get_mut(node_id) else {
+            return false;
+        };
+        let base = self
+            .cfg
+            .redial_min
+            .saturating_mul(1u32 << p.dial_attempts.min(16))
+            .min(self.cfg.redial_max);
+        let jitter = u64::try_from(base.as_micros() / 4).unwrap_or(u64::MAX);
+        p.dial_attempts = p.dial_attempts.saturating_add(1);
+        p.next_dial = Some(now + base + Duration::from_micros(self.rng.below(jitter)));
+        true
+    }
+
+    /// Records that a connection to the peer succeeded: its backoff is reset, so
+    /// after a later disconnect it is dialled again on its next announcement.
+    pub fn mark_connected(&mut self, node_id: &str) {
+        if let Some(p) = self.table.get_mut(node_id) {
+            p.dial_attempts = 0;
+            p.next_dial = None;
+        }
+    }
+
+    /// A datagram arrived on the discovery socket from `from`.
+    ///
+    /// `Ok(None)` is our own announcement heard back; `Ok(Some(_))` an accepted
+    /// announcement; every `Err` a dropped datagram (already counted). Checks run
+    /// cheapest first, and the source filter and rate limit come before any
+    /// parsing, so a flood costs little.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<Option<DiscoveryOutcome>, DiscoveryError> {
+        self.stats.received += 1;
+        let ip = from.ip().to_canonical();
+        if !self.filter.allows(ip) {
+            self.stats.not_allowed += 1;
+            return Err(DiscoveryError::NotAllowed(ip));
+        }
+        if !self.take_token(now, ip) {
+            self.stats.rate_limited += 1;
+            return Err(DiscoveryError::RateLimited(ip));
+        }
+        let ann = match Announcement::decode(data) {
+            Ok(a) => a,
+            Err(e) => {
+                self.stats.malformed += 1;
+                return Err(e);
+            }
+        };
+        if ann.node_id == self.node_id {
+            self.stats.own += 1;
+            return Ok(None);
+        }
+        let addr = SocketAddr::new(ip, ann.port);
+        let shared: Vec<String> = ann
+            .repos
+            .keys()
+            .filter(|id| self.local.contains_key(*id))
+            .cloned()
+            .collect();
+        let matching = !shared.is_empty();
+        let heads_differ = shared
+            .iter()
+            .any(|id| ann.repos.get(id) != self.local.get(id));
+
+        let kind = if let Some(p) = self.table.get_mut(&ann.node_id) {
+            self.index
+                .remove(&(p.matching, p.last_seen, p.node_id.clone()));
+            let moved = p.addr != addr;
+            let kind = match (matching, p.reported_matching && !moved) {
+                (false, _) => OutcomeKind::NonMatching,
+                (true, false) => OutcomeKind::NewMatching,
+                (true, true) => OutcomeKind::Refreshed,
+            };
+            p.addr = addr;
+            p.repos = ann.repos;
+            p.truncated = ann.truncated;
+            p.version = ann.version;
+            p.matching = matching;
+            p.reported_matching = matching;
+            p.last_seen = now;
+            self.index.insert((matching, now, p.node_id.clone()));
+            kind
+        } else {
+            if self.table.len() >= self.cfg.max_entries && !self.evict_one() {
+                self.stats.table_full += 1;
+                return Err(DiscoveryError::TableFull(self.table.len()));
+            }
+            tracing::debug!(node = %short(&ann.node_id), %addr, matching, "discovered a peer");
+            let p = DiscoveredPeer {
+                node_id: ann.node_id.clone(),
+                addr,
+                repos: ann.repos,
+                truncated: ann.truncated,
+                version: ann.version,
+                matching,
+                first_seen: now,
+                last_seen: now,
+                dial_attempts: 0,
+                next_dial: None,
+                reported_matching: matching,
+            };
+            self.index.insert((matching, now, p.node_id.clone()));
+            self.table.insert(p.node_id.clone(), p);
+            if matching {
+                OutcomeKind::NewMatching
+            } else {
+                OutcomeKind::NonMatching
+            }
+        };
+        if !matching {
+            self.stats.foreign += 1;
+        }
+        let dial_due = self
+            .table
+            .get(&ann.node_id)
+            .is_some_and(|p| p.dial_due(now));
+        Ok(Some(DiscoveryOutcome {
+            kind,
+            node_id: ann.node_id,
+            addr,
+            shared,
+            heads_differ,
+            dial_due,
+        }))
+    }
+
+    /// Announces if due and removes peers silent for `stale_after`. Calling it
+    /// early is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(key) = self.oldest_key() {
+            if now.saturating_since(key.1) < self.cfg.stale_after {
+                break;
+            }
+            tracing::debug!(node = %short(&key.2), "discovered peer went stale");
+            self.remove(&key.2);
+            self.stats.stale_removed += 1;
+        }
+        if self.announcing() && now >= self.next_announce {
+            self.announce(now);
+        }
+        // Idle buckets are full ones, the same as absent: dropping them keeps the
+        // map as small as the current traffic.
+        if self
+            .last_bucket_prune
+            .is_none_or(|t| now.saturating_since(t) >= self.cfg.interval)
+        {
+            self.prune_buckets(now);
+        }
+    }
+
+    // ----- internals -----
+
+    /// Whether announcements are being made at all.
+    fn announcing(&self) -> bool {
+        self.tcp_port != 0 && !self.cfg.targets.is_empty()
+    }
+
+    fn announce(&mut self, now: Instant) {
+        let bytes = Announcement::new(&self.node_id, self.tcp_port, &self.local).encode();
+        // A newer announcement supersedes any the shell has not sent yet, so an
+        // undrained outbox never grows.
+        self.outbox.clear();
+        for t in &self.cfg.targets {
+            self.outbox.push_back((*t, bytes.clone()));
+        }
+        self.stats.announcements += 1;
+        self.last_announce = Some(now);
+        let jitter = u64::try_from(self.cfg.jitter.as_micros()).unwrap_or(u64::MAX / 4);
+        let delay = self.cfg.interval.saturating_sub(self.cfg.jitter)
+            + Duration::from_micros(self.rng.below(jitter.saturating_mul(2).saturating_add(1)));
+        self.next_announce = now + delay.max(self.cfg.min_announce_gap);
+    }
+
+    /// Brings the next announcement forward to the earliest moment the gap allows.
+    fn announce_soon(&mut self, now: Instant) {
+        let earliest = match self.last_announce {
+            Some(t) => (t + self.cfg.min_announce_gap).max(now),
+            None => now,
+        };
+        self.next_announce = self.next_announce.min(earliest);
+    }
+
+    /// Recomputes `matching` after our repositories changed. A peer that becomes
+    /// matching is reported as new on its next announcement.
+    fn rematch(&mut self) {
+        self.index.clear();
+        for p in self.table.values_mut() {
+            p.matching = p.repos.keys().any(|id| self.local.contains_key(id));
+            if !p.matching {
+                p.reported_matching = false;
+            }
+            self.index
+                .insert((p.matching, p.last_seen, p.node_id.clone()));
+        }
+    }
+
+    /// Evicts the oldest non-matching peer; false if every peer matches.
+    fn evict_one(&mut self) -> bool {
+        match self.index.first() {
+            Some((false, _, id)) => {
+                let id = id.clone();
+                self.remove(&id);
+                self.stats.evicted += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The index key of the least recently heard peer.
+    fn oldest_key(&self) -> Option<(bool, Instant, String)> {
+        let non_matching = self.index.first().filter(|k| !k.0);
+        let matching = self
+            .index
+            .range((true, Instant::ZERO, String::new())..)
+            .next();
+        match (non_matching, matching) {
+            (Some(a), Some(b)) => Some(if a.1 <= b.1 { a } else { b }.clone()),
+            (a, b) => a.or(b).cloned(),
+        }
+    }
+
+    fn oldest_seen(&self) -> Option<Instant> {
+        self.oldest_key().map(|k| k.1)
+    }
+
+    /// The rate limiter's key: IPv4 addresses are per host; IPv6 hosts choose
+    /// freely within their /64, so that is one source.
+    fn source_key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(_) => mask(ip, 64),
+        }
+    }
+
+    /// Takes a token from the source's bucket; false if it is empty (or a new
+    /// source would overflow the tracked set).
+    fn take_token(&mut self, now: Instant, ip: IpAddr) -> bool {
+        let key = Self::source_key(ip);
+        let cap = u64::from(self.cfg.rate_burst) * MICRO;
+        let rate = u64::from(self.cfg.rate_per_sec);
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.cfg.max_sources {
+            // At most one pruning pass a second: a flood from ever-new sources
+            // must not make every datagram scan the whole map.
+            if self
+                .last_bucket_prune
+                .is_none_or(|t| now.saturating_since(t) >= Duration::from_secs(1))
+            {
+                self.prune_buckets(now);
+            }
+            if self.buckets.len() >= self.cfg.max_sources {
+                return false;
+            }
+        }
+        let b = self.buckets.entry(key).or_insert(Bucket {
+            micro_tokens: cap,
+            updated: now,
+        });
+        let elapsed =
+            u64::try_from(now.saturating_since(b.updated).as_micros()).unwrap_or(u64::MAX);
+        b.micro_tokens = b
+            .micro_tokens
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(cap);
+        b.updated = b.updated.max(now);
+        if b.micro_tokens >= MICRO {
+            b.micro_tokens -= MICRO;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn prune_buckets(&mut self, now: Instant) {
+        let cap = u64::from(self.cfg.rate_burst) * MICRO;
+        let rate = u64::from(self.cfg.rate_per_sec);
+        self.buckets.retain(|_, b| {
+            let elapsed =
+                u64::try_from(now.saturating_since(b.updated).as_micros()).unwrap_or(u64::MAX);
+            b.micro_tokens.saturating_add(elapsed.saturating_mul(rate)) < cap
+        });
+        self.last_bucket_prune = Some(now);
+    }
+}
+
+/// The first 12 digits of a node id, for logs.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(mask(ip, 0), "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(mask(ip, 16), "10.1.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(mask(ip, 32), ip);
+        let v6: IpAddr = "fd00:1:2:3:4:5:6:7".parse().unwrap();
+        assert_eq!(mask(v6, 64), "fd00:1:2:3::".parse::<IpAddr>().unwrap());
+        assert_eq!(mask(v6, 128), v6);
+        assert_eq!(mask(v6, 0), "::".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn json_lengths_match_the_writer() {
+        for s in ["", "abc", "a\"b", "a\\b", "é", "\u{1}"] {
+            assert_eq!(json_str_len(s), serde_json::to_string(s).unwrap().len());
+        }
+    }
+}
