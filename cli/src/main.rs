@@ -166,6 +166,11 @@ fn run(cli: Cli) -> Result<(), Failed> {
         );
         return Ok(());
     }
+    if let Cmd::P2p { cmd } = &cli.cmd
+        && let p2p::P2pCmd::Clone { address, dir } = &**cmd
+    {
+        return p2p::clone_cmd(&here, address, dir.as_deref());
+    }
     let mut repo = Repository::discover(&here)?;
     match cli.cmd {
         Cmd::Forge { .. } => Ok(()),

@@ -66,6 +66,12 @@ pub enum P2pCmd {
     Trust { node_id: String },
     /// Remove a node id from the trusted list.
     Untrust { node_id: String },
+    /// Make a working copy of a peer's repository (same repository id), sync all
+    /// of it, and check out its main timeline.
+    Clone {
+        address: String,
+        dir: Option<PathBuf>,
+    },
     /// Show recent events, or follow them as they happen.
     Events {
         #[arg(long)]
@@ -429,6 +435,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             }
             applied(&paths, &format!("No longer trusting {id}"))
         }
+        P2pCmd::Clone { address, dir } => clone_cmd(root, &address, dir.as_deref()),
         P2pCmd::Events { follow, json } => {
             let timeout = if follow {
                 None
@@ -831,5 +838,38 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
             println!("{k:22} {val}");
         }
     }
+    Ok(())
+}
+
+/// `ivaldi p2p clone ADDRESS:PORT [DIR]`; runs outside any repository.
+pub fn clone_cmd(here: &Path, address: &str, dir: Option<&Path>) -> Result<(), Failed> {
+    let addr: std::net::SocketAddr = address
+        .parse()
+        .map_err(|_| fail(format!("{address:?} is not an ip:port address")))?;
+    let dir = match dir {
+        Some(d) if d.is_absolute() => d.to_owned(),
+        Some(d) => here.join(d),
+        None => here.join("ivaldi-clone"),
+    };
+    if dir.join(ivaldi_shell_smol::repo::DOT_DIR).exists() {
+        return Err(fail(format!(
+            "{} is already an Ivaldi repository",
+            dir.display()
+        )));
+    }
+    let report = ivaldi_shell_smol::oneshot::clone(addr, &dir)
+        .map_err(|e| fail(format!("clone from {addr} failed: {e}")))?;
+    println!(
+        "Cloned repository {} from {} into {}: {} objects, {:.1} MiB{}",
+        report.repo_id,
+        report.peer.get(..12).unwrap_or(&report.peer),
+        dir.display(),
+        report.objects,
+        report.bytes as f64 / 1048576.0,
+        report
+            .timeline
+            .map(|t| format!(", checked out {t}"))
+            .unwrap_or_else(|| ", no timelines yet".into())
+    );
     Ok(())
 }

@@ -72,7 +72,9 @@ fuzz_target!(|data: &[u8]| {
                 accepted += 1;
                 assert!(d.filter().allows(o.addr.ip()));
                 assert_eq!(o.addr.ip(), from.ip().to_canonical());
-                let p = d.peer(&o.node_id).expect("an accepted peer is in the table");
+                let p = d
+                    .peer(&o.node_id)
+                    .expect("an accepted peer is in the table");
                 assert_eq!(p.addr, o.addr);
                 assert_eq!(p.matching, !o.shared.is_empty());
                 assert_ne!(o.node_id, OWN);

@@ -5,5 +5,6 @@
 
 pub mod control;
 pub mod daemon;
+pub mod oneshot;
 pub mod repo;
 pub mod store;

@@ -152,6 +152,7 @@ pub(super) struct Conn {
     pub encrypted: bool,
     pub lz4: bool,
     pub remote_heads: BTreeMap<TimelineName, ObjectId>,
+    pub remote_repos: Vec<String>,
     pub last_rx: Instant,
     pub last_msg_id: u64,
     pub next_ping: Instant,
@@ -191,6 +192,7 @@ impl Conn {
             encrypted: true,
             lz4: false,
             remote_heads: BTreeMap::new(),
+            remote_repos: Vec::new(),
             last_rx: now,
             last_msg_id: 0,
             next_ping: now + heartbeat,
@@ -223,6 +225,7 @@ impl Conn {
             encrypted: self.encrypted,
             syncing: self.pull.is_some() || !self.serving.is_empty(),
             queued_bytes: self.out.len() + self.ctrl.iter().map(Vec::len).sum::<usize>(),
+            remote_repos: self.remote_repos.clone(),
         }
     }
 }

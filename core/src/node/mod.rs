@@ -220,6 +220,8 @@ pub struct PeerStatus {
     pub encrypted: bool,
     pub syncing: bool,
     pub queued_bytes: usize,
+    /// Repository ids the peer serves (from its handshake).
+    pub remote_repos: Vec<String>,
 }
 
 struct Dialer {
@@ -1155,6 +1157,7 @@ impl Node {
         c.next_ping = now + self.cfg.heartbeat_interval;
         c.lz4 = self.cfg.compression && h.features.iter().any(|f| f == "lz4");
         c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
+        c.remote_repos = h.repos.iter().map(|r| r.id.clone()).collect();
         if let Some(advert) = h.repos.iter().find(|r| r.id == repo) {
             c.shares_repo = true;
             c.remote_heads = advert.heads.clone();

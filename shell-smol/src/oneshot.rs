@@ -1,0 +1,240 @@
+//! A blocking, single-connection driver of the core, for commands that talk to
+//! one peer and finish (`ivaldi p2p clone`): no daemon needed.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant as WallInstant};
+
+use ivaldi_core::TimelineName;
+use ivaldi_core::config::Config;
+use ivaldi_core::node::{Command, ConnId, Event, Node, Output};
+use ivaldi_core::noise::Keypair;
+use ivaldi_core::store::{MemStore, Store, StoreRequest};
+use ivaldi_core::time::Instant;
+
+use crate::daemon::setup::{self, P2pPaths};
+use crate::repo::{RepoError, Repository, ops, worktree};
+use crate::store::{DiskStore, DiskWriter};
+
+/// What a clone did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CloneReport {
+    pub repo_id: String,
+    pub peer: String,
+    pub timeline: Option<TimelineName>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+enum StoreSide<'a> {
+    Mem(&'a mut MemStore),
+    Disk(&'a mut DiskStore, &'a mut DiskWriter),
+}
+
+impl StoreSide<'_> {
+    fn read(&self) -> &dyn Store {
+        match self {
+            StoreSide::Mem(m) => &**m,
+            StoreSide::Disk(d, _) => &**d,
+        }
+    }
+}
+
+/// Drives `node` over one TCP connection to `addr` until `done` returns a value
+/// for an event, the connection fails, or `limit` passes.
+fn drive<T>(
+    node: &mut Node,
+    mut store: StoreSide<'_>,
+    addr: SocketAddr,
+    limit: Duration,
+    mut done: impl FnMut(&Node, &Event) -> Option<T>,
+) -> Result<T, String> {
+    let origin = WallInstant::now();
+    let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
+    node.handle_command(now(), 1, Command::Connect(addr), store.read());
+    let mut stream: Option<(ConnId, TcpStream)> = None;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        if origin.elapsed() > limit {
+            return Err(format!("gave up after {} s", limit.as_secs()));
+        }
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Dial { conn, addr } => {
+                    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+                    s.set_read_timeout(Some(Duration::from_millis(20)))
+                        .map_err(|e| e.to_string())?;
+                    let _ = s.set_nodelay(true);
+                    stream = Some((conn, s));
+                    node.handle_connected(now(), conn);
+                }
+                Output::Close { reason, .. } => return Err(format!("connection closed: {reason}")),
+                Output::Store(req) => match &mut store {
+                    StoreSide::Mem(m) => {
+                        let batch = match &req {
+                            StoreRequest::Land { batch, .. } => Some(*batch),
+                            _ => None,
+                        };
+                        let r = m.apply(req);
+                        if let Some(b) = batch {
+                            node.handle_store_done(now(), b, r, &**m);
+                        }
+                    }
+                    StoreSide::Disk(d, w) => {
+                        if let Some((batch, r)) = w.apply(req) {
+                            d.refresh().map_err(|e| e.to_string())?;
+                            node.handle_store_done(now(), batch, r, &**d);
+                        }
+                    }
+                },
+                Output::Event(e) => {
+                    if let Some(v) = done(node, &e) {
+                        return Ok(v);
+                    }
+                    if let Event::CommandDone {
+                        ok: false, message, ..
+                    } = &e
+                    {
+                        return Err(message.clone());
+                    }
+                    if let Event::SyncFailed { reason, .. } = &e {
+                        return Err(format!("sync failed: {reason}"));
+                    }
+                }
+            }
+        }
+        let Some((conn, s)) = stream.as_mut() else {
+            return Err("no connection".into());
+        };
+        let mut out = Vec::new();
+        while node.poll_transmit(now(), store.read(), &mut out).is_some() {
+            s.write_all(&out).map_err(|e| format!("write: {e}"))?;
+            out.clear();
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                node.handle_closed(now(), *conn, "closed by peer");
+            }
+            Ok(n) => node.handle_bytes(now(), *conn, &buf[..n], store.read()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => node.handle_closed(now(), *conn, &e.to_string()),
+        }
+        if node.poll_timeout().is_some_and(|t| t <= now()) {
+            node.handle_timeout(now(), store.read());
+        }
+    }
+}
+
+fn oneshot_config() -> Config {
+    Config {
+        port: 0,
+        discovery: false,
+        known_peers: Vec::new(),
+        ..Config::default()
+    }
+}
+
+/// Asks the peer at `addr` which repositories it serves.
+pub fn probe(addr: SocketAddr) -> Result<(String, Vec<String>), String> {
+    let seed = setup::random32().map_err(|e| e.to_string())?;
+    let private = setup::random32().map_err(|e| e.to_string())?;
+    let kp = Keypair::from_private(private).map_err(|e| e.to_string())?;
+    let mut node = Node::new(oneshot_config(), kp, seed, Instant::ZERO);
+    let mut mem = MemStore::new("");
+    drive(
+        &mut node,
+        StoreSide::Mem(&mut mem),
+        addr,
+        Duration::from_secs(20),
+        |n, e| match e {
+            Event::PeerConnected { conn, peer, .. } => n
+                .peers()
+                .into_iter()
+                .find(|p| p.conn == *conn)
+                .map(|p| (peer.clone(), p.remote_repos)),
+            _ => None,
+        },
+    )
+}
+
+/// Clones the repository served at `addr` into `dir`: same repository id, every
+/// timeline, and the working tree checked out (`main` if the peer has it).
+pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
+    let (peer, repos) = probe(addr)?;
+    let repo_id = match repos.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(format!("the peer at {addr} serves no repository")),
+        many => {
+            return Err(format!(
+                "the peer at {addr} serves {} repositories; cannot choose",
+                many.len()
+            ));
+        }
+    };
+    let repo = Repository::forge_with_id(dir, &repo_id).map_err(|e| e.to_string())?;
+    let root = repo.root().to_owned();
+    drop(repo);
+    let paths = P2pPaths::new(&root).map_err(|e| e.to_string())?;
+    let kp = setup::load_or_create_identity(&paths).map_err(|e| e.to_string())?;
+    let seed = setup::random32().map_err(|e| e.to_string())?;
+    let mut store = DiskStore::open(&root).map_err(|e| e.to_string())?;
+    let mut writer = DiskWriter::open(&root).map_err(|e| e.to_string())?;
+    let mut node = Node::new(oneshot_config(), kp, seed, Instant::ZERO);
+    let mut objects = 0;
+    let mut bytes = 0;
+    let result = drive(
+        &mut node,
+        StoreSide::Disk(&mut store, &mut writer),
+        addr,
+        Duration::from_secs(24 * 3600),
+        |_, e| match e {
+            Event::SyncCompleted {
+                objects: o,
+                bytes: b,
+                ..
+            } => {
+                objects += o;
+                bytes += b;
+                Some(())
+            }
+            Event::PeerConnected { .. } => None,
+            _ => None,
+        },
+    );
+    result?;
+    drop(store);
+    drop(writer);
+    let mut repo = Repository::open(&root).map_err(|e| e.to_string())?;
+    let timelines = repo.timelines().map_err(|e| e.to_string())?;
+    let chosen = TimelineName::new("main")
+        .ok()
+        .filter(|m| timelines.contains_key(m))
+        .or_else(|| timelines.keys().next().cloned());
+    if let Some(t) = &chosen {
+        checkout_fresh(&mut repo, t).map_err(|e| e.to_string())?;
+    }
+    Ok(CloneReport {
+        repo_id,
+        peer,
+        timeline: chosen,
+        objects,
+        bytes,
+    })
+}
+
+fn checkout_fresh(repo: &mut Repository, t: &TimelineName) -> Result<(), RepoError> {
+    let lock = repo.lock()?;
+    let head = repo
+        .timeline(t)?
+        .ok_or_else(|| RepoError::UnknownTimeline(t.to_string()))?;
+    let tree = repo.store.seal(&head)?.tree;
+    let files = worktree::flatten(&repo.store, &tree)?;
+    worktree::checkout(repo, &worktree::Flat::new(), &files)?;
+    repo.set_head_timeline(&lock, t)?;
+    repo.set_base(&lock, Some(&head))?;
+    drop(lock);
+    let _ = ops::status(repo);
+    Ok(())
+}
