@@ -332,8 +332,9 @@ struct Sample {
 }
 
 fn children_cpu() -> Duration {
-    // SAFETY: getrusage writes into the zeroed struct we own.
+    // SAFETY: `rusage` is plain integers, so all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct we own and pass by pointer.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     assert_eq!(rc, 0, "getrusage failed");
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
@@ -523,13 +524,24 @@ fn time_row(case: &str, goal: Option<&str>, a: &Series, b: &Series) -> Row {
         goal: goal.unwrap_or("(setup, informational)").to_string(),
         met,
         notes: format!(
-            "CPU user+sys: ivaldi {}, git {}; wall range: ivaldi {}, git {}",
+            "CPU user+sys: ivaldi {}, git {} ({:.2}×); wall range: ivaldi {}, git {}",
             ms(median(&a.cpu)),
             ms(median(&b.cpu)),
+            median(&a.cpu) / median(&b.cpu),
             a.range(),
             b.range()
         ),
     }
+}
+
+/// Microseconds some runnable task waited for a CPU (Linux PSI), if available.
+fn cpu_pressure_us() -> Option<u64> {
+    let text = fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|l| l.starts_with("some "))?;
+    some.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
 }
 
 fn print_table(rows: &[Row]) {
@@ -555,6 +567,8 @@ fn main() {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).expect("create scratch dir");
 
+    let started = Instant::now();
+    let pressure0 = cpu_pressure_us();
     let git_version = run(Command::new("git").arg("--version")).trim().to_string();
     let ivaldi_version = run(Command::new(IVALDI).arg("--version"))
         .trim()
@@ -755,7 +769,7 @@ fn main() {
     let (mi, mg) = (median(&ibytes), median(&gbytes));
     let r = mi / mg;
     rows.push(Row {
-        case: format!("3c. new bytes stored by that edit"),
+        case: "3c. new bytes stored by that edit".to_string(),
         ivaldi: human_bytes(mi),
         git: human_bytes(mg),
         ratio: format!("{r:.5}×"),
@@ -771,6 +785,20 @@ fn main() {
          processes (git = `git add -A` + `git commit -q`).",
         cfg.reps_small, cfg.reps_big
     );
+    if let (Some(p0), Some(p1)) = (pressure0, cpu_pressure_us()) {
+        let share = (p1.saturating_sub(p0)) as f64 / started.elapsed().as_micros() as f64;
+        println!(
+            "CPU pressure during the run (PSI \"some\"): runnable tasks waited for a core {:.0}% of \
+             the time.{}",
+            share * 100.0,
+            if share > 0.2 {
+                " Other work competed for the cores: wall times are inflated and noisy; the CPU \
+                 columns are the steadier comparison."
+            } else {
+                ""
+            }
+        );
+    }
     println!();
     print_table(&rows);
     println!();

@@ -117,6 +117,13 @@ pub(crate) fn fail(msg: impl std::fmt::Display) -> Failed {
 }
 
 fn main() -> ExitCode {
+    // Like every Unix filter, die quietly when the reader of our output goes away
+    // (`ivaldi log | head`) instead of panicking on a failed print.
+    // SAFETY: restoring a signal's default disposition at start, before any
+    // thread exists, has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     // The daemon logs to its own file; everything else logs warnings to stderr.
     let daemon = matches!(

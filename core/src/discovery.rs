@@ -355,6 +355,13 @@ impl Announcement {
         let json = data
             .strip_prefix(MAGIC.as_slice())
             .ok_or(DiscoveryError::BadMagic)?;
+        // serde would also read a struct from a JSON array, by position; only the
+        // documented object form is accepted, so there is one encoding.
+        if json.first() != Some(&b'{') {
+            return Err(DiscoveryError::Malformed(
+                "expected a JSON object right after the magic".into(),
+            ));
+        }
         let ann: Announcement =
             serde_json::from_slice(json).map_err(|e| DiscoveryError::Malformed(e.to_string()))?;
         ann.validate()?;

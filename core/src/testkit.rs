@@ -340,6 +340,15 @@ impl TestNet {
         let now = self.now;
         match out {
             Output::Event(e) => self.nodes[i].events.push((now, e)),
+            Output::Datagram { to: _, data } => {
+                // One broadcast domain: every other node hears every datagram.
+                let from = self.nodes[i].addr;
+                for j in 0..self.nodes.len() {
+                    if j != i {
+                        self.nodes[j].node.handle_datagram(now, from, &data);
+                    }
+                }
+            }
             Output::Store(req) => {
                 let due = now + self.nodes[i].store_delay;
                 self.pending_store.push((due, i, req));

@@ -292,6 +292,13 @@ fn malformed_datagrams_are_typed_errors() {
         (json(""), |e| matches!(e, DiscoveryError::Malformed(_))),
         (json("{"), |e| matches!(e, DiscoveryError::Malformed(_))),
         (json("[1,2]"), |e| matches!(e, DiscoveryError::Malformed(_))),
+        (json(&format!(r#"[1,"{n}",1,{{}},false]"#)), |e| {
+            matches!(e, DiscoveryError::Malformed(_))
+        }),
+        (
+            json(&format!(r#" {{"v":1,"node":"{n}","port":1,"repos":{{}}}}"#)),
+            |e| matches!(e, DiscoveryError::Malformed(_)),
+        ),
         (
             json(&format!(
                 r#"{{"v":"1","node":"{n}","port":1,"repos":{{}}}}"#

@@ -71,6 +71,8 @@ fn drive<T>(
                     node.handle_connected(now(), conn);
                 }
                 Output::Close { reason, .. } => return Err(format!("connection closed: {reason}")),
+                // Discovery is off for one-shot commands.
+                Output::Datagram { .. } => {}
                 Output::Store(req) => match &mut store {
                     StoreSide::Mem(m) => {
                         let batch = match &req {

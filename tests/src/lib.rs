@@ -388,6 +388,9 @@ pub fn copy_tree(from: &Path, to: &Path) {
 pub struct Repo {
     dir: TempDir,
     clock: Cell<i64>,
+    /// Extra environment for every command (see [`Repo::set_env`]); empty unless
+    /// a test asks.
+    env: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Default for Repo {
@@ -406,6 +409,7 @@ impl Repo {
         Repo {
             dir,
             clock: Cell::new(EPOCH),
+            env: Default::default(),
         }
     }
 
@@ -467,7 +471,18 @@ impl Repo {
             .env_remove("IVALDI_CRASH_AT")
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null());
+        for (k, v) in self.env.borrow().iter() {
+            cmd.env(k, v);
+        }
         cmd
+    }
+
+    /// Sets an environment variable for every later command of this repository
+    /// (replacing an earlier value of the same variable).
+    pub fn set_env(&self, key: &str, value: &str) {
+        let mut env = self.env.borrow_mut();
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Runs `ivaldi -C dir ARGS` and returns whatever happened.
@@ -765,4 +780,558 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Real daemons on loopback: start them confined to `127.0.0.0/8`, find free
+/// ports, wait for conditions with a deadline, throttle a connection, and stop
+/// every daemon a test started, by its pid, even when the test fails.
+///
+/// Network rules every daemon test follows: each `ivaldi` process gets
+/// `IVALDI_DISCOVERY_ADDRS=127.255.255.255` (through [`p2p::p2p_repo`]), the TCP
+/// listener binds `127.0.0.1` on a port the kernel picks (`--port 0`), and
+/// discovery is off unless the test is about it, in which case it gets a UDP port
+/// of its own.
+pub mod p2p {
+    use std::cell::{Cell, RefCell};
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+
+    use super::{Repo, describe_output, ivaldi_bin};
+
+    /// The variable that overrides where discovery announcements go.
+    pub const DISCOVERY_ENV: &str = "IVALDI_DISCOVERY_ADDRS";
+    /// Loopback broadcast: announcements never leave the machine.
+    pub const LOOPBACK_BROADCAST: &str = "127.255.255.255";
+
+    /// Marks a repository's commands as confined to loopback discovery.
+    pub fn p2p_repo(r: Repo) -> Repo {
+        r.set_env(DISCOVERY_ENV, LOOPBACK_BROADCAST);
+        r
+    }
+
+    /// An empty directory whose commands are confined to loopback discovery.
+    pub fn p2p_empty() -> Repo {
+        p2p_repo(Repo::empty())
+    }
+
+    /// A forged repository whose commands are confined to loopback discovery.
+    pub fn p2p_forged() -> Repo {
+        let r = p2p_empty();
+        r.ok(&["forge"]);
+        r
+    }
+
+    /// Configures a repository's daemon for loopback only: TCP on `127.0.0.1`
+    /// with a kernel-chosen port, discovery off, plus `extra` config flags.
+    #[track_caller]
+    pub fn configure_loopback(r: &Repo, extra: &[&str]) {
+        let mut args = vec![
+            "p2p",
+            "config",
+            "--port",
+            "0",
+            "--bind-addr",
+            "127.0.0.1",
+            "--discovery",
+            "off",
+        ];
+        args.extend_from_slice(extra);
+        r.ok(&args);
+    }
+
+    /// Edits `.ivaldi/p2p/config.json` directly, for settings the CLI has no
+    /// flag for (such as `handshake_timeout`).
+    #[track_caller]
+    pub fn edit_config_file(r: &Repo, f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+        let path = r.dot().join("p2p").join("config.json");
+        if !path.exists() {
+            r.ok(&["p2p", "config"]);
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let mut v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()));
+        f(v.as_object_mut().expect("config.json is an object"));
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&v).expect("serialise config"),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago.
+    pub fn free_tcp_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port()
+    }
+
+    /// A UDP port on 127.0.0.1 that was free a moment ago.
+    pub fn free_udp_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("bind udp 127.0.0.1:0")
+            .port()
+    }
+
+    /// Whether a process exists and is not a zombie.
+    pub fn alive(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+
+    /// The process's state letter from `/proc/PID/stat` (`None` once it is gone).
+    pub fn proc_state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')').next()?.trim_start().chars().next()
+    }
+
+    /// Sends SIGKILL to `pid` (with `kill(1)`; the test crate has no libc).
+    pub fn sigkill(pid: u32) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Polls `cond` every 25 ms until it holds or `timeout` passes; then panics
+    /// with `what` and whatever `diag` reports. Returns how long it took.
+    #[track_caller]
+    pub fn wait_until(
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut() -> bool,
+        diag: impl FnOnce() -> String,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            if cond() {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {:.1} s waiting for {what}\n{}",
+                    timeout.as_secs_f64(),
+                    diag()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The last `n` lines of a file, or why it could not be read.
+    pub fn tail(path: &Path, n: usize) -> String {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(n)..].join("\n")
+            }
+            Err(e) => format!("({}: {e})", path.display()),
+        }
+    }
+
+    /// A running daemon for one repository. Dropping it runs `ivaldi p2p stop`,
+    /// then SIGKILLs every daemon pid this guard started that is still alive;
+    /// if the test is panicking it first prints the daemon's status and log tail.
+    pub struct Daemon<'r> {
+        repo: &'r Repo,
+        name: String,
+        pid: Cell<u32>,
+        port: Cell<u16>,
+        pids: RefCell<Vec<u32>>,
+        start_output: RefCell<String>,
+    }
+
+    impl<'r> Daemon<'r> {
+        /// `ivaldi p2p start` in `repo` (configure it first); panics with the
+        /// log's tail if the daemon does not come up.
+        #[track_caller]
+        pub fn start(name: &str, repo: &'r Repo) -> Daemon<'r> {
+            let d = Daemon {
+                repo,
+                name: name.to_owned(),
+                pid: Cell::new(0),
+                port: Cell::new(0),
+                pids: RefCell::new(Vec::new()),
+                start_output: RefCell::new(String::new()),
+            };
+            d.launch();
+            d
+        }
+
+        /// Starts the daemon again (after [`Daemon::kill9`] or a stop).
+        #[track_caller]
+        pub fn restart(&self) -> String {
+            self.launch()
+        }
+
+        #[track_caller]
+        fn launch(&self) -> String {
+            let out = self.repo.run(&["p2p", "start"]);
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            // Record the pid before judging the outcome, so Drop can clean up.
+            if let Some(pid) = self.pid_file() {
+                self.pid.set(pid);
+                if !self.pids.borrow().contains(&pid) {
+                    self.pids.borrow_mut().push(pid);
+                }
+            }
+            if !out.status.success() {
+                panic!(
+                    "daemon {}: `ivaldi p2p start` failed\n{}\n--- daemon.log ---\n{}",
+                    self.name,
+                    describe_output(&out),
+                    tail(&self.log_path(), 40)
+                );
+            }
+            let status = self.status();
+            let pid = status["pid"].as_u64().expect("status has a pid") as u32;
+            self.pid.set(pid);
+            if !self.pids.borrow().contains(&pid) {
+                self.pids.borrow_mut().push(pid);
+            }
+            self.port
+                .set(status["port"].as_u64().expect("status has a port") as u16);
+            *self.start_output.borrow_mut() = stdout.clone();
+            stdout
+        }
+
+        /// The repository this daemon serves.
+        pub fn repo(&self) -> &'r Repo {
+            self.repo
+        }
+
+        /// The daemon's pid (the latest, after a restart).
+        pub fn pid(&self) -> u32 {
+            self.pid.get()
+        }
+
+        /// The TCP port it listens on (127.0.0.1).
+        pub fn port(&self) -> u16 {
+            self.port.get()
+        }
+
+        /// `127.0.0.1:PORT`.
+        pub fn addr(&self) -> String {
+            format!("127.0.0.1:{}", self.port())
+        }
+
+        /// `127.0.0.1:PORT` as a socket address.
+        pub fn socket_addr(&self) -> SocketAddr {
+            SocketAddr::from(([127, 0, 0, 1], self.port()))
+        }
+
+        /// What `p2p start` printed last.
+        pub fn start_output(&self) -> String {
+            self.start_output.borrow().clone()
+        }
+
+        /// `.ivaldi/p2p/`.
+        pub fn p2p_dir(&self) -> PathBuf {
+            self.repo.dot().join("p2p")
+        }
+
+        /// `.ivaldi/p2p/daemon.log`.
+        pub fn log_path(&self) -> PathBuf {
+            self.p2p_dir().join("daemon.log")
+        }
+
+        /// The pid in `.ivaldi/p2p/daemon.pid`, if the file is there.
+        pub fn pid_file(&self) -> Option<u32> {
+            std::fs::read_to_string(self.p2p_dir().join("daemon.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+        }
+
+        /// `p2p status --json` (panics if it fails).
+        #[track_caller]
+        pub fn status(&self) -> Value {
+            self.repo.json(&["p2p", "status", "--json"])
+        }
+
+        /// The node id, from the status.
+        #[track_caller]
+        pub fn node_id(&self) -> String {
+            self.status()["node_id"]
+                .as_str()
+                .expect("status has a node_id")
+                .to_owned()
+        }
+
+        /// Node ids of the peers with a ready connection.
+        #[track_caller]
+        pub fn peer_ids(&self) -> Vec<String> {
+            let v = self.repo.json(&["p2p", "peers", "--json"]);
+            v["peers"]
+                .as_array()
+                .expect("peers --json has a peers array")
+                .iter()
+                .filter(|p| p["state"] == "ready")
+                .filter_map(|p| p["peer"].as_str().map(str::to_owned))
+                .collect()
+        }
+
+        /// `p2p events --json`: the recent events, oldest first.
+        #[track_caller]
+        pub fn events(&self) -> Vec<Value> {
+            let out = self.repo.ok(&["p2p", "events", "--json"]);
+            out.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("events --json line is not JSON ({e}): {l}"))
+                })
+                .collect()
+        }
+
+        /// Whether the daemon process is alive.
+        pub fn is_alive(&self) -> bool {
+            alive(self.pid())
+        }
+
+        /// SIGKILLs the daemon and waits until it is gone.
+        #[track_caller]
+        pub fn kill9(&self) {
+            let pid = self.pid();
+            sigkill(pid);
+            let start = Instant::now();
+            while alive(pid) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "daemon {} (pid {pid}) survived SIGKILL for 10 s",
+                    self.name
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// Status and log tail, for failure messages.
+        pub fn diagnostics(&self) -> String {
+            let status = self.repo.run(&["p2p", "status", "--json"]);
+            format!(
+                "===== daemon {} (pid {}, port {}, repo {}) =====\n--- p2p status --json ---\n{}\n{}\n--- daemon.log (tail) ---\n{}\n",
+                self.name,
+                self.pid(),
+                self.port(),
+                self.repo.path().display(),
+                String::from_utf8_lossy(&status.stdout),
+                String::from_utf8_lossy(&status.stderr),
+                tail(&self.log_path(), 60)
+            )
+        }
+
+        /// Whether `pid` is a daemon of this guard's repository (guards against
+        /// a recycled pid).
+        fn is_ours(&self, pid: u32) -> bool {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            let dir = self
+                .repo
+                .path()
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            cmdline.contains("p2p") && !dir.is_empty() && cmdline.contains(&dir)
+        }
+
+        /// `p2p stop` (bounded to 10 s), then SIGKILL whatever is left.
+        pub fn shutdown(&self) {
+            let mut cmd = self.repo.command(&["p2p", "stop"]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            if let Ok(mut child) = cmd.spawn() {
+                let start = Instant::now();
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if start.elapsed() > Duration::from_secs(10) => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }
+            let mut pids = self.pids.borrow().clone();
+            if let Some(p) = self.pid_file()
+                && !pids.contains(&p)
+                && self.is_ours(p)
+            {
+                pids.push(p);
+            }
+            for pid in pids {
+                let start = Instant::now();
+                while alive(pid) && start.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if alive(pid) && self.is_ours(pid) {
+                    eprintln!(
+                        "daemon {} (pid {pid}) still alive after stop: SIGKILL",
+                        self.name
+                    );
+                    sigkill(pid);
+                }
+            }
+        }
+    }
+
+    impl Drop for Daemon<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                eprintln!("{}", self.diagnostics());
+            }
+            self.shutdown();
+        }
+    }
+
+    /// A loopback TCP relay to `target` that can throttle what flows back from
+    /// the target (bytes per second; 0 = unlimited). Lets a test catch a large
+    /// transfer in the middle. Stops accepting and closes every relayed
+    /// connection on drop.
+    pub struct Relay {
+        addr: SocketAddr,
+        rate: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        streams: Arc<Mutex<Vec<TcpStream>>>,
+        accept: Option<JoinHandle<()>>,
+    }
+
+    impl Relay {
+        /// Starts relaying from a fresh 127.0.0.1 port to `target`.
+        pub fn start(target: SocketAddr, bytes_per_sec: u64) -> Relay {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind relay");
+            listener
+                .set_nonblocking(true)
+                .expect("nonblocking relay listener");
+            let addr = listener.local_addr().expect("relay address");
+            let rate = Arc::new(AtomicU64::new(bytes_per_sec));
+            let stop = Arc::new(AtomicBool::new(false));
+            let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+            let (r, s, st) = (rate.clone(), stop.clone(), streams.clone());
+            let accept = std::thread::spawn(move || {
+                while !s.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            let _ = client.set_nonblocking(false);
+                            let Ok(server) =
+                                TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                            else {
+                                continue;
+                            };
+                            let _ = client.set_nodelay(true);
+                            let _ = server.set_nodelay(true);
+                            if let Ok(mut list) = st.lock() {
+                                for x in [&client, &server] {
+                                    if let Ok(c) = x.try_clone() {
+                                        list.push(c);
+                                    }
+                                }
+                            }
+                            let (c2, s2) = match (client.try_clone(), server.try_clone()) {
+                                (Ok(a), Ok(b)) => (a, b),
+                                _ => continue,
+                            };
+                            let unlimited = Arc::new(AtomicU64::new(0));
+                            std::thread::spawn(move || pump(client, server, unlimited));
+                            let r = r.clone();
+                            std::thread::spawn(move || pump(s2, c2, r));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+            Relay {
+                addr,
+                rate,
+                stop,
+                streams,
+                accept: Some(accept),
+            }
+        }
+
+        /// Where to connect (`127.0.0.1:PORT`).
+        pub fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
+        /// Changes the throttle (0 = unlimited).
+        pub fn set_rate(&self, bytes_per_sec: u64) {
+            self.rate.store(bytes_per_sec, Ordering::SeqCst);
+        }
+
+        /// Closes every relayed connection (the relay keeps accepting new ones).
+        pub fn cut(&self) {
+            if let Ok(mut list) = self.streams.lock() {
+                for s in list.drain(..) {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            }
+        }
+    }
+
+    fn pump(mut from: TcpStream, mut to: TcpStream, rate: Arc<AtomicU64>) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let r = rate.load(Ordering::SeqCst);
+            let want = if r == 0 {
+                buf.len()
+            } else {
+                buf.len().min((r / 50).max(1) as usize)
+            };
+            let n = match from.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            if r != 0 {
+                std::thread::sleep(Duration::from_secs_f64(n as f64 / r as f64));
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+        let _ = from.shutdown(Shutdown::Read);
+    }
+
+    impl Drop for Relay {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            self.cut();
+            if let Some(h) = self.accept.take() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Runs `ivaldi ARGS` outside any repository (e.g. `p2p clone`), confined to
+    /// loopback discovery.
+    pub fn ivaldi_in(dir: &Path, args: &[&str]) -> std::process::Output {
+        Command::new(ivaldi_bin())
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env(DISCOVERY_ENV, LOOPBACK_BROADCAST)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ivaldi {args:?}: {e}"))
+    }
 }

@@ -144,6 +144,8 @@ pub(super) struct Conn {
     pub frame_buf: Vec<u8>,
     /// Encrypted bytes waiting for `poll_transmit`.
     pub out: Vec<u8>,
+    /// How much of `out` was already handed to the owner.
+    pub out_pos: usize,
     /// Encoded frames waiting for the channel.
     pub ctrl: VecDeque<Vec<u8>>,
     pub blocked: bool,
@@ -185,6 +187,7 @@ impl Conn {
             bin_buf: Vec::new(),
             frame_buf: Vec::new(),
             out: Vec::new(),
+            out_pos: 0,
             ctrl: VecDeque::new(),
             blocked: false,
             peer: None,
@@ -224,7 +227,8 @@ impl Conn {
             shares_repo: self.shares_repo,
             encrypted: self.encrypted,
             syncing: self.pull.is_some() || !self.serving.is_empty(),
-            queued_bytes: self.out.len() + self.ctrl.iter().map(Vec::len).sum::<usize>(),
+            queued_bytes: self.out.len() - self.out_pos
+                + self.ctrl.iter().map(Vec::len).sum::<usize>(),
             remote_repos: self.remote_repos.clone(),
         }
     }

@@ -33,6 +33,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::discovery::{
+    self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
+};
 use crate::id::{IdMap, ObjectId};
 use crate::noise::{Keypair, Role, Session};
 use crate::object::{self, ObjectKind, Seal};
@@ -142,6 +145,11 @@ pub enum Output {
         conn: ConnId,
         addr: SocketAddr,
     },
+    /// Send a discovery datagram (UDP) to `to`.
+    Datagram {
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
     /// Close a connection (after writing what `poll_transmit` already returned).
     Close {
         conn: ConnId,
@@ -161,6 +169,9 @@ pub enum TimeoutReason {
     SyncTimeout,
     AutoSync,
     Reconnect,
+    /// A pull waiting for a free slot can start now.
+    QueuedSync,
+    Discovery,
 }
 
 /// Counters for `status`.
@@ -272,6 +283,9 @@ pub struct Node {
     last_rr: ConnId,
     last_timeout_reason: Option<TimeoutReason>,
     initialised: bool,
+    restart_pulls: bool,
+    discovery: Option<Discovery>,
+    filter: NetworkFilter,
 }
 
 impl Node {
@@ -300,7 +314,11 @@ impl Node {
             last_rr: 0,
             last_timeout_reason: None,
             initialised: false,
+            restart_pulls: false,
+            discovery: None,
+            filter: NetworkFilter::default(),
         };
+        node.configure_discovery(now);
         node.sync_known_peers(now);
         node
     }
@@ -360,7 +378,102 @@ impl Node {
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        if let Some(o) = self.outputs.pop_front() {
+            return Some(o);
+        }
+        let (to, data) = self.discovery.as_mut()?.poll_datagram()?;
+        Some(Output::Datagram { to, data })
+    }
+
+    /// Where discovery announcements go (the shell works out the broadcast
+    /// addresses of its interfaces, or the configured ones).
+    pub fn set_discovery_targets(&mut self, now: Instant, targets: Vec<SocketAddr>) {
+        if let Some(d) = self.discovery.as_mut() {
+            d.set_targets(targets, now);
+        }
+    }
+
+    /// Peers heard through discovery.
+    pub fn discovered(&self) -> Vec<DiscoveredPeer> {
+        self.discovery
+            .as_ref()
+            .map(|d| d.peers().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Discovery counters (`None` when discovery is off).
+    pub fn discovery_stats(&self) -> Option<DiscoveryStats> {
+        self.discovery.as_ref().map(|d| d.stats().clone())
+    }
+
+    /// A discovery datagram arrived. Junk is counted and dropped; a newly found
+    /// peer that serves our repository is dialled (within `max_peers`).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Some(d) = self.discovery.as_mut() else {
+            return;
+        };
+        match d.handle_datagram(now, from, data) {
+            Ok(Some(o)) if o.kind != OutcomeKind::NonMatching => {
+                tracing::debug!(peer = short(&o.node_id), addr = %o.addr, kind = ?o.kind, "discovered");
+                if o.dial_due {
+                    self.dial_discovered(now, &o.node_id, o.addr);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%from, error = %e, "dropped discovery datagram"),
+        }
+    }
+
+    fn dial_discovered(&mut self, now: Instant, node: &str, addr: SocketAddr) {
+        let connected = self.conns.values().any(|c| {
+            c.state != ConnState::Closed && (c.peer.as_deref() == Some(node) || c.addr == addr)
+        });
+        if connected || self.live_conns() >= self.cfg.max_peers {
+            return;
+        }
+        if let Some(d) = self.discovery.as_mut() {
+            d.mark_dialed(node, now);
+        }
+        tracing::info!(peer = short(node), %addr, "auto-connecting to a discovered peer");
+        self.dial(now, addr);
+    }
+
+    fn configure_discovery(&mut self, now: Instant) {
+        self.filter = NetworkFilter::parse(&self.cfg.allowed_networks).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring invalid allowed_networks");
+            NetworkFilter::default()
+        });
+        if !self.cfg.discovery {
+            self.discovery = None;
+            return;
+        }
+        let mut dc = DiscoveryConfig::from_config(&self.cfg);
+        dc.interval = self.cfg.discovery_interval;
+        dc.stale_after = self.cfg.discovery_interval * 3;
+        dc.jitter = dc.jitter.min(self.cfg.discovery_interval / 4);
+        match self.discovery.as_mut() {
+            Some(d) => {
+                dc.targets = d.config().targets.clone();
+                if let Err(e) = d.set_config(dc, now) {
+                    tracing::warn!(error = %e, "discovery configuration refused");
+                }
+            }
+            None => {
+                let rng = self.rng.child("discovery", 0);
+                match Discovery::new(dc, self.node_id.clone(), self.cfg.port, rng, now) {
+                    Ok(d) => self.discovery = Some(d),
+                    Err(e) => tracing::warn!(error = %e, "discovery disabled"),
+                }
+            }
+        }
+    }
+
+    fn announce_local(&mut self, now: Instant, store: &dyn Store) {
+        let Some(d) = self.discovery.as_mut() else {
+            return;
+        };
+        let digest = discovery::heads_digest(&store.heads().unwrap_or_default());
+        d.set_local(vec![(store.repo_id().to_owned(), digest)], now);
     }
 
     /// The next deadline at which `handle_timeout` must be called.
@@ -373,6 +486,12 @@ impl Node {
         };
         if !self.initialised {
             consider(self.started, TimeoutReason::Reconnect);
+        }
+        if self.restart_pulls {
+            consider(self.started, TimeoutReason::QueuedSync);
+        }
+        if let Some(t) = self.discovery.as_ref().and_then(|d| d.poll_timeout()) {
+            consider(t, TimeoutReason::Discovery);
         }
         for c in self.conns.values() {
             match c.state {
@@ -427,15 +546,19 @@ impl Node {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            if c.out.is_empty() || c.blocked {
+            if c.out.len() == c.out_pos || c.blocked {
                 if produced.is_err() {
                     continue;
                 }
                 continue;
             }
-            let n = c.out.len();
-            buf.extend_from_slice(&c.out);
-            c.out.clear();
+            let n = (c.out.len() - c.out_pos).min(TRANSMIT_CHUNK);
+            buf.extend_from_slice(&c.out[c.out_pos..c.out_pos + n]);
+            c.out_pos += n;
+            if c.out_pos == c.out.len() {
+                c.out.clear();
+                c.out_pos = 0;
+            }
             self.stats.bytes_out += n as u64;
             self.last_rr = id;
             return Some(id);
@@ -457,6 +580,10 @@ impl Node {
     pub fn handle_accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
         if self.live_conns() >= self.cfg.max_peers {
             tracing::debug!(%addr, "refusing inbound connection: max_peers reached");
+            return None;
+        }
+        if !self.filter.allows(addr.ip()) {
+            tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
             return None;
         }
         let id = self.alloc_conn();
@@ -601,6 +728,14 @@ impl Node {
             if let Ok(h) = store.heads() {
                 self.announced = h;
             }
+            self.announce_local(now, store);
+        }
+        if let Some(d) = self.discovery.as_mut() {
+            d.handle_timeout(now);
+            let candidates = d.dial_candidates(now);
+            for (node, addr) in candidates {
+                self.dial_discovered(now, &node, addr);
+            }
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         let lost_after = self.lost_after();
@@ -651,6 +786,9 @@ impl Node {
             for id in ready {
                 self.request_pull(now, id, store, false);
             }
+        }
+        if self.restart_pulls {
+            self.start_queued_pulls_with(now, store);
         }
         let due: Vec<SocketAddr> = self
             .dialers
@@ -782,6 +920,8 @@ impl Node {
                     self.next_auto_sync = now + self.cfg.sync_interval;
                 }
                 self.sync_known_peers(now);
+                self.configure_discovery(now);
+                self.announce_local(now, store);
                 self.done(id, true, "configuration applied".into());
             }
         }
@@ -1154,7 +1294,8 @@ impl Node {
         let Some(peer) = c.peer.clone() else { return };
         c.state = ConnState::Ready;
         c.was_ready = true;
-        c.next_ping = now + self.cfg.heartbeat_interval;
+        // Ping at once, so the round-trip time is known from the start.
+        c.next_ping = now;
         c.lz4 = self.cfg.compression && h.features.iter().any(|f| f == "lz4");
         c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
         c.remote_repos = h.repos.iter().map(|r| r.id.clone()).collect();
@@ -1183,10 +1324,22 @@ impl Node {
         if let Some((other, their_init)) = dup {
             let keep_new = mine < their_init || (mine == their_init && conn < other);
             let loser = if keep_new { other } else { conn };
+            let winner = if keep_new { conn } else { other };
             self.close(loser, "duplicate connection to the same peer");
+            // A Connect whose own dial lost the tie is still connected.
+            if let Some(cmd) = self.connect_waiters.remove(&loser) {
+                self.done(
+                    cmd,
+                    true,
+                    format!("connected to {} (connection {winner})", short(&peer)),
+                );
+            }
             if loser == conn {
                 return;
             }
+        }
+        if let Some(d) = self.discovery.as_mut() {
+            d.mark_connected(&peer);
         }
         let record = self.peers.entry(peer.clone()).or_default();
         record.last_seen = Some(now);
@@ -1659,6 +1812,7 @@ impl Node {
                     self.outputs
                         .push_back(Output::Store(StoreRequest::Abort { batch: pull.batch }));
                 }
+                self.restart_pulls = true;
                 self.emit(Event::SyncFailed {
                     peer: peer.clone(),
                     sync: pull.sync,
@@ -1711,12 +1865,14 @@ impl Node {
         }
     }
 
+    /// Pulls waiting for a free slot start from the next `handle_timeout`, which
+    /// has the store; `poll_timeout` asks for that tick at once.
     fn start_queued_pulls(&mut self, _now: Instant) {
-        // Needs the store; handled by `start_queued_pulls_with` from inputs that
-        // have one. Connections flagged here are picked up on the next tick.
+        self.restart_pulls = true;
     }
 
     fn start_queued_pulls_with(&mut self, now: Instant, store: &dyn Store) {
+        self.restart_pulls = false;
         let again: Vec<ConnId> = self
             .conns
             .values()
@@ -1740,6 +1896,7 @@ impl Node {
         if changed.is_empty() {
             return;
         }
+        self.announce_local(now, store);
         let repo = store.repo_id().to_owned();
         let targets: Vec<ConnId> = self
             .conns
@@ -1789,6 +1946,11 @@ impl Node {
         let mut objects_sent = 0u64;
         let mut bytes_sent = 0u64;
         let mut failure = None;
+        if c.out_pos > 0 {
+            // Keep the buffer from growing: drop what was already handed out.
+            c.out.drain(..c.out_pos);
+            c.out_pos = 0;
+        }
         while c.out.len() < TRANSMIT_CHUNK {
             let Some(job) = c.serving.front_mut() else {
                 break;

@@ -82,6 +82,7 @@ struct Driver {
     udp: Option<Arc<Async<UdpSocket>>>,
     started_info: Started,
     stop: Option<String>,
+    targets: Vec<SocketAddr>,
 }
 
 /// Holds the single-instance lock for the daemon's lifetime; the kernel releases
@@ -222,7 +223,9 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             udp,
             started_info: started_info.clone(),
             stop: None,
+            targets: Vec::new(),
         };
+        driver.set_targets(&cfg);
         tracing::info!(node = %started_info.node_id, port, "daemon listening");
         on_started(&started_info);
         driver.run(rx).await;
@@ -448,8 +451,8 @@ impl Driver {
         }
     }
 
-    fn on_datagram(&mut self, _now: Instant, from: SocketAddr, data: &[u8]) {
-        tracing::trace!(%from, len = data.len(), "discovery datagram");
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.node.handle_datagram(now, from, data);
     }
 
     fn attach(&mut self, conn: ConnId, stream: TcpStream) {
@@ -544,6 +547,13 @@ impl Driver {
                 self.close_io(conn);
                 self.node.handle_closed(now, conn, &reason);
             }
+            Output::Datagram { to, data } => {
+                if let Some(u) = &self.udp
+                    && let Err(e) = u.get_ref().send_to(&data, to)
+                {
+                    tracing::debug!(%to, error = %e, "discovery send failed");
+                }
+            }
             Output::Store(req) => {
                 if self.disk.send(req).is_err() {
                     tracing::error!("the disk thread has stopped");
@@ -611,7 +621,22 @@ impl Driver {
                 "repo": self.store.repo_id(),
             }))),
             Request::Peers { verbose } => send(Reply::ok(self.peers_json(verbose))),
-            Request::Discovered => send(Reply::ok(json!({ "discovered": [] }))),
+            Request::Discovered => {
+                let list: Vec<serde_json::Value> = self
+                    .node
+                    .discovered()
+                    .into_iter()
+                    .map(|p| {
+                        let mut v = serde_json::to_value(&p).unwrap_or_default();
+                        v["last_seen_ago_ms"] =
+                            json!(now.saturating_since(p.last_seen).as_millis() as u64);
+                        v
+                    })
+                    .collect();
+                send(Reply::ok(
+                    json!({ "discovered": list, "stats": self.node.discovery_stats() }),
+                ));
+            }
             Request::Connect { addr } => match addr.parse::<SocketAddr>() {
                 Ok(a) => self.command(now, Command::Connect(a), reply),
                 Err(_) => send(Reply::err(format!("{addr:?} is not an ip:port address"))),
@@ -645,6 +670,7 @@ impl Driver {
                 Ok(mut cfg) => {
                     // The listening port cannot change without a restart.
                     cfg.port = self.started_info.port;
+                    self.set_targets(&cfg);
                     self.command(now, Command::SetConfig(Box::new(cfg)), reply);
                 }
                 Err(e) => send(Reply::err(e.to_string())),
@@ -661,6 +687,17 @@ impl Driver {
                 self.stop = Some("stop requested".into());
             }
         }
+    }
+
+    fn set_targets(&mut self, cfg: &Config) {
+        self.targets = if self.udp.is_some() {
+            discovery_targets(cfg)
+        } else {
+            Vec::new()
+        };
+        tracing::info!(targets = ?self.targets, "discovery targets");
+        let now = self.now();
+        self.node.set_discovery_targets(now, self.targets.clone());
     }
 
     /// Expands a unique prefix of a connected (or known) peer's id.
@@ -719,7 +756,7 @@ impl Driver {
             "peers": self.peers_json(false)["peers"],
             "stats": self.node.stats(),
             "conflicts": self.node.conflicts().len(),
-            "discovery": { "enabled": self.udp.is_some() },
+            "discovery": { "enabled": self.udp.is_some(), "targets": self.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "peers": self.node.discovered().len(), "stats": self.node.discovery_stats() },
             "events": { "emitted": self.events_emitted, "dropped": self.events_dropped, "subscribers": self.subscribers.len() },
         })
     }
@@ -779,7 +816,35 @@ pub fn is_running(paths: &P2pPaths) -> bool {
     .is_ok()
 }
 
-#[allow(dead_code)]
-fn config_of(c: &Config) -> &Config {
-    c
+/// Where discovery announcements go: the configured addresses (or the
+/// environment override), else every IPv4 interface's broadcast address.
+/// Loopback is never chosen implicitly; tests name 127.255.255.255 explicitly.
+pub fn discovery_targets(cfg: &Config) -> Vec<SocketAddr> {
+    if !cfg.discovery_addrs.is_empty() {
+        return cfg
+            .discovery_addrs
+            .iter()
+            .filter_map(|a| {
+                a.parse::<SocketAddr>().ok().or_else(|| {
+                    a.parse::<IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, cfg.discovery_port))
+                })
+            })
+            .collect();
+    }
+    let mut out: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback())
+        .filter_map(|i| match i.addr {
+            if_addrs::IfAddr::V4(v4) => v4
+                .broadcast
+                .map(|b| SocketAddr::new(IpAddr::V4(b), cfg.discovery_port)),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
