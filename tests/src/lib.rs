@@ -830,19 +830,14 @@ pub mod p2p {
     }
 
     /// Configures a repository's daemon for loopback only: TCP on `127.0.0.1`
-    /// with a kernel-chosen port, discovery off, plus `extra` config flags.
+    /// with a kernel-chosen port, discovery off (unless `extra` says
+    /// `--discovery on`), plus `extra` config flags.
     #[track_caller]
     pub fn configure_loopback(r: &Repo, extra: &[&str]) {
-        let mut args = vec![
-            "p2p",
-            "config",
-            "--port",
-            "0",
-            "--bind-addr",
-            "127.0.0.1",
-            "--discovery",
-            "off",
-        ];
+        let mut args = vec!["p2p", "config", "--port", "0", "--bind-addr", "127.0.0.1"];
+        if !extra.contains(&"--discovery") {
+            args.extend_from_slice(&["--discovery", "off"]);
+        }
         args.extend_from_slice(extra);
         r.ok(&args);
     }

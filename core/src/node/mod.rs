@@ -451,6 +451,10 @@ impl Node {
         dc.interval = self.cfg.discovery_interval;
         dc.stale_after = self.cfg.discovery_interval * 3;
         dc.jitter = dc.jitter.min(self.cfg.discovery_interval / 4);
+        // Many daemons can share one host (and so one source address): allow a
+        // few announcements a second per address, still bounding a flood.
+        dc.rate_burst = dc.rate_burst.max(30);
+        dc.rate_per_sec = dc.rate_per_sec.max(10);
         match self.discovery.as_mut() {
             Some(d) => {
                 dc.targets = d.config().targets.clone();
