@@ -197,6 +197,7 @@ fn big_file(
 
 /// Runs one node on its own thread with a channel as its socket: what a real
 /// daemon on each machine does, so sender and receiver each get a core.
+#[allow(clippy::too_many_arguments)]
 fn pump(
     mut node: Node,
     mut store: MemStore,
