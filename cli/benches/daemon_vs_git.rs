@@ -974,6 +974,97 @@ impl Drop for Scratch {
     }
 }
 
+/// Full sync into an empty repository with the source's id: its daemon connects
+/// to `port` and auto-sync pulls everything. Returns the wall time from the
+/// `connect` command to the head file naming `head`, the CPU of both daemons and
+/// the command, and the new daemon's final status.
+fn ivaldi_full_sync(
+    dst: &Path,
+    id: &str,
+    src: &Daemon,
+    port: u16,
+    head: &str,
+    name: &str,
+    logs: &Path,
+) -> (Duration, Duration, Value) {
+    run(Command::new(IVALDI).arg("forge").arg(dst));
+    fs::write(
+        dst.join(".ivaldi").join("repo.json"),
+        format!("{{\"id\":\"{id}\"}}\n"),
+    )
+    .expect("write repo.json");
+    let d = Daemon::start(dst, name, true, logs);
+    let (cpu_s0, cpu_d0, cpu_c0) = (
+        proc_cpu(src.pid(), false),
+        proc_cpu(d.pid(), false),
+        children_cpu(),
+    );
+    let t = Instant::now();
+    d.connect(port);
+    let wall = wait_head(dst, head, Duration::from_secs(900)) - t;
+    let cpu = proc_cpu(src.pid(), false).saturating_sub(cpu_s0)
+        + proc_cpu(d.pid(), false).saturating_sub(cpu_d0)
+        + children_cpu().saturating_sub(cpu_c0);
+    std::thread::sleep(Duration::from_millis(50)); // the clone's announcement
+    let st = d.status();
+    (wall, cpu, st)
+}
+
+/// `git clone [--bare]` from the git daemon (or a proxy) at `port`; wall time
+/// and CPU of both sides.
+fn git_clone(
+    dir: &Path,
+    port: u16,
+    dst: &Path,
+    bare: bool,
+    gd: &GitDaemon,
+) -> (Duration, Duration) {
+    let url = format!("git://127.0.0.1:{port}/git");
+    let (cpu_g0, cpu_c0) = (gd.children_cpu(), children_cpu());
+    let mut c = git(dir);
+    c.args(["clone", "-q"]);
+    if bare {
+        c.arg("--bare");
+    }
+    let wall = timed(c.arg(&url).arg(dst));
+    let cpu = gd.children_cpu().saturating_sub(cpu_g0) + children_cpu().saturating_sub(cpu_c0);
+    (wall, cpu)
+}
+
+/// Seals `edits` on the source, waits until the clone's daemon has heard of the
+/// new head, then times `ivaldi p2p sync` on the clone. Returns the wall time and
+/// the CPU of both daemons and the command.
+fn ivaldi_one_seal(
+    src: &Path,
+    ds: &Daemon,
+    dd: &Daemon,
+    edits: &[(String, Vec<u8>)],
+    t: i64,
+) -> (Duration, Duration) {
+    let updates0 = dd.status()["stats"]["messages_in"]["timeline_update"]
+        .as_u64()
+        .unwrap_or(0);
+    apply_edits(src, edits);
+    run(ivaldi_at(src, t).args(["seal", "-m", "one seal"]));
+    let new = ivaldi_head(src).expect("source head");
+    dd.wait_messages_in("timeline_update", updates0 + 1);
+    let (cpu_s0, cpu_d0, cpu_c0) = (
+        proc_cpu(ds.pid(), false),
+        proc_cpu(dd.pid(), false),
+        children_cpu(),
+    );
+    let wall = timed(ivaldi(&dd.dir).args(["p2p", "sync"]));
+    let cpu = proc_cpu(ds.pid(), false).saturating_sub(cpu_s0)
+        + proc_cpu(dd.pid(), false).saturating_sub(cpu_d0)
+        + children_cpu().saturating_sub(cpu_c0);
+    assert_eq!(
+        ivaldi_head(&dd.dir).as_deref(),
+        Some(new.as_str()),
+        "synced head"
+    );
+    (wall, cpu)
+}
+
 // ---------------------------------------------------------------------------
 // The cached history.
 
@@ -1207,6 +1298,21 @@ fn main() {
         .to_string();
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let commit = Command::new("git")
+        .arg("-C")
+        .arg(&ws)
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let dirty = Command::new("git")
+        .arg("-C")
+        .arg(&ws)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0);
 
     let h = history(&cfg, &cache);
     let mut s = Samples::default();
@@ -1217,7 +1323,8 @@ fn main() {
     );
     println!();
     println!(
-        "- ivaldi: {ivaldi_version} ({IVALDI}); default daemon config except bind 127.0.0.1, discovery off (encryption on, lz4 on)"
+        "- ivaldi: {ivaldi_version} ({IVALDI}), workspace at {commit} with {dirty} modified tracked files; \
+         default daemon config except bind 127.0.0.1, discovery off (so encryption on, lz4 on)"
     );
     println!(
         "- git: {git_version} (repo-local config only; git:// protocol, so no encryption; source repacked)"
@@ -1259,40 +1366,31 @@ fn main() {
         let iproxy = Proxy::start(src.port);
         let gd = GitDaemon::start(h.git.parent().expect("cache dir"), &logs);
         let gproxy = Proxy::start(gd.port);
-        let gurl = format!("git://127.0.0.1:{}/git", gproxy.port);
         let id = repo_id(&srv_i);
         for rep in 0..cfg.reps_small {
             let r = c1.join(format!("rep{rep}"));
+            fs::create_dir_all(&r).expect("create rep dir");
             // A: ivaldi daemon-to-daemon full sync, no checkout.
             let dst = r.join("ivaldi-sync");
-            run(Command::new(IVALDI).arg("forge").arg(&dst));
-            fs::write(
-                dst.join(".ivaldi").join("repo.json"),
-                format!("{{\"id\":\"{id}\"}}\n"),
-            )
-            .expect("write repo.json");
-            let d = Daemon::start(&dst, &format!("c1-dst{rep}"), true, &logs);
-            let (mark, cpu_s0, cpu_d0, cpu_c0) = (
-                iproxy.mark(),
-                proc_cpu(src.pid(), false),
-                proc_cpu(d.pid(), false),
-                children_cpu(),
+            let (wall, cpu, st) = ivaldi_full_sync(
+                &dst,
+                &id,
+                &src,
+                src.port,
+                &h.ivaldi_head,
+                &format!("c1-dst{rep}"),
+                &logs,
             );
-            let t = Instant::now();
-            d.connect(iproxy.port);
-            let done = wait_head(&dst, &h.ivaldi_head, Duration::from_secs(900));
-            let wall = done - t;
-            let tr = iproxy.since(mark);
-            let cpu = proc_cpu(src.pid(), false).saturating_sub(cpu_s0)
-                + proc_cpu(d.pid(), false).saturating_sub(cpu_d0)
-                + children_cpu().saturating_sub(cpu_c0);
-            let st = d.status();
-            drop(d);
             s.push("1 ivaldi ms", ms(wall));
             s.push("1 ivaldi cpu ms", ms(cpu));
-            s.push("1 ivaldi bytes down", tr.down as f64);
-            s.push("1 ivaldi bytes up", tr.up as f64);
-            s.push("1 ivaldi round trips", tr.round_trips as f64);
+            s.push(
+                "1 ivaldi stats bytes in",
+                st["stats"]["bytes_in"].as_f64().unwrap_or(0.0),
+            );
+            s.push(
+                "1 ivaldi stats bytes out",
+                st["stats"]["bytes_out"].as_f64().unwrap_or(0.0),
+            );
             s.push(
                 "1 ivaldi sync_requests",
                 st["stats"]["messages_out"]["sync_request"]
@@ -1303,28 +1401,29 @@ fn main() {
 
             // B: git clone --bare.
             let gdst = r.join("git-bare.git");
-            let (mark, cpu_g0, cpu_c0) = (gproxy.mark(), gd.children_cpu(), children_cpu());
-            let wall = timed(git(&r).args(["clone", "--bare", "-q", &gurl]).arg(&gdst));
-            let tr = gproxy.since(mark);
-            let cpu =
-                gd.children_cpu().saturating_sub(cpu_g0) + children_cpu().saturating_sub(cpu_c0);
+            let (wall, cpu) = git_clone(&r, gd.port, &gdst, true, &gd);
             assert_eq!(git_head(&gdst, "main"), h.git_head, "git clone --bare head");
             s.push("1 git ms", ms(wall));
             s.push("1 git cpu ms", ms(cpu));
-            s.push("1 git bytes down", tr.down as f64);
-            s.push("1 git bytes up", tr.up as f64);
-            s.push("1 git round trips", tr.round_trips as f64);
+            // Control: the same clone over file:// (pipes, no TCP).
+            let gfile = r.join("git-file.git");
+            let wall = timed(
+                git(&r)
+                    .args(["clone", "--bare", "-q"])
+                    .arg(format!("file://{}", h.git.display()))
+                    .arg(&gfile),
+            );
+            s.push("1f git ms", ms(wall));
+            let _ = fs::remove_dir_all(&gfile);
 
             // A: ivaldi p2p clone (probe + sync + checkout).
             let cdst = r.join("ivaldi-clone");
-            let (mark, cpu_s0, cpu_c0) =
-                (iproxy.mark(), proc_cpu(src.pid(), false), children_cpu());
+            let (cpu_s0, cpu_c0) = (proc_cpu(src.pid(), false), children_cpu());
             let wall = timed(
                 ivaldi(&r)
-                    .args(["p2p", "clone", &format!("127.0.0.1:{}", iproxy.port)])
+                    .args(["p2p", "clone", &format!("127.0.0.1:{}", src.port)])
                     .arg(&cdst),
             );
-            let tr = iproxy.since(mark);
             let cpu = proc_cpu(src.pid(), false).saturating_sub(cpu_s0)
                 + children_cpu().saturating_sub(cpu_c0);
             assert_eq!(
@@ -1334,20 +1433,15 @@ fn main() {
             );
             s.push("1b ivaldi ms", ms(wall));
             s.push("1b ivaldi cpu ms", ms(cpu));
-            s.push("1b ivaldi bytes", (tr.up + tr.down) as f64);
 
             // B: git clone (with checkout).
             let gco = r.join("git-clone");
-            let (mark, cpu_g0, cpu_c0) = (gproxy.mark(), gd.children_cpu(), children_cpu());
-            let wall = timed(git(&r).args(["clone", "-q", &gurl]).arg(&gco));
-            let tr = gproxy.since(mark);
-            let cpu =
-                gd.children_cpu().saturating_sub(cpu_g0) + children_cpu().saturating_sub(cpu_c0);
+            let (wall, cpu) = git_clone(&r, gd.port, &gco, false, &gd);
             s.push("1b git ms", ms(wall));
             s.push("1b git cpu ms", ms(cpu));
-            s.push("1b git bytes", (tr.up + tr.down) as f64);
-            // Same working tree as the source?
+
             if rep == 0 {
+                // The working trees must match.
                 let diff = Command::new("diff")
                     .args(["-rq", "--exclude=.ivaldi", "--exclude=.git"])
                     .arg(&cdst)
@@ -1362,6 +1456,32 @@ fn main() {
                 fs::rename(&dst, &synced_ivaldi).expect("keep the synced ivaldi clone");
                 fs::rename(&gdst, &synced_git).expect("keep the synced git clone");
                 git_quiet_config(&synced_git);
+                let _ = fs::remove_dir_all(&r);
+                fs::create_dir_all(&r).expect("create rep dir");
+
+                // Once more through the counting proxy, for bytes and round trips.
+                let mark = iproxy.mark();
+                let (wall, _, _) = ivaldi_full_sync(
+                    &r.join("ivaldi-proxied"),
+                    &id,
+                    &src,
+                    iproxy.port,
+                    &h.ivaldi_head,
+                    "c1-proxied",
+                    &logs,
+                );
+                let tr = iproxy.since(mark);
+                s.push("1p ivaldi ms", ms(wall));
+                s.push("1p ivaldi bytes down", tr.down as f64);
+                s.push("1p ivaldi bytes up", tr.up as f64);
+                s.push("1p ivaldi round trips", tr.round_trips as f64);
+                let mark = gproxy.mark();
+                let (wall, _) = git_clone(&r, gproxy.port, &r.join("git-proxied.git"), true, &gd);
+                let tr = gproxy.since(mark);
+                s.push("1p git ms", ms(wall));
+                s.push("1p git bytes down", tr.down as f64);
+                s.push("1p git bytes up", tr.up as f64);
+                s.push("1p git round trips", tr.round_trips as f64);
             }
             eprintln!(
                 "  rep {rep}: case 1  ivaldi {:>9} (clone {:>9})  git {:>9} (clone {:>9})",
@@ -1389,10 +1509,12 @@ fn main() {
         for rep in 0..cfg.reps_small {
             let r = c2.join(format!("rep{rep}"));
             let mut rng = Rng(0x0C0F_FEE0 + rep as u64);
-            let edits1 = plan_edits(&mut rng, &h.ivaldi, &h.paths, cfg.one_seal);
-            let edits2 = plan_edits(&mut rng, &h.ivaldi, &h.paths, cfg.one_seal);
-            let (t1, t2) = (next_t, next_t + 60);
-            next_t += 120;
+            // Three changes: timed direct, automatic propagation, through the proxy.
+            let edits: Vec<_> = (0..3)
+                .map(|_| plan_edits(&mut rng, &h.ivaldi, &h.paths, cfg.one_seal))
+                .collect();
+            let times = [next_t, next_t + 60, next_t + 120];
+            next_t += 180;
 
             // A: ivaldi.
             let src = r.join("ivaldi-src");
@@ -1402,43 +1524,26 @@ fn main() {
             run(ivaldi(&src).arg("status")); // refresh the stat cache after the copy
             let ds = Daemon::start(&src, &format!("c2-src{rep}"), true, &logs);
             let dd = Daemon::start(&dst, &format!("c2-dst{rep}"), false, &logs);
-            let proxy = Proxy::start(ds.port);
-            dd.connect(proxy.port);
+            dd.connect(ds.port);
             std::thread::sleep(Duration::from_millis(200)); // handshake pulls settle
             let (st_s0, st_d0) = (ds.status(), dd.status());
-            let updates0 = st_d0["stats"]["messages_in"]["timeline_update"]
-                .as_u64()
-                .unwrap_or(0);
-            let mark = proxy.mark();
-            apply_edits(&src, &edits1);
-            run(ivaldi_at(&src, t1).args(["seal", "-m", "one seal"]));
-            let new = ivaldi_head(&src).expect("source head");
-            dd.wait_messages_in("timeline_update", updates0 + 1);
-            let (cpu_s0, cpu_d0, cpu_c0) = (
-                proc_cpu(ds.pid(), false),
-                proc_cpu(dd.pid(), false),
-                children_cpu(),
-            );
-            let wall = timed(ivaldi(&dst).args(["p2p", "sync"]));
-            let cpu = proc_cpu(ds.pid(), false).saturating_sub(cpu_s0)
-                + proc_cpu(dd.pid(), false).saturating_sub(cpu_d0)
-                + children_cpu().saturating_sub(cpu_c0);
-            assert_eq!(
-                ivaldi_head(&dst).as_deref(),
-                Some(new.as_str()),
-                "synced head"
-            );
+            let (wall, cpu) = ivaldi_one_seal(&src, &ds, &dd, &edits[0], times[0]);
             std::thread::sleep(Duration::from_millis(100)); // the clone's announcement
-            let tr = proxy.since(mark);
             let (st_s1, st_d1) = (ds.status(), dd.status());
             let delta = |a: &Value, b: &Value, k: &str| {
                 b["stats"][k].as_f64().unwrap_or(0.0) - a["stats"][k].as_f64().unwrap_or(0.0)
             };
             s.push("2 ivaldi ms", ms(wall));
             s.push("2 ivaldi cpu ms", ms(cpu));
-            s.push("2 ivaldi bytes down", tr.down as f64);
-            s.push("2 ivaldi bytes up", tr.up as f64);
-            s.push("2 ivaldi round trips", tr.round_trips as f64);
+            s.push(
+                "2 ivaldi stats bytes down",
+                delta(&st_s0, &st_s1, "bytes_out"),
+            );
+            s.push(
+                "2 ivaldi stats bytes up",
+                delta(&st_d0, &st_d1, "bytes_out"),
+            );
+            s.push("2 ivaldi objects", delta(&st_d0, &st_d1, "objects_in"));
             s.push(
                 "2 ivaldi sync_requests",
                 st_d1["stats"]["messages_out"]["sync_request"]
@@ -1448,26 +1553,33 @@ fn main() {
                         .as_f64()
                         .unwrap_or(0.0),
             );
-            s.push(
-                "2 ivaldi stats bytes src out",
-                delta(&st_s0, &st_s1, "bytes_out"),
-            );
-            s.push(
-                "2 ivaldi stats bytes dst out",
-                delta(&st_d0, &st_d1, "bytes_out"),
-            );
-            s.push("2 ivaldi objects", delta(&st_d0, &st_d1, "objects_in"));
 
             // A (2b): auto-sync on; seal start → the clone's head moved.
             run(ivaldi(&dst).args(["p2p", "auto-sync", "on"]));
-            apply_edits(&src, &edits2);
+            apply_edits(&src, &edits[1]);
             let t = Instant::now();
-            run(ivaldi_at(&src, t2).args(["seal", "-m", "second seal"]));
+            run(ivaldi_at(&src, times[1]).args(["seal", "-m", "second seal"]));
             let sealed = t.elapsed();
             let new2 = ivaldi_head(&src).expect("source head");
             let arrived = wait_head(&dst, &new2, Duration::from_secs(60)) - t;
             s.push("2b ivaldi ms", ms(arrived));
             s.push("2b ivaldi seal ms", ms(sealed));
+
+            // A (proxied): reconnect through the counting proxy.
+            run(ivaldi(&dst).args(["p2p", "auto-sync", "off"]));
+            let src_id = ds.status()["node_id"].as_str().expect("node id").to_owned();
+            run(ivaldi(&dst).args(["p2p", "disconnect", &src_id]));
+            let proxy = Proxy::start(ds.port);
+            dd.connect(proxy.port);
+            std::thread::sleep(Duration::from_millis(200));
+            let mark = proxy.mark();
+            let (wall, _) = ivaldi_one_seal(&src, &ds, &dd, &edits[2], times[2]);
+            std::thread::sleep(Duration::from_millis(100));
+            let tr = proxy.since(mark);
+            s.push("2p ivaldi ms", ms(wall));
+            s.push("2p ivaldi bytes down", tr.down as f64);
+            s.push("2p ivaldi bytes up", tr.up as f64);
+            s.push("2p ivaldi round trips", tr.round_trips as f64);
             drop(proxy);
             drop(dd);
             drop(ds);
@@ -1475,21 +1587,29 @@ fn main() {
             // B: git.
             let gsrc = r.join("git-src");
             let gdst = r.join("git-dst.git");
+            let gdst_p = r.join("git-dst-proxied.git");
+            let gdst_f = r.join("git-dst-file.git");
             copy_dir(&h.git, &gsrc);
             copy_dir(&synced_git, &gdst);
+            copy_dir(&synced_git, &gdst_p);
+            copy_dir(&synced_git, &gdst_f);
             // Refresh the index's stat data after the copy (exit status irrelevant).
             let _ = git(&gsrc)
                 .args(["update-index", "-q", "--refresh"])
                 .output();
-            let url = format!("git://127.0.0.1:{}/rep{rep}/git-src", gproxy.port);
-            apply_edits(&gsrc, &edits1);
-            run(git_at(&gsrc, t1).args(["add", "-A"]));
-            run(git_at(&gsrc, t1).args(["commit", "-q", "-m", "one seal"]));
-            let (mark, cpu_g0, cpu_c0) = (gproxy.mark(), gd.children_cpu(), children_cpu());
-            let wall = timed(git(&gdst).args(["fetch", "-q", &url, "+refs/heads/*:refs/heads/*"]));
+            let url = |port: u16| format!("git://127.0.0.1:{port}/rep{rep}/git-src");
+            let fetch = |dir: &Path, port: u16| {
+                let mut c = git(dir);
+                c.args(["fetch", "-q", &url(port), "+refs/heads/*:refs/heads/*"]);
+                c
+            };
+            apply_edits(&gsrc, &edits[0]);
+            run(git_at(&gsrc, times[0]).args(["add", "-A"]));
+            run(git_at(&gsrc, times[0]).args(["commit", "-q", "-m", "one seal"]));
+            let (cpu_g0, cpu_c0) = (gd.children_cpu(), children_cpu());
+            let wall = timed(&mut fetch(&gdst, gd.port));
             let cpu =
                 gd.children_cpu().saturating_sub(cpu_g0) + children_cpu().saturating_sub(cpu_c0);
-            let tr = gproxy.since(mark);
             assert_eq!(
                 git_head(&gdst, "main"),
                 git_head(&gsrc, "HEAD"),
@@ -1497,27 +1617,50 @@ fn main() {
             );
             s.push("2 git ms", ms(wall));
             s.push("2 git cpu ms", ms(cpu));
-            s.push("2 git bytes down", tr.down as f64);
-            s.push("2 git bytes up", tr.up as f64);
-            s.push("2 git round trips", tr.round_trips as f64);
+            // Control: the same fetch over file:// (pipes, no TCP).
+            let wall = timed(git(&gdst_f).args([
+                "fetch",
+                "-q",
+                &format!("file://{}", gsrc.display()),
+                "+refs/heads/*:refs/heads/*",
+            ]));
+            s.push("2f git ms", ms(wall));
 
             // B (2b): commit + fetch.
-            apply_edits(&gsrc, &edits2);
+            apply_edits(&gsrc, &edits[1]);
             let t = Instant::now();
-            run(git_at(&gsrc, t2).args(["add", "-A"]));
-            run(git_at(&gsrc, t2).args(["commit", "-q", "-m", "second seal"]));
+            run(git_at(&gsrc, times[1]).args(["add", "-A"]));
+            run(git_at(&gsrc, times[1]).args(["commit", "-q", "-m", "second seal"]));
             let committed = t.elapsed();
-            run(git(&gdst).args(["fetch", "-q", &url, "+refs/heads/*:refs/heads/*"]));
+            run(&mut fetch(&gdst, gd.port));
             s.push("2b git ms", ms(t.elapsed()));
             s.push("2b git commit ms", ms(committed));
+
+            // B (proxied): a synced clone one commit behind fetches the third change.
+            run(&mut fetch(&gdst_p, gd.port));
+            apply_edits(&gsrc, &edits[2]);
+            run(git_at(&gsrc, times[2]).args(["add", "-A"]));
+            run(git_at(&gsrc, times[2]).args(["commit", "-q", "-m", "third seal"]));
+            let mark = gproxy.mark();
+            let wall = timed(&mut fetch(&gdst_p, gproxy.port));
+            let tr = gproxy.since(mark);
+            assert_eq!(
+                git_head(&gdst_p, "main"),
+                git_head(&gsrc, "HEAD"),
+                "git fetch head"
+            );
+            s.push("2p git ms", ms(wall));
+            s.push("2p git bytes down", tr.down as f64);
+            s.push("2p git bytes up", tr.up as f64);
+            s.push("2p git round trips", tr.round_trips as f64);
             eprintln!(
                 "  rep {rep}: case 2  ivaldi {:>9} ({} B down, {} B up)  git {:>9} ({} B down, {} B up)",
                 fmt_ms(s.0["2 ivaldi ms"][rep]),
-                s.0["2 ivaldi bytes down"][rep],
-                s.0["2 ivaldi bytes up"][rep],
+                s.0["2p ivaldi bytes down"][rep],
+                s.0["2p ivaldi bytes up"][rep],
                 fmt_ms(s.0["2 git ms"][rep]),
-                s.0["2 git bytes down"][rep],
-                s.0["2 git bytes up"][rep],
+                s.0["2p git bytes down"][rep],
+                s.0["2p git bytes up"][rep],
             );
             let _ = fs::remove_dir_all(&r);
         }
@@ -1635,34 +1778,36 @@ fn main() {
             met: verdict(limit.map(|l| r <= l)),
         }
     };
+    let bytes_row = |case: &str, k: &str, goal: &str, judge: bool| {
+        let (id, iu, gdn, gu) = (
+            s.med(&format!("{k} ivaldi bytes down")),
+            s.med(&format!("{k} ivaldi bytes up")),
+            s.med(&format!("{k} git bytes down")),
+            s.med(&format!("{k} git bytes up")),
+        );
+        Row {
+            case: case.into(),
+            ivaldi: format!("{} / {}", human_bytes(id), human_bytes(iu)),
+            git: format!("{} / {}", human_bytes(gdn), human_bytes(gu)),
+            ratio: format!("{:.2}×", (id + iu) / (gdn + gu)),
+            goal: goal.into(),
+            met: verdict(judge.then_some(id + iu < gdn + gu)),
+        }
+    };
     rows.push(time_row(
-        "1. full sync into an empty repository (ivaldi: daemon pull, no checkout; git: clone --bare)"
+        "1. full sync into an empty repository (ivaldi: daemon pull, no checkout; git: `clone --bare`)"
             .into(),
         s.med("1 ivaldi ms"),
         s.med("1 git ms"),
         "≤ 0.5× git",
         Some(0.5),
     ));
-    let (bi, bg) = (
-        s.med("1 ivaldi bytes down") + s.med("1 ivaldi bytes up"),
-        s.med("1 git bytes down") + s.med("1 git bytes up"),
-    );
-    rows.push(Row {
-        case: "1. … bytes down / up".into(),
-        ivaldi: format!(
-            "{} / {}",
-            human_bytes(s.med("1 ivaldi bytes down")),
-            human_bytes(s.med("1 ivaldi bytes up"))
-        ),
-        git: format!(
-            "{} / {}",
-            human_bytes(s.med("1 git bytes down")),
-            human_bytes(s.med("1 git bytes up"))
-        ),
-        ratio: format!("{:.2}×", bi / bg),
-        goal: "(informational)".into(),
-        met: verdict(None),
-    });
+    rows.push(bytes_row(
+        "1. … bytes down / up (proxy)",
+        "1p",
+        "(informational)",
+        false,
+    ));
     rows.push(time_row(
         "1b. clone with checkout (`ivaldi p2p clone` vs `git clone`)".into(),
         s.med("1b ivaldi ms"),
@@ -1680,37 +1825,23 @@ fn main() {
         "< 0.2× git",
         Some(0.2 - 1e-9),
     ));
-    let (bi, bg) = (
-        s.med("2 ivaldi bytes down") + s.med("2 ivaldi bytes up"),
-        s.med("2 git bytes down") + s.med("2 git bytes up"),
-    );
+    rows.push(bytes_row(
+        "2. … bytes down / up (proxy)",
+        "2p",
+        "fewer bytes than git",
+        true,
+    ));
     rows.push(Row {
-        case: "2. … bytes down / up (through the proxy)".into(),
-        ivaldi: format!(
-            "{:.0} B / {:.0} B",
-            s.med("2 ivaldi bytes down"),
-            s.med("2 ivaldi bytes up")
-        ),
-        git: format!(
-            "{:.0} B / {:.0} B",
-            s.med("2 git bytes down"),
-            s.med("2 git bytes up")
-        ),
-        ratio: format!("{:.2}×", bi / bg),
-        goal: "fewer bytes than git".into(),
-        met: verdict(Some(bi < bg)),
-    });
-    rows.push(Row {
-        case: "2. … round trips".into(),
+        case: "2. … round trips (proxy)".into(),
         ivaldi: format!(
             "{:.0} ({:.0} sync_request)",
-            s.med("2 ivaldi round trips"),
+            s.med("2p ivaldi round trips"),
             s.med("2 ivaldi sync_requests")
         ),
-        git: format!("{:.0}", s.med("2 git round trips")),
+        git: format!("{:.0}", s.med("2p git round trips")),
         ratio: format!(
             "{:.2}×",
-            s.med("2 ivaldi round trips") / s.med("2 git round trips")
+            s.med("2p ivaldi round trips") / s.med("2p git round trips")
         ),
         goal: "(informational)".into(),
         met: verdict(None),
@@ -1760,31 +1891,48 @@ fn main() {
     println!();
     println!("Notes (medians):");
     println!(
+        "- timed runs connect directly; bytes and round trips come from one extra run through \
+         the counting proxy (case 1: first repetition; case 2: a third change each repetition). \
+         Proxied wall times: case 1 ivaldi {}, git {}; case 2 ivaldi {}, git {}",
+        fmt_ms(s.med("1p ivaldi ms")),
+        fmt_ms(s.med("1p git ms")),
+        fmt_ms(s.med("2p ivaldi ms")),
+        fmt_ms(s.med("2p git ms")),
+    );
+    println!(
+        "- control, git over file:// (pipes, so no TCP delayed-ACK stalls): case 1 `clone --bare` {} \
+         (ivaldi/this {:.2}×), case 2 `fetch` {} (ivaldi/this {:.2}×)",
+        fmt_ms(s.med("1f git ms")),
+        s.med("1 ivaldi ms") / s.med("1f git ms"),
+        fmt_ms(s.med("2f git ms")),
+        s.med("2 ivaldi ms") / s.med("2f git ms"),
+    );
+    println!(
         "- CPU user+sys, both sides: case 1 ivaldi {} (both daemons + the connect command), git {} \
          (clone + index-pack, and git daemon's upload-pack/pack-objects); case 1b ivaldi {} \
-         (clone + source daemon), git {}",
+         (clone command + source daemon), git {}",
         fmt_ms(s.med("1 ivaldi cpu ms")),
         fmt_ms(s.med("1 git cpu ms")),
         fmt_ms(s.med("1b ivaldi cpu ms")),
         fmt_ms(s.med("1b git cpu ms")),
     );
     println!(
-        "- case 1 round trips seen by the proxy: ivaldi {:.0} (Noise handshake included; {:.0} sync_request), git {:.0}; \
-         case 1b bytes: ivaldi {}, git {}",
-        s.med("1 ivaldi round trips"),
+        "- case 1 round trips seen by the proxy: ivaldi {:.0} (Noise + hello included; {:.0} sync_request), \
+         git {:.0}; the clone daemon's own counters: {} in, {} out",
+        s.med("1p ivaldi round trips"),
         s.med("1 ivaldi sync_requests"),
-        s.med("1 git round trips"),
-        human_bytes(s.med("1b ivaldi bytes")),
-        human_bytes(s.med("1b git bytes")),
+        s.med("1p git round trips"),
+        human_bytes(s.med("1 ivaldi stats bytes in")),
+        human_bytes(s.med("1 ivaldi stats bytes out")),
     );
     println!(
         "- case 2 CPU: ivaldi {} (both daemons + the sync command), git {}; objects sent {:.0}; \
-         daemons' own counters: source sent {:.0} B, clone sent {:.0} B",
+         daemons' own counters on the direct run: {:.0} B down, {:.0} B up",
         fmt_ms(s.med("2 ivaldi cpu ms")),
         fmt_ms(s.med("2 git cpu ms")),
         s.med("2 ivaldi objects"),
-        s.med("2 ivaldi stats bytes src out"),
-        s.med("2 ivaldi stats bytes dst out"),
+        s.med("2 ivaldi stats bytes down"),
+        s.med("2 ivaldi stats bytes up"),
     );
     println!(
         "- case 2b split: ivaldi seal {} of {}; git add+commit {} of {}",

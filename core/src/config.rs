@@ -71,6 +71,8 @@ pub struct Config {
     #[serde(with = "duration_text")]
     pub sync_timeout: Duration,
     pub conflict_strategy: ConflictStrategy,
+    /// Per-timeline strategies: exact names or `prefix/*` patterns.
+    pub timeline_strategies: std::collections::BTreeMap<String, ConflictStrategy>,
     pub max_concurrent_syncs: usize,
     /// Largest frame accepted or sent, in bytes.
     pub max_message_size: u32,
@@ -124,6 +126,7 @@ impl Default for Config {
             sync_interval: Duration::from_secs(30),
             sync_timeout: Duration::from_secs(60),
             conflict_strategy: ConflictStrategy::Manual,
+            timeline_strategies: std::collections::BTreeMap::new(),
             max_concurrent_syncs: 5,
             max_message_size: 10 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(30),

@@ -9,6 +9,7 @@
 
 pub mod chunk;
 pub mod config;
+pub mod conflict;
 pub mod discovery;
 pub mod id;
 pub mod merge;

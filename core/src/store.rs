@@ -57,6 +57,9 @@ pub enum RefName {
         peer: String,
         timeline: TimelineName,
     },
+    /// A head replaced by a strategy, kept so it stays reachable. Never removed by
+    /// the core; `new` is the seal kept.
+    Kept { timeline: TimelineName },
 }
 
 /// One reference change, applied after the batch's objects have landed.
@@ -106,6 +109,7 @@ pub struct MemStore {
     pub objects: IdMap<Vec<u8>>,
     pub timelines: BTreeMap<TimelineName, ObjectId>,
     pub tracking: BTreeMap<(String, TimelineName), ObjectId>,
+    pub kept: std::collections::BTreeSet<(TimelineName, ObjectId)>,
     /// Batches put but not landed.
     pub staged: BTreeMap<u64, Vec<(ObjectId, Vec<u8>)>>,
 }
@@ -164,6 +168,10 @@ impl MemStore {
                     match u.name {
                         RefName::Tracking { peer, timeline } => {
                             self.tracking.insert((peer, timeline), u.new);
+                            results.push(UpdateResult::Applied);
+                        }
+                        RefName::Kept { timeline } => {
+                            self.kept.insert((timeline, u.new));
                             results.push(UpdateResult::Applied);
                         }
                         RefName::Timeline(t) => {

@@ -67,6 +67,18 @@ pub struct Handshake {
     pub features: Vec<String>,
     /// Free text naming the implementation, for diagnostics.
     pub agent: String,
+    /// How this node resolves diverged timelines, so two peers with "prefer"
+    /// strategies agree on one head. Absent from peers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<StrategyAdvert>,
+}
+
+/// A node's conflict strategies, as advertised in its handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrategyAdvert {
+    pub default: crate::config::ConflictStrategy,
+    #[serde(default)]
+    pub timelines: BTreeMap<String, crate::config::ConflictStrategy>,
 }
 
 /// A request for the objects behind some seals.

@@ -88,6 +88,15 @@ impl Arbitrary for ArbMessage {
                     .collect(),
                 features: (0..usize::arbitrary(g) % 3).map(|_| text(g)).collect(),
                 agent: text(g),
+                conflict: bool::arbitrary(g).then(|| ivaldi_core::wire::StrategyAdvert {
+                    default: ivaldi_core::config::ConflictStrategy::AutoMerge,
+                    timelines: [(
+                        "release/*".to_owned(),
+                        ivaldi_core::config::ConflictStrategy::PreferRemote,
+                    )]
+                    .into_iter()
+                    .collect(),
+                }),
             }),
             1 => Message::SyncRequest(SyncRequest {
                 sync: u64::arbitrary(g),

@@ -142,6 +142,10 @@ impl DiskWriter {
                         .map_err(failed)?;
                     results.push(UpdateResult::Applied);
                 }
+                RefName::Kept { timeline } => {
+                    self.repo.keep(&lock, &timeline, &u.new).map_err(failed)?;
+                    results.push(UpdateResult::Applied);
+                }
                 RefName::Timeline(t) => {
                     match self
                         .repo

@@ -946,6 +946,8 @@ pub mod p2p {
     /// if the test is panicking it first prints the daemon's status and log tail.
     pub struct Daemon<'r> {
         repo: &'r Repo,
+        /// Wraps the `p2p start` command (e.g. in `ip netns exec NS`).
+        wrap: Option<Wrapper>,
         name: String,
         pid: Cell<u32>,
         port: Cell<u16>,
@@ -953,13 +955,45 @@ pub mod p2p {
         start_output: RefCell<String>,
     }
 
+    /// Turns an `ivaldi` command into the command that actually runs (for
+    /// example `ip netns exec NS ivaldi ...`).
+    pub type Wrapper = Box<dyn Fn(Command) -> Command>;
+
+    /// Runs `cmd` inside the network namespace `ns`: `ip netns exec NS PROGRAM
+    /// ARGS`, keeping its environment and working directory.
+    pub fn in_netns(ns: &str, cmd: &Command) -> Command {
+        let mut w = Command::new("ip");
+        w.args(["netns", "exec", ns])
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .stdin(Stdio::null());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => w.env(k, v),
+                None => w.env_remove(k),
+            };
+        }
+        if let Some(d) = cmd.get_current_dir() {
+            w.current_dir(d);
+        }
+        w
+    }
+
     impl<'r> Daemon<'r> {
         /// `ivaldi p2p start` in `repo` (configure it first); panics with the
         /// log's tail if the daemon does not come up.
         #[track_caller]
         pub fn start(name: &str, repo: &'r Repo) -> Daemon<'r> {
+            Self::start_via(name, repo, None)
+        }
+
+        /// Like [`Daemon::start`], running `p2p start` through `wrap` (the
+        /// daemon inherits what the wrapper sets up, such as a network namespace).
+        #[track_caller]
+        pub fn start_via(name: &str, repo: &'r Repo, wrap: Option<Wrapper>) -> Daemon<'r> {
             let d = Daemon {
                 repo,
+                wrap,
                 name: name.to_owned(),
                 pid: Cell::new(0),
                 port: Cell::new(0),
@@ -978,7 +1012,13 @@ pub mod p2p {
 
         #[track_caller]
         fn launch(&self) -> String {
-            let out = self.repo.run(&["p2p", "start"]);
+            let mut cmd = self.repo.command(&["p2p", "start"]);
+            if let Some(w) = &self.wrap {
+                cmd = w(cmd);
+            }
+            let out = cmd
+                .output()
+                .unwrap_or_else(|e| panic!("daemon {}: cannot run p2p start: {e}", self.name));
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             // Record the pid before judging the outcome, so Drop can clean up.
             if let Some(pid) = self.pid_file() {

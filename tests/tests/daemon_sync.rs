@@ -69,7 +69,7 @@ fn wait_connected(daemon: &Daemon, peer: &str, timeout: Duration) -> Duration {
         timeout,
         &format!("a ready connection to {}", &peer[..12]),
         || daemon.peer_ids().iter().any(|p| p == peer),
-        || String::new(),
+        String::new,
     )
 }
 

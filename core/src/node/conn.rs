@@ -63,6 +63,10 @@ pub(super) struct Pull {
     pub seals: IdMap<Seal>,
     pub updates: Vec<HeadUpdate>,
     pub conflicts: Vec<Conflict>,
+    /// Divergences to merge once the batch has landed (auto_merge).
+    pub merges: Vec<Conflict>,
+    /// Resolutions to tell the peer about once the batch has landed.
+    pub resolved: Vec<(Conflict, ObjectId)>,
 }
 
 impl Pull {
@@ -84,6 +88,8 @@ impl Pull {
             seals: IdMap::default(),
             updates: Vec::new(),
             conflicts: Vec::new(),
+            merges: Vec::new(),
+            resolved: Vec::new(),
         }
     }
 }
@@ -155,6 +161,7 @@ pub(super) struct Conn {
     pub lz4: bool,
     pub remote_heads: BTreeMap<TimelineName, ObjectId>,
     pub remote_repos: Vec<String>,
+    pub remote_strategy: Option<crate::wire::StrategyAdvert>,
     pub last_rx: Instant,
     pub last_msg_id: u64,
     pub next_ping: Instant,
@@ -196,6 +203,7 @@ impl Conn {
             lz4: false,
             remote_heads: BTreeMap::new(),
             remote_repos: Vec::new(),
+            remote_strategy: None,
             last_rx: now,
             last_msg_id: 0,
             next_ping: now + heartbeat,

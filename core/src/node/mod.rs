@@ -33,6 +33,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::conflict::{self, Resolution};
 use crate::discovery::{
     self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
 };
@@ -109,6 +110,13 @@ pub enum Event {
         peer: String,
         sync: u64,
         reason: String,
+    },
+    /// A divergence was resolved by the timeline's strategy.
+    ConflictResolved {
+        timeline: TimelineName,
+        strategy: String,
+        head: ObjectId,
+        peer: String,
     },
     ConflictDetected {
         timeline: TimelineName,
@@ -286,6 +294,8 @@ pub struct Node {
     restart_pulls: bool,
     discovery: Option<Discovery>,
     filter: NetworkFilter,
+    /// Merge seals being landed (auto_merge), by batch.
+    merges: BTreeMap<u64, (Conflict, ConnId)>,
 }
 
 impl Node {
@@ -317,6 +327,7 @@ impl Node {
             restart_pulls: false,
             discovery: None,
             filter: NetworkFilter::default(),
+            merges: BTreeMap::new(),
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
@@ -939,6 +950,10 @@ impl Node {
         result: Result<Vec<UpdateResult>, StoreError>,
         store: &dyn Store,
     ) {
+        if let Some((conflict, conn)) = self.merges.remove(&batch) {
+            self.merge_landed(now, conn, conflict, result, store);
+            return;
+        }
         let Some(conn) = self
             .conns
             .values()
@@ -980,6 +995,7 @@ impl Node {
                                 rec.heads_seen.insert(timeline.clone(), u.new);
                             }
                         }
+                        (RefName::Kept { .. }, UpdateResult::Applied) => {}
                         (_, UpdateResult::Moved(_)) => retry = true,
                     }
                 }
@@ -997,8 +1013,17 @@ impl Node {
                         });
                     }
                 }
+                for (conflict, head) in &pull.resolved {
+                    self.conflicts
+                        .remove(&(conflict.timeline.clone(), peer.clone()));
+                    self.tell_resolution(now, conn, store, conflict, *head);
+                }
+                let merges = pull.merges.clone();
                 let snapshot = self.conns[&conn].snapshot();
                 self.end_pull_with(now, &snapshot, pull, Ok(()));
+                for m in merges {
+                    self.start_merge(now, conn, m, store);
+                }
                 self.announce_heads(now, store);
                 if retry {
                     self.request_pull(now, conn, store, false);
@@ -1009,6 +1034,132 @@ impl Node {
     }
 
     // ----- internals -----
+
+    /// Tells the peer how a divergence with it was resolved, so it adopts the
+    /// same head at once instead of at its next sync.
+    fn tell_resolution(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        store: &dyn Store,
+        c: &Conflict,
+        head: ObjectId,
+    ) {
+        let strategy = conflict::strategy_for(
+            &c.timeline,
+            self.cfg.conflict_strategy,
+            &self.cfg.timeline_strategies,
+        );
+        let name = serde_json::to_value(strategy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.emit(Event::ConflictResolved {
+            timeline: c.timeline.clone(),
+            strategy: name.clone(),
+            head,
+            peer: c.peer.clone(),
+        });
+        if self
+            .conns
+            .get(&conn)
+            .is_some_and(|x| x.state == ConnState::Ready)
+        {
+            self.send(
+                now,
+                conn,
+                Message::ConflictResolve(wire::ConflictResolve {
+                    repo: store.repo_id().to_owned(),
+                    timeline: c.timeline.clone(),
+                    local: c.local,
+                    remote: c.remote,
+                    strategy: name,
+                    resolution: Some(head),
+                }),
+            );
+        }
+    }
+
+    /// Builds the deterministic merge of a divergence and asks the store to land
+    /// it; a merge that is not clean is recorded for the user instead.
+    fn start_merge(&mut self, now: Instant, conn: ConnId, c: Conflict, store: &dyn Store) {
+        // The head may have moved since the divergence was seen.
+        let current = store.heads().ok().and_then(|h| h.get(&c.timeline).copied());
+        if current != Some(c.local) {
+            return;
+        }
+        match conflict::auto_merge(store, c.base.as_ref(), &c.local, &c.remote) {
+            Ok(Some(m)) => {
+                let batch = self.next_sync;
+                self.next_sync += 1;
+                self.outputs.push_back(Output::Store(StoreRequest::Put {
+                    batch,
+                    objects: m.objects,
+                }));
+                self.outputs.push_back(Output::Store(StoreRequest::Land {
+                    batch,
+                    updates: vec![HeadUpdate {
+                        name: RefName::Timeline(c.timeline.clone()),
+                        expected: Some(c.local),
+                        new: m.seal,
+                    }],
+                }));
+                let mut c = c;
+                c.remote = m.seal;
+                self.merges.insert(batch, (c, conn));
+            }
+            Ok(None) => self.record_conflict(c),
+            Err(e) => {
+                tracing::warn!(timeline = %c.timeline, error = %e, "automatic merge failed; recording the conflict");
+                self.record_conflict(c);
+            }
+        }
+        let _ = now;
+    }
+
+    fn record_conflict(&mut self, conflict: Conflict) {
+        let key = (conflict.timeline.clone(), conflict.peer.clone());
+        if self.conflicts.get(&key) != Some(&conflict) {
+            self.stats.conflicts += 1;
+            self.emit(Event::ConflictDetected {
+                timeline: conflict.timeline.clone(),
+                local: conflict.local,
+                remote: conflict.remote,
+                base: conflict.base,
+                peer: conflict.peer.clone(),
+            });
+            self.conflicts.insert(key, conflict);
+        }
+    }
+
+    fn merge_landed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        c: Conflict,
+        result: Result<Vec<UpdateResult>, StoreError>,
+        store: &dyn Store,
+    ) {
+        match result {
+            Ok(r) if r.first() == Some(&UpdateResult::Applied) => {
+                self.conflicts.remove(&(c.timeline.clone(), c.peer.clone()));
+                self.emit(Event::TimelineUpdated {
+                    timeline: c.timeline.clone(),
+                    old: Some(c.local),
+                    new: c.remote,
+                    peer: c.peer.clone(),
+                });
+                let merge = c.remote;
+                self.tell_resolution(now, conn, store, &c, merge);
+                self.announce_heads(now, store);
+            }
+            Ok(_) => {
+                // The head moved meanwhile; the next sync decides again.
+                self.restart_pulls = true;
+            }
+            Err(e) => tracing::warn!(timeline = %c.timeline, error = %e, "landing a merge failed"),
+        }
+    }
 
     fn lost_after(&self) -> Duration {
         self.cfg.heartbeat_interval * self.cfg.heartbeat_misses
@@ -1213,6 +1364,10 @@ impl Node {
             }],
             features,
             agent: concat!("ivaldi/", env!("CARGO_PKG_VERSION")).to_owned(),
+            conflict: Some(wire::StrategyAdvert {
+                default: self.cfg.conflict_strategy,
+                timelines: self.cfg.timeline_strategies.clone(),
+            }),
         }
     }
 
@@ -1277,7 +1432,13 @@ impl Node {
             Message::SyncResponse(r) => self.on_sync_response(now, conn, r, store),
             Message::Objects(h) => self.on_objects(now, conn, h, &bin),
             Message::SyncComplete(s) => self.on_sync_complete(now, conn, s, store),
-            Message::PeerDiscovery(_) | Message::ConflictResolve(_) => {
+            Message::ConflictResolve(r) => {
+                // A peer resolved a divergence with us: its result is its new head.
+                if let Some(head) = r.resolution {
+                    self.on_remote_head(now, conn, &r.repo, r.timeline, head, store);
+                }
+            }
+            Message::PeerDiscovery(_) => {
                 // Peer lists feed the mesh (issue 7) and resolutions the conflict
                 // strategies (issue 6); this version counts them only.
             }
@@ -1303,6 +1464,7 @@ impl Node {
         c.lz4 = self.cfg.compression && h.features.iter().any(|f| f == "lz4");
         c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
         c.remote_repos = h.repos.iter().map(|r| r.id.clone()).collect();
+        c.remote_strategy = h.conflict.clone();
         if let Some(advert) = h.repos.iter().find(|r| r.id == repo) {
             c.shares_repo = true;
             c.remote_heads = advert.heads.clone();
@@ -1713,6 +1875,8 @@ impl Node {
         };
         let mut updates = Vec::new();
         let mut conflicts = Vec::new();
+        let mut resolved = Vec::new();
+        let mut merges = Vec::new();
         let mut error = None;
         let seen = self
             .peers
@@ -1746,16 +1910,54 @@ impl Node {
                     expected: l,
                     new: *remote,
                 }),
-                Ok(Relation::Same | Relation::Ahead) => {}
+                Ok(Relation::Same | Relation::Ahead) => {
+                    self.conflicts.remove(&(timeline.clone(), peer.clone()));
+                }
                 Ok(Relation::Diverged { base }) => {
-                    if let Some(l) = l {
-                        conflicts.push(Conflict {
-                            timeline: timeline.clone(),
-                            local: l,
-                            remote: *remote,
-                            base,
-                            peer: peer.clone(),
-                        });
+                    let Some(l) = l else { continue };
+                    let conflict = Conflict {
+                        timeline: timeline.clone(),
+                        local: l,
+                        remote: *remote,
+                        base,
+                        peer: peer.clone(),
+                    };
+                    let ours = conflict::strategy_for(
+                        timeline,
+                        self.cfg.conflict_strategy,
+                        &self.cfg.timeline_strategies,
+                    );
+                    let theirs = c
+                        .remote_strategy
+                        .as_ref()
+                        .map(|a| conflict::strategy_for(timeline, a.default, &a.timelines));
+                    let times = (
+                        lookup(&l).map(|s| s.time.seconds),
+                        lookup(remote).map(|s| s.time.seconds),
+                    );
+                    let (Ok(tl), Ok(tr)) = times else {
+                        error = Some("reading the diverged heads".into());
+                        break;
+                    };
+                    match conflict::decide(ours, theirs, (&l, tl), (remote, tr)) {
+                        Resolution::Record => conflicts.push(conflict),
+                        Resolution::KeepLocal => resolved.push((conflict, l)),
+                        Resolution::TakeRemote => {
+                            updates.push(HeadUpdate {
+                                name: RefName::Kept {
+                                    timeline: timeline.clone(),
+                                },
+                                expected: None,
+                                new: l,
+                            });
+                            updates.push(HeadUpdate {
+                                name: RefName::Timeline(timeline.clone()),
+                                expected: Some(l),
+                                new: *remote,
+                            });
+                            resolved.push((conflict, *remote));
+                        }
+                        Resolution::Merge => merges.push(conflict),
                     }
                 }
                 Err(e) => {
@@ -1775,6 +1977,8 @@ impl Node {
         pull.state = PullState::Landing;
         pull.updates = updates.clone();
         pull.conflicts = conflicts;
+        pull.resolved = resolved;
+        pull.merges = merges;
         self.outputs.push_back(Output::Store(StoreRequest::Land {
             batch: pull.batch,
             updates,

@@ -1,0 +1,331 @@
+//! Resolving diverged timelines: the four strategies and the deterministic merge.
+//!
+//! A divergence is two heads of one timeline, neither containing the other. What
+//! a node does about it depends on its strategy for that timeline and, for the two
+//! "prefer" strategies, on the peer's, so that two peers always agree:
+//!
+//! | local \ peer | prefer_remote | prefer_local | other or unknown |
+//! |---|---|---|---|
+//! | `prefer_remote` | newest head wins | take remote | take remote |
+//! | `prefer_local` | keep local | newest head wins | keep local |
+//! | `auto_merge` | merge | merge | merge |
+//! | `manual` | record | record | record |
+//!
+//! "Newest" is the larger `(time, id)` of the two heads: a total order on seals, so
+//! every pair of nodes, and through them the whole network, settles on the same
+//! head instead of swapping heads back and forth. A replaced head is always kept
+//! (under `kept/` and the peer's tracking name): no strategy loses a seal.
+//!
+//! `auto_merge` builds a merge seal that is byte-identical on every node for the
+//! same two heads (sorted parents, fixed author, the later parent's time, a fixed
+//! message), so nodes that merge at the same time converge instead of merging
+//! forever. A merge that is not clean falls back to `manual`.
+
+use std::collections::BTreeMap;
+
+use crate::config::ConflictStrategy;
+use crate::id::ObjectId;
+use crate::merge::{self, ConflictKind, FlatTree, MergeLabels};
+use crate::object::{self, Mode, ObjectKind, Seal, Timestamp, Tree, TreeEntry};
+use crate::store::{Store, StoreError};
+use crate::sync::MAX_TREE_DEPTH;
+use crate::timeline::TimelineName;
+
+/// The author recorded in automatic merge seals.
+pub const MERGE_AUTHOR: &str = "ivaldi auto-merge <auto-merge@ivaldi>";
+
+/// What to do about one divergence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Leave both heads; the user decides.
+    Record,
+    KeepLocal,
+    TakeRemote,
+    Merge,
+}
+
+/// The strategy for a timeline: the first matching per-timeline override
+/// (an exact name, or a `prefix/*` pattern), else the default.
+pub fn strategy_for(
+    timeline: &TimelineName,
+    default: ConflictStrategy,
+    overrides: &BTreeMap<String, ConflictStrategy>,
+) -> ConflictStrategy {
+    if let Some(s) = overrides.get(timeline.as_str()) {
+        return *s;
+    }
+    overrides
+        .iter()
+        .filter_map(|(pat, s)| {
+            let prefix = pat.strip_suffix('*')?;
+            timeline
+                .as_str()
+                .starts_with(prefix)
+                .then_some((prefix.len(), *s))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, s)| s)
+        .unwrap_or(default)
+}
+
+/// Decides a divergence between `local` and `remote` (with their seals' times).
+pub fn decide(
+    ours: ConflictStrategy,
+    theirs: Option<ConflictStrategy>,
+    local: (&ObjectId, i64),
+    remote: (&ObjectId, i64),
+) -> Resolution {
+    let remote_newer = (remote.1, remote.0) > (local.1, local.0);
+    match (ours, theirs) {
+        (ConflictStrategy::Manual, _) => Resolution::Record,
+        (ConflictStrategy::AutoMerge, _) => Resolution::Merge,
+        (ConflictStrategy::PreferRemote, Some(ConflictStrategy::PreferRemote))
+        | (ConflictStrategy::PreferLocal, Some(ConflictStrategy::PreferLocal)) => {
+            if remote_newer {
+                Resolution::TakeRemote
+            } else {
+                Resolution::KeepLocal
+            }
+        }
+        (ConflictStrategy::PreferRemote, Some(ConflictStrategy::PreferLocal)) => {
+            Resolution::TakeRemote
+        }
+        (ConflictStrategy::PreferRemote, _) => Resolution::TakeRemote,
+        (ConflictStrategy::PreferLocal, _) => Resolution::KeepLocal,
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+/// Reads a stored tree into paths.
+pub fn flatten(store: &dyn Store, tree: &ObjectId) -> Result<FlatTree, StoreError> {
+    fn go(
+        store: &dyn Store,
+        id: &ObjectId,
+        prefix: &str,
+        depth: usize,
+        out: &mut FlatTree,
+    ) -> Result<(), StoreError> {
+        if depth > MAX_TREE_DEPTH {
+            return Err(failed(format!("tree {id} nested too deeply")));
+        }
+        let tree = Tree::decode(&store.get(id)?).map_err(failed)?;
+        for e in tree.entries() {
+            let path = if prefix.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{prefix}/{}", e.name)
+            };
+            if e.mode == Mode::Tree {
+                go(store, &e.id, &path, depth + 1, out)?;
+            } else {
+                out.insert(path, (e.mode, e.id));
+            }
+        }
+        Ok(())
+    }
+    let mut out = FlatTree::new();
+    go(store, tree, "", 0, &mut out)?;
+    Ok(out)
+}
+
+/// Encoded objects with their ids, in landing order.
+pub type Encoded = Vec<(ObjectId, Vec<u8>)>;
+
+/// Encodes the trees of a flat snapshot; returns the root id and every tree's
+/// encoding, children first.
+pub fn build_trees(files: &FlatTree) -> Result<(ObjectId, Encoded), StoreError> {
+    enum Node {
+        File(Mode, ObjectId),
+        Dir(BTreeMap<String, Node>),
+    }
+    let mut root: BTreeMap<String, Node> = BTreeMap::new();
+    for (path, (mode, id)) in files {
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut dir = &mut root;
+        for (i, part) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                dir.insert((*part).to_owned(), Node::File(*mode, *id));
+            } else {
+                let next = dir
+                    .entry((*part).to_owned())
+                    .or_insert_with(|| Node::Dir(BTreeMap::new()));
+                dir = match next {
+                    Node::Dir(d) => d,
+                    Node::File(..) => return Err(failed(format!("{path}: a parent is a file"))),
+                };
+            }
+        }
+    }
+    fn encode(
+        dir: &BTreeMap<String, Node>,
+        out: &mut Vec<(ObjectId, Vec<u8>)>,
+    ) -> Result<ObjectId, StoreError> {
+        let mut entries = Vec::with_capacity(dir.len());
+        for (name, node) in dir {
+            let (mode, id) = match node {
+                Node::File(m, id) => (*m, *id),
+                Node::Dir(d) => (Mode::Tree, encode(d, out)?),
+            };
+            entries.push(TreeEntry {
+                name: name.clone(),
+                mode,
+                id,
+            });
+        }
+        let bytes = Tree::new(entries).map_err(failed)?.encode();
+        let id = ObjectId::hash(&bytes);
+        out.push((id, bytes));
+        Ok(id)
+    }
+    let mut out = Vec::new();
+    let id = encode(&root, &mut out)?;
+    Ok((id, out))
+}
+
+/// A merge seal and the new objects it needs, in landing order.
+pub struct MergeResult {
+    pub seal: ObjectId,
+    pub objects: Vec<(ObjectId, Vec<u8>)>,
+}
+
+/// Merges heads `a` and `b` (with merge base `base`) into a seal that is the same
+/// on every node, or `None` when the merge is not clean.
+pub fn auto_merge(
+    store: &dyn Store,
+    base: Option<&ObjectId>,
+    a: &ObjectId,
+    b: &ObjectId,
+) -> Result<Option<MergeResult>, StoreError> {
+    // Order the sides canonically so every node computes the same merge.
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    let s1 = store.seal(first)?;
+    let s2 = store.seal(second)?;
+    let base_flat = match base {
+        Some(b) => flatten(store, &store.seal(b)?.tree)?,
+        None => FlatTree::new(),
+    };
+    let f1 = flatten(store, &s1.tree)?;
+    let f2 = flatten(store, &s2.tree)?;
+    let tm = merge::merge_trees(&base_flat, &f1, &f2);
+    let mut files = tm.merged;
+    let mut objects = Vec::new();
+    let labels = MergeLabels::new(first.short(), second.short());
+    for c in tm.conflicts {
+        let (Some(x), Some(y)) = (c.ours, c.theirs) else {
+            return Ok(None);
+        };
+        if !matches!(c.kind, ConflictKind::Content | ConflictKind::AddAdd)
+            || !x.0.is_file()
+            || !y.0.is_file()
+        {
+            return Ok(None);
+        }
+        let blob = |id: &ObjectId| -> Result<Option<Vec<u8>>, StoreError> {
+            let raw = store.get(id)?;
+            Ok((object::kind_of(&raw).map_err(failed)? == ObjectKind::Blob)
+                .then(|| raw[1..].to_vec()))
+        };
+        let base_bytes = match c.base {
+            Some(b) if b.0.is_file() => match blob(&b.1)? {
+                Some(v) => v,
+                None => return Ok(None),
+            },
+            _ => Vec::new(),
+        };
+        let (Some(xb), Some(yb)) = (blob(&x.1)?, blob(&y.1)?) else {
+            return Ok(None);
+        };
+        let m = merge::merge_text(&base_bytes, &xb, &yb, &labels);
+        if m.conflicts > 0 {
+            return Ok(None);
+        }
+        let enc = object::encode_blob(&m.content);
+        let id = ObjectId::hash(&enc);
+        let mode = if x.0 == y.0 { x.0 } else { Mode::File };
+        files.insert(c.path, (mode, id));
+        objects.push((id, enc));
+    }
+    let (tree, trees) = build_trees(&files)?;
+    objects.extend(trees);
+    let time = s1.time.seconds.max(s2.time.seconds);
+    let seal = Seal {
+        tree,
+        parents: vec![*first, *second],
+        author: MERGE_AUTHOR.to_owned(),
+        time: Timestamp {
+            seconds: time,
+            offset_minutes: 0,
+        },
+        message: format!("Auto-merge {} and {}", first.short(), second.short()),
+    };
+    let bytes = seal.encode().map_err(failed)?;
+    let id = ObjectId::hash(&bytes);
+    objects.push((id, bytes));
+    Ok(Some(MergeResult { seal: id, objects }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId([n; 32])
+    }
+
+    #[test]
+    fn both_sides_of_every_pair_agree() {
+        use ConflictStrategy::*;
+        let all = [Manual, AutoMerge, PreferRemote, PreferLocal];
+        let (a, b) = (id(1), id(2));
+        for x in all {
+            for y in all {
+                for (ta, tb) in [(10, 20), (20, 10), (10, 10)] {
+                    let at_a = decide(x, Some(y), (&a, ta), (&b, tb));
+                    let at_b = decide(y, Some(x), (&b, tb), (&a, ta));
+                    // Where both sides pick a head, they pick the same one.
+                    let head_a = match at_a {
+                        Resolution::KeepLocal => Some(a),
+                        Resolution::TakeRemote => Some(b),
+                        _ => None,
+                    };
+                    let head_b = match at_b {
+                        Resolution::KeepLocal => Some(b),
+                        Resolution::TakeRemote => Some(a),
+                        _ => None,
+                    };
+                    if let (Some(ha), Some(hb)) = (head_a, head_b) {
+                        assert_eq!(ha, hb, "{x:?} vs {y:?} at times {ta},{tb}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_match_exact_names_then_longest_prefix() {
+        let mut o = BTreeMap::new();
+        o.insert("release/*".to_owned(), ConflictStrategy::PreferRemote);
+        o.insert("release/v1".to_owned(), ConflictStrategy::AutoMerge);
+        o.insert("*".to_owned(), ConflictStrategy::PreferLocal);
+        let t = |s: &str| TimelineName::new(s).unwrap();
+        assert_eq!(
+            strategy_for(&t("release/v1"), ConflictStrategy::Manual, &o),
+            ConflictStrategy::AutoMerge
+        );
+        assert_eq!(
+            strategy_for(&t("release/v2"), ConflictStrategy::Manual, &o),
+            ConflictStrategy::PreferRemote
+        );
+        assert_eq!(
+            strategy_for(&t("main"), ConflictStrategy::Manual, &o),
+            ConflictStrategy::PreferLocal
+        );
+        assert_eq!(
+            strategy_for(&t("main"), ConflictStrategy::Manual, &BTreeMap::new()),
+            ConflictStrategy::Manual
+        );
+    }
+}

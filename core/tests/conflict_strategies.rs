@@ -1,0 +1,239 @@
+//! Each conflict strategy on a diverged timeline between two nodes: who ends up
+//! with which head, what is kept, and that nothing is lost.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ivaldi_core::config::{Config, ConflictStrategy};
+use ivaldi_core::node::Event;
+use ivaldi_core::store::{MemStore, Store};
+use ivaldi_core::testkit::{TestNet, seal_files};
+use ivaldi_core::{ObjectId, TimelineName};
+
+fn main_tl() -> TimelineName {
+    TimelineName::new("main").unwrap()
+}
+
+fn cfg(strategy: ConflictStrategy) -> Config {
+    Config {
+        conflict_strategy: strategy,
+        heartbeat_interval: Duration::from_secs(5),
+        sync_interval: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+fn base_files() -> BTreeMap<String, Vec<u8>> {
+    let mut f = BTreeMap::new();
+    f.insert(
+        "shared.txt".to_owned(),
+        b"one\ntwo\nthree\nfour\nfive\n".to_vec(),
+    );
+    f.insert("dir/other.txt".to_owned(), b"other\n".to_vec());
+    f
+}
+
+/// Two stores sharing a base seal, each with its own seal on top. With
+/// `clash`, both edit the same line (an unclean merge).
+fn diverged(clash: bool) -> (MemStore, MemStore, ObjectId, ObjectId, ObjectId) {
+    let mut a = MemStore::new("repo");
+    let base = seal_files(&mut a, &base_files(), vec![], 100, "base");
+    a.timelines.insert(main_tl(), base);
+    let mut b = a.clone();
+    let mut fa = base_files();
+    fa.insert(
+        "shared.txt".into(),
+        b"ONE\ntwo\nthree\nfour\nfive\n".to_vec(),
+    );
+    fa.insert("a.txt".into(), b"from a\n".to_vec());
+    let ha = seal_files(&mut a, &fa, vec![base], 200, "a");
+    a.timelines.insert(main_tl(), ha);
+    let mut fb = base_files();
+    if clash {
+        fb.insert(
+            "shared.txt".into(),
+            b"uno\ntwo\nthree\nfour\nfive\n".to_vec(),
+        );
+    } else {
+        fb.insert(
+            "shared.txt".into(),
+            b"one\ntwo\nthree\nfour\nFIVE\n".to_vec(),
+        );
+    }
+    fb.insert("b.txt".into(), b"from b\n".to_vec());
+    let hb = seal_files(&mut b, &fb, vec![base], 300, "b");
+    b.timelines.insert(main_tl(), hb);
+    (a, b, base, ha, hb)
+}
+
+fn run(sa: ConflictStrategy, sb: ConflictStrategy, clash: bool) -> (TestNet, ObjectId, ObjectId) {
+    let (a, b, _, ha, hb) = diverged(clash);
+    let mut net = TestNet::new();
+    net.add(cfg(sa), a, 1);
+    net.add(cfg(sb), b, 2);
+    net.connect(1, 0);
+    net.run_for(Duration::from_secs(60));
+    (net, ha, hb)
+}
+
+fn head(net: &TestNet, i: usize) -> ObjectId {
+    net.nodes[i].store.timelines[&main_tl()]
+}
+
+/// Every seal either node ever had is still reachable on both.
+fn nothing_lost(net: &TestNet, seals: &[ObjectId]) {
+    for (i, n) in net.nodes.iter().enumerate() {
+        let s = &n.store;
+        let mut roots: Vec<ObjectId> = s.timelines.values().copied().collect();
+        roots.extend(s.tracking.values().copied());
+        roots.extend(s.kept.iter().map(|k| k.1));
+        let reach = ivaldi_core::sync::closure(s, &roots).unwrap();
+        for seal in seals {
+            assert!(reach.contains(seal), "node {i} lost seal {seal:?}");
+        }
+    }
+}
+
+#[test]
+fn manual_records_the_conflict_and_keeps_both_heads() {
+    let (net, ha, hb) = run(ConflictStrategy::Manual, ConflictStrategy::Manual, false);
+    assert_eq!(head(&net, 0), ha);
+    assert_eq!(head(&net, 1), hb);
+    assert_eq!(net.nodes[0].node.conflicts().len(), 1);
+    assert_eq!(net.nodes[1].node.conflicts().len(), 1);
+    nothing_lost(&net, &[ha, hb]);
+}
+
+#[test]
+fn auto_merge_makes_one_identical_merge_seal_on_both_nodes() {
+    let (net, ha, hb) = run(
+        ConflictStrategy::AutoMerge,
+        ConflictStrategy::AutoMerge,
+        false,
+    );
+    let (m0, m1) = (head(&net, 0), head(&net, 1));
+    assert_eq!(m0, m1, "both nodes converge on one head");
+    let seal = net.nodes[0].store.seal(&m0).unwrap();
+    let mut parents = vec![ha, hb];
+    parents.sort();
+    assert_eq!(seal.parents, parents, "a merge seal with both parents");
+    // Exactly one merge seal exists, though both nodes merged.
+    let merges = net.nodes[0]
+        .store
+        .objects
+        .iter()
+        .filter_map(|(_, b)| ivaldi_core::Seal::decode(b).ok())
+        .filter(|s| s.parents.len() == 2)
+        .count();
+    assert_eq!(merges, 1);
+    let tree = ivaldi_core::conflict::flatten(&net.nodes[1].store, &seal.tree).unwrap();
+    assert!(tree.contains_key("a.txt") && tree.contains_key("b.txt"));
+    let shared = &tree["shared.txt"].1;
+    let bytes = net.nodes[1].store.get(shared).unwrap();
+    assert_eq!(&bytes[1..], b"ONE\ntwo\nthree\nfour\nFIVE\n");
+    nothing_lost(&net, &[ha, hb]);
+}
+
+#[test]
+fn auto_merge_that_is_not_clean_falls_back_to_manual() {
+    let (net, ha, hb) = run(
+        ConflictStrategy::AutoMerge,
+        ConflictStrategy::AutoMerge,
+        true,
+    );
+    assert_eq!(head(&net, 0), ha);
+    assert_eq!(head(&net, 1), hb);
+    assert_eq!(net.nodes[0].node.conflicts().len(), 1);
+    nothing_lost(&net, &[ha, hb]);
+}
+
+#[test]
+fn prefer_remote_on_both_sides_agrees_on_the_newest_head() {
+    let (net, ha, hb) = run(
+        ConflictStrategy::PreferRemote,
+        ConflictStrategy::PreferRemote,
+        true,
+    );
+    assert_eq!(head(&net, 0), hb, "b's head is newer (time 300 > 200)");
+    assert_eq!(head(&net, 1), hb);
+    assert!(
+        net.nodes[0].store.kept.contains(&(main_tl(), ha)),
+        "a's head is kept"
+    );
+    nothing_lost(&net, &[ha, hb]);
+}
+
+#[test]
+fn prefer_local_on_both_sides_agrees_on_the_newest_head() {
+    let (net, ha, hb) = run(
+        ConflictStrategy::PreferLocal,
+        ConflictStrategy::PreferLocal,
+        true,
+    );
+    assert_eq!(head(&net, 0), hb);
+    assert_eq!(head(&net, 1), hb);
+    nothing_lost(&net, &[ha, hb]);
+}
+
+#[test]
+fn prefer_local_against_prefer_remote_keeps_the_preferring_side() {
+    // Node 0 prefers remote, node 1 prefers local: both end on node 1's head.
+    let (net, ha, hb) = run(
+        ConflictStrategy::PreferRemote,
+        ConflictStrategy::PreferLocal,
+        true,
+    );
+    assert_eq!(head(&net, 0), hb);
+    assert_eq!(head(&net, 1), hb);
+    // And the other way round, where the older head wins because it is kept.
+    let (net, ha2, hb2) = run(
+        ConflictStrategy::PreferLocal,
+        ConflictStrategy::PreferRemote,
+        true,
+    );
+    assert_eq!(head(&net, 0), ha2);
+    assert_eq!(head(&net, 1), ha2);
+    nothing_lost(&net, &[ha2, hb2]);
+    let _ = ha;
+}
+
+#[test]
+fn prefer_remote_against_manual_follows_the_manual_node() {
+    let (net, ha, hb) = run(
+        ConflictStrategy::PreferRemote,
+        ConflictStrategy::Manual,
+        true,
+    );
+    assert_eq!(head(&net, 0), hb);
+    assert_eq!(
+        head(&net, 1),
+        hb,
+        "the manual node then simply fast-forwards"
+    );
+    nothing_lost(&net, &[ha, hb]);
+}
+
+#[test]
+fn resolutions_are_announced_to_the_peer() {
+    let (net, _, hb) = run(
+        ConflictStrategy::PreferRemote,
+        ConflictStrategy::PreferRemote,
+        true,
+    );
+    let told = net.nodes[0]
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::ConflictResolved { head, .. } if *head == hb));
+    assert!(told);
+    assert_eq!(
+        net.nodes[0]
+            .node
+            .stats()
+            .messages_out
+            .get("conflict_resolve")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        true
+    );
+}
