@@ -68,7 +68,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Merge another timeline into the current one.
+    /// Merge another timeline (or any seal, such as a kept or a peer's head) into the current one.
     Fuse { timeline: String },
     /// Check every object, pack and timeline in the repository.
     Verify {
@@ -90,6 +90,9 @@ enum TimelineCmd {
     List {
         #[arg(long)]
         json: bool,
+        /// Also list peers' tracking heads and kept (replaced) heads.
+        #[arg(long)]
+        all: bool,
     },
     /// Create a timeline at a seal (default: the working tree's base).
     Create {
@@ -285,7 +288,7 @@ fn print_changes(c: &Changes) {
     }
 }
 
-fn signature(repo: &Repository, author: Option<String>) -> Result<Signature, Failed> {
+pub(crate) fn signature(repo: &Repository, author: Option<String>) -> Result<Signature, Failed> {
     let author = match author {
         Some(a) => a,
         None => match repo.user_config()?.author {
@@ -434,16 +437,29 @@ fn log(
 
 fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
     match cmd {
-        TimelineCmd::List { json } => {
+        TimelineCmd::List { json, all: show_all } => {
             let current = repo.head_timeline()?;
             let all = repo.timelines()?;
+            let tracking = if show_all { repo.tracking()? } else { Default::default() };
+            let kept = if show_all { repo.kept()? } else { Vec::new() };
             if json {
                 let list: Vec<_> = all
                     .iter()
                     .map(|(n, id)| json!({"name": n, "head": id, "current": *n == current}))
                     .collect();
-                print_json(&json!({"current": current, "timelines": list}));
+                let tracking: Vec<_> = tracking
+                    .iter()
+                    .map(|((p, t), id)| json!({"peer": p, "timeline": t, "head": id}))
+                    .collect();
+                let kept: Vec<_> = kept.iter().map(|(t, id)| json!({"timeline": t, "head": id})).collect();
+                print_json(&json!({"current": current, "timelines": list, "tracking": tracking, "kept": kept}));
                 return Ok(());
+            }
+            for ((p, t), id) in &tracking {
+                println!("  {}/{t} {} (peer's head)", p.get(..12).unwrap_or(p), id.short());
+            }
+            for (t, id) in &kept {
+                println!("  kept/{t} {} (replaced head; restore with `ivaldi timeline create NAME --from {}`)", id.short(), id.short());
             }
             if !all.contains_key(&current) {
                 println!("* {current} (no seals yet)");
@@ -491,9 +507,8 @@ fn show(repo: &Repository, spec: &str, json: bool) -> Result<(), Failed> {
 }
 
 fn fuse(repo: &mut Repository, other: &str) -> Result<(), Failed> {
-    let other = timeline_arg(other)?;
     let sig = signature(repo, None)?;
-    match ops::fuse(repo, &other, &sig)? {
+    match ops::fuse(repo, other, &sig)? {
         FuseOutcome::UpToDate => println!("Already up to date with {other}"),
         FuseOutcome::FastForward { to } => println!("Fast-forwarded to {other} ({})", to.short()),
         FuseOutcome::Merged { id } => println!("Fused {other}: seal {}", id.short()),

@@ -58,6 +58,18 @@ pub enum P2pCmd {
     SyncStatus(JsonFlag),
     /// Diverged timelines found while syncing.
     Conflicts(JsonFlag),
+    /// Resolve a diverged timeline: keep the local or the remote side (in a seal
+    /// with both heads as parents, so peers fast-forward), or merge them.
+    Resolve {
+        timeline: String,
+        #[arg(long, value_enum)]
+        take: TakeArg,
+        /// Whose head to resolve against, when several peers diverged (id prefix).
+        #[arg(long)]
+        peer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or change the configuration.
     Config(Box<ConfigArgs>),
     /// Print this node's id.
@@ -88,6 +100,13 @@ pub struct JsonFlag {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TakeArg {
+    Local,
+    Remote,
+    Merge,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum OnOff {
     On,
     Off,
@@ -112,6 +131,10 @@ pub struct ConfigArgs {
     discovery_port: Option<u16>,
     #[arg(long)]
     conflict_strategy: Option<String>,
+    /// A per-timeline strategy, `NAME=STRATEGY` or `PREFIX/*=STRATEGY`
+    /// (repeatable; `NAME=default` removes an override).
+    #[arg(long = "timeline-strategy")]
+    timeline_strategies: Vec<String>,
     #[arg(long)]
     max_peers: Option<usize>,
     #[arg(long)]
@@ -402,6 +425,12 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             Ok(())
         }
         P2pCmd::Config(args) => config(&paths, *args),
+        P2pCmd::Resolve {
+            timeline,
+            take,
+            peer,
+            json,
+        } => resolve(root, &paths, &timeline, take, peer.as_deref(), json),
         P2pCmd::Whoami(j) => {
             let id = setup::node_id(&paths).map_err(setup_err)?;
             if j.json {
@@ -733,6 +762,7 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
         || a.port.is_some()
         || a.discovery_port.is_some()
         || a.conflict_strategy.is_some()
+        || !a.timeline_strategies.is_empty()
         || a.max_peers.is_some()
         || a.sync_interval.is_some()
         || a.sync_timeout.is_some()
@@ -761,6 +791,22 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
             }
             if let Some(s) = &a.conflict_strategy {
                 c.conflict_strategy = s.parse::<ConflictStrategy>().map_err(fail)?;
+            }
+            for spec in &a.timeline_strategies {
+                let (name, strat) = spec
+                    .split_once('=')
+                    .ok_or_else(|| fail(format!("--timeline-strategy {spec:?}: expected NAME=STRATEGY")))?;
+                let pattern = name.strip_suffix('*').unwrap_or(name).trim_end_matches('/');
+                if !pattern.is_empty() {
+                    ivaldi_core::TimelineName::new(pattern)
+                        .map_err(|e| fail(format!("--timeline-strategy {spec:?}: {e}")))?;
+                }
+                if strat == "default" {
+                    c.timeline_strategies.remove(name);
+                } else {
+                    c.timeline_strategies
+                        .insert(name.to_owned(), strat.parse::<ConflictStrategy>().map_err(fail)?);
+                }
             }
             if let Some(n) = a.max_peers {
                 c.max_peers = n;
@@ -871,5 +917,52 @@ pub fn clone_cmd(here: &Path, address: &str, dir: Option<&Path>) -> Result<(), F
             .map(|t| format!(", checked out {t}"))
             .unwrap_or_else(|| ", no timelines yet".into())
     );
+    Ok(())
+}
+
+fn resolve(root: &Path, paths: &P2pPaths, timeline: &str, take: TakeArg, peer: Option<&str>, json: bool) -> Result<(), Failed> {
+    use ivaldi_shell_smol::repo::{Repository, ops};
+    let name = ivaldi_core::TimelineName::new(timeline).map_err(|e| fail(format!("invalid timeline name: {e}")))?;
+    let mut repo = Repository::open(root)?;
+    let candidates: Vec<(String, ivaldi_core::ObjectId)> = ops::diverged_remotes(&repo, &name)?
+        .into_iter()
+        .filter(|(p, _)| peer.is_none_or(|want| p.starts_with(&want.to_ascii_lowercase())))
+        .collect();
+    let remote = match candidates.as_slice() {
+        [(_, id)] => *id,
+        [] => return Err(fail(format!("timeline {name} has not diverged from any peer's head"))),
+        many => {
+            let ids: Vec<String> = many.iter().map(|(p, id)| format!("{} ({})", &p[..12.min(p.len())], id.short())).collect();
+            return Err(fail(format!(
+                "timeline {name} diverged from several peers: {}; choose one with --peer",
+                ids.join(", ")
+            )));
+        }
+    };
+    let sig = crate::signature(&repo, None)?;
+    let take = match take {
+        TakeArg::Local => ops::Take::Local,
+        TakeArg::Remote => ops::Take::Remote,
+        TakeArg::Merge => ops::Take::Merge,
+    };
+    let r = ops::resolve(&mut repo, &name, &remote, take, &sig)?;
+    drop(repo);
+    notify_local_change(root);
+    let _ = paths;
+    if json {
+        print_json(&serde_json::to_value(&r).unwrap_or_default());
+    } else {
+        match r.head {
+            Some(h) => println!("Resolved {name}: new head {} (parents {} and {})", h.short(), r.local.short(), r.remote.short()),
+            None => {
+                println!("Merging left conflicts in:");
+                for p in &r.conflicted {
+                    println!("  {p}");
+                }
+                println!("Fix them, then `ivaldi seal -m ...` records both parents.");
+                return Err(Failed(1));
+            }
+        }
+    }
     Ok(())
 }

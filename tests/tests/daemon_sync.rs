@@ -458,10 +458,21 @@ fn auto_sync_interval_and_seal_broadcast() {
     clone_from(&b, &da.addr());
     let c = p2p_empty();
     clone_from(&c, &da.addr());
-    configure_loopback(&b, &["--sync-interval", "1s"]);
+    configure_loopback(&b, &[]);
     configure_loopback(&c, &["--sync-interval", "1s"]);
     let db = Daemon::start("B", &b);
     let dc = Daemon::start("C", &c);
+    // B gets its interval from `p2p interval` while running.
+    let out = b.ok(&["p2p", "interval", "1s"]);
+    assert!(
+        out.contains("Sync interval set to 1s (applied to the running daemon)"),
+        "p2p interval printed: {out}"
+    );
+    for d in [&da, &db, &dc] {
+        let st = d.status();
+        assert_eq!(st["sync_interval"], "1s", "{st}");
+        assert_eq!(st["auto_sync"], true, "{st}");
+    }
     b.ok(&["p2p", "add-peer", &da.addr()]);
     c.ok(&["p2p", "add-peer", &db.addr()]);
     let (a_id, b_id, c_id) = (da.node_id(), db.node_id(), dc.node_id());
@@ -526,6 +537,8 @@ fn three_daemons_discover_each_other_and_auto_sync() {
     let db = Daemon::start("B", &b);
     let dc = Daemon::start("C", &c);
     for d in [&da, &db, &dc] {
+        let cfg = d.repo().json(&["p2p", "config", "--json"]);
+        assert_eq!(cfg["known_peers"], serde_json::json!([]), "{cfg}");
         assert_eq!(
             d.status()["discovery"]["enabled"],
             true,
@@ -556,11 +569,30 @@ fn three_daemons_discover_each_other_and_auto_sync() {
         "A's seal reached B and C by discovery in {:?}",
         started.elapsed()
     );
-    let list = db.repo().json(&["p2p", "discovered", "--json"]);
-    let found: Vec<&str> = list["discovered"]
-        .as_array()
-        .map(|l| l.iter().filter_map(|p| p["node_id"].as_str()).collect())
-        .unwrap_or_default();
-    let a_id = da.node_id();
-    assert!(found.contains(&a_id.as_str()), "B did not list A: {list}");
+    // Within a few announcement intervals every daemon lists the other two, as
+    // serving the same repository.
+    let ids = [da.node_id(), db.node_id(), dc.node_id()];
+    let lists_others = |d: &Daemon, own: &str| {
+        let v = d.repo().json(&["p2p", "discovered", "--json"]);
+        let matching: Vec<String> = v["discovered"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter(|p| p["matching"] == true)
+                    .filter_map(|p| p["node_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.iter()
+            .filter(|i| i.as_str() != own)
+            .all(|i| matching.contains(i))
+    };
+    for (d, own) in [(&da, &ids[0]), (&db, &ids[1]), (&dc, &ids[2])] {
+        wait_until(
+            Duration::from_secs(5),
+            "every daemon to list the other two as discovered",
+            || lists_others(d, own),
+            || discovered(d),
+        );
+    }
 }

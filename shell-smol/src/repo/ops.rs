@@ -377,7 +377,9 @@ pub enum FuseOutcome {
 }
 
 /// Merges `other` into the checked-out timeline.
-pub fn fuse(repo: &mut Repository, other: &TimelineName, sig: &Signature) -> Result<FuseOutcome> {
+/// `other` is a timeline name or any seal spec (a short id, such as a kept head
+/// or a peer's tracking head).
+pub fn fuse(repo: &mut Repository, other: &str, sig: &Signature) -> Result<FuseOutcome> {
     let lock = repo.lock()?;
     if repo.fuse_head()?.is_some() {
         return Err(RepoError::Refused(
@@ -388,9 +390,17 @@ pub fn fuse(repo: &mut Repository, other: &TimelineName, sig: &Signature) -> Res
     let base = repo.base()?;
     let ours = check_head_matches_base(repo, &timeline, base.as_ref())?
         .ok_or_else(|| RepoError::Refused("nothing sealed on this timeline yet".into()))?;
-    let theirs = repo
-        .timeline(other)?
-        .ok_or_else(|| RepoError::UnknownTimeline(other.to_string()))?;
+            let theirs = match repo.resolve_seal(other) {
+        Ok(id) => id,
+        // Not a seal: report it the way a bad timeline name is reported.
+        Err(RepoError::UnknownSeal(_)) if !ivaldi_core::id::is_hex(other) || other.len() < 4 => {
+            return Err(match TimelineName::new(other) {
+                Err(e) => RepoError::BadTimelineName(e),
+                Ok(_) => RepoError::UnknownTimeline(other.to_owned()),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let ours_flat = flat_of(repo, Some(&ours))?;
     let scan = worktree::scan(repo, None)?;
     let dirty = worktree::diff(&ours_flat, &scan.files);
@@ -574,5 +584,127 @@ pub fn verify(repo: &Repository) -> Result<VerifyReport> {
         packs: repo.store.pack_paths().len(),
         timelines,
         problems,
+    })
+}
+
+/// Which side `resolve` keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Take {
+    Local,
+    Remote,
+    Merge,
+}
+
+/// What `resolve` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    pub timeline: TimelineName,
+    pub local: ObjectId,
+    pub remote: ObjectId,
+    /// The new head (a seal descending from both), or `None` when a merge left
+    /// conflicts in the working tree to finish with `seal`.
+    pub head: Option<ObjectId>,
+    pub conflicted: Vec<String>,
+}
+
+/// The diverged remote heads of a timeline: tracking heads that the local head
+/// does not contain, by peer.
+pub fn diverged_remotes(repo: &Repository, timeline: &TimelineName) -> Result<Vec<(String, ObjectId)>> {
+    let Some(local) = repo.timeline(timeline)? else {
+        return Ok(Vec::new());
+    };
+    let local_anc = repo.ancestors(&local)?;
+    let mut out = Vec::new();
+    for ((peer, t), id) in repo.tracking()? {
+        if t == *timeline && !local_anc.contains(&id) && !repo.is_ancestor(&local, &id)? {
+            out.push((peer, id));
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves a diverged timeline by hand. `local` and `remote` keep one side's
+/// content in a seal whose parents are both heads, so every peer then simply
+/// fast-forwards to it and no seal leaves the history; `merge` is a `fuse` of the
+/// remote head (the timeline must be checked out for it).
+pub fn resolve(
+    repo: &mut Repository,
+    timeline: &TimelineName,
+    remote: &ObjectId,
+    take: Take,
+    sig: &Signature,
+) -> Result<Resolved> {
+    if take == Take::Merge {
+        if repo.head_timeline()? != *timeline {
+            return Err(RepoError::Refused(format!(
+                "switch to {timeline} first: a merge may leave conflicts in the working tree"
+            )));
+        }
+        let local = repo
+            .timeline(timeline)?
+            .ok_or_else(|| RepoError::UnknownTimeline(timeline.to_string()))?;
+        let outcome = fuse(repo, &remote.to_hex(), sig)?;
+        let (head, conflicted) = match outcome {
+            FuseOutcome::Merged { id } => (Some(id), Vec::new()),
+            FuseOutcome::FastForward { to } => (Some(to), Vec::new()),
+            FuseOutcome::UpToDate => (Some(local), Vec::new()),
+            FuseOutcome::Conflicted { paths } => (None, paths),
+        };
+        return Ok(Resolved {
+            timeline: timeline.clone(),
+            local,
+            remote: *remote,
+            head,
+            conflicted,
+        });
+    }
+    let lock = repo.lock()?;
+    let local = repo
+        .timeline(timeline)?
+        .ok_or_else(|| RepoError::UnknownTimeline(timeline.to_string()))?;
+    let checked_out = repo.head_timeline()? == *timeline;
+    let base = repo.base()?;
+    if checked_out && base != Some(local) {
+        return Err(RepoError::Refused(
+            "the working tree is not at the timeline's head; run `ivaldi update` first".into(),
+        ));
+    }
+    let kept_tree = match take {
+        Take::Local => repo.store.seal(&local)?.tree,
+        _ => repo.store.seal(remote)?.tree,
+    };
+    let seal = Seal {
+        tree: kept_tree,
+        parents: vec![local, *remote],
+        author: sig.author.clone(),
+        time: sig.time,
+        message: format!(
+            "Resolve {timeline}: keep {} ({} over {})",
+            if take == Take::Local { "local" } else { "remote" },
+            if take == Take::Local { local.short() } else { remote.short() },
+            if take == Take::Local { remote.short() } else { local.short() },
+        ),
+    };
+    let bytes = seal.encode()?;
+    let id = ObjectId::hash(&bytes);
+    if checked_out && take == Take::Remote {
+        // Check before anything lands that no uncommitted work is in the way.
+        let target = flat_of(repo, Some(remote))?;
+        move_worktree(repo, Some(&local), &target, "resolving")?;
+    }
+    let mut writer = repo.store.writer()?;
+    writer.add_trusted(id, &bytes)?;
+    repo.store.commit(writer)?;
+    repo.update_timeline(&lock, timeline, Some(&local), &id)?;
+    if checked_out {
+        repo.set_base(&lock, Some(&id))?;
+    }
+    Ok(Resolved {
+        timeline: timeline.clone(),
+        local,
+        remote: *remote,
+        head: Some(id),
+        conflicted: Vec::new(),
     })
 }
