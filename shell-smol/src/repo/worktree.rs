@@ -192,53 +192,96 @@ struct Found {
 }
 
 /// Lists every non-ignored file, symlink and executable under the working tree.
+///
+/// A plain `read_dir` recursion: directory entries give their type without a
+/// `stat`, each file is `stat`ed relative to its directory, and `.ivaldiignore`
+/// (gitignore syntax) is parsed only in directories that have one; deeper files
+/// take precedence, as in git.
 fn walk(root: &Path) -> Result<Vec<Found>> {
-    let mut builder = ignore::WalkBuilder::new(root);
-    builder
-        .standard_filters(false)
-        .follow_links(false)
-        .add_custom_ignore_filename(IGNORE_FILE)
-        .filter_entry(|e| {
-            !(e.depth() == 1
-                && (e.file_name().as_bytes() == DOT_DIR.as_bytes()
-                    || e.file_name().as_bytes().starts_with(b".ivaldi-forge-")))
-        });
     let mut out = Vec::new();
-    for entry in builder.build() {
-        let entry = entry.map_err(|e| RepoError::WorkTree {
-            path: root.to_owned(),
+    let mut ignores: Vec<ignore::gitignore::Gitignore> = Vec::new();
+    walk_dir(root, root, "", &mut ignores, &mut out)?;
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
+}
+
+fn ignored(stack: &[ignore::gitignore::Gitignore], abs: &Path, is_dir: bool) -> bool {
+    for g in stack.iter().rev() {
+        let m = g.matched(abs, is_dir);
+        if m.is_ignore() {
+            return true;
+        }
+        if m.is_whitelist() {
+            return false;
+        }
+    }
+    false
+}
+
+fn walk_dir(
+    root: &Path,
+    dir: &Path,
+    rel_dir: &str,
+    ignores: &mut Vec<ignore::gitignore::Gitignore>,
+    out: &mut Vec<Found>,
+) -> Result<()> {
+    let mut entries = Vec::new();
+    let mut has_ignore_file = false;
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        if entry.file_name() == IGNORE_FILE {
+            has_ignore_file = true;
+        }
+        entries.push(entry);
+    }
+    if has_ignore_file {
+        let (g, err) = ignore::gitignore::Gitignore::new(dir.join(IGNORE_FILE));
+        if let Some(e) = err {
+            tracing::warn!(path = %dir.join(IGNORE_FILE).display(), error = %e, "problem in ignore file");
+        }
+        ignores.push(g);
+    }
+    for entry in entries {
+        let name_os = entry.file_name();
+        let abs = entry.path();
+        let name = name_os.to_str().ok_or_else(|| RepoError::WorkTree {
+            path: abs.clone(),
+            reason: "file name is not valid UTF-8; Ivaldi stores UTF-8 names only".into(),
+        })?;
+        if rel_dir.is_empty() && (name == DOT_DIR || name.starts_with(".ivaldi-forge-")) {
+            continue;
+        }
+        let ft = entry.file_type().at(&abs)?;
+        if ignored(ignores, &abs, ft.is_dir()) {
+            continue;
+        }
+        validate_name(name).map_err(|e| RepoError::WorkTree {
+            path: abs.clone(),
             reason: e.to_string(),
         })?;
-        if entry.depth() == 0 {
+        let rel = if rel_dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel_dir}/{name}")
+        };
+        if ft.is_dir() {
+            walk_dir(root, &abs, &rel, ignores, out)?;
             continue;
         }
-        let abs = entry.path().to_owned();
-        let meta = fs::symlink_metadata(&abs).at(&abs)?;
-        if meta.is_dir() {
-            continue;
-        }
+        // `DirEntry::metadata` stats relative to the open directory and does not
+        // follow symlinks.
+        let meta = entry.metadata().at(&abs)?;
         let Some(stat) = Stat::of(&meta) else {
             tracing::warn!(path = %abs.display(), "skipping special file (not a file or symlink)");
             continue;
         };
-        let rel_path = abs.strip_prefix(root).unwrap_or(&abs);
-        let rel = rel_path
-            .to_str()
-            .ok_or_else(|| RepoError::WorkTree {
-                path: abs.clone(),
-                reason: "file name is not valid UTF-8; Ivaldi stores UTF-8 names only".into(),
-            })?
-            .to_owned();
-        for comp in rel.split('/') {
-            validate_name(comp).map_err(|e| RepoError::WorkTree {
-                path: abs.clone(),
-                reason: e.to_string(),
-            })?;
-        }
         out.push(Found { rel, abs, stat });
     }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    if has_ignore_file {
+        ignores.pop();
+    }
+    let _ = root;
+    Ok(())
 }
 
 /// The result of scanning the working tree.
