@@ -437,10 +437,17 @@ fn log(
 
 fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
     match cmd {
-        TimelineCmd::List { json, all: show_all } => {
+        TimelineCmd::List {
+            json,
+            all: show_all,
+        } => {
             let current = repo.head_timeline()?;
             let all = repo.timelines()?;
-            let tracking = if show_all { repo.tracking()? } else { Default::default() };
+            let tracking = if show_all {
+                repo.tracking()?
+            } else {
+                Default::default()
+            };
             let kept = if show_all { repo.kept()? } else { Vec::new() };
             if json {
                 let list: Vec<_> = all
@@ -451,15 +458,28 @@ fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
                     .iter()
                     .map(|((p, t), id)| json!({"peer": p, "timeline": t, "head": id}))
                     .collect();
-                let kept: Vec<_> = kept.iter().map(|(t, id)| json!({"timeline": t, "head": id})).collect();
-                print_json(&json!({"current": current, "timelines": list, "tracking": tracking, "kept": kept}));
+                let kept: Vec<_> = kept
+                    .iter()
+                    .map(|(t, id)| json!({"timeline": t, "head": id}))
+                    .collect();
+                print_json(
+                    &json!({"current": current, "timelines": list, "tracking": tracking, "kept": kept}),
+                );
                 return Ok(());
             }
             for ((p, t), id) in &tracking {
-                println!("  {}/{t} {} (peer's head)", p.get(..12).unwrap_or(p), id.short());
+                println!(
+                    "  {}/{t} {} (peer's head)",
+                    p.get(..12).unwrap_or(p),
+                    id.short()
+                );
             }
             for (t, id) in &kept {
-                println!("  kept/{t} {} (replaced head; restore with `ivaldi timeline create NAME --from {}`)", id.short(), id.short());
+                println!(
+                    "  kept/{t} {} (replaced head; restore with `ivaldi timeline create NAME --from {}`)",
+                    id.short(),
+                    id.short()
+                );
             }
             if !all.contains_key(&current) {
                 println!("* {current} (no seals yet)");

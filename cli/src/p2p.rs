@@ -793,9 +793,11 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
                 c.conflict_strategy = s.parse::<ConflictStrategy>().map_err(fail)?;
             }
             for spec in &a.timeline_strategies {
-                let (name, strat) = spec
-                    .split_once('=')
-                    .ok_or_else(|| fail(format!("--timeline-strategy {spec:?}: expected NAME=STRATEGY")))?;
+                let (name, strat) = spec.split_once('=').ok_or_else(|| {
+                    fail(format!(
+                        "--timeline-strategy {spec:?}: expected NAME=STRATEGY"
+                    ))
+                })?;
                 let pattern = name.strip_suffix('*').unwrap_or(name).trim_end_matches('/');
                 if !pattern.is_empty() {
                     ivaldi_core::TimelineName::new(pattern)
@@ -804,8 +806,10 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
                 if strat == "default" {
                     c.timeline_strategies.remove(name);
                 } else {
-                    c.timeline_strategies
-                        .insert(name.to_owned(), strat.parse::<ConflictStrategy>().map_err(fail)?);
+                    c.timeline_strategies.insert(
+                        name.to_owned(),
+                        strat.parse::<ConflictStrategy>().map_err(fail)?,
+                    );
                 }
             }
             if let Some(n) = a.max_peers {
@@ -920,9 +924,17 @@ pub fn clone_cmd(here: &Path, address: &str, dir: Option<&Path>) -> Result<(), F
     Ok(())
 }
 
-fn resolve(root: &Path, paths: &P2pPaths, timeline: &str, take: TakeArg, peer: Option<&str>, json: bool) -> Result<(), Failed> {
+fn resolve(
+    root: &Path,
+    paths: &P2pPaths,
+    timeline: &str,
+    take: TakeArg,
+    peer: Option<&str>,
+    json: bool,
+) -> Result<(), Failed> {
     use ivaldi_shell_smol::repo::{Repository, ops};
-    let name = ivaldi_core::TimelineName::new(timeline).map_err(|e| fail(format!("invalid timeline name: {e}")))?;
+    let name = ivaldi_core::TimelineName::new(timeline)
+        .map_err(|e| fail(format!("invalid timeline name: {e}")))?;
     let mut repo = Repository::open(root)?;
     let candidates: Vec<(String, ivaldi_core::ObjectId)> = ops::diverged_remotes(&repo, &name)?
         .into_iter()
@@ -930,9 +942,16 @@ fn resolve(root: &Path, paths: &P2pPaths, timeline: &str, take: TakeArg, peer: O
         .collect();
     let remote = match candidates.as_slice() {
         [(_, id)] => *id,
-        [] => return Err(fail(format!("timeline {name} has not diverged from any peer's head"))),
+        [] => {
+            return Err(fail(format!(
+                "timeline {name} has not diverged from any peer's head"
+            )));
+        }
         many => {
-            let ids: Vec<String> = many.iter().map(|(p, id)| format!("{} ({})", &p[..12.min(p.len())], id.short())).collect();
+            let ids: Vec<String> = many
+                .iter()
+                .map(|(p, id)| format!("{} ({})", &p[..12.min(p.len())], id.short()))
+                .collect();
             return Err(fail(format!(
                 "timeline {name} diverged from several peers: {}; choose one with --peer",
                 ids.join(", ")
@@ -953,7 +972,12 @@ fn resolve(root: &Path, paths: &P2pPaths, timeline: &str, take: TakeArg, peer: O
         print_json(&serde_json::to_value(&r).unwrap_or_default());
     } else {
         match r.head {
-            Some(h) => println!("Resolved {name}: new head {} (parents {} and {})", h.short(), r.local.short(), r.remote.short()),
+            Some(h) => println!(
+                "Resolved {name}: new head {} (parents {} and {})",
+                h.short(),
+                r.local.short(),
+                r.remote.short()
+            ),
             None => {
                 println!("Merging left conflicts in:");
                 for p in &r.conflicted {

@@ -804,7 +804,7 @@ pub mod p2p {
 
     use serde_json::Value;
 
-    use super::{Repo, describe_output, ivaldi_bin};
+    use super::{Repo, describe_output};
 
     /// The variable that overrides where discovery announcements go.
     pub const DISCOVERY_ENV: &str = "IVALDI_DISCOVERY_ADDRS";
@@ -1354,19 +1354,5 @@ pub mod p2p {
                 let _ = h.join();
             }
         }
-    }
-
-    /// Runs `ivaldi ARGS` outside any repository (e.g. `p2p clone`), confined to
-    /// loopback discovery.
-    pub fn ivaldi_in(dir: &Path, args: &[&str]) -> std::process::Output {
-        Command::new(ivaldi_bin())
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .env(DISCOVERY_ENV, LOOPBACK_BROADCAST)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run ivaldi {args:?}: {e}"))
     }
 }

@@ -82,6 +82,7 @@ struct Driver {
     udp: Option<Arc<Async<UdpSocket>>>,
     started_info: Started,
     stop: Option<String>,
+    stop_reply: Option<Sender<String>>,
     targets: Vec<SocketAddr>,
 }
 
@@ -223,12 +224,20 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             udp,
             started_info: started_info.clone(),
             stop: None,
+            stop_reply: None,
             targets: Vec::new(),
         };
         driver.set_targets(&cfg);
         tracing::info!(node = %started_info.node_id, port, "daemon listening");
         on_started(&started_info);
         driver.run(rx).await;
+        // Let the `stop` caller read its reply before the socket disappears.
+        if let Some(reply) = driver.stop_reply.take() {
+            let deadline = WallInstant::now() + Duration::from_secs(2);
+            while !reply.is_closed() && WallInstant::now() < deadline {
+                Timer::after(Duration::from_millis(5)).await;
+            }
+        }
         // Shut down: no new writes; in-flight batches are dropped (their
         // temporary packs deleted), landed ones are already durable.
         drop(driver);
@@ -685,6 +694,8 @@ impl Driver {
             Request::Stop => {
                 send(Reply::ok(json!({ "message": "stopping" })));
                 self.stop = Some("stop requested".into());
+                // Kept so shutdown can wait until the reply has been written.
+                self.stop_reply = Some(reply);
             }
         }
     }

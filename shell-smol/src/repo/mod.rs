@@ -147,7 +147,7 @@ impl Repository {
                     .and_then(|n| n.split('-').next())
                     .and_then(|p| p.parse::<u32>().ok());
                 if let Some(pid) = pid
-                    && Path::new(&format!("/proc/{pid}")).exists()
+                    && process_alive(pid)
                 {
                     continue;
                 }
@@ -567,6 +567,17 @@ impl Repository {
             }
         }
         Ok(best.map(|b| b.1))
+    }
+}
+
+/// Whether a process is running (a zombie, dead but not yet reaped, is not).
+fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
     }
 }
 

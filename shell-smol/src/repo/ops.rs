@@ -390,7 +390,7 @@ pub fn fuse(repo: &mut Repository, other: &str, sig: &Signature) -> Result<FuseO
     let base = repo.base()?;
     let ours = check_head_matches_base(repo, &timeline, base.as_ref())?
         .ok_or_else(|| RepoError::Refused("nothing sealed on this timeline yet".into()))?;
-            let theirs = match repo.resolve_seal(other) {
+    let theirs = match repo.resolve_seal(other) {
         Ok(id) => id,
         // Not a seal: report it the way a bad timeline name is reported.
         Err(RepoError::UnknownSeal(_)) if !ivaldi_core::id::is_hex(other) || other.len() < 4 => {
@@ -610,7 +610,10 @@ pub struct Resolved {
 
 /// The diverged remote heads of a timeline: tracking heads that the local head
 /// does not contain, by peer.
-pub fn diverged_remotes(repo: &Repository, timeline: &TimelineName) -> Result<Vec<(String, ObjectId)>> {
+pub fn diverged_remotes(
+    repo: &Repository,
+    timeline: &TimelineName,
+) -> Result<Vec<(String, ObjectId)>> {
     let Some(local) = repo.timeline(timeline)? else {
         return Ok(Vec::new());
     };
@@ -681,9 +684,21 @@ pub fn resolve(
         time: sig.time,
         message: format!(
             "Resolve {timeline}: keep {} ({} over {})",
-            if take == Take::Local { "local" } else { "remote" },
-            if take == Take::Local { local.short() } else { remote.short() },
-            if take == Take::Local { remote.short() } else { local.short() },
+            if take == Take::Local {
+                "local"
+            } else {
+                "remote"
+            },
+            if take == Take::Local {
+                local.short()
+            } else {
+                remote.short()
+            },
+            if take == Take::Local {
+                remote.short()
+            } else {
+                local.short()
+            },
         ),
     };
     let bytes = seal.encode()?;
