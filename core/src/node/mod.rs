@@ -1581,6 +1581,16 @@ impl Node {
             .remote_heads
             .iter()
             .any(|(t, h)| !store.has(h) || (local.get(t) != Some(h) && seen.get(t) != Some(h)));
+        // A divergence the user (or a peer) already resolved: both heads agree now.
+        let agreed: Vec<TimelineName> = c
+            .remote_heads
+            .iter()
+            .filter(|(t, h)| local.get(*t) == Some(*h))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in agreed {
+            self.conflicts.remove(&(t, peer.clone()));
+        }
         if !needs_work && !force {
             self.release_waiters(conn, None);
             return;
