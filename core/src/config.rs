@@ -38,6 +38,15 @@ impl std::str::FromStr for ConflictStrategy {
     }
 }
 
+/// How a deliberately faulty relay misbehaves (see `Config::fault_relay`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayFault {
+    Drop,
+    Corrupt,
+    Replay,
+}
+
 /// A setting with an invalid value.
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum ConfigError {
@@ -110,6 +119,19 @@ pub struct Config {
     pub discovery: bool,
     /// Log filter for the daemon (`RUST_LOG` overrides it), e.g. `info` or `ivaldi=debug`.
     pub log_level: String,
+    /// Node ids this node refuses direct connections with; they are still
+    /// reached through the mesh. (A policy knob, and how tests build topologies.)
+    pub no_direct: Vec<String>,
+    /// Relay frames of other nodes' sessions through this node.
+    pub relay: bool,
+    /// Fault injection for tests and the simulator: this node misbehaves as a
+    /// relay (drops, corrupts or replays the frames it relays). Never set it in a
+    /// real deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_relay: Option<RelayFault>,
+    /// How often the mesh re-announces this node's links.
+    #[serde(with = "duration_text")]
+    pub topology_interval: Duration,
     /// Directory for the daemon's state (identity, socket, log); relative paths are
     /// inside `.ivaldi/`.
     pub data_dir: String,
@@ -144,6 +166,10 @@ impl Default for Config {
             discovery: true,
             log_level: "info".to_owned(),
             data_dir: "p2p".to_owned(),
+            no_direct: Vec::new(),
+            relay: true,
+            fault_relay: None,
+            topology_interval: Duration::from_secs(30),
         }
     }
 }

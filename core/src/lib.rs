@@ -13,6 +13,7 @@ pub mod conflict;
 pub mod discovery;
 pub mod id;
 pub mod merge;
+pub mod mesh;
 pub mod node;
 pub mod noise;
 pub mod object;

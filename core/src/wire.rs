@@ -175,6 +175,17 @@ pub struct ConflictResolve {
     pub resolution: Option<ObjectId>,
 }
 
+/// Addressing of a routed frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutedHeader {
+    /// Chosen by the session's initiator; with `src` it names the session.
+    pub session: u64,
+    pub src: String,
+    pub dst: String,
+    /// Relays left before the frame is dropped.
+    pub hops_left: u8,
+}
+
 /// Every message type this version understands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
@@ -188,6 +199,11 @@ pub enum Message {
     SealBroadcast(SealBroadcast),
     Heartbeat(Heartbeat),
     PeerDiscovery(PeerDiscovery),
+    /// A link-state advertisement, flooded through the mesh.
+    Topology(crate::mesh::Lsa),
+    /// A frame of an end-to-end session between two nodes that are not directly
+    /// connected; the binary section is that session's (encrypted) stream.
+    Routed(RoutedHeader),
     ConflictResolve(ConflictResolve),
 }
 
@@ -203,6 +219,8 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "heartbeat",
     "peer_discovery",
     "conflict_resolve",
+    "topology",
+    "routed",
 ];
 
 impl Message {
@@ -219,6 +237,8 @@ impl Message {
             Message::Heartbeat(_) => "heartbeat",
             Message::PeerDiscovery(_) => "peer_discovery",
             Message::ConflictResolve(_) => "conflict_resolve",
+            Message::Topology(_) => "topology",
+            Message::Routed(_) => "routed",
         }
     }
 }

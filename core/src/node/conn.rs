@@ -129,6 +129,13 @@ impl Serve {
     }
 }
 
+/// Where a routed session goes: the far end and the session number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dst: String,
+    pub session: u64,
+}
+
 /// The identifying part of a connection, kept after it is removed.
 pub(super) struct Snapshot {
     pub id: ConnId,
@@ -171,6 +178,8 @@ pub(super) struct Conn {
     pub pull_wanted: bool,
     pub pull_again: bool,
     pub serving: VecDeque<Serve>,
+    /// Set for a routed session (no socket; carried through the mesh).
+    pub route: Option<Route>,
 }
 
 impl Conn {
@@ -213,7 +222,30 @@ impl Conn {
             pull_wanted: false,
             pull_again: false,
             serving: VecDeque::new(),
+            route: None,
         }
+    }
+
+    /// Encrypted bytes not yet handed on.
+    pub fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Everything queued on this connection: encrypted bytes and frames waiting.
+    pub fn queued(&self) -> usize {
+        self.pending_out() + self.ctrl.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Takes up to `max` encrypted bytes (for carrying them in routed frames).
+    pub fn take_out(&mut self, max: usize) -> Vec<u8> {
+        let n = self.pending_out().min(max);
+        let chunk = self.out[self.out_pos..self.out_pos + n].to_vec();
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        chunk
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -238,6 +270,7 @@ impl Conn {
             queued_bytes: self.out.len() - self.out_pos
                 + self.ctrl.iter().map(Vec::len).sum::<usize>(),
             remote_repos: self.remote_repos.clone(),
+            routed_via_mesh: self.route.is_some(),
         }
     }
 }

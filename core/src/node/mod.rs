@@ -25,6 +25,7 @@
 //! inputs, store answers and seed, a node produces the same outputs.
 
 mod conn;
+mod relay;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -180,6 +181,7 @@ pub enum TimeoutReason {
     /// A pull waiting for a free slot can start now.
     QueuedSync,
     Discovery,
+    Mesh,
 }
 
 /// Counters for `status`.
@@ -198,6 +200,11 @@ pub struct Stats {
     pub objects_in: u64,
     pub objects_out: u64,
     pub conflicts: u64,
+    /// Bytes and frames of other nodes' sessions relayed through this node.
+    pub relayed_bytes: u64,
+    pub relayed_frames: u64,
+    /// Routed frames dropped (no route, hop limit, full buffers, relaying off).
+    pub relay_dropped: u64,
 }
 
 /// Per-peer sync state, kept across reconnects.
@@ -241,6 +248,8 @@ pub struct PeerStatus {
     pub queued_bytes: usize,
     /// Repository ids the peer serves (from its handshake).
     pub remote_repos: Vec<String>,
+    /// A session carried through relays rather than a direct socket.
+    pub routed_via_mesh: bool,
 }
 
 struct Dialer {
@@ -296,6 +305,13 @@ pub struct Node {
     filter: NetworkFilter,
     /// Merge seals being landed (auto_merge), by batch.
     merges: BTreeMap<u64, (Conflict, ConnId)>,
+    mesh: Option<crate::mesh::Mesh>,
+    /// Relays avoided until the given time (a routed session through them failed).
+    suspects: BTreeMap<String, Instant>,
+    /// When a routed session to a node may next be attempted.
+    routed_retry: BTreeMap<String, Instant>,
+    /// The latest `now` handed in, for internal closes of routed sessions.
+    last_now: Instant,
 }
 
 impl Node {
@@ -328,6 +344,10 @@ impl Node {
             discovery: None,
             filter: NetworkFilter::default(),
             merges: BTreeMap::new(),
+            mesh: None,
+            suspects: BTreeMap::new(),
+            routed_retry: BTreeMap::new(),
+            last_now: now,
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
@@ -404,6 +424,29 @@ impl Node {
         }
     }
 
+    /// The mesh graph as this node sees it (`None` before the first tick).
+    pub fn topology(&self) -> Option<crate::mesh::Topology> {
+        self.mesh.as_ref().map(|m| m.graph())
+    }
+
+    /// The mesh graph in Graphviz DOT.
+    pub fn topology_dot(&self) -> Option<String> {
+        self.mesh.as_ref().map(|m| m.to_dot())
+    }
+
+    /// The path to a node through the mesh and its cost in microseconds.
+    pub fn route_to(&mut self, now: Instant, peer: &str) -> Option<(Vec<String>, u64)> {
+        self.mesh.as_mut()?.route(peer, now)
+    }
+
+    /// How many destinations the routing table holds.
+    pub fn routing_table_size(&mut self, now: Instant) -> usize {
+        self.mesh
+            .as_mut()
+            .map(|m| m.routing_table_size(now))
+            .unwrap_or(0)
+    }
+
     /// Peers heard through discovery.
     pub fn discovered(&self) -> Vec<DiscoveredPeer> {
         self.discovery
@@ -436,9 +479,11 @@ impl Node {
     }
 
     fn dial_discovered(&mut self, now: Instant, node: &str, addr: SocketAddr) {
-        let connected = self.conns.values().any(|c| {
-            c.state != ConnState::Closed && (c.peer.as_deref() == Some(node) || c.addr == addr)
-        });
+        let connected = self.has_session_with(node)
+            || self
+                .conns
+                .values()
+                .any(|c| c.state != ConnState::Closed && c.addr == addr);
         if connected || self.live_conns() >= self.cfg.max_peers {
             return;
         }
@@ -508,6 +553,9 @@ impl Node {
         if let Some(t) = self.discovery.as_ref().and_then(|d| d.poll_timeout()) {
             consider(t, TimeoutReason::Discovery);
         }
+        if let Some(t) = self.mesh.as_ref().and_then(|m| m.poll_timeout()) {
+            consider(t, TimeoutReason::Mesh);
+        }
         for c in self.conns.values() {
             match c.state {
                 ConnState::Dialing | ConnState::Handshaking | ConnState::AwaitHello => {
@@ -550,10 +598,13 @@ impl Node {
         store: &dyn Store,
         buf: &mut Vec<u8>,
     ) -> Option<ConnId> {
+        self.last_now = self.last_now.max(now);
+        self.pump_routed(now, store);
         let ids: Vec<ConnId> = self
             .conns
             .range(self.last_rr + 1..)
             .chain(self.conns.range(..=self.last_rr))
+            .filter(|(_, c)| c.route.is_none())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -645,6 +696,7 @@ impl Node {
 
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
+        self.last_now = self.last_now.max(now);
         self.stats.bytes_in += data.len() as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -691,9 +743,13 @@ impl Node {
 
     /// A connection closed (or a dial failed).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId, reason: &str) {
+        self.last_now = self.last_now.max(now);
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        if c.was_ready && c.route.is_none() {
+            self.update_links(now);
+        }
         let was_closed = c.state == ConnState::Closed;
         c.state = ConnState::Closed;
         if let Some(pull) = c.pull.take() {
@@ -744,7 +800,10 @@ impl Node {
                 self.announced = h;
             }
             self.announce_local(now, store);
+            self.mesh_init(now, store);
         }
+        self.last_now = self.last_now.max(now);
+        self.mesh_timeout(now, store);
         if let Some(d) = self.discovery.as_mut() {
             d.handle_timeout(now);
             let candidates = d.dial_candidates(now);
@@ -1275,6 +1334,17 @@ impl Node {
             "closing connection"
         );
         c.state = ConnState::Closed;
+        if c.route.is_some() {
+            // A routed session has no socket: it is gone as soon as it is closed.
+            // One that died on its own (stalled, lost) blames its relays, so the
+            // next session tries another path.
+            let now = self.last_now;
+            if !reason.starts_with("duplicate") && !reason.contains("by the user") {
+                self.suspect_path(now, conn);
+            }
+            self.handle_closed(now, conn, reason);
+            return;
+        }
         self.outputs.push_back(Output::Close {
             conn,
             reason: reason.to_owned(),
@@ -1283,6 +1353,8 @@ impl Node {
 
     fn violation(&mut self, conn: ConnId, reason: String) {
         self.stats.violations += 1;
+        let now = self.last_now;
+        self.suspect_path(now, conn);
         let peer = self.conns.get(&conn).and_then(|c| c.peer.clone());
         tracing::warn!(conn, peer = peer.as_deref().map(short), %reason, "protocol violation");
         self.emit(Event::ProtocolViolation {
@@ -1339,6 +1411,27 @@ impl Node {
             return Err("connected to itself".into());
         }
         let peer = hex(&remote);
+        match &c.route {
+            Some(r) if r.dst != peer => {
+                return Err(format!(
+                    "routed session to {} was answered by {}",
+                    short(&r.dst),
+                    short(&peer)
+                ));
+            }
+            None if self
+                .cfg
+                .no_direct
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&peer)) =>
+            {
+                return Err(format!(
+                    "no direct connection with {} (no_direct)",
+                    short(&peer)
+                ));
+            }
+            _ => {}
+        }
         if !trusted.is_empty() && !trusted.iter().any(|t| t.eq_ignore_ascii_case(&peer)) {
             return Err(format!("peer {} is not in trusted_peers", short(&peer)));
         }
@@ -1420,6 +1513,10 @@ impl Node {
                 {
                     c.rtt = Some(now.saturating_since(sent));
                     c.ping = None;
+                    let direct = c.route.is_none();
+                    if direct {
+                        self.update_links(now);
+                    }
                 }
             }
             Message::TimelineUpdate(u) => {
@@ -1438,6 +1535,8 @@ impl Node {
                     self.on_remote_head(now, conn, &r.repo, r.timeline, head, store);
                 }
             }
+            Message::Topology(lsa) => self.on_lsa(now, conn, lsa, store),
+            Message::Routed(h) => self.on_routed(now, conn, h, bin, store),
             Message::PeerDiscovery(_) => {
                 // Peer lists feed the mesh (issue 7) and resolutions the conflict
                 // strategies (issue 6); this version counts them only.
@@ -1486,9 +1585,15 @@ impl Node {
                     && o.state == ConnState::Ready
                     && o.peer.as_deref() == Some(peer.as_str())
             })
-            .map(|o| (o.id, initiator(o)));
-        if let Some((other, their_init)) = dup {
-            let keep_new = mine < their_init || (mine == their_init && conn < other);
+            .map(|o| (o.id, initiator(o), o.route.is_some()));
+        let new_routed = self.conns[&conn].route.is_some();
+        if let Some((other, their_init, other_routed)) = dup {
+            // A direct connection always beats a routed session to the same peer.
+            let keep_new = if new_routed != other_routed {
+                !new_routed
+            } else {
+                mine < their_init || (mine == their_init && conn < other)
+            };
             let loser = if keep_new { other } else { conn };
             let winner = if keep_new { conn } else { other };
             self.close(loser, "duplicate connection to the same peer");
@@ -1506,6 +1611,9 @@ impl Node {
         }
         if let Some(d) = self.discovery.as_mut() {
             d.mark_connected(&peer);
+        }
+        if !new_routed {
+            self.update_links(now);
         }
         let record = self.peers.entry(peer.clone()).or_default();
         record.last_seen = Some(now);

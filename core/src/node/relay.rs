@@ -1,0 +1,376 @@
+//! The mesh inside the node: link-state flooding, relaying other nodes' frames,
+//! and end-to-end sessions to nodes reached only through relays.
+//!
+//! A routed session is an ordinary connection (`Conn`) with no socket: its Noise
+//! handshake and records are carried in `routed` frames hop by hop, so relays see
+//! only ciphertext and cannot forge, reorder, replay or drop a record without the
+//! end-to-end channel failing. When that happens the session is closed, the
+//! relays on its path are avoided for a while, and a new session is opened on
+//! another path. The sync protocol runs over the session unchanged.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use super::conn::{Conn, Route};
+use super::{ConnId, ConnState, Direction, Node, short};
+use crate::config::RelayFault;
+use crate::mesh::{LinkInfo, Lsa, Mesh, MeshConfig};
+use crate::noise::Role;
+use crate::store::Store;
+use crate::time::Instant;
+use crate::wire::{Message, RoutedHeader};
+
+/// Largest payload of one routed frame.
+const ROUTED_CHUNK: usize = 64 * 1024;
+/// A next hop with more than this queued gets no more routed frames for now.
+const HOP_QUEUE_LIMIT: usize = 2 * 1024 * 1024;
+/// How long relays on a failed session's path are avoided.
+const SUSPECT_FOR: Duration = Duration::from_secs(300);
+/// Wait before opening another routed session to the same node.
+const ROUTED_RETRY: Duration = Duration::from_secs(5);
+/// Hops a routed frame may take.
+pub(super) const MAX_HOPS: u8 = 8;
+
+/// Where a routed session's peer is, shown in `peers`.
+pub(super) fn routed_addr() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+}
+
+impl Node {
+    pub(super) fn mesh_init(&mut self, now: Instant, store: &dyn Store) {
+        let cfg = MeshConfig {
+            announce_interval: self.cfg.topology_interval,
+            max_age: self.cfg.topology_interval * 3,
+            ..MeshConfig::default()
+        };
+        self.mesh = Some(Mesh::new(
+            cfg,
+            self.node_id.clone(),
+            vec![store.repo_id().to_owned()],
+            now,
+        ));
+    }
+
+    /// Re-advertises our direct links after a connection came or went, or an RTT
+    /// moved, and floods the new advertisement.
+    pub(super) fn update_links(&mut self, now: Instant) {
+        let links: Vec<LinkInfo> = self
+            .conns
+            .values()
+            .filter(|c| c.state == ConnState::Ready && c.route.is_none())
+            .filter_map(|c| {
+                Some(LinkInfo {
+                    peer: c.peer.clone()?,
+                    rtt_us: c.rtt.map(|r| r.as_micros() as u64).unwrap_or(1000).max(1),
+                })
+            })
+            .collect();
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        if let Some(lsa) = mesh.set_links(links, now) {
+            self.flood(now, lsa, None);
+        }
+    }
+
+    fn flood(&mut self, now: Instant, lsa: Lsa, except: Option<&str>) {
+        let targets: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.state == ConnState::Ready && c.route.is_none())
+            .filter(|c| except.is_none_or(|e| c.peer.as_deref() != Some(e)))
+            .map(|c| c.id)
+            .collect();
+        for t in targets {
+            self.send(now, t, Message::Topology(lsa.clone()));
+        }
+    }
+
+    pub(super) fn on_lsa(&mut self, now: Instant, conn: ConnId, lsa: Lsa, store: &dyn Store) {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        match mesh.handle_lsa(&from, lsa, now) {
+            Ok(Some(onward)) => {
+                self.flood(now, onward, Some(&from));
+                self.connect_routed(now, store);
+            }
+            Ok(None) => {}
+            Err(e) => self.violation(conn, format!("bad topology advertisement: {e}")),
+        }
+    }
+
+    pub(super) fn mesh_timeout(&mut self, now: Instant, store: &dyn Store) {
+        let lsa = self.mesh.as_mut().and_then(|m| m.handle_timeout(now));
+        if let Some(lsa) = lsa {
+            self.flood(now, lsa, None);
+        }
+        self.suspects.retain(|_, until| *until > now);
+        self.connect_routed(now, store);
+    }
+
+    /// The socket connection to a peer, if one is ready.
+    fn direct_conn(&self, peer: &str) -> Option<ConnId> {
+        self.conns
+            .values()
+            .find(|c| {
+                c.route.is_none() && c.state == ConnState::Ready && c.peer.as_deref() == Some(peer)
+            })
+            .map(|c| c.id)
+    }
+
+    pub(super) fn has_session_with(&self, peer: &str) -> bool {
+        self.conns.values().any(|c| {
+            c.state != ConnState::Closed
+                && (c.peer.as_deref() == Some(peer)
+                    || c.route.as_ref().is_some_and(|r| r.dst == peer))
+        })
+    }
+
+    /// Opens routed sessions to nodes that serve our repository and that we have
+    /// no connection to (healing a split topology, reaching past a NAT or a
+    /// firewall rule).
+    pub(super) fn connect_routed(&mut self, now: Instant, store: &dyn Store) {
+        let Some(mesh) = self.mesh.as_ref() else {
+            return;
+        };
+        let candidates: Vec<String> = mesh
+            .nodes_serving(store.repo_id())
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| *n != self.node_id)
+            .collect();
+        for dst in candidates {
+            if self.has_session_with(&dst)
+                || self.routed_retry.get(&dst).is_some_and(|t| *t > now)
+                || self.live_conns() >= self.cfg.max_peers
+            {
+                continue;
+            }
+            let session = self.rng.next_u64();
+            let suspects = self.suspect_set();
+            let Some(first) = self
+                .mesh
+                .as_mut()
+                .and_then(|m| m.next_hop(&dst, session, &suspects, now))
+            else {
+                continue;
+            };
+            if self.direct_conn(&first).is_none() {
+                continue;
+            }
+            self.routed_retry.insert(dst.clone(), now + ROUTED_RETRY);
+            tracing::info!(
+                peer = short(&dst),
+                via = short(&first),
+                "opening a routed session"
+            );
+            self.open_routed(now, dst, session, Role::Initiator);
+        }
+    }
+
+    fn suspect_set(&self) -> BTreeSet<String> {
+        self.suspects.keys().cloned().collect()
+    }
+
+    fn open_routed(
+        &mut self,
+        now: Instant,
+        dst: String,
+        session: u64,
+        role: Role,
+    ) -> Option<ConnId> {
+        let id = self.alloc_conn();
+        let direction = match role {
+            Role::Initiator => Direction::Outbound,
+            Role::Responder => Direction::Inbound,
+        };
+        let mut c = Conn::new(
+            id,
+            routed_addr(),
+            direction,
+            now,
+            self.cfg.heartbeat_interval,
+            self.cfg.max_message_size,
+        );
+        let mut s = self.new_session(role, id).ok()?;
+        s.start(&mut c.out);
+        c.noise = Some(s);
+        c.state = ConnState::Handshaking;
+        c.route = Some(Route { dst, session });
+        self.conns.insert(id, c);
+        Some(id)
+    }
+
+    /// A routed frame arrived: deliver it to its session, or relay it onward.
+    pub(super) fn on_routed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        h: RoutedHeader,
+        bin: Vec<u8>,
+        store: &dyn Store,
+    ) {
+        if h.dst == self.node_id {
+            let existing = self
+                .conns
+                .values()
+                .find(|c| {
+                    c.route
+                        .as_ref()
+                        .is_some_and(|r| r.dst == h.src && r.session == h.session)
+                })
+                .map(|c| c.id);
+            let target = match existing {
+                Some(t) => Some(t),
+                None if self.live_conns() < self.cfg.max_peers => {
+                    self.open_routed(now, h.src.clone(), h.session, Role::Responder)
+                }
+                None => None,
+            };
+            if let Some(t) = target {
+                self.handle_bytes(now, t, &bin, store);
+            }
+            return;
+        }
+        if !self.cfg.relay || h.hops_left == 0 || h.src == self.node_id {
+            self.stats.relay_dropped += 1;
+            return;
+        }
+        let from = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer.clone())
+            .unwrap_or_default();
+        let mut avoid = self.suspect_set();
+        avoid.insert(from);
+        let next = self
+            .mesh
+            .as_mut()
+            .and_then(|m| m.next_hop(&h.dst, h.session, &avoid, now))
+            .and_then(|p| self.direct_conn(&p));
+        let Some(next) = next else {
+            self.stats.relay_dropped += 1;
+            return;
+        };
+        if self
+            .conns
+            .get(&next)
+            .is_some_and(|c| c.queued() > HOP_QUEUE_LIMIT)
+        {
+            // The per-session buffer is full: drop, and let the end-to-end channel
+            // notice (it fails and reopens) rather than queue without bound.
+            self.stats.relay_dropped += 1;
+            return;
+        }
+        self.stats.relayed_bytes += bin.len() as u64;
+        self.stats.relayed_frames += 1;
+        let h = RoutedHeader {
+            hops_left: h.hops_left - 1,
+            ..h
+        };
+        let mut bin = bin;
+        match self.cfg.fault_relay {
+            None => {}
+            Some(RelayFault::Drop) if self.stats.relayed_frames.is_multiple_of(3) => return,
+            Some(RelayFault::Drop) => {}
+            Some(RelayFault::Corrupt) => {
+                if let Some(b) = bin.last_mut() {
+                    *b ^= 0x40;
+                }
+            }
+            Some(RelayFault::Replay) => {
+                self.send_with(now, next, Message::Routed(h.clone()), &bin);
+            }
+        }
+        self.send_with(now, next, Message::Routed(h), &bin);
+    }
+
+    /// Moves the encrypted bytes of routed sessions into `routed` frames on their
+    /// next hops, as far as those hops have room.
+    pub(super) fn pump_routed(&mut self, now: Instant, store: &dyn Store) {
+        let routed: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.route.is_some() && c.state != ConnState::Closed)
+            .map(|c| c.id)
+            .collect();
+        for id in routed {
+            let _ = self.fill_transmit(now, id, store);
+            let Some(c) = self.conns.get(&id) else {
+                continue;
+            };
+            let Some(route) = c.route.clone() else {
+                continue;
+            };
+            if c.pending_out() == 0 {
+                continue;
+            }
+            let suspects = self.suspect_set();
+            let next = self
+                .mesh
+                .as_mut()
+                .and_then(|m| m.next_hop(&route.dst, route.session, &suspects, now))
+                .and_then(|p| self.direct_conn(&p));
+            let Some(next) = next else {
+                // No path right now: hold the bytes; the session's timers decide.
+                continue;
+            };
+            loop {
+                let room = self
+                    .conns
+                    .get(&next)
+                    .is_some_and(|n| n.queued() < HOP_QUEUE_LIMIT);
+                let Some(c) = self.conns.get_mut(&id) else {
+                    break;
+                };
+                c.blocked = !room;
+                if !room {
+                    break;
+                }
+                let chunk = c.take_out(ROUTED_CHUNK);
+                if chunk.is_empty() {
+                    break;
+                }
+                let h = RoutedHeader {
+                    session: route.session,
+                    src: self.node_id.clone(),
+                    dst: route.dst.clone(),
+                    hops_left: MAX_HOPS,
+                };
+                self.send_with(now, next, Message::Routed(h), &chunk);
+            }
+        }
+    }
+
+    /// A routed session failed end to end: its relays are suspected for a while,
+    /// so the next session takes another path if there is one.
+    pub(super) fn suspect_path(&mut self, now: Instant, conn: ConnId) {
+        let Some(route) = self.conns.get(&conn).and_then(|c| c.route.clone()) else {
+            return;
+        };
+        let suspects = self.suspect_set();
+        let Some((path, _)) = self
+            .mesh
+            .as_mut()
+            .and_then(|m| m.session_route(&route.dst, route.session, &suspects, now))
+        else {
+            return;
+        };
+        for relay in path
+            .iter()
+            .filter(|n| **n != self.node_id && **n != route.dst)
+        {
+            tracing::warn!(
+                relay = short(relay),
+                "avoiding a relay after a routed session failed"
+            );
+            self.suspects.insert(relay.clone(), now + SUSPECT_FOR);
+        }
+        self.routed_retry.remove(&route.dst);
+    }
+}
