@@ -46,6 +46,12 @@ pub enum Request {
     /// The local repository changed (a seal, a switch): announce the new heads.
     LocalChanged,
     Whoami,
+    /// The mesh graph as this node sees it.
+    Topology,
+    /// The path to a node through the mesh.
+    Route {
+        peer: String,
+    },
     Stop,
 }
 

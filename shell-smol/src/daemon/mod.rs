@@ -71,7 +71,9 @@ struct Driver {
     origin: WallInstant,
     started: SystemTime,
     conns: BTreeMap<ConnId, ConnIo>,
-    disk: std::sync::mpsc::Sender<StoreRequest>,
+    /// Bounded: when the disk falls behind, the driver waits here, stops reading
+    /// sockets, and TCP slows the senders down, so memory stays bounded.
+    disk: std::sync::mpsc::SyncSender<StoreRequest>,
     inputs: Sender<Input>,
     subscribers: Vec<Sender<String>>,
     waiting: BTreeMap<CommandId, Sender<String>>,
@@ -185,12 +187,17 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             }
         })?;
 
-        let (inputs, rx) = smol::channel::bounded::<Input>(1024);
-        let (disk_tx, disk_rx) = std::sync::mpsc::channel::<StoreRequest>();
-        let disk_inputs = inputs.clone();
+        // 64 inputs of at most 64 KiB each, and 8 store requests of about 1 MiB:
+        // the daemon's buffering does not grow with the size of a transfer.
+        let (inputs, rx) = smol::channel::bounded::<Input>(64);
+        let (disk_tx, disk_rx) = std::sync::mpsc::sync_channel::<StoreRequest>(8);
+        // Completions travel on their own unbounded channel: the driver may be
+        // waiting for room in the disk queue, and the disk thread must never wait
+        // for the driver in turn (that would deadlock).
+        let (done_tx, done_rx) = smol::channel::unbounded::<Input>();
         let disk_thread = std::thread::Builder::new()
             .name("ivaldi-disk".into())
-            .spawn(move || disk_loop(writer, disk_rx, disk_inputs))
+            .spawn(move || disk_loop(writer, disk_rx, done_tx))
             .map_err(|e| SetupError::Other(format!("cannot start the disk thread: {e}")))?;
 
         let origin = WallInstant::now();
@@ -230,7 +237,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
         driver.set_targets(&cfg);
         tracing::info!(node = %started_info.node_id, port, "daemon listening");
         on_started(&started_info);
-        driver.run(rx).await;
+        driver.run(rx, done_rx).await;
         // Let the `stop` caller read its reply before the socket disappears.
         if let Some(reply) = driver.stop_reply.take() {
             let deadline = WallInstant::now() + Duration::from_secs(2);
@@ -379,7 +386,7 @@ impl Driver {
         Instant::from_micros(self.origin.elapsed().as_micros() as u64)
     }
 
-    async fn run(&mut self, rx: Receiver<Input>) {
+    async fn run(&mut self, rx: Receiver<Input>, done: Receiver<Input>) {
         self.node.handle_timeout(self.now(), &self.store);
         self.drain();
         while self.stop.is_none() {
@@ -388,7 +395,8 @@ impl Driver {
                 Some(t) => self.origin + Duration::from_micros(t.as_micros()),
                 None => WallInstant::now() + Duration::from_secs(3600),
             };
-            let next = async { rx.recv().await.ok() }
+            let next = async { done.recv().await.ok() }
+                .or(async { rx.recv().await.ok() })
                 .or(async {
                     Timer::at(wake).await;
                     None
@@ -691,6 +699,46 @@ impl Driver {
                 }
                 self.command(now, Command::LocalHeadsChanged, reply);
             }
+            Request::Topology => {
+                let graph = self.node.topology();
+                let dot = self.node.topology_dot();
+                send(Reply::ok(json!({ "topology": graph, "dot": dot })));
+            }
+            Request::Route { peer } => {
+                let peer = match self.resolve_peer(&peer) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        // Nodes heard of only through the mesh are matched too.
+                        let known: Vec<String> = self
+                            .node
+                            .topology()
+                            .map(|t| t.nodes.into_iter().map(|n| n.id).collect())
+                            .unwrap_or_default();
+                        let hits: Vec<String> = known
+                            .into_iter()
+                            .filter(|n| n.starts_with(&peer.to_ascii_lowercase()))
+                            .collect();
+                        match hits.as_slice() {
+                            [one] => one.clone(),
+                            [] => {
+                                return send(Reply::err(format!("no node id starts with {peer:?}")));
+                            }
+                            _ => {
+                                return send(Reply::err(format!("{peer:?} matches several nodes")));
+                            }
+                        }
+                    }
+                };
+                match self.node.route_to(now, &peer) {
+                    Some((path, cost)) => send(Reply::ok(
+                        json!({ "peer": peer, "path": path, "cost_micros": cost, "hops": path.len().saturating_sub(1) }),
+                    )),
+                    None => send(Reply::err(format!(
+                        "no route to {}",
+                        &peer[..12.min(peer.len())]
+                    ))),
+                }
+            }
             Request::Stop => {
                 send(Reply::ok(json!({ "message": "stopping" })));
                 self.stop = Some("stop requested".into());
@@ -747,7 +795,7 @@ impl Driver {
         json!({ "peers": peers })
     }
 
-    fn status_json(&self, now: Instant) -> serde_json::Value {
+    fn status_json(&mut self, now: Instant) -> serde_json::Value {
         let uptime = now.saturating_since(Instant::ZERO);
         let started = self
             .started
@@ -766,7 +814,14 @@ impl Driver {
             "sync_interval": ivaldi_core::config::format_duration(self.node.config().sync_interval),
             "peers": self.peers_json(false)["peers"],
             "stats": self.node.stats(),
-            "conflicts": self.node.conflicts().len(),
+                        "conflicts": self.node.conflicts().len(),
+            "mesh": {
+                "routing_table_size": self.node.routing_table_size(now),
+                "relayed_bytes": self.node.stats().relayed_bytes,
+                "relayed_frames": self.node.stats().relayed_frames,
+                "relay_dropped": self.node.stats().relay_dropped,
+                "known_nodes": self.node.topology().map(|t| t.nodes.len()).unwrap_or(0),
+            },
             "discovery": { "enabled": self.udp.is_some(), "targets": self.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "peers": self.node.discovered().len(), "stats": self.node.discovery_stats() },
             "events": { "emitted": self.events_emitted, "dropped": self.events_dropped, "subscribers": self.subscribers.len() },
         })
