@@ -84,6 +84,20 @@ pub enum P2pCmd {
         address: String,
         dir: Option<PathBuf>,
     },
+    /// The mesh as this node sees it: nodes, links and their round-trip times.
+    Topology {
+        #[arg(long)]
+        json: bool,
+        /// Graphviz DOT (render with `dot -Tsvg`).
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+    },
+    /// The path to a node through the mesh and its cost.
+    Route {
+        peer: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show recent events, or follow them as they happen.
     Events {
         #[arg(long)]
@@ -167,6 +181,17 @@ pub struct ConfigArgs {
     log_level: Option<String>,
     #[arg(long)]
     auto_sync: Option<OnOff>,
+    /// Relay other nodes' sessions through this node.
+    #[arg(long)]
+    relay: Option<OnOff>,
+    /// Refuse direct connections with this node id (repeatable; "none" clears);
+    /// it is still reached through the mesh.
+    #[arg(long = "no-direct")]
+    no_direct: Vec<String>,
+    #[arg(long)]
+    topology_interval: Option<String>,
+    #[arg(long)]
+    handshake_timeout: Option<String>,
 }
 
 fn setup_err(e: setup::SetupError) -> Failed {
@@ -465,6 +490,65 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             applied(&paths, &format!("No longer trusting {id}"))
         }
         P2pCmd::Clone { address, dir } => clone_cmd(root, &address, dir.as_deref()),
+        P2pCmd::Topology { json, dot } => {
+            let v = ask(&paths, &Request::Topology)?;
+            if dot {
+                println!("{}", v["dot"].as_str().unwrap_or("digraph mesh {}"));
+            } else if json {
+                print_json(&v["topology"]);
+            } else {
+                let t = &v["topology"];
+                let nodes = t["nodes"].as_array().cloned().unwrap_or_default();
+                println!("{} nodes known", nodes.len());
+                for n in &nodes {
+                    let me = if n["id"] == t["me"] {
+                        " (this node)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "  {}{me}  repos {}",
+                        short(&n["id"]),
+                        n["repos"].as_array().map(Vec::len).unwrap_or(0)
+                    );
+                }
+                for e in t["edges"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "  {} -- {}  {:.1} ms{}",
+                        short(&e["a"]),
+                        short(&e["b"]),
+                        e["rtt_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                        if e["usable"] == json!(true) {
+                            ""
+                        } else {
+                            "  (one-sided, unused)"
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        P2pCmd::Route { peer, json } => {
+            let v = ask(&paths, &Request::Route { peer })?;
+            if json {
+                print_json(&v);
+            } else {
+                let path: Vec<String> = v["path"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(short)
+                    .collect();
+                println!(
+                    "{} ({} hops, cost {:.1} ms)",
+                    path.join(" -> "),
+                    v["hops"],
+                    v["cost_micros"].as_f64().unwrap_or(0.0) / 1000.0
+                );
+            }
+            Ok(())
+        }
         P2pCmd::Events { follow, json } => {
             let timeout = if follow {
                 None
@@ -777,7 +861,11 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
         || !a.allowed_networks.is_empty()
         || a.bind_addr.is_some()
         || a.log_level.is_some()
-        || a.auto_sync.is_some();
+        || a.auto_sync.is_some()
+        || a.relay.is_some()
+        || !a.no_direct.is_empty()
+        || a.topology_interval.is_some()
+        || a.handshake_timeout.is_some();
     let cfg = if changing {
         let cfg = edit_config(paths, |c| {
             if a.reset {
@@ -866,6 +954,21 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
             }
             if let Some(v) = a.auto_sync {
                 c.auto_sync = v.on();
+            }
+            if let Some(v) = a.relay {
+                c.relay = v.on();
+            }
+            if !a.no_direct.is_empty() {
+                c.no_direct = Vec::new();
+                for id in a.no_direct.iter().filter(|x| *x != "none") {
+                    c.no_direct.push(node_id_arg(id)?);
+                }
+            }
+            if let Some(d) = &a.topology_interval {
+                c.topology_interval = duration_arg("topology-interval", d)?;
+            }
+            if let Some(d) = &a.handshake_timeout {
+                c.handshake_timeout = duration_arg("handshake-timeout", d)?;
             }
             Ok(())
         })?;
