@@ -124,6 +124,9 @@ pub struct Config {
     pub no_direct: Vec<String>,
     /// Relay frames of other nodes' sessions through this node.
     pub relay: bool,
+    /// Most bytes per second this node relays for others (0: no cap). Frames
+    /// over the cap are dropped; the sessions' end-to-end channels notice.
+    pub relay_rate: u64,
     /// Fault injection for tests and the simulator: this node misbehaves as a
     /// relay (drops, corrupts or replays the frames it relays). Never set it in a
     /// real deployment.
@@ -168,6 +171,7 @@ impl Default for Config {
             data_dir: "p2p".to_owned(),
             no_direct: Vec::new(),
             relay: true,
+            relay_rate: 0,
             fault_relay: None,
             topology_interval: Duration::from_secs(30),
         }

@@ -386,6 +386,9 @@ pub struct TopologyEdge {
 struct Entry {
     seq: u64,
     links: BTreeMap<String, u64>,
+    /// The numeric [`NodeKey`] part of each peer in `links`, in the same order:
+    /// computed once here rather than on every route computation.
+    link_keys: Vec<u64>,
     repos: Vec<String>,
     /// The highest `hops_left` seen for this `seq`, after clamping to our
     /// `max_hops`.
@@ -394,8 +397,8 @@ struct Entry {
 }
 
 /// One way to reach a destination: through direct neighbour `first`, at
-/// `cost` over `hops` links, the last of them from `pred`. Indices are into
-/// [`RouteTable::ids`].
+/// `cost` over `hops` links, the last of them from `pred`. Indices are node
+/// indices of the [`RouteTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Alt {
     first: usize,
@@ -405,28 +408,49 @@ struct Alt {
 }
 
 /// Every destination's usable first hops, computed in one pass.
+///
+/// Stored flat (one buffer of ids, one of alternatives) because it is rebuilt
+/// on every graph change: a few allocations instead of several per node.
 #[derive(Clone, Debug)]
 struct RouteTable {
     computed_at: Instant,
-    /// Node ids in [`NodeKey`] order; a node's index is its position.
-    ids: Vec<String>,
+    /// Every node id, concatenated in [`NodeKey`] order...
+    names: String,
+    /// ...and where each one ends in `names`; a node's index is its position.
+    ends: Vec<usize>,
     /// The numeric part of each id's [`NodeKey`], for lookups.
     keys: Vec<u64>,
     /// A fixed hash of each id, for rendezvous hashing of sessions.
     id_hash: Vec<u64>,
     me: usize,
-    /// Per node, its first-hop alternatives sorted by first hop (empty:
-    /// unreachable within `max_hops`, or ourselves).
-    alts: Vec<Vec<Alt>>,
+    /// Every node's first-hop alternatives, sorted by first hop...
+    alts: Vec<Alt>,
+    /// ...as `(start, len)` in `alts` per node (empty: unreachable within
+    /// `max_hops`, or ourselves).
+    alt_span: Vec<(usize, usize)>,
 }
 
 impl RouteTable {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn id(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.names[start..self.ends[i]]
+    }
+
+    fn alts(&self, v: usize) -> &[Alt] {
+        let (start, len) = self.alt_span[v];
+        &self.alts[start..start + len]
+    }
+
     fn index(&self, id: &str) -> Option<usize> {
         let want = NodeKey::new(id);
-        let (mut lo, mut hi) = (0, self.ids.len());
+        let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match NodeKey(self.keys[mid], &self.ids[mid]).cmp(&want) {
+            match NodeKey(self.keys[mid], self.id(mid)).cmp(&want) {
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => return Some(mid),
@@ -435,10 +459,14 @@ impl RouteTable {
         None
     }
 
+    /// How many nodes have a route.
+    fn reachable(&self) -> usize {
+        self.alt_span.iter().filter(|s| s.1 > 0).count()
+    }
+
     /// The cheapest alternative (then fewest hops, then lowest first-hop id).
     fn best(&self, v: usize) -> Option<Alt> {
-        self.alts
-            .get(v)?
+        self.alts(v)
             .iter()
             .min_by_key(|a| (a.cost, a.hops, a.first))
             .copied()
@@ -450,8 +478,7 @@ impl RouteTable {
     fn pick(&self, dst: &str, session: u64) -> Option<(usize, Alt)> {
         let v = self.index(dst)?;
         let a = self
-            .alts
-            .get(v)?
+            .alts(v)
             .iter()
             .max_by_key(|a| (mix(session ^ self.id_hash[a.first]), Reverse(a.first)))?;
         Some((v, *a))
@@ -459,18 +486,18 @@ impl RouteTable {
 
     /// The node ids from us to `v` along alternative `alt`.
     fn path(&self, v: usize, alt: Alt) -> Option<Vec<String>> {
-        let mut out = vec![self.ids[v].clone()];
+        let mut out = vec![self.id(v).to_owned()];
         let mut cur = alt;
         // Predecessors are settled strictly earlier, so this ends; the bound
         // only guards against a broken invariant turning into a hang.
-        for _ in 0..=self.ids.len() {
+        for _ in 0..=self.len() {
             if cur.pred == self.me {
-                out.push(self.ids[self.me].clone());
+                out.push(self.id(self.me).to_owned());
                 out.reverse();
                 return Some(out);
             }
-            out.push(self.ids[cur.pred].clone());
-            cur = *self.alts[cur.pred].iter().find(|a| a.first == alt.first)?;
+            out.push(self.id(cur.pred).to_owned());
+            cur = *self.alts(cur.pred).iter().find(|a| a.first == alt.first)?;
         }
         None
     }
@@ -480,11 +507,19 @@ impl RouteTable {
 /// b's to a.
 type Sides = (Option<u64>, Option<u64>);
 
-/// The graph routes are computed on: usable links only, by index.
+/// The graph routes are computed on: usable links only, by index, as
+/// adjacency arrays (node `u`'s links are `adj[start[u]..start[u + 1]]`).
 struct Graph<'a> {
     keys: Vec<NodeKey<'a>>,
-    adj: Vec<Vec<(usize, u64)>>,
+    start: Vec<usize>,
+    adj: Vec<(usize, u64)>,
     me: usize,
+}
+
+impl Graph<'_> {
+    fn links(&self, u: usize) -> &[(usize, u64)] {
+        &self.adj[self.start[u]..self.start[u + 1]]
+    }
 }
 
 /// A node id with its first 16 hex digits as a number, which orders valid ids
@@ -556,6 +591,8 @@ pub struct Mesh {
     repos: Vec<String>,
     /// Our links as last advertised: peer to round-trip time.
     links: BTreeMap<String, u64>,
+    /// As [`Entry::link_keys`], for `links`.
+    link_keys: Vec<u64>,
     /// Sequence number of our latest advertisement.
     seq: u64,
     next_announce: Instant,
@@ -588,6 +625,7 @@ impl Mesh {
             me,
             repos: clean_repos(repos),
             links: BTreeMap::new(),
+            link_keys: Vec::new(),
             seq: 0,
             last_announce: None,
             lsdb: BTreeMap::new(),
@@ -697,6 +735,7 @@ impl Mesh {
         if same {
             return None;
         }
+        self.link_keys = keys_of(&new);
         self.links = new;
         self.invalidate();
         Some(self.originate(now))
@@ -801,6 +840,7 @@ impl Mesh {
             lsa.origin.clone(),
             Entry {
                 seq: lsa.seq,
+                link_keys: keys_of(&links),
                 links,
                 repos,
                 hops_left: hops,
@@ -864,7 +904,7 @@ impl Mesh {
         now: Instant,
     ) -> Option<String> {
         let (t, _, alt) = self.choose(dst, session, exclude, now)?;
-        Some(t.ids[alt.first].clone())
+        Some(t.id(alt.first).to_owned())
     }
 
     /// The path session `session` takes to `dst` as far as this node can tell
@@ -898,9 +938,7 @@ impl Mesh {
     /// How many nodes we can route to.
     pub fn routing_table_size(&mut self, now: Instant) -> usize {
         self.refresh(now);
-        self.routes
-            .as_ref()
-            .map_or(0, |t| t.alts.iter().filter(|a| !a.is_empty()).count())
+        self.routes.as_ref().map_or(0, RouteTable::reachable)
     }
 
     /// Nodes that serve `repo` and are reachable over usable links within
@@ -1126,43 +1164,84 @@ impl Mesh {
     /// The usable graph without the `banned` nodes (sorted).
     fn build_graph(&self, banned: &[String]) -> Graph<'_> {
         let is_banned = |id: &str| banned.binary_search_by(|b| b.as_str().cmp(id)).is_ok();
-        let mut nodes: Vec<(NodeKey<'_>, &BTreeMap<String, u64>)> = self
+        let mut nodes: Vec<(NodeKey<'_>, &BTreeMap<String, u64>, &[u64])> = self
             .lsdb
             .iter()
             .filter(|(id, _)| !is_banned(id))
-            .map(|(id, e)| (NodeKey::new(id), &e.links))
-            .chain(std::iter::once((NodeKey::new(&self.me), &self.links)))
+            .map(|(id, e)| (NodeKey::new(id), &e.links, e.link_keys.as_slice()))
+            .chain(std::iter::once((
+                NodeKey::new(&self.me),
+                &self.links,
+                self.link_keys.as_slice(),
+            )))
             .collect();
+        // Nearly sorted already (the database is in id order), so this is cheap.
         nodes.sort_unstable_by_key(|n| n.0);
         let keys: Vec<NodeKey<'_>> = nodes.iter().map(|n| n.0).collect();
-        let find = |id: &str| keys.binary_search(&NodeKey::new(id)).ok();
-        // Each node's links by index, sorted by index; links to nodes not in
-        // the graph (no advertisement, or banned) are left out.
-        let peers: Vec<Vec<(usize, u64)>> = nodes
-            .iter()
-            .map(|(_, links)| {
-                let mut v: Vec<(usize, u64)> = links
-                    .iter()
-                    .filter_map(|(b, &rtt)| Some((find(b)?, rtt)))
-                    .collect();
-                v.sort_unstable();
-                v
-            })
-            .collect();
-        let mut adj: Vec<Vec<(usize, u64)>> = vec![Vec::new(); keys.len()];
-        for (i, links) in peers.iter().enumerate() {
-            // Each pair once, from its smaller index, if the other end agrees.
-            for &(j, ab) in links.iter().filter(|l| l.0 > i) {
-                let Ok(k) = peers[j].binary_search_by_key(&i, |l| l.0) else {
-                    continue;
-                };
-                let w = ab.max(peers[j][k].1).clamp(1, MAX_LINK_RTT_US);
-                adj[i].push((j, w));
-                adj[j].push((i, w));
+        let numbers: Vec<u64> = keys.iter().map(|k| k.0).collect();
+        let find = |number: u64, id: &str| {
+            let mut i = numbers.partition_point(|&x| x < number);
+            while numbers.get(i) == Some(&number) {
+                if keys[i].1 == id {
+                    return Some(i);
+                }
+                i += 1;
+            }
+            None
+        };
+        // Every node's advertised links by index, each node's sorted by index
+        // (`dir[dir_start[i]..dir_start[i + 1]]`); links to nodes not in the
+        // graph (no advertisement, or banned) are left out.
+        let n = keys.len();
+        let mut dir: Vec<(usize, u64)> = Vec::with_capacity(nodes.iter().map(|x| x.1.len()).sum());
+        let mut dir_start = Vec::with_capacity(n + 1);
+        dir_start.push(0);
+        for (_, links, link_keys) in &nodes {
+            let from = dir.len();
+            for ((b, &rtt), &number) in links.iter().zip(link_keys.iter()) {
+                if let Some(j) = find(number, b) {
+                    dir.push((j, rtt));
+                }
+            }
+            // Already in order for valid ids; cheap either way.
+            dir[from..].sort_unstable();
+            dir_start.push(dir.len());
+        }
+        let advertised = |i: usize| &dir[dir_start[i]..dir_start[i + 1]];
+        // A link is usable when both ends advertise it; each pair is seen
+        // once, from its smaller index.
+        let mut edges: Vec<(usize, usize, u64)> = Vec::with_capacity(dir.len() / 2);
+        for i in 0..n {
+            for &(j, ab) in advertised(i).iter().filter(|l| l.0 > i) {
+                let back = advertised(j);
+                if let Ok(k) = back.binary_search_by_key(&i, |l| l.0) {
+                    edges.push((i, j, ab.max(back[k].1).clamp(1, MAX_LINK_RTT_US)));
+                }
             }
         }
-        let me = find(&self.me).unwrap_or(0);
-        Graph { keys, adj, me }
+        let mut start = vec![0usize; n + 1];
+        for &(a, b, _) in &edges {
+            start[a + 1] += 1;
+            start[b + 1] += 1;
+        }
+        for i in 0..n {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut adj = vec![(0usize, 0u64); start[n]];
+        for &(a, b, w) in &edges {
+            adj[fill[a]] = (b, w);
+            fill[a] += 1;
+            adj[fill[b]] = (a, w);
+            fill[b] += 1;
+        }
+        let me = find(NodeKey::new(&self.me).0, &self.me).unwrap_or(0);
+        Graph {
+            keys,
+            start,
+            adj,
+            me,
+        }
     }
 
     /// Dijkstra from us over the graph without `banned`, then every
@@ -1181,7 +1260,7 @@ impl Mesh {
         let mut dist = vec![u64::MAX; n];
         let mut rank = vec![usize::MAX; n];
         let mut order = Vec::with_capacity(n);
-        let mut heap = BinaryHeap::new();
+        let mut heap = BinaryHeap::with_capacity(n);
         dist[g.me] = 0;
         heap.push(Reverse((0u64, g.me)));
         while let Some(Reverse((d, u))) = heap.pop() {
@@ -1190,7 +1269,7 @@ impl Mesh {
             }
             rank[u] = order.len();
             order.push(u);
-            for &(v, w) in &g.adj[u] {
+            for &(v, w) in g.links(u) {
                 let nd = d.saturating_add(w);
                 if nd < dist[v] {
                     dist[v] = nd;
@@ -1200,14 +1279,16 @@ impl Mesh {
         }
 
         let mut direct = vec![u64::MAX; n];
-        for &(v, w) in &g.adj[g.me] {
+        for &(v, w) in g.links(g.me) {
             direct[v] = w;
         }
         let max_hops = usize::from(self.cfg.max_hops);
-        let mut alts: Vec<Vec<Alt>> = vec![Vec::new(); n];
+        let mut alts: Vec<Alt> = Vec::with_capacity(n);
+        let mut alt_span = vec![(0usize, 0usize); n];
+        let mut cand: Vec<Alt> = Vec::new();
         for &v in order.iter().skip(1) {
-            let mut cand: Vec<Alt> = Vec::new();
-            for &(u, w) in &g.adj[v] {
+            cand.clear();
+            for &(u, w) in g.links(v) {
                 if rank[u] >= rank[v] {
                     continue;
                 }
@@ -1223,7 +1304,8 @@ impl Mesh {
                     );
                     continue;
                 }
-                for a in &alts[u] {
+                let (s, len) = alt_span[u];
+                for a in &alts[s..s + len] {
                     if a.hops < max_hops {
                         offer(
                             &mut cand,
@@ -1241,17 +1323,26 @@ impl Mesh {
             cand.retain(|a| {
                 within_slack(a.cost, best) && a.cost.saturating_sub(direct[a.first]) < best
             });
-            cand.sort_by_key(|a| a.first);
-            alts[v] = cand;
+            cand.sort_unstable_by_key(|a| a.first);
+            alt_span[v] = (alts.len(), cand.len());
+            alts.extend_from_slice(&cand);
         }
 
+        let mut names = String::with_capacity(g.keys.iter().map(|k| k.1.len()).sum());
+        let mut ends = Vec::with_capacity(n);
+        for k in &g.keys {
+            names.push_str(k.1);
+            ends.push(names.len());
+        }
         RouteTable {
             computed_at: now,
-            id_hash: g.keys.iter().map(|k| id_hash(k.1)).collect(),
-            ids: g.keys.iter().map(|k| k.1.to_owned()).collect(),
+            names,
+            ends,
             keys: g.keys.iter().map(|k| k.0).collect(),
+            id_hash: g.keys.iter().map(|k| id_hash(k.1)).collect(),
             me: g.me,
             alts,
+            alt_span,
         }
     }
 
@@ -1285,6 +1376,11 @@ impl Mesh {
         seen.remove(self.me.as_str());
         seen
     }
+}
+
+/// The numeric [`NodeKey`] part of every peer in `links`, in order.
+fn keys_of(links: &BTreeMap<String, u64>) -> Vec<u64> {
+    links.keys().map(|p| NodeKey::new(p).0).collect()
 }
 
 /// Our repositories as an advertisement may carry them: valid ids, sorted,

@@ -1167,6 +1167,65 @@ fn prop_small_graph_routes_match_floyd_warshall() {
         .quickcheck(small_graph_routes_match_floyd_warshall as fn(SmallGraph) -> TestResult);
 }
 
+/// With a small radius, every route is at most `max_hops` links long, valid,
+/// and never cheaper than the unconstrained shortest path; hop by hop, frames
+/// still never loop.
+fn small_radius_routes_are_short_and_loop_free(g: SmallGraph) -> TestResult {
+    let n = g.n;
+    let max_hops = 2u8;
+    let mut adverts: Vec<Vec<LinkInfo>> = vec![Vec::new(); n];
+    for &(a, b, ra, rb, adv_a, adv_b) in &g.edges {
+        if adv_a {
+            adverts[a].push(link(b, ra));
+        }
+        if adv_b {
+            adverts[b].push(link(a, rb));
+        }
+    }
+    let w = usable_costs(n, &adverts);
+    let d = floyd_warshall(&w);
+    let mut meshes = meshes_for(n, &adverts, max_hops);
+    for src in 0..n {
+        for dst in (0..n).filter(|&x| x != src) {
+            let Some((path, cost)) = meshes[src].route(&id(dst), Instant::ZERO) else {
+                continue;
+            };
+            if path.len() > usize::from(max_hops) + 1
+                || cost < d[src][dst]
+                || !check_path(&w, src, dst, &path, cost)
+            {
+                return TestResult::error(format!("{src}->{dst}: {path:?} at {cost}"));
+            }
+            for session in 0..4u64 {
+                let mut cur = src;
+                let mut steps = 0;
+                while cur != dst {
+                    let Some(next) =
+                        meshes[cur].next_hop(&id(dst), session, &none(), Instant::ZERO)
+                    else {
+                        break;
+                    };
+                    let next = idx(&next);
+                    if d[next][dst] >= d[cur][dst] || steps > n {
+                        return TestResult::error(format!("{src}->{dst}: {cur}->{next} loops"));
+                    }
+                    cur = next;
+                    steps += 1;
+                }
+            }
+        }
+    }
+    TestResult::passed()
+}
+
+#[test]
+fn prop_small_radius_routes_are_short_and_loop_free() {
+    QuickCheck::new()
+        .rng(Gen::new(40))
+        .tests(300)
+        .quickcheck(small_radius_routes_are_short_and_loop_free as fn(SmallGraph) -> TestResult);
+}
+
 /// A tiny deterministic generator for the big graphs (splitmix64).
 struct Prng(u64);
 

@@ -186,3 +186,46 @@ fn a_tampering_relay_is_detected_and_avoided() {
         }
     }
 }
+
+#[test]
+fn a_split_mesh_heals_through_peers_heard_of() {
+    // A–B–C: A and C know of each other only because B told them.
+    let mut net = TestNet::new();
+    for i in 0..3 {
+        net.add(cfg(), MemStore::new("repo"), i as u64 + 40);
+    }
+    net.connect(1, 0);
+    net.connect(2, 1);
+    net.run_for(Duration::from_secs(3));
+    let head = seal_on(&mut net, 0, "before", vec![]);
+    assert!(reaches(&mut net, 2, head, Duration::from_secs(30)));
+    let c_id = net.nodes[2].node.node_id().to_owned();
+    let direct_to_c = |net: &TestNet| {
+        net.nodes[0]
+            .node
+            .peers()
+            .iter()
+            .any(|p| p.peer.as_deref() == Some(c_id.as_str()) && !p.routed_via_mesh)
+    };
+    assert!(
+        !direct_to_c(&net),
+        "before the split A reaches C only through B"
+    );
+    // B disappears for good; A and C find each other at the address B gave them.
+    net.blocked_pairs.extend([(0, 1), (2, 1)]);
+    net.freeze(1);
+    net.disconnect_all(1);
+    let next = seal_on(&mut net, 0, "after the split", vec![head]);
+    assert!(
+        reaches(&mut net, 2, next, Duration::from_secs(120)),
+        "A and C reconnected directly and synced"
+    );
+    assert!(
+        direct_to_c(&net)
+            || net.nodes[2]
+                .node
+                .peers()
+                .iter()
+                .any(|p| !p.routed_via_mesh && p.state == ivaldi_core::node::ConnState::Ready)
+    );
+}

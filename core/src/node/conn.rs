@@ -169,6 +169,8 @@ pub(super) struct Conn {
     pub remote_heads: BTreeMap<TimelineName, ObjectId>,
     pub remote_repos: Vec<String>,
     pub remote_strategy: Option<crate::wire::StrategyAdvert>,
+    /// Where this peer accepts connections, when known.
+    pub dial_addr: Option<SocketAddr>,
     pub last_rx: Instant,
     pub last_msg_id: u64,
     pub next_ping: Instant,
@@ -213,6 +215,7 @@ impl Conn {
             remote_heads: BTreeMap::new(),
             remote_repos: Vec::new(),
             remote_strategy: None,
+            dial_addr: None,
             last_rx: now,
             last_msg_id: 0,
             next_ping: now + heartbeat,

@@ -305,6 +305,13 @@ pub struct Node {
     filter: NetworkFilter,
     /// Merge seals being landed (auto_merge), by batch.
     merges: BTreeMap<u64, (Conflict, ConnId)>,
+    /// Addresses of nodes other peers told us about (`peer_discovery`), for
+    /// healing a split mesh.
+    heard: BTreeMap<String, (SocketAddr, Instant)>,
+    /// When a heard-of node may next be dialled.
+    heal_retry: BTreeMap<String, Instant>,
+    /// Token bucket for relayed bytes: (tokens, last refill).
+    relay_bucket: (f64, Instant),
     mesh: Option<crate::mesh::Mesh>,
     /// Relays avoided until the given time (a routed session through them failed).
     suspects: BTreeMap<String, Instant>,
@@ -345,6 +352,9 @@ impl Node {
             filter: NetworkFilter::default(),
             merges: BTreeMap::new(),
             mesh: None,
+            heard: BTreeMap::new(),
+            heal_retry: BTreeMap::new(),
+            relay_bucket: (0.0, now),
             suspects: BTreeMap::new(),
             routed_retry: BTreeMap::new(),
             last_now: now,
@@ -1537,10 +1547,7 @@ impl Node {
             }
             Message::Topology(lsa) => self.on_lsa(now, conn, lsa, store),
             Message::Routed(h) => self.on_routed(now, conn, h, bin, store),
-            Message::PeerDiscovery(_) => {
-                // Peer lists feed the mesh (issue 7) and resolutions the conflict
-                // strategies (issue 6); this version counts them only.
-            }
+            Message::PeerDiscovery(list) => self.on_peer_list(now, list),
         }
     }
 
@@ -1564,6 +1571,13 @@ impl Node {
         c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
         c.remote_repos = h.repos.iter().map(|r| r.id.clone()).collect();
         c.remote_strategy = h.conflict.clone();
+        // Where the peer can be dialled: the address we dialled, or its source
+        // address with the port it says it listens on.
+        c.dial_addr = match (c.direction, c.route.is_some(), h.listen_port) {
+            (_, true, _) | (Direction::Inbound, _, 0) => None,
+            (Direction::Outbound, false, _) => Some(c.addr),
+            (Direction::Inbound, false, port) => Some(SocketAddr::new(c.addr.ip(), port)),
+        };
         if let Some(advert) = h.repos.iter().find(|r| r.id == repo) {
             c.shares_repo = true;
             c.remote_heads = advert.heads.clone();
@@ -1614,6 +1628,7 @@ impl Node {
         }
         if !new_routed {
             self.update_links(now);
+            self.send_peer_list(now, conn);
         }
         let record = self.peers.entry(peer.clone()).or_default();
         record.last_seen = Some(now);

@@ -19,7 +19,7 @@ use crate::mesh::{LinkInfo, Lsa, Mesh, MeshConfig};
 use crate::noise::Role;
 use crate::store::Store;
 use crate::time::Instant;
-use crate::wire::{Message, RoutedHeader};
+use crate::wire::{Message, PeerDiscovery, PeerInfo, RoutedHeader};
 
 /// Largest payload of one routed frame.
 const ROUTED_CHUNK: usize = 64 * 1024;
@@ -29,6 +29,8 @@ const HOP_QUEUE_LIMIT: usize = 2 * 1024 * 1024;
 const SUSPECT_FOR: Duration = Duration::from_secs(300);
 /// Wait before opening another routed session to the same node.
 const ROUTED_RETRY: Duration = Duration::from_secs(5);
+/// Wait before dialling a heard-of node again.
+const HEAL_RETRY: Duration = Duration::from_secs(30);
 /// Hops a routed frame may take.
 pub(super) const MAX_HOPS: u8 = 8;
 
@@ -111,6 +113,7 @@ impl Node {
         }
         self.suspects.retain(|_, until| *until > now);
         self.connect_routed(now, store);
+        self.heal(now);
     }
 
     /// The socket connection to a peer, if one is ready.
@@ -288,6 +291,88 @@ impl Node {
             }
         }
         self.send_with(now, next, Message::Routed(h), &bin);
+    }
+
+    /// Tells a new neighbour the addresses of our other direct peers, so nodes
+    /// learn of peers beyond their own discovery and can heal a split mesh.
+    pub(super) fn send_peer_list(&mut self, now: Instant, to: ConnId) {
+        let peers: Vec<PeerInfo> = self
+            .conns
+            .values()
+            .filter(|c| c.id != to && c.state == ConnState::Ready && c.route.is_none())
+            .filter_map(|c| {
+                Some(PeerInfo {
+                    node: c.peer.clone()?,
+                    addr: c.dial_addr?.to_string(),
+                })
+            })
+            .take(64)
+            .collect();
+        if !peers.is_empty() {
+            self.send(now, to, Message::PeerDiscovery(PeerDiscovery { peers }));
+        }
+    }
+
+    pub(super) fn on_peer_list(&mut self, now: Instant, list: PeerDiscovery) {
+        for p in list.peers.into_iter().take(256) {
+            let (Ok(addr), true) = (p.addr.parse::<SocketAddr>(), p.node.len() == 64) else {
+                continue;
+            };
+            if p.node == self.node_id || !self.filter.allows(addr.ip()) {
+                continue;
+            }
+            if self.heard.len() >= 1024 && !self.heard.contains_key(&p.node) {
+                continue;
+            }
+            self.heard.entry(p.node).or_insert((addr, now)).0 = addr;
+        }
+    }
+
+    /// Dials nodes we heard of that the mesh cannot reach: after a split, the
+    /// parts find each other again through addresses learned before it.
+    pub(super) fn heal(&mut self, now: Instant) {
+        let candidates: Vec<(String, SocketAddr)> = self
+            .heard
+            .iter()
+            // Give the mesh one topology interval to show a route first.
+            .filter(|(_, (_, since))| now.saturating_since(*since) >= self.cfg.topology_interval)
+            .filter(|(n, _)| !self.has_session_with(n))
+            .filter(|(n, _)| self.heal_retry.get(*n).is_none_or(|t| *t <= now))
+            .map(|(n, (a, _))| (n.clone(), *a))
+            .collect();
+        for (node, addr) in candidates {
+            if self.live_conns() >= self.cfg.max_peers {
+                break;
+            }
+            let reachable = self
+                .mesh
+                .as_mut()
+                .is_some_and(|m| m.route(&node, now).is_some());
+            if reachable || self.cfg.no_direct.iter().any(|n| *n == node) {
+                continue;
+            }
+            tracing::info!(peer = short(&node), %addr, "dialling a peer heard of, to heal the mesh");
+            self.heal_retry.insert(node, now + HEAL_RETRY);
+            self.dial(now, addr);
+        }
+    }
+
+    /// Whether relaying `len` more bytes stays within `relay_rate`.
+    fn relay_allowed(&mut self, now: Instant, len: usize) -> bool {
+        let rate = self.cfg.relay_rate;
+        if rate == 0 {
+            return true;
+        }
+        let (tokens, last) = self.relay_bucket;
+        let burst = (rate as f64).max(ROUTED_CHUNK as f64 * 2.0);
+        let refilled = (tokens + now.saturating_since(last).as_secs_f64() * rate as f64).min(burst);
+        if refilled >= len as f64 {
+            self.relay_bucket = (refilled - len as f64, now);
+            true
+        } else {
+            self.relay_bucket = (refilled, now);
+            false
+        }
     }
 
     /// Moves the encrypted bytes of routed sessions into `routed` frames on their
