@@ -1086,7 +1086,10 @@ impl Mesh {
     /// A new advertisement of ours: the next sequence number, and the regular
     /// refresh rescheduled from now.
     fn originate(&mut self, now: Instant) -> Lsa {
-        self.seq += 1;
+        // Saturating: a forged advertisement of ours at u64::MAX (neighbours can
+        // lie about other nodes) must not wrap us back to 0; we then stall at
+        // the maximum until the forgery ages out everywhere.
+        self.seq = self.seq.saturating_add(1);
         self.last_announce = Some(now);
         self.next_announce = now + self.cfg.announce_interval;
         self.stats.announcements += 1;

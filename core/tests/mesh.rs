@@ -1362,3 +1362,15 @@ fn routing_table_for_200_nodes_and_1000_links_is_fast() {
     };
     assert!(per_table < limit, "{per_table:?} per routing table");
 }
+
+#[test]
+fn a_forged_maximal_sequence_number_does_not_wrap() {
+    let mut m = Mesh::new(MeshConfig::default(), id(0), vec![], secs(0));
+    let forged = Lsa {
+        seq: u64::MAX,
+        ..lsa(0, 0, &[(9, 1)], 8)
+    };
+    assert_eq!(m.handle_lsa(&id(1), forged, secs(0)).unwrap(), None);
+    let next = m.handle_timeout(secs(0)).expect("outbids at once");
+    assert_eq!(next.seq, u64::MAX);
+}

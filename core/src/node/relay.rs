@@ -264,6 +264,7 @@ impl Node {
             .conns
             .get(&next)
             .is_some_and(|c| c.queued() > HOP_QUEUE_LIMIT)
+            || !self.relay_allowed(now, bin.len())
         {
             // The per-session buffer is full: drop, and let the end-to-end channel
             // notice (it fails and reopens) rather than queue without bound.
@@ -348,7 +349,7 @@ impl Node {
                 .mesh
                 .as_mut()
                 .is_some_and(|m| m.route(&node, now).is_some());
-            if reachable || self.cfg.no_direct.iter().any(|n| *n == node) {
+            if reachable || self.cfg.no_direct.contains(&node) {
                 continue;
             }
             tracing::info!(peer = short(&node), %addr, "dialling a peer heard of, to heal the mesh");
