@@ -1628,6 +1628,7 @@ impl Node {
         }
         if !new_routed {
             self.update_links(now);
+            self.send_database(now, conn);
             self.send_peer_list(now, conn);
         }
         let record = self.peers.entry(peer.clone()).or_default();

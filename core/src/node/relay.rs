@@ -296,6 +296,15 @@ impl Node {
 
     /// Tells a new neighbour the addresses of our other direct peers, so nodes
     /// learn of peers beyond their own discovery and can heal a split mesh.
+    /// Gives a new neighbour our whole link-state database, so it can route at
+    /// once instead of waiting for every node's next advertisement.
+    pub(super) fn send_database(&mut self, now: Instant, to: ConnId) {
+        let lsas = self.mesh.as_ref().map(|m| m.database()).unwrap_or_default();
+        for lsa in lsas {
+            self.send(now, to, Message::Topology(lsa));
+        }
+    }
+
     pub(super) fn send_peer_list(&mut self, now: Instant, to: ConnId) {
         let peers: Vec<PeerInfo> = self
             .conns
