@@ -579,12 +579,8 @@ pub fn seal_files(
     time: i64,
     message: &str,
 ) -> crate::id::ObjectId {
-    use crate::object::{Mode, Seal, Timestamp, Tree, TreeEntry, encode_blob};
-    enum N {
-        F(crate::id::ObjectId),
-        D(BTreeMap<String, N>),
-    }
-    let mut root: BTreeMap<String, N> = BTreeMap::new();
+    use crate::object::{Mode, Seal, Timestamp, encode_blob};
+    let mut flat = crate::merge::FlatTree::new();
     for (path, content) in files {
         let id = if content.len() as u64 >= crate::chunk::CHUNK_THRESHOLD {
             let mut prev = 0;
@@ -602,39 +598,12 @@ pub fn seal_files(
         } else {
             store.insert(encode_blob(content))
         };
-        let mut dir = &mut root;
-        let parts: Vec<&str> = path.split('/').collect();
-        for (k, part) in parts.iter().enumerate() {
-            if k + 1 == parts.len() {
-                dir.insert((*part).to_owned(), N::F(id));
-            } else {
-                let e = dir
-                    .entry((*part).to_owned())
-                    .or_insert_with(|| N::D(BTreeMap::new()));
-                dir = match e {
-                    N::D(d) => d,
-                    N::F(_) => panic!("testkit: {path} has a file as a parent"),
-                };
-            }
-        }
+        flat.insert(path.clone(), (Mode::File, id));
     }
-    fn put(store: &mut MemStore, dir: &BTreeMap<String, N>) -> crate::id::ObjectId {
-        let mut entries = Vec::new();
-        for (name, n) in dir {
-            let (mode, id) = match n {
-                N::F(id) => (Mode::File, *id),
-                N::D(d) => (Mode::Tree, put(store, d)),
-            };
-            entries.push(TreeEntry {
-                name: name.clone(),
-                mode,
-                id,
-            });
-        }
-        let tree = Tree::new(entries).expect("testkit: valid names");
-        store.insert(tree.encode())
+    let (tree, trees) = crate::conflict::build_trees(&flat).expect("testkit: a valid tree");
+    for (_, bytes) in trees {
+        store.insert(bytes);
     }
-    let tree = put(store, &root);
     let seal = Seal {
         tree,
         parents,

@@ -721,7 +721,9 @@ impl Driver {
                         match hits.as_slice() {
                             [one] => one.clone(),
                             [] => {
-                                return send(Reply::err(format!("no node id starts with {peer:?}")));
+                                return send(Reply::err(format!(
+                                    "no node id starts with {peer:?}"
+                                )));
                             }
                             _ => {
                                 return send(Reply::err(format!("{peer:?} matches several nodes")));

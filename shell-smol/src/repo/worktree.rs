@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hashbrown::HashMap;
 use ivaldi_core::ObjectId;
 use ivaldi_core::chunk::{self, CHUNK_THRESHOLD, Chunker, MAX_CHUNK};
-use ivaldi_core::object::{self, Mode, Tree, TreeEntry, validate_name};
+use ivaldi_core::object::{self, Mode, validate_name};
 
 use super::error::{IoContext, RepoError, Result};
 use super::pack::{PackWriter, Store};
@@ -468,11 +468,6 @@ fn hash_large_file(
     Ok(root)
 }
 
-enum Node {
-    File(Mode, ObjectId),
-    Dir(BTreeMap<String, Node>),
-}
-
 /// Builds the trees of a snapshot, adding the ones the store lacks to `writer`,
 /// and returns the root tree's id.
 pub fn build_tree(files: &Flat, store: &Store, writer: &mut PackWriter) -> Result<ObjectId> {
@@ -487,58 +482,20 @@ pub fn tree_id(files: &Flat, store: &Store) -> Result<ObjectId> {
 fn build_tree_into(
     files: &Flat,
     store: &Store,
-    mut writer: Option<&mut PackWriter>,
+    writer: Option<&mut PackWriter>,
 ) -> Result<ObjectId> {
-    let mut root = BTreeMap::new();
-    for (path, (mode, id)) in files {
-        let mut dir = &mut root;
-        let mut parts = path.split('/').peekable();
-        while let Some(part) = parts.next() {
-            if parts.peek().is_none() {
-                dir.insert(part.to_owned(), Node::File(*mode, *id));
-            } else {
-                let next = dir
-                    .entry(part.to_owned())
-                    .or_insert_with(|| Node::Dir(BTreeMap::new()));
-                dir = match next {
-                    Node::Dir(d) => d,
-                    Node::File(..) => {
-                        return Err(RepoError::Refused(format!(
-                            "{path}: a parent directory is also a file"
-                        )));
-                    }
-                };
+    // The core encodes the trees (one implementation for the CLI, the merge
+    // strategies and the tests); here they are only stored.
+    let (root, trees) = ivaldi_core::conflict::build_trees(files)
+        .map_err(|e| RepoError::Refused(e.to_string()))?;
+    if let Some(w) = writer {
+        for (id, bytes) in trees {
+            if !store.contains(&id) {
+                w.add_trusted(id, &bytes)?;
             }
         }
     }
-    fn encode(
-        dir: &BTreeMap<String, Node>,
-        store: &Store,
-        w: &mut Option<&mut PackWriter>,
-    ) -> Result<ObjectId> {
-        let mut entries = Vec::with_capacity(dir.len());
-        for (name, node) in dir {
-            let (mode, id) = match node {
-                Node::File(m, id) => (*m, *id),
-                Node::Dir(d) => (Mode::Tree, encode(d, store, w)?),
-            };
-            entries.push(TreeEntry {
-                name: name.clone(),
-                mode,
-                id,
-            });
-        }
-        let tree = Tree::new(entries)?;
-        let bytes = tree.encode();
-        let id = ObjectId::hash(&bytes);
-        if let Some(w) = w.as_deref_mut()
-            && !store.contains(&id)
-        {
-            w.add_trusted(id, &bytes)?;
-        }
-        Ok(id)
-    }
-    encode(&root, store, &mut writer)
+    Ok(root)
 }
 
 /// Flattens a stored tree into paths.
