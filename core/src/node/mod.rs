@@ -319,6 +319,8 @@ pub struct Node {
     routed_retry: BTreeMap<String, Instant>,
     /// The latest `now` handed in, for internal closes of routed sessions.
     last_now: Instant,
+    /// When routed sessions and healing are next reconsidered.
+    next_mesh_check: Instant,
 }
 
 impl Node {
@@ -358,6 +360,7 @@ impl Node {
             suspects: BTreeMap::new(),
             routed_retry: BTreeMap::new(),
             last_now: now,
+            next_mesh_check: now,
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);

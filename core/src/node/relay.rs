@@ -29,6 +29,10 @@ const HOP_QUEUE_LIMIT: usize = 2 * 1024 * 1024;
 const SUSPECT_FOR: Duration = Duration::from_secs(300);
 /// Wait before opening another routed session to the same node.
 const ROUTED_RETRY: Duration = Duration::from_secs(5);
+/// How often the node reconsiders routed sessions and healing.
+const MESH_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Most routed sessions a node opens.
+const MAX_ROUTED_SESSIONS: usize = 8;
 /// Wait before dialling a heard-of node again.
 const HEAL_RETRY: Duration = Duration::from_secs(30);
 /// Hops a routed frame may take.
@@ -99,7 +103,7 @@ impl Node {
         match mesh.handle_lsa(&from, lsa, now) {
             Ok(Some(onward)) => {
                 self.flood(now, onward, Some(&from));
-                self.connect_routed(now, store);
+                let _ = store;
             }
             Ok(None) => {}
             Err(e) => self.violation(conn, format!("bad topology advertisement: {e}")),
@@ -112,8 +116,13 @@ impl Node {
             self.flood(now, lsa, None);
         }
         self.suspects.retain(|_, until| *until > now);
-        self.connect_routed(now, store);
-        self.heal(now);
+        // Deciding whom to reach through the mesh walks the graph: once a second
+        // is plenty, and keeps a large mesh cheap.
+        if now >= self.next_mesh_check {
+            self.next_mesh_check = now + MESH_CHECK_EVERY;
+            self.connect_routed(now, store);
+            self.heal(now);
+        }
     }
 
     /// The socket connection to a peer, if one is ready.
@@ -137,15 +146,47 @@ impl Node {
     /// Opens routed sessions to nodes that serve our repository and that we have
     /// no connection to (healing a split topology, reaching past a NAT or a
     /// firewall rule).
+    /// Opens routed sessions to nodes that serve our repository but that the
+    /// repository's own holders cannot pass seals to: those reached only through
+    /// nodes without the repository (relays), or past a split. Where a chain of
+    /// holders connects us, ordinary syncing carries every seal and no routed
+    /// session is needed, so a mesh where everyone holds the repository opens none.
     pub(super) fn connect_routed(&mut self, now: Instant, store: &dyn Store) {
         let Some(mesh) = self.mesh.as_ref() else {
             return;
         };
-        let candidates: Vec<String> = mesh
-            .nodes_serving(store.repo_id())
-            .into_iter()
-            .map(|(n, _)| n)
-            .filter(|n| *n != self.node_id)
+        let repo = store.repo_id().to_owned();
+        let topo = mesh.graph();
+        let holders: BTreeSet<&str> = topo
+            .nodes
+            .iter()
+            .filter(|n| n.repos.contains(&repo))
+            .map(|n| n.id.as_str())
+            .chain(std::iter::once(self.node_id.as_str()))
+            .collect();
+        // Holders reachable from us along links between holders.
+        let mut reached: BTreeSet<&str> = BTreeSet::from([self.node_id.as_str()]);
+        let mut frontier = vec![self.node_id.as_str()];
+        while let Some(n) = frontier.pop() {
+            for e in topo.edges.iter().filter(|e| e.usable) {
+                let other = if e.a == n {
+                    e.b.as_str()
+                } else if e.b == n {
+                    e.a.as_str()
+                } else {
+                    continue;
+                };
+                if holders.contains(other) && reached.insert(other) {
+                    frontier.push(other);
+                }
+            }
+        }
+        let routed_now = self.conns.values().filter(|c| c.route.is_some()).count();
+        let candidates: Vec<String> = holders
+            .iter()
+            .filter(|h| !reached.contains(*h))
+            .map(|h| (*h).to_owned())
+            .take(MAX_ROUTED_SESSIONS.saturating_sub(routed_now))
             .collect();
         for dst in candidates {
             if self.has_session_with(&dst)
