@@ -884,7 +884,13 @@ impl Node {
             .map(|(a, _)| *a)
             .collect();
         for addr in due {
-            self.dial(now, addr);
+            if self.dial(now, addr).is_none() {
+                // No room (max_peers): try again later rather than at once.
+                let delay = backoff(&self.cfg, 0, &mut self.rng);
+                if let Some(d) = self.dialers.get_mut(&addr) {
+                    d.retry_at = now + delay;
+                }
+            }
         }
     }
 
