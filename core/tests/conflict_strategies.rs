@@ -156,9 +156,16 @@ fn prefer_remote_on_both_sides_agrees_on_the_newest_head() {
     );
     assert_eq!(head(&net, 0), hb, "b's head is newer (time 300 > 200)");
     assert_eq!(head(&net, 1), hb);
-    assert!(
-        net.nodes[0].store.kept.contains(&(main_tl(), ha)),
+    let kept = TimelineName::new(&format!("kept/main/{}", ha.short())).unwrap();
+    assert_eq!(
+        net.nodes[0].store.timelines.get(&kept),
+        Some(&ha),
         "a's head is kept"
+    );
+    assert_eq!(
+        net.nodes[1].store.timelines.get(&kept),
+        Some(&ha),
+        "and syncs like any other timeline"
     );
     nothing_lost(&net, &[ha, hb]);
 }

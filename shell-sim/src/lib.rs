@@ -1,6 +1,39 @@
-//! The deterministic simulator shell.
+//! `ivaldi-sim`: a deterministic simulator for the Ivaldi core.
 //!
-//! Not built yet: it needs the protocol state machine of issue 3 to drive, and is
-//! the subject of issue 5. The crate exists so the workspace has the layout of the
-//! design card; the README lists this as a limitation.
+//! Any number of [`Node`](ivaldi_core::node::Node)s run in one thread, in
+//! virtual time, over a virtual network, on in-memory stores, with one seeded
+//! random stream. The same configuration gives the same run, event for event:
+//! a failure is reproduced from its seed (and the command the report prints).
+//!
+//! - [`sim`]: the world: the event queue, the nodes, the pump that turns their
+//!   outputs into events, streams and datagrams.
+//! - [`net`]: addresses, broadcast domains, FIFO pipes, partitions and holds.
+//! - [`store`]: the store contract, in memory, with injected failures, delays
+//!   and crashes between two writes.
+//! - [`clock`]: per-node skewed clocks that never run backwards.
+//! - [`faults`] and [`workload`]: what happens to the nodes, and what their
+//!   users do.
+//! - [`invariants`]: closure, no seal lost, convergence, no panics, bounded
+//!   queues.
+//! - [`scenario`]: a run's phases (faults, heal, liveness) and its [`Report`].
+//! - [`config`]: every parameter, with a command line that round-trips.
+//!
+//! `docs/simulator.md` describes the model, the invariants, the scenarios, the
+//! command line and the benchmark.
 #![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod faults;
+pub mod invariants;
+pub mod net;
+pub mod scenario;
+pub mod sim;
+pub mod store;
+pub mod trace;
+pub mod workload;
+
+pub use config::{Fault, FaultSet, Scenario, SimConfig, TraceMode, Workload};
+pub use invariants::{Kind, Violation};
+pub use scenario::{Report, run};
+pub use sim::Sim;

@@ -50,15 +50,30 @@ fn timelines(r: &Repo) -> Value {
     r.json(&["timeline", "list", "--all", "--json"])
 }
 
+/// Kept (replaced) heads: `kept/...` timelines, which sync like any timeline,
+/// and any local kept refs.
 fn kept(r: &Repo) -> Vec<String> {
-    timelines(r)["kept"]
+    let t = timelines(r);
+    let mut out: Vec<String> = t["timelines"]
         .as_array()
         .map(|k| {
             k.iter()
+                .filter(|e| e["name"].as_str().is_some_and(|n| n.starts_with("kept/")))
                 .filter_map(|e| e["head"].as_str().map(str::to_owned))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    out.extend(
+        t["kept"]
+            .as_array()
+            .map(|k| {
+                k.iter()
+                    .filter_map(|e| e["head"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default(),
+    );
+    out
 }
 
 fn tracking(r: &Repo) -> Vec<String> {

