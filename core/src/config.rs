@@ -212,14 +212,14 @@ impl Config {
         if self.reconnect_max < self.reconnect_min {
             return Err(invalid("reconnect_max", "must not be below reconnect_min"));
         }
-        if self.bind_addr.parse::<std::net::IpAddr>().is_err() {
+        if self.bind_addr.parse::<core::net::IpAddr>().is_err() {
             return Err(invalid(
                 "bind_addr",
                 format!("{:?} is not an IP address", self.bind_addr),
             ));
         }
         for k in &self.known_peers {
-            if k.parse::<std::net::SocketAddr>().is_err() {
+            if k.parse::<core::net::SocketAddr>().is_err() {
                 return Err(invalid(
                     "known_peers",
                     format!("{k:?} is not an ip:port address"),
@@ -227,7 +227,8 @@ impl Config {
             }
         }
         for a in &self.discovery_addrs {
-            if a.parse::<std::net::SocketAddr>().is_err() && a.parse::<std::net::IpAddr>().is_err()
+            if a.parse::<core::net::SocketAddr>().is_err()
+                && a.parse::<core::net::IpAddr>().is_err()
             {
                 return Err(invalid(
                     "discovery_addrs",

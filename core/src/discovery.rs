@@ -32,9 +32,9 @@
 //! (a per-source token bucket, a bounded table, dial backoff), and the Noise
 //! handshake on the TCP connection is what establishes who a peer is.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -4,8 +4,8 @@
 //! It is the core's own harness (issue 3); the full simulator with fault
 //! injection lives in `ivaldi-sim`.
 
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::Config;

@@ -1,8 +1,8 @@
 //! Per-connection state: the secure channel, frame decoding, queues, and the
 //! sync jobs running on it in each direction.
 
+use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;

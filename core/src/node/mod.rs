@@ -27,8 +27,8 @@
 mod conn;
 mod relay;
 
+use core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;

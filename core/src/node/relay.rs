@@ -8,8 +8,8 @@
 //! relays on its path are avoided for a while, and a new session is opened on
 //! another path. The sync protocol runs over the session unchanged.
 
+use core::net::{Ipv4Addr, SocketAddr};
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::conn::{Conn, Route};
