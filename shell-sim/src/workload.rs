@@ -128,7 +128,14 @@ impl Sim {
         let mut edits: Vec<(String, String, Vec<u8>)> = Vec::new();
         for _ in 0..1 + self.rng.below(3) {
             let dir = format!("d{}", self.rng.below(4));
-            let file = format!("f{}.txt", self.rng.below(8));
+            // Under auto_merge, users edit their own files on shared timelines:
+            // the timelines diverge, but the merges are clean (edits clashing on
+            // one file fall back to manual by design, and could never converge).
+            let file = if self.cfg.strategy == ivaldi_core::config::ConflictStrategy::AutoMerge {
+                format!("n{n}-f{}.txt", self.rng.below(8))
+            } else {
+                format!("f{}.txt", self.rng.below(8))
+            };
             let lines = 4 + self.rng.below(40);
             let mut text = String::new();
             for l in 0..lines {
@@ -142,7 +149,11 @@ impl Sim {
         if large {
             let mut data = vec![0u8; self.cfg.large_size];
             Rng::from_u64(self.rng.next_u64()).fill(&mut data);
-            edits.push(("big".into(), format!("b{}.bin", self.rng.below(2)), data));
+            edits.push((
+                "big".into(),
+                format!("n{n}-b{}.bin", self.rng.below(2)),
+                data,
+            ));
         }
         let store = &self.nodes[n].store;
         let mut objects: Vec<(ObjectId, Vec<u8>)> = Vec::new();
