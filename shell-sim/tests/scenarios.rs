@@ -82,11 +82,11 @@ fn ten_nodes_split_brain_then_heal() {
 /// three minutes of the heal.
 #[test]
 fn fifty_nodes_random_faults_over_seeds() {
-    for seed in [101, 102, 103, 104, 105] {
+    for seed in [101, 102, 103] {
         let cfg = SimConfig {
             scenario: Scenario::Random,
             faults: FaultSet::all(),
-            duration: secs(120),
+            duration: secs(90),
             bound: secs(180),
             large_every: 60,
             ..base(seed, 50)
