@@ -132,7 +132,10 @@ pub struct Config {
     /// real deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_relay: Option<RelayFault>,
-    /// How often the mesh re-announces this node's links.
+    /// How often the mesh re-announces this node's links when nothing changed
+    /// (changes are announced at once, and a new neighbour gets the whole
+    /// topology on connect). Advertisements not refreshed for three intervals
+    /// age out. Every refresh floods the whole mesh, so this is long by default.
     #[serde(with = "duration_text")]
     pub topology_interval: Duration,
     /// Directory for the daemon's state (identity, socket, log); relative paths are
@@ -173,7 +176,7 @@ impl Default for Config {
             relay: true,
             relay_rate: 0,
             fault_relay: None,
-            topology_interval: Duration::from_secs(30),
+            topology_interval: Duration::from_secs(1800),
         }
     }
 }

@@ -83,13 +83,27 @@ pub const MAX_LINK_RTT_US: u64 = 60_000_000;
 /// move before [`Mesh::set_links`] re-advertises it: measurements jitter, and
 /// re-flooding on every wobble would cost more than slightly stale costs.
 pub const RTT_CHANGE_PERCENT: u64 = 20;
+/// A round-trip time must also move by at least this much (in microseconds)
+/// before it is re-advertised: on a LAN the RTT is a fraction of a
+/// millisecond and moves by far more than [`RTT_CHANGE_PERCENT`] on every
+/// heartbeat, while a difference this small never changes which path is
+/// worth taking. Without the floor a 200-node mesh spends nearly all its
+/// traffic re-flooding jitter.
+pub const RTT_CHANGE_FLOOR_US: u64 = 2_000;
+/// Least time between two advertisements caused only by round-trip times
+/// moving. Links appearing or disappearing are advertised at once (failover
+/// depends on it); cost changes wait, and the latest values go out with the
+/// next advertisement.
+pub const RTT_ANNOUNCE_GAP: Duration = Duration::from_secs(10);
 /// Paths costing at most this much (in percent) more than the best count as
 /// equal for load balancing: measured round-trip times are never exactly equal.
 pub const ECMP_SLACK_PERCENT: u64 = 5;
-/// Least time between two advertisements brought forward by
-/// [`Mesh::handle_lsa`] (our own advertisement heard with a higher sequence
-/// number). Two nodes misconfigured with one id would otherwise outbid each
-/// other in a tight loop.
+/// Least time between two advertisements brought forward by a change of
+/// links or by [`Mesh::handle_lsa`] (our own advertisement heard with a higher
+/// sequence number): every advertisement floods the whole mesh, so changes
+/// that come in a burst (start-up, a heal) go out together. Two nodes
+/// misconfigured with one id would otherwise also outbid each other in a
+/// tight loop.
 const MIN_ANNOUNCE_GAP: Duration = Duration::from_secs(1);
 /// Route tables kept for distinct `exclude` sets; relays pass the previous hop,
 /// so there is about one per neighbour.
@@ -118,6 +132,8 @@ pub enum MeshError {
     DuplicateRepo(String),
     #[error("hops_left {hops} exceeds the limit of {max}")]
     HopsOutOfRange { hops: u8, max: u8 },
+    #[error("database summary lists {count} origins, more than the {max} allowed")]
+    TooManySummaryEntries { count: usize, max: usize },
     #[error("mesh config: {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
 }
@@ -145,6 +161,12 @@ pub struct MeshConfig {
     /// Most links one advertisement may list. Every node of a mesh should use
     /// the same value: a larger advertisement is refused as malformed.
     pub max_links_per_node: usize,
+    /// Least time between two advertisements caused by links coming or going
+    /// (default `MIN_ANNOUNCE_GAP`, 1 s): a burst of changes floods once.
+    pub link_announce_gap: Duration,
+    /// Least time between two advertisements caused only by round-trip times
+    /// moving (default [`RTT_ANNOUNCE_GAP`]).
+    pub rtt_announce_gap: Duration,
 }
 
 impl Default for MeshConfig {
@@ -164,6 +186,8 @@ impl MeshConfig {
             route_ttl: Duration::from_secs(10),
             max_nodes: 4096,
             max_links_per_node: 256,
+            link_announce_gap: MIN_ANNOUNCE_GAP,
+            rtt_announce_gap: RTT_ANNOUNCE_GAP,
         }
     }
 
@@ -194,6 +218,11 @@ impl MeshConfig {
         if self.max_links_per_node == 0 {
             return invalid("max_links_per_node", "must be at least 1");
         }
+        if self.link_announce_gap > self.announce_interval
+            || self.rtt_announce_gap > self.announce_interval
+        {
+            return invalid("announce gaps", "must not exceed announce_interval");
+        }
         Ok(())
     }
 
@@ -207,11 +236,53 @@ impl MeshConfig {
         self.route_ttl = self.route_ttl.max(Duration::from_micros(1));
         self.max_nodes = self.max_nodes.max(1);
         self.max_links_per_node = self.max_links_per_node.max(1);
+        self.link_announce_gap = self.link_announce_gap.min(self.announce_interval);
+        self.rtt_announce_gap = self.rtt_announce_gap.min(self.announce_interval);
         self
     }
 }
 
 // ----- advertisements -----
+
+/// What a node's link-state database holds, one line per origin: exchanged
+/// with a new neighbour instead of the whole database, so that joining a mesh
+/// both sides already know costs one message each way rather than one per
+/// node, and only the advertisements one side lacks are sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSummary {
+    pub entries: Vec<SummaryEntry>,
+}
+
+/// One origin's newest advertisement as held: its sequence number and a
+/// digest of its content. The digest catches a node that restarted and reused
+/// a sequence number with different links.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryEntry {
+    pub origin: String,
+    pub seq: u64,
+    pub digest: u64,
+}
+
+/// FNV-1a over an advertisement's links and repositories, in order.
+fn content_digest(links: &BTreeMap<String, u64>, repos: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (peer, rtt) in links {
+        eat(peer.as_bytes());
+        eat(&rtt.to_le_bytes());
+    }
+    eat(&[0xff]);
+    for r in repos {
+        eat(r.as_bytes());
+        eat(&[0]);
+    }
+    h
+}
 
 /// One node's announcement of its direct links (a link-state advertisement).
 /// See the module documentation for the layout and the rules.
@@ -605,6 +676,9 @@ pub struct Mesh {
     routes: Option<RouteTable>,
     /// Routes avoiding a set of nodes, by that set (sorted).
     excluded: BTreeMap<Vec<String>, RouteTable>,
+    /// [`Mesh::holders_cut_off`]'s last answer, by repository; `None` when the
+    /// graph changed since.
+    cut_off: Option<(String, Vec<String>)>,
     stats: MeshStats,
 }
 
@@ -632,6 +706,7 @@ impl Mesh {
             expiry: BTreeSet::new(),
             routes: None,
             excluded: BTreeMap::new(),
+            cut_off: None,
             stats: MeshStats::default(),
         }
     }
@@ -698,6 +773,97 @@ impl Mesh {
         out
     }
 
+    /// What we hold, ours first, for a neighbour that just connected (see
+    /// [`DatabaseSummary`]).
+    pub fn summary(&self) -> DatabaseSummary {
+        let mut entries = vec![SummaryEntry {
+            origin: self.me.clone(),
+            seq: self.seq,
+            digest: content_digest(&self.links, &self.repos),
+        }];
+        entries.extend(self.lsdb.iter().map(|(origin, e)| SummaryEntry {
+            origin: origin.clone(),
+            seq: e.seq,
+            digest: content_digest(&e.links, &e.repos),
+        }));
+        DatabaseSummary { entries }
+    }
+
+    /// A new neighbour's summary arrived: returns the advertisements it lacks,
+    /// or holds in an older or different version, to send it. When it holds
+    /// a newer (or a different) advertisement of ours, from before we
+    /// restarted, our sequence number moves past it and our next
+    /// advertisement is brought forward, as in [`handle_lsa`](Self::handle_lsa).
+    ///
+    /// An `Err` is a malformed summary, already counted.
+    pub fn handle_summary(
+        &mut self,
+        from: &str,
+        summary: &DatabaseSummary,
+        now: Instant,
+    ) -> Result<Vec<Lsa>, MeshError> {
+        let max = self.cfg.max_nodes.saturating_add(1);
+        if summary.entries.len() > max {
+            self.stats.malformed += 1;
+            return Err(MeshError::TooManySummaryEntries {
+                count: summary.entries.len(),
+                max,
+            });
+        }
+        let mut theirs: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for e in &summary.entries {
+            if !is_node_id(&e.origin) {
+                self.stats.malformed += 1;
+                return Err(MeshError::InvalidNodeId {
+                    field: "summary origin",
+                    id: clip(&e.origin),
+                });
+            }
+            let slot = theirs.entry(e.origin.as_str()).or_insert((e.seq, e.digest));
+            if e.seq > slot.0 {
+                *slot = (e.seq, e.digest);
+            }
+        }
+        let mine = content_digest(&self.links, &self.repos);
+        if let Some(&(seq, digest)) = theirs.get(self.me.as_str())
+            && (seq > self.seq || (seq == self.seq && digest != mine))
+        {
+            tracing::debug!(from = %short(from), seq, ours = self.seq, "neighbour holds our advertisement from a previous life");
+            self.outbid(seq, now);
+        }
+        let summary_of = |origin: &str, seq: u64, digest: u64| {
+            theirs
+                .get(origin)
+                .is_none_or(|&(s, d)| s < seq || (s == seq && d != digest))
+        };
+        Ok(self
+            .database()
+            .into_iter()
+            .filter(|lsa| {
+                let digest = if lsa.origin == self.me {
+                    mine
+                } else {
+                    self.lsdb
+                        .get(&lsa.origin)
+                        .map_or(0, |e| content_digest(&e.links, &e.repos))
+                };
+                summary_of(&lsa.origin, lsa.seq, digest)
+            })
+            .collect())
+    }
+
+    /// Moves our sequence number to `seq` (a neighbour holds an advertisement
+    /// of ours that far along) and brings our next advertisement forward, so it
+    /// replaces the one from our previous life.
+    fn outbid(&mut self, seq: u64, now: Instant) {
+        self.seq = self.seq.max(seq);
+        let earliest = match self.last_announce {
+            Some(t) => (t + MIN_ANNOUNCE_GAP).max(now),
+            None => now,
+        };
+        self.next_announce = self.next_announce.min(earliest);
+    }
+
     // ----- inputs -----
 
     /// Our direct links changed (a connection became ready or closed, or an RTT
@@ -705,8 +871,13 @@ impl Mesh {
     /// changed, and routes are recomputed on the next lookup.
     ///
     /// A change is a peer added or removed, or a round-trip time more than
-    /// [`RTT_CHANGE_PERCENT`] away from the advertised one; smaller moves keep
-    /// the advertised values, so jitter does not flood the mesh. Links to
+    /// [`RTT_CHANGE_PERCENT`] and more than [`RTT_CHANGE_FLOOR_US`] away from
+    /// the advertised one; smaller moves keep the advertised values, so jitter
+    /// does not flood the mesh. Our routes use a change at once; when the last
+    /// advertisement is less than [`MeshConfig::link_announce_gap`] (for
+    /// RTT-only changes [`MeshConfig::rtt_announce_gap`]) old, this returns `None` and the
+    /// advertisement comes from [`handle_timeout`](Self::handle_timeout) when
+    /// the gap is over. Links to
     /// invalid ids or to ourselves are dropped, duplicates keep the lowest
     /// round-trip time, and beyond `max_links_per_node` the fastest are kept:
     /// every neighbour would refuse an advertisement breaking those rules.
@@ -728,17 +899,34 @@ impl Mesh {
             by_rtt.truncate(self.cfg.max_links_per_node);
             new = by_rtt.into_iter().map(|(r, p)| (p, r)).collect();
         }
-        let same = new.len() == self.links.len()
-            && new.iter().zip(&self.links).all(|((p, r), (op, or))| {
-                p == op && r.abs_diff(*or) * 100 <= or * RTT_CHANGE_PERCENT
+        let same_peers =
+            new.len() == self.links.len() && new.keys().zip(self.links.keys()).all(|(a, b)| a == b);
+        if same_peers {
+            let moved = new.values().zip(self.links.values()).any(|(r, or)| {
+                let d = r.abs_diff(*or);
+                d * 100 > or * RTT_CHANGE_PERCENT && d > RTT_CHANGE_FLOOR_US
             });
-        if same {
-            return None;
+            if !moved {
+                return None;
+            }
         }
         self.link_keys = keys_of(&new);
         self.links = new;
         self.invalidate();
-        Some(self.originate(now))
+        // Our own routes use the new links at once; the advertisement waits
+        // out the gap, so a burst of changes (start-up, a heal) floods once.
+        let gap = if same_peers {
+            self.cfg.rtt_announce_gap
+        } else {
+            self.cfg.link_announce_gap
+        };
+        match self.last_announce {
+            Some(t) if now < t + gap => {
+                self.next_announce = self.next_announce.min(t + gap);
+                None
+            }
+            _ => Some(self.originate(now)),
+        }
     }
 
     /// The repositories we serve changed. Returns our new advertisement to
@@ -798,12 +986,7 @@ impl Mesh {
                     ours = self.seq,
                     "our own advertisement from a previous life; outbidding it"
                 );
-                self.seq = lsa.seq;
-                let earliest = match self.last_announce {
-                    Some(t) => (t + MIN_ANNOUNCE_GAP).max(now),
-                    None => now,
-                };
-                self.next_announce = self.next_announce.min(earliest);
+                self.outbid(lsa.seq, now);
             }
             return Ok(None);
         }
@@ -815,7 +998,16 @@ impl Mesh {
                 return Ok(None);
             }
             Some(e) if lsa.seq == e.seq => {
-                if hops > e.hops_left && links == e.links && repos == e.repos {
+                // A copy that came a shorter way is passed on again only when
+                // the first one's reach was cut to half the radius or less:
+                // beyond that, every node the better copy could reach has
+                // heard it anyway in any mesh of sensible diameter, and
+                // flooding twice would double the topology traffic.
+                if hops > e.hops_left
+                    && e.hops_left <= self.cfg.max_hops / 2
+                    && links == e.links
+                    && repos == e.repos
+                {
                     e.hops_left = hops;
                     return Ok(self.onward(lsa, hops));
                 }
@@ -956,6 +1148,59 @@ impl Mesh {
             .map(|(id, h)| (id.to_owned(), h))
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Nodes serving `repo` that we cannot reach along usable links between
+    /// nodes serving it, in id order: ordinary syncing between holders never
+    /// carries seals to them, so these are the ones worth a routed session.
+    ///
+    /// Asked about once a second by every node, so it is a linear walk over
+    /// the graph, cached until the graph changes.
+    pub fn holders_cut_off(&mut self, repo: &str) -> Vec<String> {
+        if let Some((r, v)) = &self.cut_off
+            && r == repo
+        {
+            return v.clone();
+        }
+        let g = self.build_graph(&[]);
+        let serves = |id: &str| {
+            self.lsdb
+                .get(id)
+                .is_some_and(|e| e.repos.binary_search_by(|r| r.as_str().cmp(repo)).is_ok())
+        };
+        let holder: Vec<bool> = g
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| i == g.me || serves(k.1))
+            .collect();
+        let mut reached = vec![false; g.keys.len()];
+        let mut stack = Vec::new();
+        if !g.keys.is_empty() {
+            reached[g.me] = true;
+            stack.push(g.me);
+        }
+        while let Some(u) = stack.pop() {
+            for &(v, _) in g.links(u) {
+                if holder[v] && !reached[v] {
+                    reached[v] = true;
+                    stack.push(v);
+                }
+            }
+        }
+        // Holders without any usable link are not in `g`'s adjacency but are
+        // in its keys (every advertiser is); listed ones we only heard of as
+        // someone's peer have no repositories known, so they are not holders.
+        let mut out: Vec<String> = g
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| holder[i] && !reached[i])
+            .map(|(_, k)| k.1.to_owned())
+            .collect();
+        out.sort();
+        self.cut_off = Some((repo.to_owned(), out.clone()));
         out
     }
 
@@ -1110,6 +1355,7 @@ impl Mesh {
     fn invalidate(&mut self) {
         self.routes = None;
         self.excluded.clear();
+        self.cut_off = None;
     }
 
     /// Makes the full-graph route table current.

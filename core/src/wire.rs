@@ -201,6 +201,9 @@ pub enum Message {
     PeerDiscovery(PeerDiscovery),
     /// A link-state advertisement, flooded through the mesh.
     Topology(crate::mesh::Lsa),
+    /// What the sender's link-state database holds, sent once on connect; the
+    /// receiver answers with the `topology` messages the sender lacks.
+    TopologySummary(crate::mesh::DatabaseSummary),
     /// A frame of an end-to-end session between two nodes that are not directly
     /// connected; the binary section is that session's (encrypted) stream.
     Routed(RoutedHeader),
@@ -220,6 +223,7 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "peer_discovery",
     "conflict_resolve",
     "topology",
+    "topology_summary",
     "routed",
 ];
 
@@ -238,6 +242,7 @@ impl Message {
             Message::PeerDiscovery(_) => "peer_discovery",
             Message::ConflictResolve(_) => "conflict_resolve",
             Message::Topology(_) => "topology",
+            Message::TopologySummary(_) => "topology_summary",
             Message::Routed(_) => "routed",
         }
     }

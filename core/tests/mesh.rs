@@ -89,6 +89,13 @@ impl Net {
     }
 
     fn with_repos(n: usize, cfg: MeshConfig, repos: impl Fn(usize) -> Vec<String>) -> Self {
+        // The harness delivers every flood at one instant; batching changes
+        // over time is tested on single meshes below.
+        let cfg = MeshConfig {
+            link_announce_gap: Duration::ZERO,
+            rtt_announce_gap: Duration::ZERO,
+            ..cfg
+        };
         Net {
             meshes: (0..n)
                 .map(|i| Mesh::new(cfg.clone(), id(i), repos(i), Instant::ZERO))
@@ -128,12 +135,17 @@ impl Net {
     }
 
     /// What a node does for a neighbour that just connected: hands it every
-    /// advertisement it holds, so the newcomer need not wait for refreshes.
+    /// advertisement it lacks (by the neighbour's summary), so the newcomer
+    /// need not wait for refreshes.
     fn exchange_databases(&mut self, from: usize, to: usize) {
         if self.silent.contains(&from) || self.silent.contains(&to) {
             return;
         }
-        for lsa in self.meshes[from].database() {
+        let summary = self.meshes[to].summary();
+        let lsas = self.meshes[from]
+            .handle_summary(&id(to), &summary, self.now)
+            .expect("a correct node's summary is valid");
+        for lsa in lsas {
             self.deliveries += 1;
             let onward = self.meshes[to]
                 .handle_lsa(&id(from), lsa, self.now)
@@ -433,26 +445,54 @@ fn refreshes_come_every_interval_with_a_new_sequence_number() {
 }
 
 #[test]
+fn a_burst_of_link_changes_floods_once() {
+    let mut m = Mesh::new(MeshConfig::default(), id(0), vec![], secs(0));
+    let a = m
+        .set_links(vec![link(1, 500)], secs(1))
+        .expect("first change");
+    assert_eq!(a.links, vec![link(1, 500)]);
+    let t = secs(1) + Duration::from_millis(300);
+    assert_eq!(m.set_links(vec![link(1, 500), link(2, 500)], t), None);
+    assert_eq!(m.set_links(vec![link(2, 500)], t), None, "1 dropped");
+    // One advertisement carries the burst when the gap is over.
+    assert_eq!(m.poll_timeout(), Some(secs(2)));
+    let b = m.handle_timeout(secs(2)).expect("due");
+    assert_eq!(b.links, vec![link(2, 500)]);
+    assert!(b.seq > a.seq);
+    assert_eq!(m.stats().announcements, 2);
+}
+
+#[test]
 fn set_links_ignores_jitter_and_bad_entries() {
     let mut m = Mesh::new(MeshConfig::default(), id(0), vec![], secs(0));
     assert_eq!(m.set_links(vec![], secs(0)), None, "nothing changed");
-    let a = m.set_links(vec![link(1, 1000)], secs(1)).expect("new link");
-    assert_eq!(a.links, vec![link(1, 1000)]);
+    let a = m
+        .set_links(vec![link(1, 10_000)], secs(1))
+        .expect("new link");
+    assert_eq!(a.links, vec![link(1, 10_000)]);
     assert_eq!(
-        m.set_links(vec![link(1, 1150)], secs(2)),
+        m.set_links(vec![link(1, 11_500)], secs(20)),
         None,
         "15% is jitter"
     );
-    assert_eq!(m.set_links(vec![link(1, 850)], secs(2)), None);
+    assert_eq!(m.set_links(vec![link(1, 8_500)], secs(20)), None);
+    assert_eq!(
+        m.set_links(vec![link(1, 13_000)], secs(5)),
+        None,
+        "30% is a change, but it waits for the RTT gap"
+    );
+    assert_eq!(m.poll_timeout(), Some(secs(11)));
+    assert_eq!(m.handle_timeout(secs(10)), None);
     let b = m
-        .set_links(vec![link(1, 1300)], secs(3))
-        .expect("30% is a change");
-    assert_eq!(b.links, vec![link(1, 1300)]);
+        .handle_timeout(secs(11))
+        .expect("due at the end of the gap");
+    assert_eq!(b.links, vec![link(1, 13_000)]);
+    assert_eq!(m.set_links(vec![link(1, 13_000)], secs(20)), None);
     let c = m
         .set_links(
             vec![
                 link(2, 0),
-                link(1, 1300),
+                link(1, 13_000),
                 link(2, 700),
                 LinkInfo {
                     peer: "NOT-AN-ID".into(),
@@ -460,12 +500,12 @@ fn set_links_ignores_jitter_and_bad_entries() {
                 },
                 link(0, 5),
             ],
-            secs(4),
+            secs(21),
         )
-        .expect("a new peer");
+        .expect("a new peer, at once");
     assert_eq!(
         c.links,
-        by_peer(vec![link(1, 1300), link(2, 1)]),
+        by_peer(vec![link(1, 13_000), link(2, 1)]),
         "zero becomes 1 µs"
     );
     c.validate(256).expect("our own advertisement is valid");
@@ -479,6 +519,11 @@ fn set_links_ignores_jitter_and_bad_entries() {
         .set_links(vec![link(1, 300), link(2, 100), link(3, 200)], secs(0))
         .unwrap();
     assert_eq!(d.links, by_peer(vec![link(2, 100), link(3, 200)]));
+    // LAN jitter: tripling a sub-millisecond RTT stays under the floor.
+    let mut m = Mesh::new(MeshConfig::default(), id(0), vec![], secs(0));
+    m.set_links(vec![link(1, 400)], secs(0)).expect("new link");
+    assert_eq!(m.set_links(vec![link(1, 1_200)], secs(60)), None);
+    assert!(m.set_links(vec![link(1, 2_500)], secs(60)).is_some());
 }
 
 // ----- the flood's defences -----
@@ -1373,4 +1418,89 @@ fn a_forged_maximal_sequence_number_does_not_wrap() {
     assert_eq!(m.handle_lsa(&id(1), forged, secs(0)).unwrap(), None);
     let next = m.handle_timeout(secs(0)).expect("outbids at once");
     assert_eq!(next.seq, u64::MAX);
+}
+
+// ----- database summaries -----
+
+#[test]
+fn a_summary_exchange_sends_only_what_the_neighbour_lacks() {
+    let mut net = line(4, MeshConfig::default());
+    // Node 0 and node 3 both know the whole line: nothing to send.
+    let s3 = net.meshes[3].summary();
+    assert_eq!(s3.entries.len(), 4);
+    assert_eq!(s3.entries[0].origin, id(3), "ours first");
+    let out = net.meshes[0].handle_summary(&id(3), &s3, net.now).unwrap();
+    assert!(out.is_empty(), "{out:?}");
+    // A newcomer knows nothing but itself: it gets every advertisement.
+    let fresh = Mesh::new(MeshConfig::default(), id(9), vec![], Instant::ZERO);
+    let out = net.meshes[0]
+        .handle_summary(&id(9), &fresh.summary(), net.now)
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    // An older copy of node 1's advertisement, or one with other content under
+    // the same sequence number, is replaced.
+    let mut s = net.meshes[0].summary();
+    let one = s.entries.iter_mut().find(|e| e.origin == id(1)).unwrap();
+    one.seq -= 1;
+    let out = net.meshes[0].handle_summary(&id(3), &s, net.now).unwrap();
+    assert_eq!(
+        out.iter().map(|l| l.origin.clone()).collect::<Vec<_>>(),
+        vec![id(1)]
+    );
+    let mut s = net.meshes[0].summary();
+    let one = s.entries.iter_mut().find(|e| e.origin == id(1)).unwrap();
+    one.digest ^= 1;
+    let out = net.meshes[0].handle_summary(&id(3), &s, net.now).unwrap();
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn a_summary_holding_our_old_advertisement_makes_us_outbid_it() {
+    let mut m = Mesh::new(MeshConfig::default(), id(0), vec![], secs(0));
+    m.set_links(vec![link(1, 500)], secs(0)).expect("first");
+    let theirs = ivaldi_core::mesh::DatabaseSummary {
+        entries: vec![ivaldi_core::mesh::SummaryEntry {
+            origin: id(0),
+            seq: 41,
+            digest: 7,
+        }],
+    };
+    let out = m.handle_summary(&id(1), &theirs, secs(5)).unwrap();
+    assert_eq!(out.len(), 1, "our current advertisement is sent");
+    assert_eq!(
+        m.poll_timeout(),
+        Some(secs(5)),
+        "and a newer one is due now"
+    );
+    let next = m.handle_timeout(secs(5)).expect("outbids");
+    assert!(next.seq > 41);
+}
+
+#[test]
+fn malformed_summaries_are_refused_and_counted() {
+    let mut m = Mesh::new(MeshConfig::default(), id(0), vec![], secs(0));
+    let bad = ivaldi_core::mesh::DatabaseSummary {
+        entries: vec![ivaldi_core::mesh::SummaryEntry {
+            origin: "NOT-AN-ID".into(),
+            seq: 1,
+            digest: 0,
+        }],
+    };
+    assert!(m.handle_summary(&id(1), &bad, secs(1)).is_err());
+    let cfg = MeshConfig {
+        max_nodes: 2,
+        ..MeshConfig::default()
+    };
+    let mut m = Mesh::new(cfg, id(0), vec![], secs(0));
+    let big = ivaldi_core::mesh::DatabaseSummary {
+        entries: (1..=4)
+            .map(|i| ivaldi_core::mesh::SummaryEntry {
+                origin: id(i),
+                seq: 1,
+                digest: 0,
+            })
+            .collect(),
+    };
+    assert!(m.handle_summary(&id(1), &big, secs(1)).is_err());
+    assert_eq!(m.stats().malformed, 1);
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::conn::{Conn, Route};
 use super::{ConnId, ConnState, Direction, Node, short};
 use crate::config::RelayFault;
-use crate::mesh::{LinkInfo, Lsa, Mesh, MeshConfig};
+use crate::mesh::{DatabaseSummary, LinkInfo, Lsa, Mesh, MeshConfig};
 use crate::noise::Role;
 use crate::store::Store;
 use crate::time::Instant;
@@ -42,6 +42,10 @@ pub(super) const MAX_HOPS: u8 = 8;
 pub(super) fn routed_addr() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
 }
+
+/// Longest wait, after hearing of a node, before dialling it to heal a split
+/// mesh instead of waiting for a route to it to appear.
+const HEAL_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Node {
     pub(super) fn mesh_init(&mut self, now: Instant, store: &dyn Store) {
@@ -152,40 +156,13 @@ impl Node {
     /// holders connects us, ordinary syncing carries every seal and no routed
     /// session is needed, so a mesh where everyone holds the repository opens none.
     pub(super) fn connect_routed(&mut self, now: Instant, store: &dyn Store) {
-        let Some(mesh) = self.mesh.as_ref() else {
+        let Some(mesh) = self.mesh.as_mut() else {
             return;
         };
-        let repo = store.repo_id().to_owned();
-        let topo = mesh.graph();
-        let holders: BTreeSet<&str> = topo
-            .nodes
-            .iter()
-            .filter(|n| n.repos.contains(&repo))
-            .map(|n| n.id.as_str())
-            .chain(std::iter::once(self.node_id.as_str()))
-            .collect();
-        // Holders reachable from us along links between holders.
-        let mut reached: BTreeSet<&str> = BTreeSet::from([self.node_id.as_str()]);
-        let mut frontier = vec![self.node_id.as_str()];
-        while let Some(n) = frontier.pop() {
-            for e in topo.edges.iter().filter(|e| e.usable) {
-                let other = if e.a == n {
-                    e.b.as_str()
-                } else if e.b == n {
-                    e.a.as_str()
-                } else {
-                    continue;
-                };
-                if holders.contains(other) && reached.insert(other) {
-                    frontier.push(other);
-                }
-            }
-        }
         let routed_now = self.conns.values().filter(|c| c.route.is_some()).count();
-        let candidates: Vec<String> = holders
-            .iter()
-            .filter(|h| !reached.contains(*h))
-            .map(|h| (*h).to_owned())
+        let candidates: Vec<String> = mesh
+            .holders_cut_off(store.repo_id())
+            .into_iter()
             .take(MAX_ROUTED_SESSIONS.saturating_sub(routed_now))
             .collect();
         for dst in candidates {
@@ -337,12 +314,34 @@ impl Node {
 
     /// Tells a new neighbour the addresses of our other direct peers, so nodes
     /// learn of peers beyond their own discovery and can heal a split mesh.
-    /// Gives a new neighbour our whole link-state database, so it can route at
-    /// once instead of waiting for every node's next advertisement.
+    /// Tells a new neighbour what our link-state database holds; it answers
+    /// with what we lack, and we with what it lacks, so both can route at once
+    /// instead of waiting for every node's next advertisement.
     pub(super) fn send_database(&mut self, now: Instant, to: ConnId) {
-        let lsas = self.mesh.as_ref().map(|m| m.database()).unwrap_or_default();
-        for lsa in lsas {
-            self.send(now, to, Message::Topology(lsa));
+        if let Some(summary) = self.mesh.as_ref().map(|m| m.summary()) {
+            self.send(now, to, Message::TopologySummary(summary));
+        }
+    }
+
+    pub(super) fn on_topology_summary(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        summary: DatabaseSummary,
+    ) {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        match mesh.handle_summary(&from, &summary, now) {
+            Ok(lsas) => {
+                for lsa in lsas {
+                    self.send(now, conn, Message::Topology(lsa));
+                }
+            }
+            Err(e) => self.violation(conn, format!("bad topology summary: {e}")),
         }
     }
 
@@ -385,8 +384,11 @@ impl Node {
         let candidates: Vec<(String, SocketAddr)> = self
             .heard
             .iter()
-            // Give the mesh one topology interval to show a route first.
-            .filter(|(_, (_, since))| now.saturating_since(*since) >= self.cfg.topology_interval)
+            // Give the mesh time to show a route first: changes flood at once,
+            // so a short grace is enough even when the refresh interval is long.
+            .filter(|(_, (_, since))| {
+                now.saturating_since(*since) >= self.cfg.topology_interval.min(HEAL_GRACE)
+            })
             .filter(|(n, _)| !self.has_session_with(n))
             .filter(|(n, _)| self.heal_retry.get(*n).is_none_or(|t| *t <= now))
             .map(|(n, (a, _))| (n.clone(), *a))
