@@ -1555,6 +1555,7 @@ impl Node {
                 }
             }
             Message::Topology(lsa) => self.on_lsa(now, conn, lsa, store),
+            Message::TopologySummary(summary) => self.on_topology_summary(now, conn, summary),
             Message::Routed(h) => self.on_routed(now, conn, h, bin, store),
             Message::PeerDiscovery(list) => self.on_peer_list(now, list),
         }
