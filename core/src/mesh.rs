@@ -1204,6 +1204,37 @@ impl Mesh {
         out
     }
 
+    /// Whether a flood of `origin`'s advertisement, arriving here from
+    /// neighbour `from`, has reached `neighbour` without us: it is the origin,
+    /// or it has a usable link to the origin or to `from`. Each of those sends
+    /// every new advertisement to all its neighbours except the ones this rule
+    /// exempts it from, and the exemption always points at a node earlier on
+    /// the flood's way, back to the origin, which sends to everyone; so on a
+    /// mesh whose links we know, everyone still gets every advertisement,
+    /// while in a clique (a LAN where all peers connect) only the origin
+    /// sends. Where our view of the links is stale, the periodic summary
+    /// exchange ([`summary`](Self::summary)) repairs what a flood missed.
+    pub fn flood_reached(&self, neighbour: &str, from: &str, origin: &str) -> bool {
+        neighbour == origin
+            || self.usable_link(neighbour, from)
+            || self.usable_link(neighbour, origin)
+    }
+
+    /// Both ends advertise the link `a`–`b`.
+    fn usable_link(&self, a: &str, b: &str) -> bool {
+        let links_of = |n: &str| {
+            if n == self.me {
+                Some(&self.links)
+            } else {
+                self.lsdb.get(n).map(|e| &e.links)
+            }
+        };
+        match (links_of(a), links_of(b)) {
+            (Some(la), Some(lb)) => la.contains_key(b) && lb.contains_key(a),
+            _ => false,
+        }
+    }
+
     /// Every node heard of, whether it advertised itself or was only listed as
     /// someone's peer (dial candidates when healing a split), in id order. Not
     /// ourselves.

@@ -197,8 +197,11 @@ impl Net {
                 .handle_lsa(&id(from), lsa, self.now)
                 .expect("a correct node's advertisement is valid");
             if let Some(onward) = onward {
+                // As the node does: skip neighbours the flood reached already.
                 for n in self.neighbours(to) {
-                    if n != from {
+                    if n != from
+                        && !self.meshes[to].flood_reached(&id(n), &id(from), &onward.origin)
+                    {
                         queue.push_back((to, n, onward.clone()));
                     }
                 }
@@ -1503,4 +1506,32 @@ fn malformed_summaries_are_refused_and_counted() {
     };
     assert!(m.handle_summary(&id(1), &big, secs(1)).is_err());
     assert_eq!(m.stats().malformed, 1);
+}
+
+#[test]
+fn in_a_clique_only_the_origin_sends_its_advertisement() {
+    let mut net = Net::new(10, MeshConfig::default());
+    for a in 0..10 {
+        for b in a + 1..10 {
+            net.connect(a, b, 1000);
+        }
+    }
+    net.deliveries = 0;
+    net.rtt.insert((0, 1), 5000);
+    net.rtt.insert((1, 0), 5000);
+    net.refresh(0);
+    assert_eq!(
+        net.deliveries, 9,
+        "one message per neighbour, no re-forwarding"
+    );
+    let seq = net.meshes[0].own_lsa().seq;
+    for m in &net.meshes[1..] {
+        let g = m.graph();
+        let zero = g.nodes.iter().find(|n| n.id == id(0)).unwrap();
+        assert_eq!(
+            zero.seq,
+            Some(seq),
+            "every node has the newest advertisement"
+        );
+    }
 }

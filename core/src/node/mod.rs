@@ -321,6 +321,8 @@ pub struct Node {
     last_now: Instant,
     /// When routed sessions and healing are next reconsidered.
     next_mesh_check: Instant,
+    /// When the next anti-entropy summary goes to a random neighbour.
+    next_summary: Instant,
 }
 
 impl Node {
@@ -361,6 +363,7 @@ impl Node {
             routed_retry: BTreeMap::new(),
             last_now: now,
             next_mesh_check: now,
+            next_summary: now,
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);

@@ -31,6 +31,11 @@ const SUSPECT_FOR: Duration = Duration::from_secs(300);
 const ROUTED_RETRY: Duration = Duration::from_secs(5);
 /// How often the node reconsiders routed sessions and healing.
 const MESH_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often a node compares link-state databases with one random neighbour:
+/// floods skip neighbours that are believed to have an advertisement already,
+/// and this repairs what a stale belief (or a lost connection) made them miss,
+/// at the cost of one summary per node per interval.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// Most routed sessions a node opens.
 const MAX_ROUTED_SESSIONS: usize = 8;
 /// Wait before dialling a heard-of node again.
@@ -84,12 +89,21 @@ impl Node {
         }
     }
 
+    /// Sends `lsa` to our neighbours: all of them for our own advertisements;
+    /// for one received from `except`, all but those that neighbour or the
+    /// origin has sent it to already (see [`Mesh::flood_reached`]).
     fn flood(&mut self, now: Instant, lsa: Lsa, except: Option<&str>) {
+        let mesh = self.mesh.as_ref();
         let targets: Vec<ConnId> = self
             .conns
             .values()
             .filter(|c| c.state == ConnState::Ready && c.route.is_none())
-            .filter(|c| except.is_none_or(|e| c.peer.as_deref() != Some(e)))
+            .filter(|c| {
+                let (Some(from), Some(peer)) = (except, c.peer.as_deref()) else {
+                    return true;
+                };
+                peer != from && !mesh.is_some_and(|m| m.flood_reached(peer, from, &lsa.origin))
+            })
             .map(|c| c.id)
             .collect();
         for t in targets {
@@ -124,6 +138,10 @@ impl Node {
         // is plenty, and keeps a large mesh cheap.
         if now >= self.next_mesh_check {
             self.next_mesh_check = now + MESH_CHECK_EVERY;
+            if now >= self.next_summary {
+                self.next_summary = now + SUMMARY_EVERY;
+                self.anti_entropy(now);
+            }
             self.connect_routed(now, store);
             self.heal(now);
         }
@@ -314,6 +332,22 @@ impl Node {
 
     /// Tells a new neighbour the addresses of our other direct peers, so nodes
     /// learn of peers beyond their own discovery and can heal a split mesh.
+    /// Sends our database summary to one random direct neighbour; it answers
+    /// with whatever we lack (see [`SUMMARY_EVERY`]).
+    fn anti_entropy(&mut self, now: Instant) {
+        let direct: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.state == ConnState::Ready && c.route.is_none() && c.peer.is_some())
+            .map(|c| c.id)
+            .collect();
+        if direct.is_empty() {
+            return;
+        }
+        let pick = direct[self.rng.below(direct.len() as u64) as usize];
+        self.send_database(now, pick);
+    }
+
     /// Tells a new neighbour what our link-state database holds; it answers
     /// with what we lack, and we with what it lacks, so both can route at once
     /// instead of waiting for every node's next advertisement.
