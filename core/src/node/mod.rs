@@ -192,6 +192,9 @@ pub struct Stats {
     /// Messages in and out per type.
     pub messages_in: BTreeMap<String, u64>,
     pub messages_out: BTreeMap<String, u64>,
+    /// Frame bytes out per message type, before encryption (what each kind of
+    /// traffic costs, e.g. the mesh's `topology` floods).
+    pub bytes_out_by_type: BTreeMap<String, u64>,
     pub unknown_messages: u64,
     pub duplicate_messages: u64,
     pub violations: u64,
@@ -1407,6 +1410,11 @@ impl Node {
         };
         let mut frame = Vec::new();
         wire::encode_frame(&env, binary, &mut frame);
+        *self
+            .stats
+            .bytes_out_by_type
+            .entry(kind.to_owned())
+            .or_default() += frame.len() as u64;
         c.ctrl.push_back(frame);
         *self.stats.messages_out.entry(kind.to_owned()).or_default() += 1;
     }
