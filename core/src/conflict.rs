@@ -24,11 +24,11 @@
 use std::collections::BTreeMap;
 
 use crate::config::ConflictStrategy;
-use crate::id::ObjectId;
+use crate::id::{IdMap, ObjectId};
 use crate::merge::{self, ConflictKind, FlatTree, MergeLabels};
 use crate::object::{self, Mode, ObjectKind, Seal, Timestamp, Tree, TreeEntry};
 use crate::store::{Store, StoreError};
-use crate::sync::MAX_TREE_DEPTH;
+use crate::sync::{self, MAX_TREE_DEPTH};
 use crate::timeline::TimelineName;
 
 /// The author recorded in automatic merge seals.
@@ -191,28 +191,196 @@ pub struct MergeResult {
     pub objects: Vec<(ObjectId, Vec<u8>)>,
 }
 
-/// Merges heads `a` and `b` (with merge base `base`) into a seal that is the same
-/// on every node, or `None` when the merge is not clean.
+/// Whether a seal is an automatic merge (made by [`auto_merge`], on any node).
+///
+/// Such a seal holds nothing of its own: its tree is a function of its parents.
+/// That is what lets a newer automatic merge of a superset of its parents
+/// replace it (see [`crate::sync::relate`]) without losing anything.
+pub fn is_auto_merge(seal: &Seal) -> bool {
+    seal.author == MERGE_AUTHOR && seal.parents.len() >= 2
+}
+
+/// How deep the virtual merge bases of criss-cross histories may nest before
+/// the newest single base is used instead (which may make the merge unclean, so
+/// manual: never wrong, only less automatic).
+const MAX_VIRTUAL_BASE_DEPTH: usize = 4;
+
+/// Blobs made by text merges while building one merge, by id, encoded.
+type NewBlobs = BTreeMap<ObjectId, Vec<u8>>;
+
+/// Merges heads `a` and `b` into a seal that is the same on every node that
+/// merges the same work, or `None` when the merge is not clean.
+///
+/// The parents are not `a` and `b` themselves but the **frontier** of the work
+/// they hold: the newest seals of both histories that are not automatic merges
+/// (an automatic merge is replaced by its parents, recursively), sorted. The
+/// tree is the merge of those seals in that order. So the result depends only on
+/// the set of work merged, not on which pairs of heads met in which order: nodes
+/// that merged `(a+b)+c` and `(a+c)+b` make the same seal, and a network that
+/// stops sealing settles on one merge instead of merging merges forever.
 pub fn auto_merge(
     store: &dyn Store,
-    base: Option<&ObjectId>,
     a: &ObjectId,
     b: &ObjectId,
 ) -> Result<Option<MergeResult>, StoreError> {
-    // Order the sides canonically so every node computes the same merge.
-    let (first, second) = if a <= b { (a, b) } else { (b, a) };
-    let s1 = store.seal(first)?;
-    let s2 = store.seal(second)?;
-    let base_flat = match base {
-        Some(b) => flatten(store, &store.seal(b)?.tree)?,
-        None => FlatTree::new(),
+    let mut lookup = |id: &ObjectId| store.seal(id);
+    let mut candidates = Vec::new();
+    for head in [a, b] {
+        expand(store, head, &mut candidates, 0)?;
+    }
+    candidates.sort();
+    candidates.dedup();
+    // Drop the candidates the others already contain.
+    let mut starts = Vec::new();
+    for c in &candidates {
+        starts.extend(store.seal(c)?.parents);
+    }
+    let below = ancestors_of_all(&starts, &mut lookup)?;
+    let frontier: Vec<ObjectId> = candidates
+        .into_iter()
+        .filter(|c| !below.contains_key(c))
+        .collect();
+    if frontier.len() < 2 {
+        // One side contains the other: nothing to merge (the caller's relation
+        // said otherwise, so the store changed; let the next sync decide).
+        return Ok(None);
+    }
+    let mut blobs = NewBlobs::new();
+    let Some(files) = merge_set(store, &frontier, &mut blobs, 0)? else {
+        return Ok(None);
     };
-    let f1 = flatten(store, &s1.tree)?;
-    let f2 = flatten(store, &s2.tree)?;
-    let tm = merge::merge_trees(&base_flat, &f1, &f2);
+    let mut objects: Vec<(ObjectId, Vec<u8>)> = Vec::new();
+    // Only the merged blobs the final tree names; intermediate ones stay out.
+    for (_, id) in files.values() {
+        if let Some(bytes) = blobs.remove(id) {
+            objects.push((*id, bytes));
+        }
+    }
+    let (tree, trees) = build_trees(&files)?;
+    objects.extend(trees);
+    let mut time = i64::MIN;
+    for p in &frontier {
+        time = time.max(store.seal(p)?.time.seconds);
+    }
+    let names: Vec<String> = frontier.iter().map(|p| p.short()).collect();
+    let seal = Seal {
+        tree,
+        parents: frontier,
+        author: MERGE_AUTHOR.to_owned(),
+        time: Timestamp {
+            seconds: time,
+            offset_minutes: 0,
+        },
+        message: format!("Auto-merge {}", names.join(" and ")),
+    };
+    let bytes = seal.encode().map_err(failed)?;
+    let id = ObjectId::hash(&bytes);
+    objects.push((id, bytes));
+    Ok(Some(MergeResult { seal: id, objects }))
+}
+
+/// Adds the work `head` holds: itself, or for an automatic merge its parents'.
+fn expand(
+    store: &dyn Store,
+    head: &ObjectId,
+    out: &mut Vec<ObjectId>,
+    depth: usize,
+) -> Result<(), StoreError> {
+    let seal = store.seal(head)?;
+    if is_auto_merge(&seal) && depth < MAX_TREE_DEPTH {
+        for p in &seal.parents {
+            expand(store, p, out, depth + 1)?;
+        }
+    } else {
+        out.push(*head);
+    }
+    Ok(())
+}
+
+/// The union of the ancestries (each seal with its parents) of `starts`.
+fn ancestors_of_all(
+    starts: &[ObjectId],
+    lookup: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
+) -> Result<IdMap<Vec<ObjectId>>, StoreError> {
+    let mut all: IdMap<Vec<ObjectId>> = IdMap::default();
+    for s in starts {
+        if all.contains_key(s) {
+            continue;
+        }
+        for (id, parents) in sync::ancestors(*s, None, lookup)? {
+            all.insert(id, parents);
+        }
+    }
+    Ok(all)
+}
+
+/// The merged files of a set of seals, none containing another, sorted: the
+/// first seal's tree, then each next seal merged in from the best common
+/// ancestors of it and the seals merged so far. Several best ancestors (a
+/// criss-cross history) are merged the same way into a virtual base, as git's
+/// recursive strategy does. `None` when some step is not clean.
+fn merge_set(
+    store: &dyn Store,
+    seals: &[ObjectId],
+    blobs: &mut NewBlobs,
+    depth: usize,
+) -> Result<Option<FlatTree>, StoreError> {
+    let mut lookup = |id: &ObjectId| store.seal(id);
+    let Some((first, rest)) = seals.split_first() else {
+        return Ok(Some(FlatTree::new()));
+    };
+    let mut files = flatten(store, &store.seal(first)?.tree)?;
+    let mut merged_anc = sync::ancestors(*first, None, &mut lookup)?;
+    for next in rest {
+        let next_anc = sync::ancestors(*next, None, &mut lookup)?;
+        let bases = sync::best_common_ancestors(&merged_anc, &next_anc);
+        let base = match bases.as_slice() {
+            [] => FlatTree::new(),
+            [one] => flatten(store, &store.seal(one)?.tree)?,
+            many if depth < MAX_VIRTUAL_BASE_DEPTH => {
+                match merge_set(store, many, blobs, depth + 1)? {
+                    Some(f) => f,
+                    None => return Ok(None),
+                }
+            }
+            many => {
+                let mut newest: Option<(i64, ObjectId)> = None;
+                for id in many {
+                    let key = (store.seal(id)?.time.seconds, *id);
+                    if newest.is_none_or(|n| key > n) {
+                        newest = Some(key);
+                    }
+                }
+                match newest {
+                    Some((_, id)) => flatten(store, &store.seal(&id)?.tree)?,
+                    None => FlatTree::new(),
+                }
+            }
+        };
+        let theirs = flatten(store, &store.seal(next)?.tree)?;
+        let Some(m) = merge_files(store, &base, &files, &theirs, blobs)? else {
+            return Ok(None);
+        };
+        files = m;
+        for (id, parents) in next_anc {
+            merged_anc.insert(id, parents);
+        }
+    }
+    Ok(Some(files))
+}
+
+/// A three-way merge of flat trees, text files merged line by line; `None` when
+/// not clean. Blobs it writes go to `blobs` (and are read from there too).
+fn merge_files(
+    store: &dyn Store,
+    base: &FlatTree,
+    ours: &FlatTree,
+    theirs: &FlatTree,
+    blobs: &mut NewBlobs,
+) -> Result<Option<FlatTree>, StoreError> {
+    let tm = merge::merge_trees(base, ours, theirs);
     let mut files = tm.merged;
-    let mut objects = Vec::new();
-    let labels = MergeLabels::new(first.short(), second.short());
+    let labels = MergeLabels::new("ours", "theirs");
     for c in tm.conflicts {
         let (Some(x), Some(y)) = (c.ours, c.theirs) else {
             return Ok(None);
@@ -224,7 +392,10 @@ pub fn auto_merge(
             return Ok(None);
         }
         let blob = |id: &ObjectId| -> Result<Option<Vec<u8>>, StoreError> {
-            let raw = store.get(id)?;
+            let raw = match blobs.get(id) {
+                Some(b) => b.clone(),
+                None => store.get(id)?,
+            };
             Ok((object::kind_of(&raw).map_err(failed)? == ObjectKind::Blob)
                 .then(|| raw[1..].to_vec()))
         };
@@ -246,25 +417,9 @@ pub fn auto_merge(
         let id = ObjectId::hash(&enc);
         let mode = if x.0 == y.0 { x.0 } else { Mode::File };
         files.insert(c.path, (mode, id));
-        objects.push((id, enc));
+        blobs.insert(id, enc);
     }
-    let (tree, trees) = build_trees(&files)?;
-    objects.extend(trees);
-    let time = s1.time.seconds.max(s2.time.seconds);
-    let seal = Seal {
-        tree,
-        parents: vec![*first, *second],
-        author: MERGE_AUTHOR.to_owned(),
-        time: Timestamp {
-            seconds: time,
-            offset_minutes: 0,
-        },
-        message: format!("Auto-merge {} and {}", first.short(), second.short()),
-    };
-    let bytes = seal.encode().map_err(failed)?;
-    let id = ObjectId::hash(&bytes);
-    objects.push((id, bytes));
-    Ok(Some(MergeResult { seal: id, objects }))
+    Ok(Some(files))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use crate::id::{IdSet, ObjectId};
+use crate::id::{IdMap, IdSet, ObjectId};
 use crate::object::{self, ChunkList, Mode, ObjectKind, Seal, Tree};
 use crate::store::{Store, StoreError};
 
@@ -273,43 +273,90 @@ pub fn relate(
         return Ok(Relation::Same);
     }
     let remote_anc = ancestors(remote, Some(local), seal)?;
-    if remote_anc.contains(&local) {
+    if remote_anc.contains_key(&local) || superseded(&local, &remote_anc, seal)? {
         return Ok(Relation::Behind);
     }
     let local_anc = ancestors(local, Some(remote), seal)?;
-    if local_anc.contains(&remote) {
+    if local_anc.contains_key(&remote) || superseded(&remote, &local_anc, seal)? {
         return Ok(Relation::Ahead);
     }
-    // The merge base: the newest common ancestor (the id breaks ties), which is
-    // never an ancestor of another common ancestor unless clocks lie.
+    // Both walks went to the roots (neither found the other head), so both
+    // ancestries are complete. Of several best common ancestors (after
+    // criss-cross merges) the newest is recorded; the id breaks ties, so every
+    // node picks the same one.
     let mut base: Option<(i64, ObjectId)> = None;
-    for id in local_anc.iter() {
-        if remote_anc.contains(id) {
-            let key = (seal(id)?.time.seconds, *id);
-            if base.is_none_or(|b| key > b) {
-                base = Some(key);
-            }
+    for id in best_common_ancestors(&local_anc, &remote_anc) {
+        let key = (seal(&id)?.time.seconds, id);
+        if base.is_none_or(|b| key > b) {
+            base = Some(key);
         }
     }
-    let base = base.map(|b| b.1);
-    Ok(Relation::Diverged { base })
+    Ok(Relation::Diverged {
+        base: base.map(|b| b.1),
+    })
 }
 
-fn ancestors(
+/// Whether `head` is an automatic merge whose parents all lie in `other`'s
+/// (complete) ancestry: `other` then holds all of its work, and since an
+/// automatic merge's tree is a function of its parents, moving from `head` to
+/// `other` loses nothing. This is what ends merging: a newer merge of more work
+/// replaces an older merge instead of being merged with it again.
+fn superseded(
+    head: &ObjectId,
+    other: &IdMap<Vec<ObjectId>>,
+    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
+) -> Result<bool, StoreError> {
+    let s = seal(head)?;
+    Ok(crate::conflict::is_auto_merge(&s) && s.parents.iter().all(|p| other.contains_key(p)))
+}
+
+/// The best common ancestors of two heads, given each head's complete ancestry
+/// (seal → parents): the common ancestors that are not an ancestor of another
+/// common ancestor, sorted by id.
+///
+/// The choice is structural on purpose. Seal times come from the authors'
+/// clocks, which may be far apart, so "the newest common ancestor" can be an
+/// old seal; a merge from such a base sees every later edit as made on both
+/// sides and reports conflicts that are not there. Usually there is one best
+/// ancestor; after criss-cross merges there can be several.
+pub fn best_common_ancestors(a: &IdMap<Vec<ObjectId>>, b: &IdMap<Vec<ObjectId>>) -> Vec<ObjectId> {
+    // The common ancestors are closed under "parent of", so a common ancestor
+    // is an ancestor of another exactly when it is a parent of a common one.
+    let common: Vec<(&ObjectId, &Vec<ObjectId>)> =
+        a.iter().filter(|(id, _)| b.contains_key(*id)).collect();
+    let mut covered = IdSet::default();
+    for (_, parents) in &common {
+        covered.extend(parents.iter().copied());
+    }
+    let mut best: Vec<ObjectId> = common
+        .into_iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !covered.contains(id))
+        .collect();
+    best.sort();
+    best
+}
+
+/// The ancestry of `from` (itself included), each seal with its parents; stops
+/// early once `stop_at` is found (whose parents are then not read).
+pub fn ancestors(
     from: ObjectId,
     stop_at: Option<ObjectId>,
     seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
-) -> Result<IdSet, StoreError> {
-    let mut seen = IdSet::default();
+) -> Result<IdMap<Vec<ObjectId>>, StoreError> {
+    let mut seen: IdMap<Vec<ObjectId>> = IdMap::default();
     let mut stack = vec![from];
     while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
+        if seen.contains_key(&id) {
             continue;
         }
         if Some(id) == stop_at {
+            seen.insert(id, Vec::new());
             return Ok(seen);
         }
-        stack.extend(seal(&id)?.parents);
+        let parents = seal(&id)?.parents;
+        stack.extend(parents.iter().copied());
+        seen.insert(id, parents);
     }
     Ok(seen)
 }

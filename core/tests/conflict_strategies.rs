@@ -241,3 +241,117 @@ fn resolutions_are_announced_to_the_peer() {
         .unwrap_or(0);
     assert!(sent >= 1, "conflict_resolve messages sent: {sent}");
 }
+
+fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Lands a merge's objects in a test store and returns the merge seal.
+fn land_merge(store: &mut MemStore, a: &ObjectId, b: &ObjectId) -> ObjectId {
+    let m = ivaldi_core::conflict::auto_merge(store, a, b)
+        .unwrap()
+        .expect("a clean merge");
+    for (_, bytes) in m.objects {
+        store.insert(bytes);
+    }
+    m.seal
+}
+
+fn relate(store: &MemStore, local: ObjectId, remote: ObjectId) -> ivaldi_core::sync::Relation {
+    ivaldi_core::sync::relate(Some(local), remote, &mut |id| store.seal(id)).unwrap()
+}
+
+/// Seal times come from the authors' clocks. A seal made on a clock that runs
+/// behind must not make an older seal "the newest common ancestor": the merge
+/// base is found in the graph, and a file only one side changed since the real
+/// base merges cleanly. (Picking the base by time made the simulator's
+/// split-brain runs under auto_merge fall back to manual and never converge.)
+#[test]
+fn merge_base_comes_from_the_graph_not_the_clocks() {
+    let mut s = MemStore::new("repo");
+    let root = seal_files(&mut s, &files(&[("f.txt", "old\n")]), vec![], 1000, "root");
+    // Made later, on a clock 15 minutes behind.
+    let base = seal_files(
+        &mut s,
+        &files(&[("f.txt", "base\n")]),
+        vec![root],
+        100,
+        "base",
+    );
+    let a = seal_files(
+        &mut s,
+        &files(&[("f.txt", "a's rewrite\n")]),
+        vec![base],
+        200,
+        "a",
+    );
+    let b = seal_files(
+        &mut s,
+        &files(&[("f.txt", "base\n"), ("g.txt", "b\n")]),
+        vec![base],
+        300,
+        "b",
+    );
+    assert_eq!(
+        relate(&s, a, b),
+        ivaldi_core::sync::Relation::Diverged { base: Some(base) }
+    );
+    let m = land_merge(&mut s, &a, &b);
+    let seal = s.seal(&m).unwrap();
+    let tree = ivaldi_core::conflict::flatten(&s, &seal.tree).unwrap();
+    assert_eq!(&s.get(&tree["f.txt"].1).unwrap()[1..], b"a's rewrite\n");
+    assert!(tree.contains_key("g.txt"));
+}
+
+/// Three diverged heads merged pairwise in different orders, as different nodes
+/// do when they meet different peers first: every order ends with the same seal
+/// (parents: the three heads), and an older merge is replaced by the newer one
+/// (a fast-forward), not merged with it again. This is what bounds merges.
+#[test]
+fn merges_in_any_order_make_one_seal_and_replace_older_merges() {
+    let mut s = MemStore::new("repo");
+    let base = seal_files(
+        &mut s,
+        &files(&[("common.txt", "c\n")]),
+        vec![],
+        100,
+        "base",
+    );
+    let mut heads = Vec::new();
+    for (i, name) in ["x", "y", "z"].iter().enumerate() {
+        let f = files(&[("common.txt", "c\n"), (&format!("{name}.txt"), name)]);
+        heads.push(seal_files(&mut s, &f, vec![base], 200 + i as i64, name));
+    }
+    let (x, y, z) = (heads[0], heads[1], heads[2]);
+    let xy = land_merge(&mut s, &x, &y);
+    let xz = land_merge(&mut s, &x, &z);
+    let yx = land_merge(&mut s, &y, &x);
+    assert_eq!(xy, yx, "a merge does not depend on which side merges");
+    let xy_z = land_merge(&mut s, &xy, &z);
+    let xz_y = land_merge(&mut s, &xz, &y);
+    let xy_xz = land_merge(&mut s, &xy, &xz);
+    assert_eq!(xy_z, xz_y);
+    assert_eq!(xy_z, xy_xz);
+    let mut parents = vec![x, y, z];
+    parents.sort();
+    assert_eq!(s.seal(&xy_z).unwrap().parents, parents);
+    // The older, smaller merges are superseded by the larger one, both ways.
+    use ivaldi_core::sync::Relation;
+    assert_eq!(relate(&s, xy, xy_z), Relation::Behind);
+    assert_eq!(relate(&s, xz, xy_z), Relation::Behind);
+    assert_eq!(relate(&s, xy_z, xy), Relation::Ahead);
+    // Two merges of different work are still a divergence.
+    assert!(matches!(relate(&s, xy, xz), Relation::Diverged { .. }));
+    // A user's seal on top of a merge is never replaced.
+    let mut f = files(&[("common.txt", "c\n"), ("x.txt", "x"), ("y.txt", "y")]);
+    f.insert("u.txt".into(), b"user\n".to_vec());
+    let u = seal_files(&mut s, &f, vec![xy], 400, "user on xy");
+    assert!(matches!(relate(&s, u, xy_z), Relation::Diverged { .. }));
+    let tree = ivaldi_core::conflict::flatten(&s, &s.seal(&xy_z).unwrap().tree).unwrap();
+    for name in ["x.txt", "y.txt", "z.txt", "common.txt"] {
+        assert!(tree.contains_key(name), "{name} in the merge");
+    }
+}

@@ -1172,7 +1172,7 @@ impl Node {
         if current != Some(c.local) {
             return;
         }
-        match conflict::auto_merge(store, c.base.as_ref(), &c.local, &c.remote) {
+        match conflict::auto_merge(store, &c.local, &c.remote) {
             Ok(Some(m)) => {
                 let batch = self.next_sync;
                 self.next_sync += 1;
