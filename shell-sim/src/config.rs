@@ -197,6 +197,42 @@ impl fmt::Debug for FaultSet {
     }
 }
 
+/// Who may connect to whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Everyone may reach everyone (faults aside): each node knows
+    /// [`NetConfig::known_degree`] random earlier nodes and discovers its
+    /// broadcast domain.
+    Full,
+    /// Traffic flows only along the edges of a random connected graph drawn
+    /// from the seed, in which every node has at least `degree` neighbours
+    /// (see [`crate::graph`]); each node knows its neighbours. Everything else
+    /// goes through the mesh.
+    RandomGraph { degree: usize },
+}
+
+impl Topology {
+    fn parse(s: &str) -> Result<Self, String> {
+        if s == "full" {
+            return Ok(Topology::Full);
+        }
+        s.strip_prefix("graph:")
+            .and_then(|d| d.parse().ok())
+            .filter(|d| *d >= 1)
+            .map(|degree| Topology::RandomGraph { degree })
+            .ok_or_else(|| format!("unknown topology {s:?} (full, or graph:D with D >= 1)"))
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topology::Full => f.write_str("full"),
+            Topology::RandomGraph { degree } => write!(f, "graph:{degree}"),
+        }
+    }
+}
+
 /// How much of the run is written to the trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TraceMode {
@@ -233,6 +269,8 @@ pub struct NetConfig {
     pub known_degree: usize,
     /// A dial across a partition fails after this.
     pub connect_timeout: Duration,
+    /// Who may connect to whom.
+    pub topology: Topology,
 }
 
 impl Default for NetConfig {
@@ -248,6 +286,7 @@ impl Default for NetConfig {
             domain_size: 6,
             known_degree: 2,
             connect_timeout: Duration::from_secs(3),
+            topology: Topology::Full,
         }
     }
 }
@@ -273,6 +312,11 @@ pub struct SimConfig {
     /// How many nodes have users who seal (spread evenly over the nodes; 0: every
     /// node). The others only replicate.
     pub writers: usize,
+    /// How many nodes hold the repository (spread evenly over the nodes; 0:
+    /// every node). The others serve an unrelated repository of their own, so
+    /// they only relay (through the mesh) and never store its seals; they are
+    /// left out of the convergence check. Nodes joining later hold it.
+    pub holders: usize,
     /// One seal in this many adds a large file (0: never).
     pub large_every: u32,
     /// Size of a large file, in bytes (above the chunking threshold, 1 MiB).
@@ -302,6 +346,7 @@ impl Default for SimConfig {
             strategy: ConflictStrategy::Manual,
             seal_every: Duration::from_secs(2),
             writers: 0,
+            holders: 0,
             large_every: 40,
             large_size: 1536 * 1024,
             fault_every: Duration::from_secs(8),
@@ -341,11 +386,15 @@ USAGE: cargo run -p ivaldi-sim --release -- [OPTIONS]
   --seal-every D      mean time between seals, network-wide (default 2s)
   --writers N         only N nodes (spread evenly) have sealing users, 0 = all
                       (default 0)
+  --holders N         only N nodes (spread evenly) hold the repository, the
+                      others only relay, 0 = all (default 0)
   --large-every N     one seal in N adds a large file, 0 = never (default 40)
   --large-size BYTES  size of a large file (default 1572864)
   --fault-every D     mean time between random faults (default 8s)
   --domain-size N     nodes per broadcast domain (default 6)
   --known-degree N    known_peers per node (default 2)
+  --topology T        full | graph:D: connections only along a random connected
+                      graph with at least D neighbours per node (default full)
   --loss PPM          datagram loss, parts per million (default 20000)
   --dup PPM           datagram duplication, parts per million (default 10000)
   --jitter D          datagram reordering jitter (default 30ms)
@@ -410,6 +459,11 @@ impl SimConfig {
             self.writers.to_string(),
         );
         push(
+            self.holders != d.holders,
+            "--holders",
+            self.holders.to_string(),
+        );
+        push(
             self.large_every != d.large_every,
             "--large-every",
             self.large_every.to_string(),
@@ -433,6 +487,11 @@ impl SimConfig {
             self.net.known_degree != d.net.known_degree,
             "--known-degree",
             self.net.known_degree.to_string(),
+        );
+        push(
+            self.net.topology != d.net.topology,
+            "--topology",
+            self.net.topology.to_string(),
         );
         push(
             self.net.loss_ppm != d.net.loss_ppm,
@@ -532,11 +591,13 @@ impl SimConfig {
                 }
                 "--seal-every" => c.seal_every = dur(val)?,
                 "--writers" => c.writers = num(val)? as usize,
+                "--holders" => c.holders = num(val)? as usize,
                 "--large-every" => c.large_every = num(val)? as u32,
                 "--large-size" => c.large_size = num(val)? as usize,
                 "--fault-every" => c.fault_every = dur(val)?,
                 "--domain-size" => c.net.domain_size = num(val)? as usize,
                 "--known-degree" => c.net.known_degree = num(val)? as usize,
+                "--topology" => c.net.topology = Topology::parse(val)?,
                 "--loss" => c.net.loss_ppm = num(val)?.min(1_000_000) as u32,
                 "--dup" => c.net.dup_ppm = num(val)?.min(1_000_000) as u32,
                 "--jitter" => c.net.jitter = dur(val)?,
@@ -599,6 +660,11 @@ mod tests {
             duration: Duration::from_secs(90),
             workload: Workload::Shared,
             strategy: ConflictStrategy::AutoMerge,
+            holders: 7,
+            net: NetConfig {
+                topology: Topology::RandomGraph { degree: 3 },
+                ..NetConfig::default()
+            },
             encryption: false,
             trace: TraceMode::Print,
             ..SimConfig::default()
@@ -608,6 +674,8 @@ mod tests {
         assert_eq!(back, c);
         assert!(SimConfig::from_args(["--nodes"]).is_err());
         assert!(SimConfig::from_args(["--faults", "bogus"]).is_err());
+        assert!(SimConfig::from_args(["--topology", "graph:0"]).is_err());
+        assert!(SimConfig::from_args(["--topology", "ring"]).is_err());
         assert_eq!(FaultSet::parse("all").unwrap().to_string(), "all");
     }
 }

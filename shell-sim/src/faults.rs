@@ -88,11 +88,7 @@ impl Sim {
                     self.kick();
                 }
             }
-            Undo::Uncut(a, b) => {
-                self.net.cut.remove(&(a, b));
-                self.trace_line(None, &format!("link n{a}-n{b} restored"));
-                self.kick();
-            }
+            Undo::Uncut(a, b) => self.restore_link(a, b),
             Undo::Release(a) => {
                 self.net.held_from.remove(&a);
                 self.trace_line(Some(a), "held messages released");
@@ -120,6 +116,27 @@ impl Sim {
             let text: Vec<String> = sets.values().map(|v| format!("{v:?}")).collect();
             self.trace_line(None, &format!("PARTITION {}", text.join(" | ")));
         }
+    }
+
+    /// Cuts the link between `a` and `b` until [`restore_link`](Self::restore_link)
+    /// or the heal: every connection between them is reset (both ends told at
+    /// once, in-flight bytes lost) and the pair is blocked both ways.
+    pub fn cut_link(&mut self, a: usize, b: usize) {
+        let (a, b) = (a.min(b), a.max(b));
+        if a == b {
+            return;
+        }
+        self.net.cut.insert((a, b));
+        self.trace_line(None, &format!("CUT link n{a}-n{b}"));
+        self.reset_pair(a, b, "connection reset (link cut)");
+    }
+
+    /// Lifts the cut between `a` and `b` (the nodes redial by themselves).
+    pub fn restore_link(&mut self, a: usize, b: usize) {
+        let (a, b) = (a.min(b), a.max(b));
+        self.net.cut.remove(&(a, b));
+        self.trace_line(None, &format!("link n{a}-n{b} restored"));
+        self.kick();
     }
 
     /// Ends every fault: partitions, one-way blocks, cuts and holds are lifted,
@@ -225,9 +242,7 @@ impl Sim {
                     return;
                 }
                 let (a, b) = (pair.0.min(pair.1), pair.0.max(pair.1));
-                self.net.cut.insert((a, b));
-                self.trace_line(None, &format!("CUT link n{a}-n{b}"));
-                self.reset_pair(a, b, "connection reset (link cut)");
+                self.cut_link(a, b);
                 self.undo_later(
                     Duration::from_secs(5),
                     Duration::from_secs(30),

@@ -8,6 +8,8 @@
 //! - [`sim`]: the world: the event queue, the nodes, the pump that turns their
 //!   outputs into events, streams and datagrams.
 //! - [`net`]: addresses, broadcast domains, FIFO pipes, partitions and holds.
+//! - [`graph`]: random-graph topologies (who may connect to whom) and the
+//!   ground truth the mesh's routes are checked against.
 //! - [`store`]: the store contract, in memory, with injected failures, delays
 //!   and crashes between two writes.
 //! - [`clock`]: per-node skewed clocks that never run backwards.
@@ -25,6 +27,7 @@
 pub mod clock;
 pub mod config;
 pub mod faults;
+pub mod graph;
 pub mod invariants;
 pub mod net;
 pub mod scenario;
@@ -33,7 +36,7 @@ pub mod store;
 pub mod trace;
 pub mod workload;
 
-pub use config::{Fault, FaultSet, Scenario, SimConfig, TraceMode, Workload};
+pub use config::{Fault, FaultSet, Scenario, SimConfig, Topology, TraceMode, Workload};
 pub use invariants::{Kind, Violation};
 pub use scenario::{Report, run};
 pub use sim::Sim;

@@ -16,6 +16,9 @@
 //!   direction; a **cut** pair is blocked both ways. Stream bytes that cannot be
 //!   delivered stay in their pipe (TCP keeps retransmitting) and arrive after the
 //!   heal, unless the receiving end was closed meanwhile; datagrams are dropped.
+//! - Under a graph topology ([`crate::graph`]) only neighbours in the graph
+//!   reach each other at all: everything else behaves as permanently
+//!   partitioned (dials time out, datagrams are lost).
 //! - A **hold** stops deliveries on a direction without dropping anything:
 //!   bytes and datagrams wait, and arrive when released.
 
@@ -24,6 +27,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 
 use ivaldi_core::node::ConnId;
+
+use crate::graph::Graph;
 
 /// The TCP port every simulated node listens on.
 pub const PORT: u16 = 9090;
@@ -145,6 +150,8 @@ pub struct Net {
     pub held_datagrams: Vec<HeldDatagram>,
     /// Node by IP address.
     pub by_ip: BTreeMap<IpAddr, usize>,
+    /// Under a graph topology, the only pairs that may talk.
+    pub graph: Option<Graph>,
 }
 
 impl Net {
@@ -154,8 +161,20 @@ impl Net {
             return true;
         }
         self.groups.get(a) == self.groups.get(b)
+            && self.graph.as_ref().is_none_or(|g| g.has_edge(a, b))
             && !self.blocked.contains(&(a, b))
             && !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Adds node `i` to the graph (if there is one) with edges to `known`: a
+    /// node joining a graph topology may reach the nodes it was told of.
+    pub fn admit(&mut self, i: usize, known: &[usize]) {
+        if let Some(g) = self.graph.as_mut() {
+            g.grow(i + 1);
+            for &j in known {
+                g.add_edge(i, j);
+            }
+        }
     }
 
     /// Whether deliveries from `a` to `b` are held.

@@ -282,7 +282,14 @@ impl Sim {
             );
             sim.trace_line(None, &line);
         }
+        sim.net.graph = crate::graph::for_config(&sim.cfg);
         for i in 0..sim.cfg.nodes {
+            // Under a graph topology, a node knows its earlier neighbours.
+            if let Some(g) = &sim.net.graph {
+                let known = g.neighbours(i).filter(|j| *j < i).collect();
+                sim.spawn(known);
+                continue;
+            }
             // A random connected graph: every node knows some earlier ones.
             let mut known = Vec::new();
             if i > 0 {
@@ -422,7 +429,7 @@ impl Sim {
             node: None,
             life: Life::Crashed,
             inc: 0,
-            store: SimStore::new(REPO_ID, store_seed),
+            store: SimStore::new(&self.repo_of(i), store_seed),
             clock: Clock::new(self.now, origin),
             timer: None,
             timer_gen: 0,
@@ -439,6 +446,7 @@ impl Sim {
         self.ids.insert(id, i);
         self.net.groups.push(0);
         self.net.by_ip.insert(IpAddr::V4(ip), i);
+        self.net.admit(i, &known);
         self.start(i);
         i
     }
@@ -1530,9 +1538,13 @@ impl Sim {
         self.schedule(every, Ev::Audit);
     }
 
-    /// Whether every node that is up holds identical timeline heads.
+    /// Whether every node that is up (and holds the repository) holds
+    /// identical timeline heads.
     pub fn converged(&self) -> bool {
-        let mut ups = self.nodes.iter().filter(|n| n.is_up());
+        let mut ups = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_up() && self.holds_repo(n.index));
         let Some(first) = ups.next() else {
             return true;
         };
@@ -1542,7 +1554,11 @@ impl Sim {
 
     /// The first difference between two up nodes' heads, for a report.
     pub fn divergence(&self) -> Option<String> {
-        let ups: Vec<&SimNode> = self.nodes.iter().filter(|n| n.is_up()).collect();
+        let ups: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_up() && self.holds_repo(n.index))
+            .collect();
         let first = ups.first()?;
         let a = first.store.timelines();
         for n in &ups[1..] {
