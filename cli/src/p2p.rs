@@ -603,6 +603,11 @@ fn describe_event(e: &Value) -> String {
             short(&e["remote"]),
             short(&e["peer"])
         ),
+        "access_refused" => format!(
+            "refused {} from {}",
+            e["what"].as_str().unwrap_or("?"),
+            short(&e["peer"])
+        ),
         _ => format!("{kind}: {e}"),
     }
 }
@@ -631,6 +636,10 @@ fn print_status(v: &Value) {
     println!(
         "Messages  in {}  out {}",
         s["messages_in"], s["messages_out"]
+    );
+    println!(
+        "Access    {} refused (heads from peers without write access, requests without read access)",
+        s["access_refused"]
     );
     println!("Discovery {}", v["discovery"]);
     println!("Events    {}", v["events"]);

@@ -141,6 +141,15 @@ pub struct Config {
     /// Directory for the daemon's state (identity, socket, log); relative paths are
     /// inside `.ivaldi/`.
     pub data_dir: String,
+    /// Named groups of peers (node ids), for `access` rules as `@name`.
+    pub peer_groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Per-timeline access for peers, first match wins; timelines no rule
+    /// matches are writable by every peer allowed to connect (see
+    /// [`crate::access`]).
+    pub access: Vec<crate::access::AccessRule>,
+    /// Protocol features not to offer (`lz4`, `topology-summary`): for testing
+    /// that peers lacking a feature still interoperate over the common subset.
+    pub features_off: Vec<String>,
 }
 
 impl Default for Config {
@@ -177,6 +186,9 @@ impl Default for Config {
             relay_rate: 0,
             fault_relay: None,
             topology_interval: Duration::from_secs(1800),
+            peer_groups: std::collections::BTreeMap::new(),
+            access: Vec::new(),
+            features_off: Vec::new(),
         }
     }
 }
@@ -242,6 +254,7 @@ impl Config {
         if self.heartbeat_misses == 0 {
             return Err(invalid("heartbeat_misses", "must be at least 1"));
         }
+        crate::access::validate(&self.access, &self.peer_groups)?;
         for p in &self.trusted_peers {
             if p.len() != 64 || !crate::id::is_hex(p) {
                 return Err(invalid(

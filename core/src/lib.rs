@@ -7,6 +7,7 @@
 //! merging ([`merge`]).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod chunk;
 pub mod config;
 pub mod conflict;

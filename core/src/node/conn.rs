@@ -169,6 +169,11 @@ pub(super) struct Conn {
     pub remote_heads: BTreeMap<TimelineName, ObjectId>,
     pub remote_repos: Vec<String>,
     pub remote_strategy: Option<crate::wire::StrategyAdvert>,
+    /// Protocol features the peer offered in its handshake.
+    pub remote_features: Vec<String>,
+    /// Heads we announced to this peer, when access rules are configured:
+    /// the only seals it may ask for (see `Node::on_sync_request`).
+    pub advertised: crate::id::IdSet,
     /// Where this peer accepts connections, when known.
     pub dial_addr: Option<SocketAddr>,
     pub last_rx: Instant,
@@ -215,6 +220,8 @@ impl Conn {
             remote_heads: BTreeMap::new(),
             remote_repos: Vec::new(),
             remote_strategy: None,
+            remote_features: Vec::new(),
+            advertised: crate::id::IdSet::default(),
             dial_addr: None,
             last_rx: now,
             last_msg_id: 0,

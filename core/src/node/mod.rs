@@ -33,12 +33,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::access::{self, Access};
 use crate::config::Config;
 use crate::conflict::{self, Resolution};
 use crate::discovery::{
     self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
 };
-use crate::id::{IdMap, ObjectId};
+use crate::id::{IdMap, IdSet, ObjectId};
 use crate::noise::{Keypair, Role, Session};
 use crate::object::{self, ObjectKind, Seal};
 use crate::rng::Rng;
@@ -144,6 +145,13 @@ pub enum Event {
         ok: bool,
         message: String,
     },
+    /// A peer announced a head for a timeline it may not write, or asked for
+    /// a seal it may not read; the head or request was refused.
+    AccessRefused {
+        peer: String,
+        timeline: Option<TimelineName>,
+        what: String,
+    },
 }
 
 /// What the node asks its owner to do.
@@ -208,6 +216,9 @@ pub struct Stats {
     pub relayed_frames: u64,
     /// Routed frames dropped (no route, hop limit, full buffers, relaying off).
     pub relay_dropped: u64,
+    /// Heads refused because the peer may not write the timeline, and sync
+    /// requests refused because it may not read what it asked for.
+    pub access_refused: u64,
 }
 
 /// Per-peer sync state, kept across reconnects.
@@ -278,6 +289,12 @@ const OBJECT_FRAME_TARGET: usize = 1024 * 1024;
 const TRANSMIT_CHUNK: usize = 256 * 1024;
 /// Concurrent sync requests one peer may have the node serve.
 const MAX_SERVES_PER_CONN: usize = 4;
+/// Protocol features this version offers in its handshake. A feature is used
+/// on a connection only when both ends offer it, so nodes lacking one still
+/// sync over the common subset: `lz4` compresses object frames;
+/// `topology-summary` exchanges database summaries on connect instead of the
+/// whole link-state database.
+pub const FEATURES: &[&str] = &["lz4", "topology-summary"];
 
 /// The protocol state machine of one peer. See the module documentation for how
 /// to drive it.
@@ -1465,19 +1482,53 @@ impl Node {
         if !trusted.is_empty() && !trusted.iter().any(|t| t.eq_ignore_ascii_case(&peer)) {
             return Err(format!("peer {} is not in trusted_peers", short(&peer)));
         }
-        c.peer = Some(peer);
+        c.peer = Some(peer.clone());
         c.state = ConnState::AwaitHello;
-        let hello = self.hello(store);
+        let hello = self.hello(store, &peer);
+        if !self.cfg.access.is_empty()
+            && let Some(c) = self.conns.get_mut(&conn)
+        {
+            c.advertised
+                .extend(hello.repos.iter().flat_map(|r| r.heads.values().copied()));
+        }
         self.send(now, conn, Message::Handshake(hello));
         Ok(())
     }
 
-    fn hello(&self, store: &dyn Store) -> wire::Handshake {
-        let heads = store.heads().unwrap_or_default();
-        let mut features = Vec::new();
-        if self.cfg.compression {
-            features.push("lz4".to_owned());
+    /// What `peer` may do with `timeline` (see [`crate::access`]).
+    fn access(&self, peer: &str, timeline: &TimelineName) -> Access {
+        if self.cfg.access.is_empty() {
+            return Access::Write;
         }
+        access::access_for(
+            &self.cfg.access,
+            &self.cfg.peer_groups,
+            peer,
+            timeline.as_str(),
+        )
+    }
+
+    /// Records a head a peer announced for a timeline it may not write.
+    fn refuse_head(&mut self, peer: &str, timeline: TimelineName, head: ObjectId) {
+        self.stats.access_refused += 1;
+        let what = format!("head {head} for {timeline}, which it may not write");
+        tracing::warn!(peer = short(peer), "refused {what}");
+        self.emit(Event::AccessRefused {
+            peer: peer.to_owned(),
+            timeline: Some(timeline),
+            what,
+        });
+    }
+
+    fn hello(&self, store: &dyn Store, peer: &str) -> wire::Handshake {
+        let mut heads = store.heads().unwrap_or_default();
+        heads.retain(|t, _| self.access(peer, t) >= Access::Read);
+        let features = FEATURES
+            .iter()
+            .filter(|f| **f != "lz4" || self.cfg.compression)
+            .filter(|f| !self.cfg.features_off.iter().any(|o| o == *f))
+            .map(|f| (*f).to_owned())
+            .collect();
         wire::Handshake {
             versions: vec![PROTOCOL_VERSION],
             listen_port: self.cfg.port,
@@ -1588,7 +1639,10 @@ impl Node {
         c.was_ready = true;
         // Ping at once, so the round-trip time is known from the start.
         c.next_ping = now;
-        c.lz4 = self.cfg.compression && h.features.iter().any(|f| f == "lz4");
+        c.lz4 = self.cfg.compression
+            && !self.cfg.features_off.iter().any(|f| f == "lz4")
+            && h.features.iter().any(|f| f == "lz4");
+        c.remote_features = h.features.clone();
         c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
         c.remote_repos = h.repos.iter().map(|r| r.id.clone()).collect();
         c.remote_strategy = h.conflict.clone();
@@ -1599,10 +1653,28 @@ impl Node {
             (Direction::Outbound, false, _) => Some(c.addr),
             (Direction::Inbound, false, port) => Some(SocketAddr::new(c.addr.ip(), port)),
         };
+        let mut refused = Vec::new();
         if let Some(advert) = h.repos.iter().find(|r| r.id == repo) {
             c.shares_repo = true;
             c.remote_heads = advert.heads.clone();
+            if !self.cfg.access.is_empty() {
+                let rules = (&self.cfg.access, &self.cfg.peer_groups);
+                c.remote_heads.retain(|t, h| {
+                    let ok =
+                        access::access_for(rules.0, rules.1, &peer, t.as_str()) == Access::Write;
+                    if !ok {
+                        refused.push((t.clone(), *h));
+                    }
+                    ok
+                });
+            }
         }
+        for (t, h) in refused {
+            self.refuse_head(&peer, t, h);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let addr = c.addr;
         let direction = c.direction;
         // Two connections to one peer (both dialled at once): keep the one opened by
@@ -1695,6 +1767,13 @@ impl Node {
         if !c.shares_repo {
             return;
         }
+        let peer = c.peer.clone().unwrap_or_default();
+        if self.access(&peer, &timeline) < Access::Write {
+            return self.refuse_head(&peer, timeline, head);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         c.remote_heads.insert(timeline, head);
         if self.cfg.auto_sync {
             self.request_pull(now, conn, store, false);
@@ -1845,6 +1924,35 @@ impl Node {
         }
         if r.wants.len() > 4096 || r.haves.len() > 65_536 {
             return self.violation(conn, "sync request lists too many seals".into());
+        }
+        if !self.cfg.access.is_empty() {
+            let peer = c.peer.clone().unwrap_or_default();
+            let readable: IdSet = store
+                .heads()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(t, _)| self.access(&peer, t) >= Access::Read)
+                .map(|(_, h)| h)
+                .collect();
+            if let Some(w) = r
+                .wants
+                .iter()
+                .find(|w| !readable.contains(*w) && !c.advertised.contains(*w))
+            {
+                let what = format!("sync request for seal {w}, not a head it may read");
+                self.stats.access_refused += 1;
+                tracing::warn!(peer = short(&peer), "{what}");
+                self.emit(Event::AccessRefused {
+                    peer,
+                    timeline: None,
+                    what,
+                });
+                return self.send(
+                    now,
+                    conn,
+                    Message::SyncResponse(refuse(format!("no seal {w} here"))),
+                );
+            }
         }
         for w in &r.wants {
             let ok =
@@ -2274,7 +2382,16 @@ impl Node {
             .map(|c| c.id)
             .collect();
         for conn in targets {
+            let peer = self.conns[&conn].peer.clone().unwrap_or_default();
             for (timeline, head, previous) in &changed {
+                if self.access(&peer, timeline) < Access::Read {
+                    continue;
+                }
+                if !self.cfg.access.is_empty()
+                    && let Some(c) = self.conns.get_mut(&conn)
+                {
+                    c.advertised.insert(*head);
+                }
                 self.send(
                     now,
                     conn,

@@ -340,6 +340,7 @@ impl Node {
             .values()
             .filter(|c| c.state == ConnState::Ready && c.route.is_none() && c.peer.is_some())
             .map(|c| c.id)
+            .filter(|&c| self.summaries_with(c))
             .collect();
         if direct.is_empty() {
             return;
@@ -351,10 +352,31 @@ impl Node {
     /// Tells a new neighbour what our link-state database holds; it answers
     /// with what we lack, and we with what it lacks, so both can route at once
     /// instead of waiting for every node's next advertisement.
+    ///
+    /// With a peer that does not offer `topology-summary`, the whole database
+    /// is sent instead, one advertisement per message.
     pub(super) fn send_database(&mut self, now: Instant, to: ConnId) {
-        if let Some(summary) = self.mesh.as_ref().map(|m| m.summary()) {
+        let Some(mesh) = self.mesh.as_ref() else {
+            return;
+        };
+        if self.summaries_with(to) {
+            let summary = mesh.summary();
             self.send(now, to, Message::TopologySummary(summary));
+        } else {
+            for lsa in mesh.database() {
+                self.send(now, to, Message::Topology(lsa));
+            }
         }
+    }
+
+    /// Both ends offer the `topology-summary` feature on this connection.
+    fn summaries_with(&self, conn: ConnId) -> bool {
+        const F: &str = "topology-summary";
+        !self.cfg.features_off.iter().any(|f| f == F)
+            && self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.remote_features.iter().any(|f| f == F))
     }
 
     pub(super) fn on_topology_summary(
