@@ -75,6 +75,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove objects no timeline, kept head, tracking name or the working tree's base can reach.
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Peer-to-peer networking: the daemon, peers, sync.
     /// Bring the working tree forward to its timeline's head (after a sync).
     Update,
@@ -203,6 +211,7 @@ fn run(cli: Cli) -> Result<(), Failed> {
             r
         }
         Cmd::Verify { json } => verify(&repo, json),
+        Cmd::Gc { dry_run, json } => gc(&mut repo, dry_run, json),
         Cmd::Update => {
             match ops::update(&mut repo)? {
                 ops::UpdateOutcome::UpToDate => println!("Already up to date"),
@@ -569,4 +578,26 @@ fn verify(repo: &Repository, json: bool) -> Result<(), Failed> {
     } else {
         Err(Failed(1))
     }
+}
+
+fn gc(repo: &mut Repository, dry_run: bool, json: bool) -> Result<(), Failed> {
+    let r = ivaldi_shell_smol::repo::gc::gc(repo, dry_run)?;
+    if json {
+        print_json(&serde_json::to_value(&r).unwrap_or_default());
+        return Ok(());
+    }
+    let verb = if r.dry_run { "Would remove" } else { "Removed" };
+    println!(
+        "{verb} {} unreachable objects ({} bytes); kept {} objects reachable from {} refs",
+        r.objects_removed, r.object_bytes_removed, r.objects_kept, r.roots
+    );
+    println!(
+        "Packs: {} ({} bytes) -> {} ({} bytes){}",
+        r.packs_before,
+        r.pack_bytes_before,
+        r.packs_after,
+        r.pack_bytes_after,
+        if r.dry_run { ", estimated" } else { "" }
+    );
+    Ok(())
 }

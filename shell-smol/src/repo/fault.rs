@@ -33,3 +33,7 @@ pub const SYNC_POINTS: &[&str] = &[
     "sync.objects-landed",
     "sync.head-moved",
 ];
+
+/// Crash point of an atomic config write (`config.json`, the user's or the
+/// daemon's): the new content is durable in a temporary sibling, not yet renamed.
+pub const CONFIG_POINTS: &[&str] = &["config.before-rename"];

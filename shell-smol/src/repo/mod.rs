@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod fault;
+pub mod gc;
 pub mod lock;
 pub mod ops;
 pub mod pack;
@@ -131,7 +132,12 @@ impl Repository {
         }
     }
 
-    /// Removes temporary files a crashed writer left, if no writer is active now.
+    /// Removes temporary files a crashed writer left, if no writer is active now:
+    /// partial packs in `tmp/`, and the temporary siblings of small files written
+    /// atomically (`.NAME.PID.tmp` next to `HEAD`, `BASE`, timelines, tracking and
+    /// kept refs, the stat cache and the p2p config). Such a sibling was never
+    /// renamed into place, so the file it would have replaced still holds the old
+    /// content: removing it completes the interrupted write as "not done".
     fn clean_tmp(&self) {
         let Ok(_lock) = RepoLock::acquire(&self.dir.join("lock"), Duration::ZERO) else {
             return;
@@ -153,6 +159,37 @@ impl Repository {
                 }
                 tracing::info!(path = %e.path().display(), "removing partial file left by an interrupted write");
                 let _ = fs::remove_file(e.path());
+            }
+        }
+        // Small-file siblings: a handful of directories, walked a few levels deep
+        // (timeline names may contain '/').
+        let mut stack: Vec<(PathBuf, usize)> = vec![(self.dir.clone(), 0)];
+        while let Some((dir, depth)) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let Ok(ft) = e.file_type() else { continue };
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if ft.is_dir() {
+                    let descend = if depth == 0 {
+                        matches!(name, "timelines" | "tracking" | "kept" | "p2p")
+                    } else {
+                        depth < 16
+                    };
+                    if descend {
+                        stack.push((path, depth + 1));
+                    }
+                    continue;
+                }
+                if let Some(pid) = atomic_tmp_pid(name)
+                    && !process_alive(pid)
+                {
+                    tracing::info!(path = %path.display(), "removing partial file left by an interrupted write");
+                    let _ = fs::remove_file(&path);
+                }
             }
         }
     }
@@ -581,6 +618,14 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// The writer's pid if `name` is a temporary sibling made by [`write_atomic`]
+/// (`.NAME.PID.tmp`).
+fn atomic_tmp_pid(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, pid) = inner.rsplit_once('.')?;
+    pid.parse().ok()
+}
+
 /// Replaces `path` atomically: write a temporary sibling, optionally fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -592,6 +637,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         f.sync_all().at(&tmp)?;
     }
     drop(f);
+    if name == "config.json" {
+        // Both config files (the user's and the daemon's) share this point.
+        fault::point("config.before-rename");
+    }
     fs::rename(&tmp, path).at(path)?;
     if durable {
         pack::sync_dir(dir)?;

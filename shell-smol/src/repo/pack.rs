@@ -76,20 +76,60 @@ impl Store {
         Ok(store)
     }
 
-    /// Loads packs that other processes added since this store was opened.
+    /// Loads packs that other processes added since this store was opened, and
+    /// forgets packs that `gc` removed (their live objects are in a newer pack), so
+    /// a closure check after `refresh` never counts an object that is gone.
     pub fn refresh(&mut self) -> Result<()> {
-        let mut new = Vec::new();
-        for entry in fs::read_dir(&self.dir).at(&self.dir)? {
-            let path = entry.at(&self.dir)?.path();
-            if path.extension().is_some_and(|e| e == "ivp") && !self.known_packs.contains(&path) {
-                new.push(path);
+        // `gc` renames its new pack into place before deleting old ones, so a pack
+        // that vanishes between listing and opening means a newer one exists:
+        // list again. Bounded, in case a writer keeps racing us.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_refresh() {
+                Err(RepoError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempts < 5 =>
+                {
+                    continue;
+                }
+                other => return other,
             }
         }
+    }
+
+    fn try_refresh(&mut self) -> Result<()> {
+        let mut present = HashSet::new();
+        for entry in fs::read_dir(&self.dir).at(&self.dir)? {
+            let path = entry.at(&self.dir)?.path();
+            if path.extension().is_some_and(|e| e == "ivp") {
+                present.insert(path);
+            }
+        }
+        if self.known_packs.iter().any(|p| !present.contains(p)) {
+            tracing::debug!(dir = %self.dir.display(), "packs were removed (gc): reloading every index");
+            self.packs.clear();
+            self.known_packs.clear();
+            self.index.clear();
+        }
+        let mut new: Vec<PathBuf> = present
+            .into_iter()
+            .filter(|p| !self.known_packs.contains(p))
+            .collect();
         new.sort();
         for path in new {
             self.load_pack(path)?;
         }
         Ok(())
+    }
+
+    /// The stored length of an object's encoding, without reading it.
+    pub fn encoded_len(&self, id: &ObjectId) -> Option<u64> {
+        self.index.get(id).map(|l| u64::from(l.len))
+    }
+
+    /// The objects directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn load_pack(&mut self, path: PathBuf) -> Result<()> {
