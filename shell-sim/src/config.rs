@@ -307,6 +307,10 @@ pub struct SimConfig {
     pub bound: Duration,
     pub workload: Workload,
     pub strategy: ConflictStrategy,
+    /// Simulated users resolve the conflicts their nodes record, as a user runs
+    /// `ivaldi p2p resolve` (a clean merge, else one side), every few seconds,
+    /// during the run and after the heal. Meant for `manual`.
+    pub resolvers: bool,
     /// Mean virtual time between two seals, network-wide.
     pub seal_every: Duration,
     /// How many nodes have users who seal (spread evenly over the nodes; 0: every
@@ -344,6 +348,7 @@ impl Default for SimConfig {
             bound: Duration::from_secs(180),
             workload: Workload::Own,
             strategy: ConflictStrategy::Manual,
+            resolvers: false,
             seal_every: Duration::from_secs(2),
             writers: 0,
             holders: 0,
@@ -402,6 +407,7 @@ USAGE: cargo run -p ivaldi-sim --release -- [OPTIONS]
   --window BYTES      per-connection send window (default 524288)
   --heartbeat D       nodes' heartbeat interval (default 10s)
   --no-encryption     plaintext records after the authenticating handshake
+  --resolve           simulated users resolve recorded conflicts (for manual)
   --audit-every D     invariant audit period (default 1s)
   --quiet             no trace, only the seed and the summary
   --trace             print the trace (the default)
@@ -531,6 +537,9 @@ impl SimConfig {
         if !self.encryption {
             a.push("--no-encryption".into());
         }
+        if self.resolvers {
+            a.push("--resolve".into());
+        }
         a
     }
 
@@ -558,7 +567,10 @@ impl SimConfig {
         let mut i = 0;
         while i < args.len() {
             let key = args[i].as_str();
-            let flag = matches!(key, "--no-encryption" | "--quiet" | "--trace" | "--help");
+            let flag = matches!(
+                key,
+                "--no-encryption" | "--resolve" | "--quiet" | "--trace" | "--help"
+            );
             let val = if flag {
                 ""
             } else {
@@ -606,6 +618,7 @@ impl SimConfig {
                 "--heartbeat" => c.heartbeat = dur(val)?,
                 "--audit-every" => c.audit_every = dur(val)?,
                 "--no-encryption" => c.encryption = false,
+                "--resolve" => c.resolvers = true,
                 "--quiet" => c.trace = TraceMode::Hash,
                 "--trace" => c.trace = TraceMode::Print,
                 _ => return Err(format!("unknown option {key:?}\n\n{USAGE}")),
@@ -666,6 +679,7 @@ mod tests {
                 ..NetConfig::default()
             },
             encryption: false,
+            resolvers: true,
             trace: TraceMode::Print,
             ..SimConfig::default()
         };

@@ -85,6 +85,8 @@ struct SealInfo {
 #[derive(Default)]
 pub struct SealGraph {
     seals: IdMap<SealInfo>,
+    /// Distinct seals with two or more parents (merges, whoever made them).
+    merges: u64,
 }
 
 impl SealGraph {
@@ -109,12 +111,18 @@ impl SealGraph {
                     .map(|i| i.height + 1)
                     .max()
                     .unwrap_or(0);
+                if parents.len() >= 2 {
+                    self.merges += 1;
+                }
                 self.seals.insert(id, SealInfo { parents, height });
             }
             if rest.len() == before {
                 // Parents unknown anywhere (cannot happen with closure): register
                 // with what is known so the graph stays total.
                 for (id, parents) in rest {
+                    if parents.len() >= 2 {
+                        self.merges += 1;
+                    }
                     self.seals.insert(id, SealInfo { parents, height: 0 });
                 }
                 break;
@@ -126,6 +134,12 @@ impl SealGraph {
     /// Number of distinct seals.
     pub fn len(&self) -> usize {
         self.seals.len()
+    }
+
+    /// Number of distinct seals with two or more parents: the bound on merge
+    /// storms is checked against it (a storm makes merges of merges forever).
+    pub fn merges(&self) -> u64 {
+        self.merges
     }
 
     pub fn is_empty(&self) -> bool {

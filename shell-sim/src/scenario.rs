@@ -40,6 +40,10 @@ pub struct Report {
     pub pool_objects: usize,
     pub pool_bytes: usize,
     pub seals_total: usize,
+    /// Merge seals the nodes' conflict strategy made (seals with two or more
+    /// parents that no simulated user made): what the no-merge-storm bounds of
+    /// the diverging scenarios are checked against.
+    pub merge_seals: u64,
     pub violations: Vec<Violation>,
     pub trace_hash: String,
     pub trace_lines: u64,
@@ -108,6 +112,11 @@ impl Report {
             t.conflicts,
             t.protocol_violations,
             t.duplicate_messages
+        );
+        let _ = writeln!(
+            s,
+            "merges          {} merge seals made by the strategy; {} conflicts resolved by users",
+            self.merge_seals, c.resolutions
         );
         let _ = writeln!(
             s,
@@ -290,6 +299,10 @@ impl Sim {
             pool_objects,
             pool_bytes,
             seals_total: self.graph.len(),
+            merge_seals: self
+                .graph
+                .merges()
+                .saturating_sub(self.counters.resolutions),
             violations: self.violations.clone(),
             trace_hash: self.trace.hash(),
             trace_lines: self.trace.lines(),

@@ -154,6 +154,9 @@ pub struct Counters {
     pub lost_batches: u64,
     pub land_failures: u64,
     pub lands: u64,
+    /// Conflicts the simulated users resolved (each a seal with both heads as
+    /// parents; see `workload.rs`).
+    pub resolutions: u64,
 }
 
 pub(crate) enum Ev {
@@ -1619,9 +1622,10 @@ impl Sim {
 
     /// Whether the liveness phase must reach identical heads: always for
     /// non-diverging workloads, and for diverging ones only under a strategy
-    /// that resolves divergence.
+    /// that resolves divergence, or with users who resolve conflicts.
     pub fn convergence_expected(&self) -> bool {
         self.cfg.workload == Workload::Own
+            || self.cfg.resolvers
             || matches!(
                 self.cfg.strategy,
                 ConflictStrategy::AutoMerge

@@ -9,11 +9,13 @@
 use std::collections::BTreeMap;
 
 use ivaldi_core::chunk;
+use ivaldi_core::conflict;
 use ivaldi_core::id::ObjectId;
 use ivaldi_core::node::Command;
 use ivaldi_core::object::{Mode, Seal, Timestamp, Tree, TreeEntry, encode_blob};
 use ivaldi_core::rng::Rng;
 use ivaldi_core::store::Store;
+use ivaldi_core::sync::{self, Relation};
 use ivaldi_core::timeline::TimelineName;
 
 use crate::config::Workload;
@@ -39,7 +41,9 @@ impl Sim {
     }
 
     pub(crate) fn workload_tick(&mut self) {
-        if !self.workload_on {
+        // Users who resolve conflicts keep at it after the heal: that is when
+        // most conflicts are found.
+        if !self.workload_on && !self.cfg.resolvers {
             return;
         }
         let ups: Vec<usize> = self
@@ -47,12 +51,15 @@ impl Sim {
             .into_iter()
             .filter(|i| self.is_writer(*i))
             .collect();
-        if !ups.is_empty() {
+        if self.workload_on && !ups.is_empty() {
             let n = ups[self.rng.below(ups.len() as u64) as usize];
             let timeline = self.pick_timeline(n);
             let large =
                 self.cfg.large_every > 0 && self.rng.below(u64::from(self.cfg.large_every)) == 0;
             self.seal(n, &timeline, large);
+        }
+        if self.cfg.resolvers {
+            self.resolve_one(&ups);
         }
         let mean = self.cfg.seal_every;
         let next = self.between(std::time::Duration::ZERO, mean * 2);
@@ -244,6 +251,112 @@ impl Sim {
         }
         self.command(n, Command::LocalHeadsChanged);
         Some(seal_id)
+    }
+}
+
+impl Sim {
+    /// One user resolves one conflict its node recorded, as `ivaldi p2p resolve`
+    /// does: a clean three-way merge when there is one (`--take merge`), else
+    /// one side's tree (`--take local` or `remote`, chosen at random), in a seal
+    /// whose parents are both heads. The user is drawn at random among those
+    /// whose node lists a divergence that is still real (the node may have
+    /// fast-forwarded to another user's resolution meanwhile), so with a tick
+    /// every few seconds users act some seconds after the conflict, one at a
+    /// time, as people do.
+    fn resolve_one(&mut self, users: &[usize]) {
+        let mut open: Vec<(usize, TimelineName, ObjectId, ObjectId)> = Vec::new();
+        for &n in users {
+            let Some(node) = self.nodes[n].node.as_ref() else {
+                continue;
+            };
+            let store = &self.nodes[n].store;
+            let heads = store.heads().unwrap_or_default();
+            for c in node.conflicts() {
+                let Some(&head) = heads.get(&c.timeline) else {
+                    continue;
+                };
+                if !store.has(&c.remote) {
+                    continue;
+                }
+                let relation = sync::relate(Some(head), c.remote, &mut |id| store.seal(id));
+                if matches!(relation, Ok(Relation::Diverged { .. }))
+                    && !open.iter().any(|(m, t, ..)| *m == n && *t == c.timeline)
+                {
+                    open.push((n, c.timeline.clone(), head, c.remote));
+                }
+            }
+        }
+        if open.is_empty() {
+            return;
+        }
+        let (n, timeline, local, remote) =
+            open.swap_remove(self.rng.below(open.len() as u64) as usize);
+        let store = &self.nodes[n].store;
+        let merged = conflict::auto_merge(store, &local, &remote).ok().flatten();
+        let (tree, mut objects, how) = match merged {
+            Some(m) => {
+                let Some(tree) = m
+                    .objects
+                    .last()
+                    .and_then(|(_, b)| Seal::decode(b).ok())
+                    .map(|s| s.tree)
+                else {
+                    return;
+                };
+                // The merge's blobs and trees; the user writes its own seal.
+                let mut objects = m.objects;
+                objects.pop();
+                (tree, objects, "merge")
+            }
+            None => {
+                let take_local = self.rng.below(2) == 0;
+                let side = if take_local { local } else { remote };
+                let Some(tree) = store
+                    .raw(&side)
+                    .and_then(|b| Seal::decode(b).ok())
+                    .map(|s| s.tree)
+                else {
+                    return;
+                };
+                (
+                    tree,
+                    Vec::new(),
+                    if take_local { "local" } else { "remote" },
+                )
+            }
+        };
+        let seal = Seal {
+            tree,
+            parents: vec![local, remote],
+            author: format!("n{n}"),
+            time: Timestamp {
+                seconds: 1_700_000_000 + (self.local(n).as_micros() / 1_000_000) as i64,
+                offset_minutes: 0,
+            },
+            message: format!(
+                "Resolve {timeline}: take {how} ({} and {})",
+                local.short(),
+                remote.short()
+            ),
+        };
+        let Ok(bytes) = seal.encode() else { return };
+        let id = ObjectId::hash(&bytes);
+        objects.push((id, bytes));
+        self.counters.resolutions += 1;
+        let sn = &mut self.nodes[n];
+        let changes = sn
+            .store
+            .commit_local(objects, timeline.clone(), id, &mut self.pool);
+        self.after_changes(n, changes);
+        self.nodes[n].made.push(id);
+        self.made.push((id, n, timeline.clone()));
+        if self.trace.enabled() {
+            self.trace_line(
+                Some(n),
+                &format!("RESOLVE {timeline}: take {how} -> {}", id.short()),
+            );
+        }
+        self.command(n, Command::LocalHeadsChanged);
     }
 }
 
