@@ -667,11 +667,22 @@ fn print_peers(peers: &Value, verbose: bool) {
         );
         if verbose {
             print!(
-                "  state {}  syncing {}  queued {} B  encrypted {}",
+                "\n    handshake {}  sync {}  serving {}  queued {} B  encrypted {}  routed {}\n    features {}  last error {}",
                 p["state"].as_str().unwrap_or("?"),
-                p["syncing"],
+                p["sync_phase"].as_str().unwrap_or("?"),
+                p["serving"],
                 p["queued_bytes"],
-                p["encrypted"]
+                p["encrypted"],
+                p["routed_via_mesh"],
+                p["features"]
+                    .as_array()
+                    .map(|f| f
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
+                p["last_error"].as_str().unwrap_or("none"),
             );
         }
         println!();

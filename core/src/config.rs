@@ -97,6 +97,13 @@ pub struct Config {
     pub allowed_networks: Vec<String>,
     /// Compress object frames when the peer supports it.
     pub compression: bool,
+    /// Inbound connections one IP address may open in a burst; beyond it they
+    /// are refused until its allowance refills at `accept_rate_per_sec`. Keeps
+    /// one host from churning connections (every accepted one costs a Noise
+    /// handshake) while honest peers, which connect a few times, never notice.
+    pub accept_burst: u32,
+    /// Refill rate of `accept_burst`, connections per second.
+    pub accept_rate_per_sec: u32,
     /// A connection must finish its handshake within this time.
     #[serde(with = "duration_text")]
     pub handshake_timeout: Duration,
@@ -173,6 +180,8 @@ impl Default for Config {
             allowed_networks: Vec::new(),
             compression: true,
             handshake_timeout: Duration::from_secs(10),
+            accept_burst: 30,
+            accept_rate_per_sec: 2,
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             bind_addr: "0.0.0.0".to_owned(),
@@ -250,6 +259,12 @@ impl Config {
                     format!("{a:?} is not an ip or ip:port address"),
                 ));
             }
+        }
+        if self.accept_burst == 0 || self.accept_rate_per_sec == 0 {
+            return Err(invalid(
+                "accept_burst/accept_rate_per_sec",
+                "must be at least 1",
+            ));
         }
         if self.heartbeat_misses == 0 {
             return Err(invalid("heartbeat_misses", "must be at least 1"));

@@ -499,6 +499,10 @@ struct RouteTable {
     /// ...as `(start, len)` in `alts` per node (empty: unreachable within
     /// `max_hops`, or ourselves).
     alt_span: Vec<(usize, usize)>,
+    /// Destinations whose cheapest paths all exceed `max_hops` but that a
+    /// longer-costing path within the limit reaches: that path, ourselves
+    /// first, with its cost. One path each, no load balancing.
+    fallback: BTreeMap<usize, (Vec<usize>, u64)>,
 }
 
 impl RouteTable {
@@ -514,6 +518,17 @@ impl RouteTable {
     fn alts(&self, v: usize) -> &[Alt] {
         let (start, len) = self.alt_span[v];
         &self.alts[start..start + len]
+    }
+
+    /// `v`'s fallback path as an alternative.
+    fn fallback_alt(&self, v: usize) -> Option<Alt> {
+        let (path, cost) = self.fallback.get(&v)?;
+        Some(Alt {
+            first: *path.get(1)?,
+            cost: *cost,
+            hops: path.len() - 1,
+            pred: path[path.len() - 2],
+        })
     }
 
     fn index(&self, id: &str) -> Option<usize> {
@@ -532,7 +547,7 @@ impl RouteTable {
 
     /// How many nodes have a route.
     fn reachable(&self) -> usize {
-        self.alt_span.iter().filter(|s| s.1 > 0).count()
+        self.alt_span.iter().filter(|s| s.1 > 0).count() + self.fallback.len()
     }
 
     /// The cheapest alternative (then fewest hops, then lowest first-hop id).
@@ -541,6 +556,7 @@ impl RouteTable {
             .iter()
             .min_by_key(|a| (a.cost, a.hops, a.first))
             .copied()
+            .or_else(|| self.fallback_alt(v))
     }
 
     /// The alternative session `session` uses: rendezvous hashing, so a session
@@ -551,12 +567,17 @@ impl RouteTable {
         let a = self
             .alts(v)
             .iter()
-            .max_by_key(|a| (mix(session ^ self.id_hash[a.first]), Reverse(a.first)))?;
-        Some((v, *a))
+            .max_by_key(|a| (mix(session ^ self.id_hash[a.first]), Reverse(a.first)))
+            .copied()
+            .or_else(|| self.fallback_alt(v))?;
+        Some((v, a))
     }
 
     /// The node ids from us to `v` along alternative `alt`.
     fn path(&self, v: usize, alt: Alt) -> Option<Vec<String>> {
+        if let Some((path, _)) = self.fallback.get(&v) {
+            return Some(path.iter().map(|&i| self.id(i).to_owned()).collect());
+        }
         let mut out = vec![self.id(v).to_owned()];
         let mut cur = alt;
         // Predecessors are settled strictly earlier, so this ends; the bound
@@ -1608,6 +1629,62 @@ impl Mesh {
             alts.extend_from_slice(&cand);
         }
 
+        // Destinations whose near-cheapest paths are all too long: the
+        // cheapest path within `max_hops`, by a hop-bounded Bellman-Ford (one
+        // round per hop), only when there are any.
+        let mut fallback = BTreeMap::new();
+        let missing: Vec<usize> = (0..n)
+            .filter(|&v| v != g.me && dist[v] != u64::MAX && alt_span[v].1 == 0)
+            .collect();
+        if !missing.is_empty() {
+            // cost[h][v], and the node before v on that path.
+            let mut cost = vec![vec![u64::MAX; n]; max_hops + 1];
+            let mut prev = vec![vec![usize::MAX; n]; max_hops + 1];
+            cost[0][g.me] = 0;
+            for h in 1..=max_hops {
+                let (done, rest) = cost.split_at_mut(h);
+                let (last, cur) = (&done[h - 1], &mut rest[0]);
+                cur.copy_from_slice(last);
+                prev[h] = prev[h - 1].clone();
+                for u in 0..n {
+                    if last[u] == u64::MAX {
+                        continue;
+                    }
+                    for &(v, w) in g.links(u) {
+                        let c = last[u].saturating_add(w);
+                        if c < cur[v] {
+                            cur[v] = c;
+                            prev[h][v] = u;
+                        }
+                    }
+                }
+            }
+            for v in missing {
+                if cost[max_hops][v] == u64::MAX {
+                    continue;
+                }
+                // Walk back: at layer h, the node before v is prev[h][v], reached
+                // within h - 1 hops.
+                let mut path = vec![v];
+                let (mut cur, mut h) = (v, max_hops);
+                while cur != g.me && h > 0 {
+                    let p = prev[h][cur];
+                    if p == usize::MAX {
+                        break;
+                    }
+                    // The layer where p's cost was last improved is the one
+                    // whose path we follow; any layer with the same cost works.
+                    path.push(p);
+                    cur = p;
+                    h -= 1;
+                }
+                if cur == g.me {
+                    path.reverse();
+                    fallback.insert(v, (path, cost[max_hops][v]));
+                }
+            }
+        }
+
         let mut names = String::with_capacity(g.keys.iter().map(|k| k.1.len()).sum());
         let mut ends = Vec::with_capacity(n);
         for k in &g.keys {
@@ -1623,6 +1700,7 @@ impl Mesh {
             me: g.me,
             alts,
             alt_span,
+            fallback,
         }
     }
 

@@ -217,3 +217,33 @@ fn a_request_for_a_seal_the_peer_may_not_read_is_refused() {
         net.nodes[b].store.objects.len() as u64
     });
 }
+
+#[test]
+fn one_address_churning_connections_is_rate_limited_while_others_connect() {
+    use ivaldi_core::noise::Keypair;
+    use ivaldi_core::rng::Rng;
+    use ivaldi_core::time::Instant;
+    let cfg = Config {
+        accept_burst: 5,
+        accept_rate_per_sec: 1,
+        max_peers: 1000,
+        ..cfg()
+    };
+    let mut rng = Rng::from_u64(7);
+    let kp = Keypair::generate(&mut rng);
+    let mut node = ivaldi_core::node::Node::new(cfg, kp, [7; 32], Instant::ZERO);
+    let hostile: std::net::SocketAddr = "127.0.0.66:40000".parse().unwrap();
+    let honest: std::net::SocketAddr = "127.0.0.77:40000".parse().unwrap();
+    let accepted = (0..50)
+        .filter(|_| node.handle_accepted(Instant::ZERO, hostile).is_some())
+        .count();
+    assert_eq!(accepted, 5, "the burst, then nothing");
+    assert_eq!(node.stats().accepts_rate_limited, 45);
+    assert!(node.handle_accepted(Instant::ZERO, honest).is_some());
+    // The allowance refills with time.
+    let later = Instant::ZERO + Duration::from_secs(2);
+    let again = (0..10)
+        .filter(|_| node.handle_accepted(later, hostile).is_some())
+        .count();
+    assert_eq!(again, 2);
+}

@@ -281,6 +281,20 @@ impl Conn {
                 + self.ctrl.iter().map(Vec::len).sum::<usize>(),
             remote_repos: self.remote_repos.clone(),
             routed_via_mesh: self.route.is_some(),
+            sync_phase: match &self.pull {
+                None => "idle".to_owned(),
+                Some(p) => match p.state {
+                    PullState::Requested => format!("sync {} requested", p.sync),
+                    PullState::Receiving => format!(
+                        "sync {} receiving {}/{} objects",
+                        p.sync, p.received, p.expected
+                    ),
+                    PullState::Landing => format!("sync {} landing", p.sync),
+                },
+            },
+            serving: self.serving.len(),
+            features: self.remote_features.clone(),
+            last_error: None,
         }
     }
 }

@@ -219,6 +219,8 @@ pub struct Stats {
     /// Heads refused because the peer may not write the timeline, and sync
     /// requests refused because it may not read what it asked for.
     pub access_refused: u64,
+    /// Inbound connections refused by the per-IP rate limit.
+    pub accepts_rate_limited: u64,
 }
 
 /// Per-peer sync state, kept across reconnects.
@@ -264,6 +266,16 @@ pub struct PeerStatus {
     pub remote_repos: Vec<String>,
     /// A session carried through relays rather than a direct socket.
     pub routed_via_mesh: bool,
+    /// Where this connection's pull is: `idle`, `requested` (sync_request
+    /// sent), `receiving N/M objects`, or `landing` (verified objects being
+    /// written), with the sync id; for `peers --verbose`.
+    pub sync_phase: String,
+    /// Sync requests from the peer being served on this connection.
+    pub serving: usize,
+    /// Protocol features the peer offered.
+    pub features: Vec<String>,
+    /// The last sync error with this peer, if any.
+    pub last_error: Option<String>,
 }
 
 struct Dialer {
@@ -343,6 +355,9 @@ pub struct Node {
     next_mesh_check: Instant,
     /// When the next anti-entropy summary goes to a random neighbour.
     next_summary: Instant,
+    /// Per-IP allowance of inbound connections, in millionths, and when it
+    /// was last topped up (see `accept_allowed`).
+    accept_buckets: BTreeMap<core::net::IpAddr, (u64, Instant)>,
 }
 
 impl Node {
@@ -384,6 +399,7 @@ impl Node {
             last_now: now,
             next_mesh_check: now,
             next_summary: now,
+            accept_buckets: BTreeMap::new(),
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
@@ -414,7 +430,18 @@ impl Node {
 
     /// Every connection.
     pub fn peers(&self) -> Vec<PeerStatus> {
-        self.conns.values().map(|c| c.status()).collect()
+        self.conns
+            .values()
+            .map(|c| {
+                let mut s = c.status();
+                s.last_error = c
+                    .peer
+                    .as_ref()
+                    .and_then(|p| self.peers.get(p))
+                    .and_then(|r| r.last_error.clone());
+                s
+            })
+            .collect()
     }
 
     /// Per-peer sync state.
@@ -686,6 +713,11 @@ impl Node {
         }
         if !self.filter.allows(addr.ip()) {
             tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
+            return None;
+        }
+        if !self.accept_allowed(now, addr.ip()) {
+            self.stats.accepts_rate_limited += 1;
+            tracing::info!(%addr, "refusing inbound connection: per-IP rate limit");
             return None;
         }
         let id = self.alloc_conn();
@@ -1493,6 +1525,33 @@ impl Node {
         }
         self.send(now, conn, Message::Handshake(hello));
         Ok(())
+    }
+
+    /// Takes one connection from `ip`'s allowance (a token bucket of
+    /// `accept_burst`, refilled at `accept_rate_per_sec`), if it has one left.
+    fn accept_allowed(&mut self, now: Instant, ip: core::net::IpAddr) -> bool {
+        const MAX_TRACKED: usize = 4096;
+        let cap = u64::from(self.cfg.accept_burst) * 1_000_000;
+        let rate = u64::from(self.cfg.accept_rate_per_sec);
+        let refill = |(tokens, at): (u64, Instant)| {
+            let gained = (now.saturating_since(at).as_micros() as u64).saturating_mul(rate);
+            (tokens.saturating_add(gained).min(cap), now)
+        };
+        if !self.accept_buckets.contains_key(&ip) && self.accept_buckets.len() >= MAX_TRACKED {
+            // Forget the addresses whose allowance is full again: they are
+            // indistinguishable from new ones.
+            self.accept_buckets.retain(|_, b| refill(*b).0 < cap);
+            if self.accept_buckets.len() >= MAX_TRACKED {
+                return false;
+            }
+        }
+        let b = self.accept_buckets.entry(ip).or_insert((cap, now));
+        *b = refill(*b);
+        if b.0 < 1_000_000 {
+            return false;
+        }
+        b.0 -= 1_000_000;
+        true
     }
 
     /// What `peer` may do with `timeline` (see [`crate::access`]).
