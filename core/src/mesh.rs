@@ -1646,12 +1646,12 @@ impl Mesh {
                 let (last, cur) = (&done[h - 1], &mut rest[0]);
                 cur.copy_from_slice(last);
                 prev[h] = prev[h - 1].clone();
-                for u in 0..n {
-                    if last[u] == u64::MAX {
+                for (u, &cu) in last.iter().enumerate() {
+                    if cu == u64::MAX {
                         continue;
                     }
                     for &(v, w) in g.links(u) {
-                        let c = last[u].saturating_add(w);
+                        let c = cu.saturating_add(w);
                         if c < cur[v] {
                             cur[v] = c;
                             prev[h][v] = u;
