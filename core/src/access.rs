@@ -191,7 +191,10 @@ mod tests {
             rule("x", &["@nobody"], Access::Read),
             rule("x", &["abc"], Access::Read),
         ] {
-            assert!(validate(std::slice::from_ref(&r), &groups).is_err(), "{r:?}");
+            assert!(
+                validate(std::slice::from_ref(&r), &groups).is_err(),
+                "{r:?}"
+            );
         }
         let groups = BTreeMap::from([("t".to_owned(), vec!["nope".to_owned()])]);
         assert!(validate(&[], &groups).is_err());
