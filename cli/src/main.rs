@@ -211,7 +211,15 @@ fn run(cli: Cli) -> Result<(), Failed> {
             r
         }
         Cmd::Verify { json } => verify(&repo, json),
-        Cmd::Gc { dry_run, json } => gc(&mut repo, dry_run, json),
+        Cmd::Gc { dry_run, json } => {
+            gc(&mut repo, dry_run, json)?;
+            // A running daemon re-reads the pack list, so it stops counting
+            // removed objects as present.
+            if !dry_run {
+                p2p::notify_local_change(repo.root());
+            }
+            Ok(())
+        }
         Cmd::Update => {
             match ops::update(&mut repo)? {
                 ops::UpdateOutcome::UpToDate => println!("Already up to date"),

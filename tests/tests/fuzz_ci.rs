@@ -53,8 +53,8 @@ fn run(cmd: &mut Command, what: &str) -> Output {
 fn runs_done(out: &Output) -> Option<u64> {
     let text = String::from_utf8_lossy(&out.stderr);
     text.lines()
-        .filter_map(|l| l.split_once("Done ")?.1.split_once(" runs")?.0.parse().ok())
-        .last()
+        .rev()
+        .find_map(|l| l.split_once("Done ")?.1.split_once(" runs")?.0.parse().ok())
 }
 
 #[test]

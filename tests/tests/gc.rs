@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ivaldi_shell_smol::repo::gc::GC_POINTS;
-use ivaldi_tests::p2p::{Daemon, configure_loopback, p2p_empty, p2p_repo, wait_until};
+use ivaldi_tests::p2p::{Daemon, Relay, configure_loopback, p2p_empty, p2p_repo, wait_until};
 use ivaldi_tests::{Repo, describe_output, pseudo_random_bytes};
 use serde_json::Value;
 
@@ -272,4 +272,70 @@ fn a_repository_after_gc_serves_a_clone_and_syncs() {
     );
     verify_json(&b);
     verify_json(a);
+}
+
+#[test]
+fn gc_during_a_landing_sync_loses_nothing_and_the_sync_completes() {
+    let g = garbage();
+    let a = &g.r;
+    configure_loopback(a, &[]);
+    let da = Daemon::start("A", a);
+    let b = p2p_empty();
+    let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
+    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    // Garbage on B too: a crashed seal.
+    b.write("junk.txt", "junk\n");
+    let out = b.run_env(
+        &["seal", "-m", "junk"],
+        &[("IVALDI_CRASH_AT", "seal.pack-landed")],
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(SIGABRT),
+        "{}",
+        describe_output(&out)
+    );
+
+    for i in 0..4 {
+        a.write(
+            &format!("more/{i}.bin"),
+            pseudo_random_bytes(40 + i, 1 << 20),
+        );
+        a.seal(&format!("more {i}"));
+    }
+    let head = a.head_of("main").expect("A has a head");
+    // Through a slow relay, so gc runs while B's daemon is receiving.
+    let relay = Relay::start(da.socket_addr(), 200_000);
+    configure_loopback(&b, &[]);
+    b.ok(&["p2p", "add-peer", &relay.addr().to_string()]);
+    let db = Daemon::start("B", &b);
+    wait_until(
+        Duration::from_secs(30),
+        "B to start receiving",
+        || db.status()["stats"]["bytes_in"].as_u64().unwrap_or(0) > 200_000,
+        || db.diagnostics(),
+    );
+    let report = b.json(&["gc", "--json"]);
+    assert!(
+        report["objects_removed"].as_u64() > Some(0),
+        "B's crashed seal is garbage: {report}"
+    );
+    assert_ne!(
+        b.head_of("main").as_deref(),
+        Some(head.as_str()),
+        "the transfer ended before gc ran; slow the relay down"
+    );
+    relay.set_rate(0);
+    wait_until(
+        Duration::from_secs(60),
+        "B's sync to complete after gc",
+        || {
+            let _ = b.run(&["p2p", "sync"]);
+            b.head_of("main").as_deref() == Some(head.as_str())
+        },
+        || db.diagnostics(),
+    );
+    verify_json(&b);
+    b.ok(&["update"]);
+    assert_eq!(b.read("more/3.bin"), a.read("more/3.bin"));
 }
