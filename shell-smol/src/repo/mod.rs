@@ -658,3 +658,26 @@ fn random_id() -> Result<String> {
         .at(path)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::atomic_tmp_pid;
+
+    #[test]
+    fn atomic_write_leftovers_are_recognised_by_name() {
+        assert_eq!(atomic_tmp_pid(".HEAD.1234.tmp"), Some(1234));
+        assert_eq!(atomic_tmp_pid(".config.json.77.tmp"), Some(77));
+        assert_eq!(atomic_tmp_pid(".main.9.tmp"), Some(9));
+        // Real files and other temporaries are never taken for leftovers.
+        for name in [
+            "HEAD",
+            "config.json",
+            ".HEAD.tmp",
+            ".HEAD.x1.tmp",
+            "a.1.tmp",
+            ".1.tmp2",
+        ] {
+            assert_eq!(atomic_tmp_pid(name), None, "{name}");
+        }
+    }
+}
