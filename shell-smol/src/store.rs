@@ -66,6 +66,11 @@ impl Store for DiskStore {
     }
 }
 
+/// A pull's objects land in checkpoints of about this size, so a transfer that
+/// is interrupted (the daemon killed, the connection lost) keeps what arrived
+/// before the last checkpoint on disk instead of dropping the whole batch.
+pub const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Carries out the core's store requests against the repository.
 pub struct DiskWriter {
     repo: Repository,
@@ -113,6 +118,18 @@ impl DiskWriter {
                         return Some((batch, Err(failed(e))));
                     }
                 }
+                let full = writer.bytes() >= CHECKPOINT_BYTES;
+                if full && self.repo.store.is_closed(writer) {
+                    // Land what arrived so far (closed, so it keeps the closure
+                    // invariant; unreachable until the heads move, so gc may
+                    // collect it if the pull is never finished). The rest of
+                    // the batch goes to a fresh pack.
+                    if let Some(w) = self.batches.remove(&batch)
+                        && let Err(e) = self.checkpoint(w)
+                    {
+                        return Some((batch, Err(failed(e))));
+                    }
+                }
                 None
             }
             StoreRequest::Abort { batch } => {
@@ -121,6 +138,14 @@ impl DiskWriter {
             }
             StoreRequest::Land { batch, updates } => Some((batch, self.land(batch, updates))),
         }
+    }
+
+    fn checkpoint(&mut self, writer: PackWriter) -> Result<(), RepoError> {
+        let _lock = self.repo.lock()?;
+        let n = self.repo.store.commit(writer)?;
+        crate::repo::fault::point("sync.checkpoint-landed");
+        tracing::debug!(objects = n, "pull checkpoint landed");
+        Ok(())
     }
 
     fn land(

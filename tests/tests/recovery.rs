@@ -113,7 +113,8 @@ fn behind<'a>(a: &'a Repo, b: &Repo) -> (Daemon<'a>, String, String) {
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
     b.ok(&["p2p", "clone", &da.addr(), &dir]);
     assert_eq!(b.head_of("main").as_deref(), Some(old.as_str()));
-    a.write("big.bin", pseudo_random_bytes(11, MIB + 300_000));
+    // Above the daemon's 4 MiB checkpoint, so a pull lands in two packs.
+    a.write("big.bin", pseudo_random_bytes(11, 5 * MIB + 300_000));
     a.seal("big file");
     a.write("start.txt", "start, edited\n");
     a.write("dir/new.txt", "new\n");

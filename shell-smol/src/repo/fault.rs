@@ -30,6 +30,7 @@ pub const POINTS: &[&str] = &[
 /// Crash points on the receiving side of a sync (the daemon).
 pub const SYNC_POINTS: &[&str] = &[
     "pack.before-rename",
+    "sync.checkpoint-landed",
     "sync.objects-landed",
     "sync.head-moved",
 ];

@@ -296,6 +296,16 @@ impl Store {
         PackWriter::new(&self.tmp)
     }
 
+    /// Whether every child of every object in `writer` is in the store or the
+    /// batch: the batch could land now. Objects of a pull arrive in landing order
+    /// (each after everything it refers to), so any prefix of a pull is closed.
+    pub fn is_closed(&self, writer: &PackWriter) -> bool {
+        writer
+            .needs
+            .iter()
+            .all(|(_, m)| self.contains(m) || writer.seen.contains(m))
+    }
+
     /// Lands a finished batch: checks closure, fsyncs, renames the pack into place
     /// and makes its objects visible. An empty batch writes nothing.
     pub fn commit(&mut self, mut writer: PackWriter) -> Result<usize> {
@@ -459,6 +469,11 @@ impl PackWriter {
             .push((id, offset, data.len() as u32 + 1, ObjectKind::Blob));
         self.seen.insert(id);
         Ok(id)
+    }
+
+    /// Bytes written to the batch so far.
+    pub fn bytes(&self) -> u64 {
+        self.offset
     }
 
     /// The number of objects in the batch.
