@@ -157,6 +157,54 @@ pub struct Config {
     /// Protocol features not to offer (`lz4`, `topology-summary`): for testing
     /// that peers lacking a feature still interoperate over the common subset.
     pub features_off: Vec<String>,
+    /// Most bytes per second this node sends to all peers together (0: no
+    /// cap). Bulk object data waits for the allowance; control messages
+    /// (heartbeats, announcements, sync replies) never wait but are counted,
+    /// so sessions stay alive on a saturated link. Written as a number of
+    /// bytes or as text with a binary suffix (`"500K"`, `"10M"`, `"1G"`).
+    #[serde(with = "rate_text")]
+    pub upload_rate: u64,
+    /// Most bytes per second this node reads from all peers together (0: no
+    /// cap). The daemon stops reading a socket while the allowance is spent,
+    /// which lets TCP flow control slow the sender down.
+    #[serde(with = "rate_text")]
+    pub download_rate: u64,
+    /// Upload cap for each peer on its own (0: no cap), on top of `upload_rate`.
+    #[serde(with = "rate_text")]
+    pub peer_upload_rate: u64,
+    /// Download cap for each peer on its own (0: no cap), on top of `download_rate`.
+    #[serde(with = "rate_text")]
+    pub peer_download_rate: u64,
+    /// Per-peer caps by node id, replacing `peer_upload_rate` and
+    /// `peer_download_rate` for that peer (0 there means no cap for it).
+    pub peer_rates: std::collections::BTreeMap<String, PeerRates>,
+}
+
+/// Rate caps for one peer (bytes per second, 0: no cap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerRates {
+    #[serde(with = "rate_text")]
+    pub upload: u64,
+    #[serde(with = "rate_text")]
+    pub download: u64,
+}
+
+impl Config {
+    /// The upload cap for one peer (0: none): its `peer_rates` entry, else
+    /// `peer_upload_rate`.
+    pub fn peer_upload_cap(&self, peer: &str) -> u64 {
+        self.peer_rates
+            .get(peer)
+            .map_or(self.peer_upload_rate, |r| r.upload)
+    }
+
+    /// The download cap for one peer (0: none), like [`Config::peer_upload_cap`].
+    pub fn peer_download_cap(&self, peer: &str) -> u64 {
+        self.peer_rates
+            .get(peer)
+            .map_or(self.peer_download_rate, |r| r.download)
+    }
 }
 
 impl Default for Config {
@@ -198,6 +246,11 @@ impl Default for Config {
             peer_groups: std::collections::BTreeMap::new(),
             access: Vec::new(),
             features_off: Vec::new(),
+            upload_rate: 0,
+            download_rate: 0,
+            peer_upload_rate: 0,
+            peer_download_rate: 0,
+            peer_rates: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -278,6 +331,14 @@ impl Config {
                 ));
             }
         }
+        for p in self.peer_rates.keys() {
+            if p.len() != 64 || !crate::id::is_hex(p) {
+                return Err(invalid(
+                    "peer_rates",
+                    format!("{p:?} is not a node id (64 hex digits)"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -339,6 +400,72 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Parses a rate or size: plain bytes (`"65536"`) or a number with a binary
+/// suffix `K`, `M`, `G` (powers of 1024), optionally followed by `B`/`iB` and
+/// `/s`: `"500K"`, `"10MB/s"`, `"1GiB"`. `"0"` means no cap.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("{text:?}: unknown unit (use K, M or G)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let digits = digits.trim();
+    if digits.is_empty() {
+        return Err(format!("{text:?}: expected a number"));
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number of bytes"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?}: too large"))
+}
+
+/// Formats a rate the way [`parse_rate`] reads it (`"10M"`, `"1500"`).
+pub fn format_rate(bytes: u64) -> String {
+    for (suffix, m) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+        if bytes != 0 && bytes.is_multiple_of(m) {
+            return format!("{}{suffix}", bytes / m);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Rates are stored as numbers; text such as `"10M"` is accepted when read.
+mod rate_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(r: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*r)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Text(t) => parse_rate(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 mod duration_text {
     use super::*;
 
@@ -368,6 +495,39 @@ mod tests {
         for d in ["30s", "5m", "2h", "250ms"] {
             assert_eq!(format_duration(parse_duration(d).unwrap()), d);
         }
+    }
+
+    #[test]
+    fn rates_parse_and_format() {
+        assert_eq!(parse_rate("65536"), Ok(65536));
+        assert_eq!(parse_rate("500K"), Ok(500 * 1024));
+        assert_eq!(parse_rate("10MB/s"), Ok(10 << 20));
+        assert_eq!(parse_rate("1G"), Ok(1 << 30));
+        assert_eq!(parse_rate("2 MiB/s"), Ok(2 << 20));
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert!(parse_rate("10X").is_err());
+        assert!(parse_rate("M").is_err());
+        assert!(parse_rate("").is_err());
+        assert!(parse_rate("-5").is_err());
+        assert!(parse_rate("99999999999999G").is_err());
+        for r in ["10M", "500K", "1G", "1500"] {
+            assert_eq!(format_rate(parse_rate(r).unwrap()), r);
+        }
+        let c: Config =
+            serde_json::from_str(r#"{"upload_rate": "1M", "download_rate": 2048}"#).unwrap();
+        assert_eq!((c.upload_rate, c.download_rate), (1 << 20, 2048));
+        let peer = "ab".repeat(32);
+        let c: Config = serde_json::from_str(&format!(
+            r#"{{"peer_upload_rate": "4K", "peer_rates": {{"{peer}": {{"upload": "1K"}}}}}}"#
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.peer_upload_cap(&peer), 1024);
+        assert_eq!(c.peer_download_cap(&peer), 0);
+        assert_eq!(c.peer_upload_cap(&"cd".repeat(32)), 4096);
+        let bad: Config =
+            serde_json::from_str(r#"{"peer_rates": {"nope": {"upload": 1}}}"#).unwrap();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -67,6 +67,17 @@ pub(super) struct Pull {
     pub merges: Vec<Conflict>,
     /// Resolutions to tell the peer about once the batch has landed.
     pub resolved: Vec<(Conflict, ObjectId)>,
+    /// Objects put into `batch` since the last checkpoint, with their
+    /// children, in landing order.
+    pub staged: Vec<(ObjectId, Vec<ObjectId>)>,
+    /// Encoded bytes of `staged`.
+    pub staged_bytes: u64,
+    /// The checkpoint batch being landed, if any: at most one is in flight, so
+    /// a failed checkpoint never leaves a later batch referring to its objects.
+    pub checkpoint: Option<u64>,
+    /// `sync_complete` arrived while a checkpoint was in flight: finish when
+    /// it lands.
+    pub complete: bool,
 }
 
 impl Pull {
@@ -90,6 +101,10 @@ impl Pull {
             conflicts: Vec::new(),
             merges: Vec::new(),
             resolved: Vec::new(),
+            staged: Vec::new(),
+            staged_bytes: 0,
+            checkpoint: None,
+            complete: false,
         }
     }
 }
@@ -161,6 +176,14 @@ pub(super) struct Conn {
     pub out_pos: usize,
     /// Encoded frames waiting for the channel.
     pub ctrl: VecDeque<Vec<u8>>,
+    /// Where the one batch of bulk (object) data produced under an upload
+    /// cap sits in `out`: bytes before and after it are control traffic,
+    /// which is never held for tokens (see `Node::sendable`).
+    pub bulk_start: usize,
+    pub bulk_end: usize,
+    /// This connection's own upload and download caps (per peer).
+    pub up: super::rate::Bucket,
+    pub down: super::rate::Bucket,
     pub blocked: bool,
     pub peer: Option<String>,
     pub shares_repo: bool,
@@ -212,6 +235,10 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             ctrl: VecDeque::new(),
+            bulk_start: 0,
+            bulk_end: 0,
+            up: super::rate::Bucket::new(0, now),
+            down: super::rate::Bucket::new(0, now),
             blocked: false,
             peer: None,
             shares_repo: false,
@@ -250,12 +277,25 @@ impl Conn {
     pub fn take_out(&mut self, max: usize) -> Vec<u8> {
         let n = self.pending_out().min(max);
         let chunk = self.out[self.out_pos..self.out_pos + n].to_vec();
+        self.consume_out(n);
+        chunk
+    }
+
+    /// Marks `n` bytes of `out` as handed on, emptying it when all were.
+    pub fn consume_out(&mut self, n: usize) {
         self.out_pos += n;
-        if self.out_pos == self.out.len() {
+        if self.out_pos >= self.out.len() {
             self.out.clear();
             self.out_pos = 0;
+            self.bulk_start = 0;
+            self.bulk_end = 0;
         }
-        chunk
+    }
+
+    /// Bulk bytes of `out` not yet handed on.
+    pub fn bulk_pending(&self) -> usize {
+        self.bulk_end
+            .saturating_sub(self.out_pos.max(self.bulk_start))
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -25,6 +25,7 @@
 //! inputs, store answers and seed, a node produces the same outputs.
 
 mod conn;
+mod rate;
 mod relay;
 
 use core::net::SocketAddr;
@@ -238,6 +239,9 @@ pub struct PeerRecord {
     pub last_error: Option<String>,
 }
 
+    /// An upload or download cap's allowance refills: held object data can
+    /// go out, or a paused socket can be read again.
+    RateLimit,
 /// A recorded divergence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Conflict {
@@ -418,6 +422,12 @@ impl Node {
         &self.cfg
     }
 
+    /// The node-wide upload and download caps (`upload_rate`, `download_rate`);
+    /// each connection has its own per-peer buckets as well.
+    up_bucket: rate::Bucket,
+    down_bucket: rate::Bucket,
+    /// Whether (and how) every message is reported as [`Event::Message`].
+    trace: TraceMode,
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -462,6 +472,9 @@ impl Node {
             .map(|(a, _)| *a)
             .collect()
     }
+            up_bucket: rate::Bucket::new(0, now),
+            down_bucket: rate::Bucket::new(0, now),
+            trace: TraceMode::Off,
 
     /// Why the node last asked to be woken (for debugging).
     pub fn last_timeout_reason(&self) -> Option<TimeoutReason> {
@@ -681,12 +694,11 @@ impl Node {
                 }
                 continue;
             }
-            let n = (c.out.len() - c.out_pos).min(TRANSMIT_CHUNK);
-            buf.extend_from_slice(&c.out[c.out_pos..c.out_pos + n]);
-            c.out_pos += n;
-            if c.out_pos == c.out.len() {
-                c.out.clear();
-                c.out_pos = 0;
+            let n = Self::sendable(c, &mut self.up_bucket, now).min(TRANSMIT_CHUNK);
+            if n == 0 {
+                // Bulk data waiting for the upload cap; `poll_timeout` wakes
+                // the owner when the allowance refills.
+                continue;
             }
             self.stats.bytes_out += n as u64;
             self.last_rr = id;
@@ -725,6 +737,9 @@ impl Node {
             id,
             addr,
             Direction::Inbound,
+                    if let Some(t) = self.rate_wake(c) {
+                        consider(t, TimeoutReason::RateLimit);
+                    }
             now,
             self.cfg.heartbeat_interval,
             self.cfg.max_message_size,
@@ -765,6 +780,7 @@ impl Node {
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
         self.last_now = self.last_now.max(now);
+        self.apply_rates(now);
         self.stats.bytes_in += data.len() as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -783,6 +799,10 @@ impl Node {
         }
         if !was_established
             && noise.is_established()
+            buf.extend_from_slice(&c.out[c.out_pos..c.out_pos + n]);
+            c.consume_out(n);
+            c.up.charge(n as u64, now);
+            self.up_bucket.charge(n as u64, now);
             && let Err(reason) = self.on_established(now, conn, store)
         {
             return self.close(conn, &reason);
@@ -790,6 +810,132 @@ impl Node {
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
+    /// How many of a connection's pending bytes may go out now. Control
+    /// traffic always may, together with any bulk data queued ahead of it (the
+    /// bytes are encrypted in order, so a heartbeat behind an object frame can
+    /// only leave after it): the debt this leaves is paid back by holding the
+    /// next bulk data. Bulk data on its own waits for the upload allowance.
+    fn sendable(c: &mut Conn, global: &mut rate::Bucket, now: Instant) -> usize {
+        let pending = c.pending_out();
+        let bulk = c.bulk_pending();
+        if bulk == 0 || c.out.len() > c.bulk_end {
+            return pending;
+        }
+        if c.out_pos < c.bulk_start {
+            return c.bulk_start - c.out_pos;
+        }
+        let avail = c.up.available(now).min(global.available(now));
+        let need = (bulk as u64).min(rate::QUANTUM);
+        if avail >= need {
+            bulk.min(usize::try_from(avail).unwrap_or(usize::MAX))
+        } else {
+            0
+        }
+    }
+
+    /// The upload cap that applies to a connection's own bucket.
+    fn peer_caps(cfg: &Config, c: &Conn) -> (u64, u64) {
+        if c.route.is_some() {
+            // A routed session's bytes travel as frames on a neighbour's
+            // connection and are counted there.
+            return (0, 0);
+        }
+        match c.peer.as_deref() {
+            Some(p) => (cfg.peer_upload_cap(p), cfg.peer_download_cap(p)),
+            None => (cfg.peer_upload_rate, cfg.peer_download_rate),
+        }
+    }
+
+    /// Brings every bucket's rate in line with the configuration, so a rate
+    /// changed at run time (`SetConfig`) or a peer identified by its handshake
+    /// gets its cap at once.
+    fn apply_rates(&mut self, now: Instant) {
+        self.up_bucket.set_rate(self.cfg.upload_rate, now);
+        self.down_bucket.set_rate(self.cfg.download_rate, now);
+        for c in self.conns.values_mut() {
+            let (up, down) = Self::peer_caps(&self.cfg, c);
+            c.up.set_rate(up, now);
+            c.down.set_rate(down, now);
+        }
+    }
+
+    /// Applies the configured rates and tops every bucket up to `now`, so the
+    /// deadlines `poll_timeout` derives from them are fresh.
+    fn refill_rates(&mut self, now: Instant) {
+        self.apply_rates(now);
+        self.up_bucket.available(now);
+        self.down_bucket.available(now);
+        for c in self.conns.values_mut() {
+            c.up.available(now);
+            c.down.available(now);
+        }
+    }
+
+    /// Whether a connection's upload is capped (by its peer's cap or the node's).
+    fn upload_capped(&self, c: &Conn) -> bool {
+        c.route.is_none() && !(c.up.unlimited() && self.up_bucket.unlimited())
+    }
+
+    /// When a connection held back by a rate cap can move again: bulk data
+    /// waiting for upload tokens, or a socket the owner stopped reading.
+    fn rate_wake(&self, c: &Conn) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut later = |t: Option<Instant>| {
+            if let Some(t) = t {
+                wake = Some(wake.map_or(t, |w| w.max(t)));
+            }
+        };
+        if self.upload_capped(c) && !c.blocked {
+            let bulk = c.bulk_pending();
+            let waiting = if bulk > 0 {
+                c.out.len() == c.bulk_end && c.out_pos >= c.bulk_start
+            } else {
+                !c.serving.is_empty()
+            };
+            if waiting {
+                let need = if bulk > 0 {
+                    (bulk as u64).min(rate::QUANTUM)
+                } else {
+                    rate::QUANTUM
+                };
+                later(c.up.ready_at(need));
+                later(self.up_bucket.ready_at(need));
+            }
+        }
+        let mut down: Option<Instant> = None;
+        for b in [&c.down, &self.down_bucket] {
+            if let Some(t) = b.ready_at(rate::QUANTUM) {
+                down = Some(down.map_or(t, |d: Instant| d.max(t)));
+            }
+        }
+        match (wake, down) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How many bytes the owner may read from a connection's socket now:
+    /// `None` when no download cap applies, `Some(0)` when it should stop
+    /// reading until the next [`poll_timeout`](Node::poll_timeout). The core
+    /// cannot hold back a peer's bytes itself; the owner pausing the socket
+    /// lets TCP flow control slow the sender. Bytes handed to
+    /// [`handle_bytes`](Node::handle_bytes) are charged, so an owner that reads
+    /// a little more than allowed only borrows from the next allowance.
+    pub fn read_budget(&mut self, conn: ConnId, now: Instant) -> Option<usize> {
+        let c = self.conns.get_mut(&conn)?;
+        let (_, down) = Self::peer_caps(&self.cfg, c);
+        c.down.set_rate(down, now);
+        self.down_bucket.set_rate(self.cfg.download_rate, now);
+        if c.down.unlimited() && self.down_bucket.unlimited() {
+            return None;
+        }
+        let avail = c.down.available(now).min(self.down_bucket.available(now));
+        if avail < rate::QUANTUM {
+            return Some(0);
+        }
+        Some(usize::try_from(avail).unwrap_or(usize::MAX))
+    }
+
             };
             if c.state == ConnState::Closed {
                 return;
@@ -867,6 +1013,9 @@ impl Node {
             if let Ok(h) = store.heads() {
                 self.announced = h;
             }
+        // Download caps: what was read is charged (see `read_budget`).
+        c.down.charge(data.len() as u64, now);
+        self.down_bucket.charge(data.len() as u64, now);
             self.announce_local(now, store);
             self.mesh_init(now, store);
         }
@@ -970,6 +1119,7 @@ impl Node {
                             d.once = true;
                         }
                         self.connect_waiters.insert(conn, id);
+        self.refill_rates(now);
                     }
                     None => self.done(
                         id,
@@ -1161,6 +1311,7 @@ impl Node {
                 if retry {
                     self.request_pull(now, conn, store, false);
                 }
+                self.apply_rates(now);
             }
         }
         self.start_queued_pulls_with(now, store);
@@ -2468,7 +2619,7 @@ impl Node {
     /// Moves queued frames and, when the socket has room, freshly read objects
     /// into the connection's outgoing (encrypted) buffer.
     fn fill_transmit(&mut self, now: Instant, conn: ConnId, store: &dyn Store) -> Result<(), ()> {
-        let max_frame =
+        let mut max_frame =
             (self.cfg.max_message_size as usize / 2).clamp(64 * 1024, OBJECT_FRAME_TARGET);
         let node_id = self.node_id.clone();
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -2492,7 +2643,8 @@ impl Node {
         let mut bytes_sent = 0u64;
         let mut failure = None;
         if c.out_pos > 0 {
-            // Keep the buffer from growing: drop what was already handed out.
+            // Keep the buffer from growing: drop what was already handed out
+            // (`Conn::compact_out`, inlined: `noise` borrows `c`).
             c.out.drain(..c.out_pos);
             c.out_pos = 0;
         }
@@ -2657,3 +2809,37 @@ pub fn short(id: &str) -> &str {
 
 #[allow(dead_code)]
 type SealMap = IdMap<Seal>;
+        // Under an upload cap, bulk data is produced one frame at a time, only
+        // when the allowance is there, and in frames of about a quarter
+        // second of the slowest cap: a heartbeat queued behind a frame waits
+        // for that frame only.
+        let mut capped = None;
+        if let Some(c) = self.conns.get_mut(&conn)
+            && c.route.is_none()
+            && !(c.up.unlimited() && self.up_bucket.unlimited())
+        {
+            let slowest = [c.up.rate(), self.up_bucket.rate()]
+                .into_iter()
+                .filter(|r| *r != 0)
+                .min()
+                .unwrap_or(0);
+            max_frame = max_frame.min(usize::try_from(rate::burst(slowest)).unwrap_or(max_frame));
+            capped = Some(c.up.available(now).min(self.up_bucket.available(now)));
+        }
+        let mut produced_bulk = false;
+            c.bulk_start = c.bulk_start.saturating_sub(c.out_pos);
+            c.bulk_end = c.bulk_end.saturating_sub(c.out_pos);
+            if let Some(avail) = capped {
+                if c.serving.is_empty()
+                    || produced_bulk
+                    || c.bulk_end > c.bulk_start
+                    || avail < rate::QUANTUM
+                {
+                    break;
+                }
+                produced_bulk = true;
+                c.bulk_start = c.out.len();
+            }
+        if produced_bulk {
+            c.bulk_end = c.out.len();
+        }
