@@ -206,6 +206,28 @@ fn ctl_err(e: ControlError) -> Failed {
             );
             Failed(1)
         }
+    /// Upload cap for the whole node, bytes per second: `500K`, `10M`,
+    /// `1G`, `10MB/s` (powers of 1024) or plain bytes; `0` removes it.
+    #[arg(long)]
+    upload_rate: Option<String>,
+    /// Download cap for the whole node, like `--upload-rate`.
+    #[arg(long)]
+    download_rate: Option<String>,
+    /// Upload cap for each peer on its own, like `--upload-rate`.
+    #[arg(long)]
+    peer_upload_rate: Option<String>,
+    /// Download cap for each peer on its own, like `--upload-rate`.
+    #[arg(long)]
+    peer_download_rate: Option<String>,
+    /// Caps for one peer, `NODE_ID=UPLOAD[,DOWNLOAD]` (repeatable;
+    /// `NODE_ID=default` removes the override).
+    #[arg(long = "peer-rate")]
+    peer_rates: Vec<String>,
+}
+
+/// A `--*-rate` value in bytes per second.
+fn rate_arg(flag: &str, text: &str) -> Result<u64, Failed> {
+    ivaldi_core::config::parse_rate(text).map_err(|e| fail(format!("--{flag}: {e}")))
         e => fail(e),
     }
 }
@@ -885,7 +907,12 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
         || a.relay.is_some()
         || !a.no_direct.is_empty()
         || a.topology_interval.is_some()
-        || a.handshake_timeout.is_some();
+        || a.handshake_timeout.is_some()
+        || a.upload_rate.is_some()
+        || a.download_rate.is_some()
+        || a.peer_upload_rate.is_some()
+        || a.peer_download_rate.is_some()
+        || !a.peer_rates.is_empty();
     let cfg = if changing {
         let cfg = edit_config(paths, |c| {
             if a.reset {
@@ -1051,6 +1078,38 @@ fn resolve(
     root: &Path,
     paths: &P2pPaths,
     timeline: &str,
+            if let Some(r) = &a.upload_rate {
+                c.upload_rate = rate_arg("upload-rate", r)?;
+            }
+            if let Some(r) = &a.download_rate {
+                c.download_rate = rate_arg("download-rate", r)?;
+            }
+            if let Some(r) = &a.peer_upload_rate {
+                c.peer_upload_rate = rate_arg("peer-upload-rate", r)?;
+            }
+            if let Some(r) = &a.peer_download_rate {
+                c.peer_download_rate = rate_arg("peer-download-rate", r)?;
+            }
+            for spec in &a.peer_rates {
+                let (id, rates) = spec.split_once('=').ok_or_else(|| {
+                    fail(format!(
+                        "--peer-rate {spec:?}: expected NODE_ID=UPLOAD[,DOWNLOAD]"
+                    ))
+                })?;
+                let id = node_id_arg(id)?;
+                if rates == "default" {
+                    c.peer_rates.remove(&id);
+                    continue;
+                }
+                let (up, down) = rates.split_once(',').unwrap_or((rates, "0"));
+                c.peer_rates.insert(
+                    id,
+                    ivaldi_core::config::PeerRates {
+                        upload: rate_arg("peer-rate", up)?,
+                        download: rate_arg("peer-rate", down)?,
+                    },
+                );
+            }
     take: TakeArg,
     peer: Option<&str>,
     json: bool,

@@ -56,8 +56,64 @@ enum Input {
 struct ConnIo {
     writer: Sender<Vec<u8>>,
     pending: Option<Vec<u8>>,
+    /// How much the reader may read (download caps).
+    gate: Arc<ReadGate>,
     _reader: Task<()>,
     _writer: Task<()>,
+}
+
+/// A socket reader's allowance under a download cap. The node decides it
+/// (`Node::read_budget`); the driver publishes it here after every input,
+/// and the reader stops reading while it is spent, so TCP flow control slows
+/// the sender instead of the bytes piling up in memory.
+struct ReadGate {
+    /// Bytes the reader may still read (`usize::MAX`: no cap).
+    allowance: std::sync::atomic::AtomicUsize,
+    /// Wakes a reader waiting on a spent allowance.
+    wake: Sender<()>,
+    woken: Receiver<()>,
+}
+
+impl ReadGate {
+    fn new() -> ReadGate {
+        let (wake, woken) = smol::channel::bounded(1);
+        ReadGate {
+            allowance: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            wake,
+            woken,
+        }
+    }
+
+    fn set(&self, allowance: usize) {
+        use std::sync::atomic::Ordering;
+        let old = self.allowance.swap(allowance, Ordering::AcqRel);
+        if old == 0 && allowance > 0 {
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// Waits until reading is allowed; returns how many bytes may be read.
+    async fn wait(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        loop {
+            let a = self.allowance.load(Ordering::Acquire);
+            if a > 0 {
+                return a;
+            }
+            if self.woken.recv().await.is_err() {
+                return usize::MAX;
+            }
+        }
+    }
+
+    fn consume(&self, n: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .allowance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                (a != usize::MAX).then(|| a.saturating_sub(n))
+            });
+    }
 }
 
 /// Most events kept for `events` without `--follow`.
@@ -474,7 +530,13 @@ impl Driver {
 
     fn attach(&mut self, conn: ConnId, stream: TcpStream) {
         let (wtx, wrx) = smol::channel::bounded::<Vec<u8>>(8);
-        let reader = smol::spawn(read_loop(conn, stream.clone(), self.inputs.clone()));
+        let gate = Arc::new(ReadGate::new());
+        let reader = smol::spawn(read_loop(
+            conn,
+            stream.clone(),
+            self.inputs.clone(),
+            gate.clone(),
+        ));
         let writer = smol::spawn(write_loop(conn, stream, wrx, self.inputs.clone()));
         self.conns.insert(
             conn,
@@ -499,6 +561,7 @@ impl Driver {
             } = io;
             if let Some(p) = pending {
                 let _ = writer.try_send(p);
+                gate,
             }
             drop(writer);
             _writer.detach();
@@ -514,6 +577,7 @@ impl Driver {
                 self.perform(out);
             }
             let now = self.now();
+                ..
             let mut buf = Vec::new();
             while let Some(conn) = self.node.poll_transmit(now, &self.store, &mut buf) {
                 progress = true;
@@ -549,11 +613,21 @@ impl Driver {
                             Err(std::io::Error::new(
                                 std::io::ErrorKind::TimedOut,
                                 "connect timed out",
+                self.update_read_gates(now);
                             ))
                         })
                         .await;
                     if let Ok(s) = &res {
                         let _ = s.set_nodelay(true);
+    /// Publishes each connection's download allowance to its reader (see
+    /// `ReadGate`); a paused reader resumes when a later tick refills it.
+    fn update_read_gates(&mut self, now: Instant) {
+        for (conn, io) in &self.conns {
+            let budget = self.node.read_budget(*conn, now).unwrap_or(usize::MAX);
+            io.gate.set(budget);
+        }
+    }
+
                     }
                     let _ = tx.send(Input::Connected(conn, res)).await;
                 })
@@ -830,10 +904,11 @@ impl Driver {
     }
 }
 
-async fn read_loop(conn: ConnId, mut stream: TcpStream, tx: Sender<Input>) {
+async fn read_loop(conn: ConnId, mut stream: TcpStream, tx: Sender<Input>, gate: Arc<ReadGate>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match stream.read(&mut buf).await {
+        let allowed = gate.wait().await.min(buf.len());
+        match stream.read(&mut buf[..allowed]).await {
             Ok(0) => {
                 let _ = tx
                     .send(Input::ReadClosed(conn, "closed by peer".into()))
@@ -908,6 +983,13 @@ pub fn discovery_targets(cfg: &Config) -> Vec<SocketAddr> {
         .filter_map(|i| match i.addr {
             if_addrs::IfAddr::V4(v4) => v4
                 .broadcast
+            "bandwidth": {
+                "upload_rate": self.node.config().upload_rate,
+                "download_rate": self.node.config().download_rate,
+                "peer_upload_rate": self.node.config().peer_upload_rate,
+                "peer_download_rate": self.node.config().peer_download_rate,
+                "peer_rates": self.node.config().peer_rates,
+            },
                 .map(|b| SocketAddr::new(IpAddr::V4(b), cfg.discovery_port)),
             _ => None,
         })
@@ -916,3 +998,4 @@ pub fn discovery_targets(cfg: &Config) -> Vec<SocketAddr> {
     out.dedup();
     out
 }
+                gate.consume(n);
