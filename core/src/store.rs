@@ -39,6 +39,14 @@ pub trait Store {
     /// An object's canonical encoding.
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError>;
 
+    /// The resume record last written for `peer` by [`StoreRequest::Resume`]:
+    /// roots of objects that landed from a pull that did not finish. Lets a
+    /// pull cut by a crash resume after a restart. A store that does not
+    /// persist records answers nothing, which only costs a full resend.
+    fn resume_hints(&self, _peer: &str) -> Vec<ObjectId> {
+        Vec::new()
+    }
+
     /// Reads and decodes a seal.
     fn seal(&self, id: &ObjectId) -> Result<Seal, StoreError> {
         let raw = self.get(id)?;
@@ -91,6 +99,11 @@ pub enum StoreRequest {
     },
     /// Forget a batch that will not land (its sync failed).
     Abort { batch: u64 },
+    /// Replace the resume record for `peer` (empty: delete it). Not a ref: the
+    /// roots need not stay reachable (gc may remove them; the core checks
+    /// `has` before naming one). Answered only on failure, like `Put`; losing
+    /// it in a crash only costs a fuller resend.
+    Resume { peer: String, roots: Vec<ObjectId> },
 }
 
 /// The outcome of one head update.
@@ -112,6 +125,8 @@ pub struct MemStore {
     pub kept: std::collections::BTreeSet<(TimelineName, ObjectId)>,
     /// Batches put but not landed.
     pub staged: BTreeMap<u64, Vec<(ObjectId, Vec<u8>)>>,
+    /// Resume records by peer ([`StoreRequest::Resume`]).
+    pub resume: BTreeMap<String, Vec<ObjectId>>,
 }
 
 impl MemStore {
@@ -140,6 +155,14 @@ impl MemStore {
             }
             StoreRequest::Abort { batch } => {
                 self.staged.remove(&batch);
+                Ok(Vec::new())
+            }
+            StoreRequest::Resume { peer, roots } => {
+                if roots.is_empty() {
+                    self.resume.remove(&peer);
+                } else {
+                    self.resume.insert(peer, roots);
+                }
                 Ok(Vec::new())
             }
             StoreRequest::Land { batch, updates } => {
@@ -211,5 +234,8 @@ impl Store for MemStore {
             .get(id)
             .cloned()
             .ok_or(StoreError::Missing(*id))
+    }
+    fn resume_hints(&self, peer: &str) -> Vec<ObjectId> {
+        self.resume.get(peer).cloned().unwrap_or_default()
     }
 }

@@ -19,6 +19,10 @@ use crate::store::{Store, StoreError};
 pub const MAX_TREE_DEPTH: usize = 256;
 /// "Have" samples per head: distances 0, 1, 2, 4, … 2^(n-2).
 pub const HAVES_PER_HEAD: usize = 24;
+/// Most ids a puller names in `sync_request.resume`, and most a sender accepts:
+/// about 66 KB of JSON. A record that grows past it forgets its oldest roots,
+/// which only costs resending them.
+pub const MAX_RESUME_HINTS: usize = 1024;
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
     StoreError::Failed(e.to_string())
@@ -81,7 +85,37 @@ pub fn plan_send(
     wants: &[ObjectId],
     haves: &[ObjectId],
 ) -> Result<Vec<ObjectId>, StoreError> {
-    let known = closure(store, haves)?;
+    plan_send_resuming(store, wants, haves, &[])
+}
+
+/// [`plan_send`] for a puller resuming an interrupted pull: `present` names
+/// objects of any kind it already holds, each with everything it refers to (the
+/// roots of what landed before the interruption). Seals among them count as
+/// haves; every other id is skipped, with all beneath it, wherever the walk
+/// meets it. Ids this store does not hold are never met, so a wrong or stale
+/// hint costs nothing but its bytes in the request.
+pub fn plan_send_resuming(
+    store: &dyn Store,
+    wants: &[ObjectId],
+    haves: &[ObjectId],
+    present: &[ObjectId],
+) -> Result<Vec<ObjectId>, StoreError> {
+    let mut seal_haves = haves.to_vec();
+    let mut skip = IdSet::default();
+    for id in present {
+        let is_seal = store.has(id)
+            && store
+                .get(id)
+                .ok()
+                .and_then(|b| object::kind_of(&b).ok())
+                .is_some_and(|k| k == ObjectKind::Seal);
+        if is_seal {
+            seal_haves.push(*id);
+        } else {
+            skip.insert(*id);
+        }
+    }
+    let known = closure(store, &seal_haves)?;
     // Seals to send, parents before children (iterative post-order).
     let mut order = Vec::new();
     let mut visited = IdSet::default();
@@ -102,9 +136,11 @@ pub fn plan_send(
             }
         }
     }
+    // What the receiver holds counts as sent: the walk skips it like an
+    // object already planned, subtree and all.
     let mut plan = Plan {
         store,
-        sent: IdSet::default(),
+        sent: skip,
         out: Vec::new(),
     };
     for id in order {
@@ -359,4 +395,65 @@ pub fn ancestors(
         seen.insert(id, parents);
     }
     Ok(seen)
+}
+
+/// The roots of what landed from a peer's pulls that did not finish: the
+/// objects no other landed object refers to. Each root is held with everything
+/// beneath it (the store's closure), so naming the roots in
+/// `sync_request.resume` tells the sender about every object that landed.
+///
+/// Objects are fed in landing order (children first): an object's children stop
+/// being roots when it lands, so a complete subtree (or a chain of seals)
+/// collapses into one id. Bounded by [`MAX_RESUME_HINTS`]; past it the oldest
+/// roots are forgotten, which costs only resending them.
+#[derive(Clone, Debug, Default)]
+pub struct LandedRoots {
+    by_seq: std::collections::BTreeMap<u64, ObjectId>,
+    seq_of: IdMap<u64>,
+    next: u64,
+}
+
+impl LandedRoots {
+    /// A record holding `ids` (oldest first), such as one read back from the store.
+    pub fn from_ids(ids: &[ObjectId]) -> Self {
+        let mut r = LandedRoots::default();
+        for id in ids {
+            r.land(*id, &[]);
+        }
+        r
+    }
+
+    /// Records that `id` landed; its `children` (tree entries, chunk-list
+    /// entries, a seal's tree and parents) are no longer roots.
+    pub fn land(&mut self, id: ObjectId, children: &[ObjectId]) {
+        for c in children {
+            if let Some(seq) = self.seq_of.remove(c) {
+                self.by_seq.remove(&seq);
+            }
+        }
+        if self.seq_of.contains_key(&id) {
+            return;
+        }
+        self.seq_of.insert(id, self.next);
+        self.by_seq.insert(self.next, id);
+        self.next += 1;
+        while self.by_seq.len() > MAX_RESUME_HINTS {
+            if let Some((_, old)) = self.by_seq.pop_first() {
+                self.seq_of.remove(&old);
+            }
+        }
+    }
+
+    /// The roots, oldest first.
+    pub fn ids(&self) -> Vec<ObjectId> {
+        self.by_seq.values().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
 }

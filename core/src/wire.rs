@@ -92,6 +92,14 @@ pub struct SyncRequest {
     /// Seals the requester has (heads and exponentially spaced ancestors), so the
     /// sender can skip what is already there.
     pub haves: Vec<ObjectId>,
+    /// Resuming an interrupted pull: objects of any kind (seals, trees, chunk
+    /// lists, blobs) that landed from it, each held with everything it refers
+    /// to, so the sender skips them and all beneath them. Optional on the wire
+    /// (absent means none) so a peer that predates it still syncs: it ignores
+    /// the field and resends everything. At most
+    /// [`crate::sync::MAX_RESUME_HINTS`] ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resume: Vec<ObjectId>,
 }
 
 /// The answer to a [`SyncRequest`], sent before its objects.

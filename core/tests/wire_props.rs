@@ -103,6 +103,7 @@ impl Arbitrary for ArbMessage {
                 repo: text(g),
                 wants: ids(g),
                 haves: ids(g),
+                resume: ids(g),
             }),
             2 => Message::SyncResponse(SyncResponse {
                 sync: u64::arbitrary(g),

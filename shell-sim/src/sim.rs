@@ -1293,6 +1293,9 @@ impl Sim {
                 }
             }
             StoreRequest::Abort { batch } => self.nodes[i].store.abort(batch),
+            // Resume records are not simulated: a crashed node forgets them
+            // and resends in full, which is still correct.
+            StoreRequest::Resume { .. } => {}
             StoreRequest::Land { batch, updates } => {
                 self.counters.lands += 1;
                 let fail = self.nodes[i].store.faults.land_fail_ppm;

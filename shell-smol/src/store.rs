@@ -64,6 +64,31 @@ impl Store for DiskStore {
             Err(e) => Err(failed(e)),
         }
     }
+
+    /// The record `StoreRequest::Resume` wrote: one id a line. A missing,
+    /// unreadable or garbled record reads as none (the pull then resends all);
+    /// the core checks that each id is still held before naming it.
+    fn resume_hints(&self, peer: &str) -> Vec<ObjectId> {
+        let Some(path) = resume_path(&self.repo, peer) else {
+            return Vec::new();
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter_map(|l| l.trim().parse::<ObjectId>().ok())
+            .take(ivaldi_core::sync::MAX_RESUME_HINTS)
+            .collect()
+    }
+}
+
+/// Where the resume record for `peer` lives: `.ivaldi/p2p/resume/<node id>`.
+/// Not a ref: gc ignores it, and an id it names that gc removed is simply not
+/// offered. `None` for a peer name that is not a plain node id.
+fn resume_path(repo: &Repository, peer: &str) -> Option<PathBuf> {
+    let plain =
+        !peer.is_empty() && peer.len() <= 128 && peer.bytes().all(|b| b.is_ascii_hexdigit());
+    plain.then(|| repo.dot_dir().join("p2p").join("resume").join(peer))
 }
 
 /// A pull's objects land in checkpoints of about this size, so a transfer that
@@ -136,6 +161,13 @@ impl DiskWriter {
                 self.batches.remove(&batch);
                 None
             }
+            StoreRequest::Resume { peer, roots } => {
+                // Losing the record costs only a fuller resend: log, go on.
+                if let Err(e) = self.write_resume(&peer, &roots) {
+                    tracing::warn!(peer, error = %e, "cannot write the resume record");
+                }
+                None
+            }
             StoreRequest::Land { batch, updates } => Some((batch, self.land(batch, updates))),
         }
     }
@@ -146,6 +178,34 @@ impl DiskWriter {
         crate::repo::fault::point("sync.checkpoint-landed");
         tracing::debug!(objects = n, "pull checkpoint landed");
         Ok(())
+    }
+
+    /// Replaces (or, for no roots, removes) the resume record for `peer`,
+    /// atomically: a crash leaves the old record or the new.
+    fn write_resume(&self, peer: &str, roots: &[ObjectId]) -> Result<(), RepoError> {
+        let Some(path) = resume_path(&self.repo, peer) else {
+            return Ok(());
+        };
+        if roots.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(RepoError::Io { path, source: e })
+                }
+                _ => Ok(()),
+            };
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| RepoError::Io {
+                path: dir.to_owned(),
+                source: e,
+            })?;
+        }
+        let mut text = String::with_capacity(roots.len() * 65);
+        for id in roots {
+            text.push_str(&id.to_hex());
+            text.push('\n');
+        }
+        crate::repo::write_atomic(&path, text.as_bytes(), true)
     }
 
     fn land(

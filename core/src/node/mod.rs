@@ -353,6 +353,11 @@ pub struct Node {
     suspects: BTreeMap<String, Instant>,
     /// When a routed session to a node may next be attempted.
     routed_retry: BTreeMap<String, Instant>,
+/// A pull lands what it received so far once this many bytes of objects
+/// arrived (a checkpoint), so an interrupted transfer keeps them.
+const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+/// ... or this many objects, for histories of many small ones.
+const CHECKPOINT_OBJECTS: usize = 16_384;
     /// The latest `now` handed in, for internal closes of routed sessions.
     last_now: Instant,
     /// When routed sessions and healing are next reconsidered.
@@ -389,6 +394,13 @@ impl Node {
             stats: Stats::default(),
             last_rr: 0,
             last_timeout_reason: None,
+    /// Checkpoints of pulls being landed, by batch: the peer and the objects
+    /// with their children (for its [`sync::LandedRoots`]). Kept here, not in
+    /// the pull, so a checkpoint that lands after its pull was cut still counts.
+    checkpoints: BTreeMap<u64, (String, Vec<(ObjectId, Vec<ObjectId>)>)>,
+    /// Per peer, the roots of what landed from pulls that did not finish
+    /// (persisted through `StoreRequest::Resume`; read back on first use).
+    resume: BTreeMap<String, sync::LandedRoots>,
             initialised: false,
             restart_pulls: false,
             discovery: None,
@@ -451,6 +463,8 @@ impl Node {
                     .and_then(|r| r.last_error.clone());
                 s
             })
+            checkpoints: BTreeMap::new(),
+            resume: BTreeMap::new(),
             .collect()
     }
 
@@ -1332,6 +1346,9 @@ impl Node {
         let strategy = conflict::strategy_for(
             &c.timeline,
             self.cfg.conflict_strategy,
+        if let Some(checkpoint) = self.checkpoints.remove(&batch) {
+            return self.checkpoint_landed(now, batch, checkpoint, result, store);
+        }
             &self.cfg.timeline_strategies,
         );
         let name = serde_json::to_value(strategy)
@@ -1396,6 +1413,14 @@ impl Node {
             Err(e) => {
                 tracing::warn!(timeline = %c.timeline, error = %e, "automatic merge failed; recording the conflict");
                 self.record_conflict(c);
+                // Everything the peer offered has landed, under its heads or
+                // tracking names: nothing is left to resume.
+                if self.resume.remove(&peer).is_some_and(|r| !r.is_empty()) {
+                    self.outputs.push_back(Output::Store(StoreRequest::Resume {
+                        peer: peer.clone(),
+                        roots: Vec::new(),
+                    }));
+                }
             }
         }
         let _ = now;
@@ -2175,7 +2200,7 @@ impl Node {
                 );
             }
         }
-        let plan = match sync::plan_send(store, &r.wants, &r.haves) {
+        let plan = match sync::plan_send_resuming(store, &r.wants, &r.haves, &r.resume) {
             Ok(p) => p,
             Err(e) => {
                 return self.send(
@@ -2192,6 +2217,24 @@ impl Node {
             "serving sync request"
         );
         self.send(
+        // Resuming: name the roots of what landed from this peer's interrupted
+        // pulls (read back from the store after a restart).
+        let resume: Vec<ObjectId> = self
+            .resume
+            .entry(peer.clone())
+            .or_insert_with(|| sync::LandedRoots::from_ids(&store.resume_hints(&peer)))
+            .ids()
+            .into_iter()
+            .filter(|id| store.has(id))
+            .collect();
+        if !resume.is_empty() {
+            tracing::debug!(
+                peer = short(&peer),
+                sync,
+                roots = resume.len(),
+                "resuming an interrupted pull"
+            );
+        }
             now,
             conn,
             Message::SyncResponse(wire::SyncResponse {
@@ -2200,6 +2243,7 @@ impl Node {
                 objects: plan.len() as u64,
                 bytes: 0,
             }),
+                resume,
         );
         if let Some(c) = self.conns.get_mut(&conn) {
             c.serving.push_back(Serve::new(r.sync, plan));
@@ -2236,6 +2280,9 @@ impl Node {
                 pull.expected = r.objects;
                 pull.state = PullState::Receiving;
             }
+        }
+        if r.resume.len() > sync::MAX_RESUME_HINTS {
+            return self.violation(conn, "sync request lists too many resume roots".into());
         }
     }
 
@@ -2401,6 +2448,17 @@ impl Node {
                         &self.cfg.timeline_strategies,
                     );
                     let theirs = c
+        for (id, enc) in &batch {
+            let children = if object::kind_of(enc) == Ok(ObjectKind::Blob) {
+                Vec::new()
+            } else {
+                object::Object::decode(enc)
+                    .map(|o| o.children())
+                    .unwrap_or_default()
+            };
+            pull.staged.push((*id, children));
+        }
+        pull.staged_bytes += bytes;
                         .remote_strategy
                         .as_ref()
                         .map(|a| conflict::strategy_for(timeline, a.default, &a.timelines));
@@ -2412,6 +2470,33 @@ impl Node {
                         error = Some("reading the diverged heads".into());
                         break;
                     };
+        // A checkpoint: land what arrived so far on its own, so a cut transfer
+        // keeps it. Objects arrive children first, so every prefix of the
+        // stream is closed given what the store already holds (the store
+        // checks closure again). One checkpoint at a time: a later batch never
+        // refers to objects of one whose landing might still fail. No head
+        // moves; the last batch lands in `finish_pull`.
+        let due = pull.staged_bytes >= CHECKPOINT_BYTES || pull.staged.len() >= CHECKPOINT_OBJECTS;
+        if due && pull.checkpoint.is_none() && pull.received < pull.expected {
+            let landing = pull.batch;
+            pull.batch = self.next_sync;
+            self.next_sync += 1;
+            pull.checkpoint = Some(landing);
+            pull.staged_bytes = 0;
+            let objects = std::mem::take(&mut pull.staged);
+            tracing::debug!(
+                conn,
+                sync,
+                batch = landing,
+                objects = objects.len(),
+                "landing a checkpoint"
+            );
+            self.checkpoints.insert(landing, (peer.clone(), objects));
+            self.outputs.push_back(Output::Store(StoreRequest::Land {
+                batch: landing,
+                updates: Vec::new(),
+            }));
+        }
                     match conflict::decide(ours, theirs, (&l, tl), (remote, tr)) {
                         Resolution::Record => conflicts.push(conflict),
                         Resolution::KeepLocal => resolved.push((conflict, l)),
@@ -2420,6 +2505,64 @@ impl Node {
                             // `kept/<timeline>/<id>`, which syncs like any other:
                             // every node that shares the timeline keeps it too.
                             let kept = TimelineName::new(&format!("kept/{timeline}/{}", l.short()))
+    /// A checkpoint's landing finished. On success its objects join the peer's
+    /// resume record (persisted, so even a restart resumes); the pull, if it
+    /// is still running, may land its next checkpoint or finish. On failure the
+    /// pull fails: its later objects may refer to the checkpoint's.
+    fn checkpoint_landed(
+        &mut self,
+        now: Instant,
+        batch: u64,
+        (peer, objects): (String, Vec<(ObjectId, Vec<ObjectId>)>),
+        result: Result<Vec<UpdateResult>, StoreError>,
+        store: &dyn Store,
+    ) {
+        let conn = self
+            .conns
+            .values()
+            .find(|c| c.pull.as_ref().is_some_and(|p| p.checkpoint == Some(batch)))
+            .map(|c| c.id);
+        match result {
+            Ok(_) => {
+                let roots = self.resume.entry(peer.clone()).or_default();
+                for (id, children) in &objects {
+                    roots.land(*id, children);
+                }
+                let roots = roots.ids();
+                tracing::debug!(
+                    peer = short(&peer),
+                    batch,
+                    objects = objects.len(),
+                    roots = roots.len(),
+                    "checkpoint landed"
+                );
+                self.outputs
+                    .push_back(Output::Store(StoreRequest::Resume { peer, roots }));
+                let Some(conn) = conn else { return };
+                let Some(pull) = self.conns.get_mut(&conn).and_then(|c| c.pull.as_mut()) else {
+                    return;
+                };
+                pull.checkpoint = None;
+                pull.last_progress = now;
+                if pull.complete {
+                    self.finish_pull(now, conn, store);
+                }
+            }
+            Err(e) => {
+                let Some(conn) = conn else { return };
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let pull = c.pull.take();
+                let snap = c.snapshot();
+                if let Some(pull) = pull {
+                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
+                }
+                self.close(conn, "sync failed");
+            }
+        }
+    }
+
                                 .map(RefName::Timeline)
                                 .unwrap_or(RefName::Kept {
                                     timeline: timeline.clone(),
@@ -2449,6 +2592,13 @@ impl Node {
             let pull = c.pull.take();
             let snap = c.snapshot();
             if let Some(pull) = pull {
+        if pull.checkpoint.is_some() {
+            // The last batch may refer to the checkpoint's objects: land it
+            // only once the checkpoint has (`checkpoint_landed`).
+            pull.complete = true;
+            return;
+        }
+        pull.staged = Vec::new();
                 self.end_pull_with(now, &snap, pull, Err(e));
             }
             return self.close(conn, "sync failed");
