@@ -105,6 +105,20 @@ pub enum P2pCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show protocol messages as they pass: direction, type, size, peer, sync.
+    Trace {
+        /// Only messages with the peer whose id starts with this.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Keep printing new messages until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// Include each message's JSON payload (object data is never shown).
+        #[arg(long)]
+        payloads: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -192,20 +206,6 @@ pub struct ConfigArgs {
     topology_interval: Option<String>,
     #[arg(long)]
     handshake_timeout: Option<String>,
-}
-
-fn setup_err(e: setup::SetupError) -> Failed {
-    fail(e)
-}
-
-fn ctl_err(e: ControlError) -> Failed {
-    match e {
-        ControlError::NotRunning => {
-            eprintln!(
-                "error: no daemon is running for this repository; start it with `ivaldi p2p start`"
-            );
-            Failed(1)
-        }
     /// Upload cap for the whole node, bytes per second: `500K`, `10M`,
     /// `1G`, `10MB/s` (powers of 1024) or plain bytes; `0` removes it.
     #[arg(long)]
@@ -228,6 +228,20 @@ fn ctl_err(e: ControlError) -> Failed {
 /// A `--*-rate` value in bytes per second.
 fn rate_arg(flag: &str, text: &str) -> Result<u64, Failed> {
     ivaldi_core::config::parse_rate(text).map_err(|e| fail(format!("--{flag}: {e}")))
+}
+
+fn setup_err(e: setup::SetupError) -> Failed {
+    fail(e)
+}
+
+fn ctl_err(e: ControlError) -> Failed {
+    match e {
+        ControlError::NotRunning => {
+            eprintln!(
+                "error: no daemon is running for this repository; start it with `ivaldi p2p start`"
+            );
+            Failed(1)
+        }
         e => fail(e),
     }
 }
@@ -571,6 +585,34 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             }
             Ok(())
         }
+        P2pCmd::Trace {
+            peer,
+            follow,
+            payloads,
+            json,
+        } => {
+            let timeout = if follow {
+                None
+            } else {
+                Some(Duration::from_secs(30))
+            };
+            let req = Request::Trace {
+                peer,
+                follow,
+                payloads,
+            };
+            let r = control::request(&paths.socket, &req, timeout, |l| {
+                if let Line::Event { event } = l {
+                    if json {
+                        println!("{}", serde_json::to_string(event).unwrap_or_default());
+                    } else {
+                        println!("{}", describe_message(event));
+                    }
+                }
+            })
+            .map_err(ctl_err)?;
+            reply_data(r).map(|_| ())
+        }
         P2pCmd::Events { follow, json } => {
             let timeout = if follow {
                 None
@@ -597,6 +639,25 @@ fn short(v: &Value) -> String {
         Some(s) => s.get(..12).unwrap_or(s).to_owned(),
         None => "-".into(),
     }
+}
+
+/// One traced message as a line: `out sync_request 312 B peer 1a2b3c4d sync 7`.
+fn describe_message(m: &Value) -> String {
+    let mut line = format!(
+        "{:<3} {:<18} {:>9} B  peer {}",
+        m["dir"].as_str().unwrap_or("?"),
+        m["kind"].as_str().unwrap_or("?"),
+        m["bytes"],
+        short(&m["peer"])
+    );
+    if let Some(s) = m["sync"].as_u64() {
+        line.push_str(&format!("  sync {s}"));
+    }
+    if let Some(p) = m["payload"].as_str() {
+        line.push_str("  ");
+        line.push_str(p);
+    }
+    line
 }
 
 fn describe_event(e: &Value) -> String {
@@ -1017,6 +1078,38 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
             if let Some(d) = &a.handshake_timeout {
                 c.handshake_timeout = duration_arg("handshake-timeout", d)?;
             }
+            if let Some(r) = &a.upload_rate {
+                c.upload_rate = rate_arg("upload-rate", r)?;
+            }
+            if let Some(r) = &a.download_rate {
+                c.download_rate = rate_arg("download-rate", r)?;
+            }
+            if let Some(r) = &a.peer_upload_rate {
+                c.peer_upload_rate = rate_arg("peer-upload-rate", r)?;
+            }
+            if let Some(r) = &a.peer_download_rate {
+                c.peer_download_rate = rate_arg("peer-download-rate", r)?;
+            }
+            for spec in &a.peer_rates {
+                let (id, rates) = spec.split_once('=').ok_or_else(|| {
+                    fail(format!(
+                        "--peer-rate {spec:?}: expected NODE_ID=UPLOAD[,DOWNLOAD]"
+                    ))
+                })?;
+                let id = node_id_arg(id)?;
+                if rates == "default" {
+                    c.peer_rates.remove(&id);
+                    continue;
+                }
+                let (up, down) = rates.split_once(',').unwrap_or((rates, "0"));
+                c.peer_rates.insert(
+                    id,
+                    ivaldi_core::config::PeerRates {
+                        upload: rate_arg("peer-rate", up)?,
+                        download: rate_arg("peer-rate", down)?,
+                    },
+                );
+            }
             Ok(())
         })?;
         if reload_if_running(paths)? {
@@ -1078,38 +1171,6 @@ fn resolve(
     root: &Path,
     paths: &P2pPaths,
     timeline: &str,
-            if let Some(r) = &a.upload_rate {
-                c.upload_rate = rate_arg("upload-rate", r)?;
-            }
-            if let Some(r) = &a.download_rate {
-                c.download_rate = rate_arg("download-rate", r)?;
-            }
-            if let Some(r) = &a.peer_upload_rate {
-                c.peer_upload_rate = rate_arg("peer-upload-rate", r)?;
-            }
-            if let Some(r) = &a.peer_download_rate {
-                c.peer_download_rate = rate_arg("peer-download-rate", r)?;
-            }
-            for spec in &a.peer_rates {
-                let (id, rates) = spec.split_once('=').ok_or_else(|| {
-                    fail(format!(
-                        "--peer-rate {spec:?}: expected NODE_ID=UPLOAD[,DOWNLOAD]"
-                    ))
-                })?;
-                let id = node_id_arg(id)?;
-                if rates == "default" {
-                    c.peer_rates.remove(&id);
-                    continue;
-                }
-                let (up, down) = rates.split_once(',').unwrap_or((rates, "0"));
-                c.peer_rates.insert(
-                    id,
-                    ivaldi_core::config::PeerRates {
-                        upload: rate_arg("peer-rate", up)?,
-                        download: rate_arg("peer-rate", down)?,
-                    },
-                );
-            }
     take: TakeArg,
     peer: Option<&str>,
     json: bool,

@@ -355,3 +355,39 @@ fn merges_in_any_order_make_one_seal_and_replace_older_merges() {
         assert!(tree.contains_key(name), "{name} in the merge");
     }
 }
+
+/// A merge skipped because the user sealed while the peer's objects were
+/// landing is decided again at the next interval sync, even though the peer
+/// has nothing new (here the peer is `manual`, so it never merges for us).
+#[test]
+fn a_merge_skipped_because_the_head_moved_is_retried() {
+    let (a, b, _, ha, hb) = diverged(false);
+    let mut net = TestNet::new();
+    let na = net.add(cfg(ConflictStrategy::Manual), a, 1);
+    let nb = net.add(cfg(ConflictStrategy::AutoMerge), b, 2);
+    net.nodes[nb].store_delay = Duration::from_secs(1);
+    net.connect(nb, na);
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.nodes[nb]
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::SyncStarted { .. }))
+    }));
+    // The user seals on B while A's objects are still landing.
+    net.run_for(Duration::from_millis(300));
+    let mut fb = base_files();
+    fb.insert("b.txt".into(), b"from b, again\n".to_vec());
+    let s = &mut net.nodes[nb].store;
+    let hb2 = seal_files(s, &fb, vec![hb], 400, "b2");
+    s.timelines.insert(main_tl(), hb2);
+    net.run_for(Duration::from_secs(30));
+    let h = head(&net, nb);
+    assert_ne!(h, hb2, "B merged after all");
+    let st = &net.nodes[nb].store;
+    let merge = ivaldi_core::object::Seal::decode(&st.get(&h).unwrap()).unwrap();
+    let mut parents = merge.parents.clone();
+    parents.sort();
+    let mut want = vec![ha, hb2];
+    want.sort();
+    assert_eq!(parents, want, "the merge joins A's head and B's new seal");
+}

@@ -40,6 +40,17 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    /// Protocol messages as they pass: the recent ones, then (with `follow`)
+    /// each new one; only those with a peer whose id starts with `peer`.
+    Trace {
+        #[serde(default)]
+        peer: Option<String>,
+        #[serde(default)]
+        follow: bool,
+        /// Include each message's JSON payload (object data never).
+        #[serde(default)]
+        payloads: bool,
+    },
     /// Re-read `config.json` (after the CLI changed it) and apply what can change
     /// without a restart.
     ReloadConfig,

@@ -146,6 +146,9 @@ pub enum Event {
         ok: bool,
         message: String,
     },
+    /// A protocol message passed (only while tracing is on, see
+    /// [`Node::set_trace`]).
+    Message(TraceRecord),
     /// A peer announced a head for a timeline it may not write, or asked for
     /// a seal it may not read; the head or request was refused.
     AccessRefused {
@@ -153,6 +156,51 @@ pub enum Event {
         timeline: Option<TimelineName>,
         what: String,
     },
+}
+
+/// Which messages [`Event::Message`] reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceMode {
+    /// No message events (the default: they cost an allocation per message).
+    #[default]
+    Off,
+    /// Type, size, direction, peer and sync id of every message.
+    Headers,
+    /// As `Headers`, plus each message's JSON payload (object data is never
+    /// included, only its size).
+    Payloads,
+}
+
+/// One protocol message as it passed, for `ivaldi p2p trace`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TraceRecord {
+    pub conn: ConnId,
+    pub peer: Option<String>,
+    /// `in` or `out`.
+    pub dir: &'static str,
+    /// The wire type name (`sync_request`, `objects`, ...).
+    pub kind: String,
+    /// Frame size in bytes (before encryption), binary section included.
+    pub bytes: u64,
+    /// The envelope's message id (per sender).
+    pub msg_id: u64,
+    /// The sync this message belongs to, for sync messages.
+    pub sync: Option<u64>,
+    /// The message as JSON, in [`TraceMode::Payloads`] only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+/// The sync a message belongs to, if it is a sync message.
+fn sync_of(m: &Message) -> Option<u64> {
+    match m {
+        Message::SyncRequest(r) => Some(r.sync),
+        Message::SyncResponse(r) => Some(r.sync),
+        Message::Objects(h) => Some(h.sync),
+        Message::SyncComplete(c) => Some(c.sync),
+        _ => None,
+    }
 }
 
 /// What the node asks its owner to do.
@@ -191,6 +239,9 @@ pub enum TimeoutReason {
     QueuedSync,
     Discovery,
     Mesh,
+    /// An upload or download cap's allowance refills: held object data can
+    /// go out, or a paused socket can be read again.
+    RateLimit,
 }
 
 /// Counters for `status`.
@@ -239,9 +290,6 @@ pub struct PeerRecord {
     pub last_error: Option<String>,
 }
 
-    /// An upload or download cap's allowance refills: held object data can
-    /// go out, or a paused socket can be read again.
-    RateLimit,
 /// A recorded divergence.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Conflict {
@@ -299,12 +347,20 @@ struct SyncWaiter {
     objects: u64,
 }
 
+/// Objects of a checkpoint with their children, in landing order.
+type Landed = Vec<(ObjectId, Vec<ObjectId>)>;
+
 /// Largest objects frame the node builds (bounded further by `max_message_size`).
 const OBJECT_FRAME_TARGET: usize = 1024 * 1024;
 /// Bytes produced for one connection per `poll_transmit` call.
 const TRANSMIT_CHUNK: usize = 256 * 1024;
 /// Concurrent sync requests one peer may have the node serve.
 const MAX_SERVES_PER_CONN: usize = 4;
+/// A pull lands what it received so far once this many bytes of objects
+/// arrived (a checkpoint), so an interrupted transfer keeps them.
+const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+/// ... or this many objects, for histories of many small ones.
+const CHECKPOINT_OBJECTS: usize = 16_384;
 /// Protocol features this version offers in its handshake. A feature is used
 /// on a connection only when both ends offer it, so nodes lacking one still
 /// sync over the common subset: `lz4` compresses object frames;
@@ -341,6 +397,16 @@ pub struct Node {
     filter: NetworkFilter,
     /// Merge seals being landed (auto_merge), by batch.
     merges: BTreeMap<u64, (Conflict, ConnId)>,
+    /// Connections whose divergence was left undecided (see `start_merge`):
+    /// the next interval sync with them is forced.
+    redecide: BTreeSet<ConnId>,
+    /// Checkpoints of pulls being landed, by batch: the peer and the objects
+    /// with their children (for its [`sync::LandedRoots`]). Kept here, not in
+    /// the pull, so a checkpoint that lands after its pull was cut still counts.
+    checkpoints: BTreeMap<u64, (String, Landed)>,
+    /// Per peer, the roots of what landed from pulls that did not finish
+    /// (persisted through `StoreRequest::Resume`; read back on first use).
+    resume: BTreeMap<String, sync::LandedRoots>,
     /// Addresses of nodes other peers told us about (`peer_discovery`), for
     /// healing a split mesh.
     heard: BTreeMap<String, (SocketAddr, Instant)>,
@@ -353,11 +419,6 @@ pub struct Node {
     suspects: BTreeMap<String, Instant>,
     /// When a routed session to a node may next be attempted.
     routed_retry: BTreeMap<String, Instant>,
-/// A pull lands what it received so far once this many bytes of objects
-/// arrived (a checkpoint), so an interrupted transfer keeps them.
-const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
-/// ... or this many objects, for histories of many small ones.
-const CHECKPOINT_OBJECTS: usize = 16_384;
     /// The latest `now` handed in, for internal closes of routed sessions.
     last_now: Instant,
     /// When routed sessions and healing are next reconsidered.
@@ -367,6 +428,12 @@ const CHECKPOINT_OBJECTS: usize = 16_384;
     /// Per-IP allowance of inbound connections, in millionths, and when it
     /// was last topped up (see `accept_allowed`).
     accept_buckets: BTreeMap<core::net::IpAddr, (u64, Instant)>,
+    /// The node-wide upload and download caps (`upload_rate`, `download_rate`);
+    /// each connection has its own per-peer buckets as well.
+    up_bucket: rate::Bucket,
+    down_bucket: rate::Bucket,
+    /// Whether (and how) every message is reported as [`Event::Message`].
+    trace: TraceMode,
 }
 
 impl Node {
@@ -394,18 +461,14 @@ impl Node {
             stats: Stats::default(),
             last_rr: 0,
             last_timeout_reason: None,
-    /// Checkpoints of pulls being landed, by batch: the peer and the objects
-    /// with their children (for its [`sync::LandedRoots`]). Kept here, not in
-    /// the pull, so a checkpoint that lands after its pull was cut still counts.
-    checkpoints: BTreeMap<u64, (String, Vec<(ObjectId, Vec<ObjectId>)>)>,
-    /// Per peer, the roots of what landed from pulls that did not finish
-    /// (persisted through `StoreRequest::Resume`; read back on first use).
-    resume: BTreeMap<String, sync::LandedRoots>,
             initialised: false,
             restart_pulls: false,
             discovery: None,
             filter: NetworkFilter::default(),
             merges: BTreeMap::new(),
+            redecide: BTreeSet::new(),
+            checkpoints: BTreeMap::new(),
+            resume: BTreeMap::new(),
             mesh: None,
             heard: BTreeMap::new(),
             heal_retry: BTreeMap::new(),
@@ -416,6 +479,9 @@ impl Node {
             next_mesh_check: now,
             next_summary: now,
             accept_buckets: BTreeMap::new(),
+            up_bucket: rate::Bucket::new(0, now),
+            down_bucket: rate::Bucket::new(0, now),
+            trace: TraceMode::Off,
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
@@ -429,17 +495,44 @@ impl Node {
         &self.node_id
     }
 
+    /// Turns message tracing on or off: with it on, every message sent or
+    /// received is also reported as an [`Event::Message`] (for `p2p trace`).
+    pub fn set_trace(&mut self, mode: TraceMode) {
+        self.trace = mode;
+    }
+
+    /// Reports a message for the trace, when tracing is on.
+    fn trace_message(
+        &mut self,
+        conn: ConnId,
+        dir: &'static str,
+        message: &Message,
+        msg_id: u64,
+        bytes: usize,
+    ) {
+        if self.trace == TraceMode::Off {
+            return;
+        }
+        let payload = (self.trace == TraceMode::Payloads)
+            .then(|| serde_json::to_string(message).unwrap_or_default());
+        let peer = self.conns.get(&conn).and_then(|c| c.peer.clone());
+        self.emit(Event::Message(TraceRecord {
+            conn,
+            peer,
+            dir,
+            kind: message.type_name().to_owned(),
+            bytes: bytes as u64,
+            msg_id,
+            sync: sync_of(message),
+            payload,
+        }));
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
-    /// The node-wide upload and download caps (`upload_rate`, `download_rate`);
-    /// each connection has its own per-peer buckets as well.
-    up_bucket: rate::Bucket,
-    down_bucket: rate::Bucket,
-    /// Whether (and how) every message is reported as [`Event::Message`].
-    trace: TraceMode,
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -463,8 +556,6 @@ impl Node {
                     .and_then(|r| r.last_error.clone());
                 s
             })
-            checkpoints: BTreeMap::new(),
-            resume: BTreeMap::new(),
             .collect()
     }
 
@@ -486,9 +577,6 @@ impl Node {
             .map(|(a, _)| *a)
             .collect()
     }
-            up_bucket: rate::Bucket::new(0, now),
-            down_bucket: rate::Bucket::new(0, now),
-            trace: TraceMode::Off,
 
     /// Why the node last asked to be woken (for debugging).
     pub fn last_timeout_reason(&self) -> Option<TimeoutReason> {
@@ -657,6 +745,9 @@ impl Node {
                 ConnState::Ready => {
                     consider(c.next_ping, TimeoutReason::Heartbeat);
                     consider(c.last_rx + self.lost_after(), TimeoutReason::PeerLost);
+                    if let Some(t) = self.rate_wake(c) {
+                        consider(t, TimeoutReason::RateLimit);
+                    }
                     if let Some(p) = &c.pull {
                         consider(
                             p.last_progress + self.cfg.sync_timeout,
@@ -697,6 +788,7 @@ impl Node {
             .filter(|(_, c)| c.route.is_none())
             .map(|(id, _)| *id)
             .collect();
+        self.apply_rates(now);
         for id in ids {
             let produced = self.fill_transmit(now, id, store);
             let Some(c) = self.conns.get_mut(&id) else {
@@ -714,6 +806,10 @@ impl Node {
                 // the owner when the allowance refills.
                 continue;
             }
+            buf.extend_from_slice(&c.out[c.out_pos..c.out_pos + n]);
+            c.consume_out(n);
+            c.up.charge(n as u64, now);
+            self.up_bucket.charge(n as u64, now);
             self.stats.bytes_out += n as u64;
             self.last_rr = id;
             return Some(id);
@@ -721,109 +817,6 @@ impl Node {
         None
     }
 
-    /// Marks a connection's socket as full (or drained again).
-    pub fn set_blocked(&mut self, conn: ConnId, blocked: bool) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.blocked = blocked;
-        }
-    }
-
-    // ----- inputs -----
-
-    /// An inbound connection was accepted. Returns its id, or `None` if the node
-    /// refuses it (too many peers); the owner then closes the socket.
-    pub fn handle_accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        if self.live_conns() >= self.cfg.max_peers {
-            tracing::debug!(%addr, "refusing inbound connection: max_peers reached");
-            return None;
-        }
-        if !self.filter.allows(addr.ip()) {
-            tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
-            return None;
-        }
-        if !self.accept_allowed(now, addr.ip()) {
-            self.stats.accepts_rate_limited += 1;
-            tracing::info!(%addr, "refusing inbound connection: per-IP rate limit");
-            return None;
-        }
-        let id = self.alloc_conn();
-        let mut c = Conn::new(
-            id,
-            addr,
-            Direction::Inbound,
-                    if let Some(t) = self.rate_wake(c) {
-                        consider(t, TimeoutReason::RateLimit);
-                    }
-            now,
-            self.cfg.heartbeat_interval,
-            self.cfg.max_message_size,
-        );
-        match self.new_session(Role::Responder, id) {
-            Ok(s) => c.noise = Some(s),
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "cannot create a session");
-                return None;
-            }
-        }
-        c.state = ConnState::Handshaking;
-        self.conns.insert(id, c);
-        Some(id)
-    }
-
-    /// A dial the node asked for has connected.
-    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
-        let session = self.new_session(Role::Initiator, conn);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.state != ConnState::Dialing {
-            return;
-        }
-        match session {
-            Ok(mut s) => {
-                s.start(&mut c.out);
-                c.noise = Some(s);
-                c.state = ConnState::Handshaking;
-                c.opened = now;
-                c.last_rx = now;
-            }
-            Err(e) => self.close(conn, &format!("cannot create a session: {e}")),
-        }
-    }
-
-    /// Bytes arrived on a connection.
-    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
-        self.last_now = self.last_now.max(now);
-        self.apply_rates(now);
-        self.stats.bytes_in += data.len() as u64;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.state == ConnState::Closed {
-            return;
-        }
-        c.last_rx = now;
-        let Some(noise) = c.noise.as_mut() else {
-            return self.violation(conn, "bytes before the connection was set up".into());
-        };
-        let was_established = noise.is_established();
-        let out = &mut c.out;
-        if let Err(e) = c.frames.push_with(|buf| noise.receive(data, buf, out)) {
-            return self.violation(conn, format!("secure channel: {e}"));
-        }
-        if !was_established
-            && noise.is_established()
-            buf.extend_from_slice(&c.out[c.out_pos..c.out_pos + n]);
-            c.consume_out(n);
-            c.up.charge(n as u64, now);
-            self.up_bucket.charge(n as u64, now);
-            && let Err(reason) = self.on_established(now, conn, store)
-        {
-            return self.close(conn, &reason);
-        }
-        loop {
-            let Some(c) = self.conns.get_mut(&conn) else {
-                return;
     /// How many of a connection's pending bytes may go out now. Control
     /// traffic always may, together with any bulk data queued ahead of it (the
     /// bytes are encrypted in order, so a heartbeat behind an object frame can
@@ -950,13 +943,115 @@ impl Node {
         Some(usize::try_from(avail).unwrap_or(usize::MAX))
     }
 
+    /// Marks a connection's socket as full (or drained again).
+    pub fn set_blocked(&mut self, conn: ConnId, blocked: bool) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.blocked = blocked;
+        }
+    }
+
+    // ----- inputs -----
+
+    /// An inbound connection was accepted. Returns its id, or `None` if the node
+    /// refuses it (too many peers); the owner then closes the socket.
+    pub fn handle_accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        if self.live_conns() >= self.cfg.max_peers {
+            tracing::debug!(%addr, "refusing inbound connection: max_peers reached");
+            return None;
+        }
+        if !self.filter.allows(addr.ip()) {
+            tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
+            return None;
+        }
+        if !self.accept_allowed(now, addr.ip()) {
+            self.stats.accepts_rate_limited += 1;
+            tracing::info!(%addr, "refusing inbound connection: per-IP rate limit");
+            return None;
+        }
+        let id = self.alloc_conn();
+        let mut c = Conn::new(
+            id,
+            addr,
+            Direction::Inbound,
+            now,
+            self.cfg.heartbeat_interval,
+            self.cfg.max_message_size,
+        );
+        match self.new_session(Role::Responder, id) {
+            Ok(s) => c.noise = Some(s),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot create a session");
+                return None;
+            }
+        }
+        c.state = ConnState::Handshaking;
+        self.conns.insert(id, c);
+        Some(id)
+    }
+
+    /// A dial the node asked for has connected.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        let session = self.new_session(Role::Initiator, conn);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state != ConnState::Dialing {
+            return;
+        }
+        match session {
+            Ok(mut s) => {
+                s.start(&mut c.out);
+                c.noise = Some(s);
+                c.state = ConnState::Handshaking;
+                c.opened = now;
+                c.last_rx = now;
+            }
+            Err(e) => self.close(conn, &format!("cannot create a session: {e}")),
+        }
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
+        self.last_now = self.last_now.max(now);
+        self.stats.bytes_in += data.len() as u64;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.state == ConnState::Closed {
+            return;
+        }
+        // Download caps: what was read is charged (see `read_budget`).
+        c.down.charge(data.len() as u64, now);
+        self.down_bucket.charge(data.len() as u64, now);
+        c.last_rx = now;
+        let Some(noise) = c.noise.as_mut() else {
+            return self.violation(conn, "bytes before the connection was set up".into());
+        };
+        let was_established = noise.is_established();
+        let out = &mut c.out;
+        if let Err(e) = c.frames.push_with(|buf| noise.receive(data, buf, out)) {
+            return self.violation(conn, format!("secure channel: {e}"));
+        }
+        if !was_established
+            && noise.is_established()
+            && let Err(reason) = self.on_established(now, conn, store)
+        {
+            return self.close(conn, &reason);
+        }
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
             };
             if c.state == ConnState::Closed {
                 return;
             }
             match c.frames.next_frame_ref() {
                 Ok(Some(body)) => match wire::parse_frame(body) {
-                    Ok(Decoded::Message(env, bin)) => self.on_message(now, conn, *env, bin, store),
+                    Ok(Decoded::Message(env, bin)) => {
+                        let len = body.len();
+                        self.trace_message(conn, "in", &env.message, env.id, len);
+                        self.on_message(now, conn, *env, bin, store)
+                    }
                     Ok(Decoded::Unknown { kind, .. }) => {
                         self.stats.unknown_messages += 1;
                         tracing::debug!(conn, kind, "ignoring unknown message type");
@@ -975,6 +1070,7 @@ impl Node {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        self.redecide.remove(&conn);
         if c.was_ready && c.route.is_none() {
             self.update_links(now);
         }
@@ -1027,13 +1123,11 @@ impl Node {
             if let Ok(h) = store.heads() {
                 self.announced = h;
             }
-        // Download caps: what was read is charged (see `read_budget`).
-        c.down.charge(data.len() as u64, now);
-        self.down_bucket.charge(data.len() as u64, now);
             self.announce_local(now, store);
             self.mesh_init(now, store);
         }
         self.last_now = self.last_now.max(now);
+        self.refill_rates(now);
         self.mesh_timeout(now, store);
         if let Some(d) = self.discovery.as_mut() {
             d.handle_timeout(now);
@@ -1089,7 +1183,11 @@ impl Node {
             self.announce_heads(now, store);
             let ready: Vec<ConnId> = self.ready_conns().collect();
             for id in ready {
-                self.request_pull(now, id, store, false);
+                // Where a decision was left undone (a merge skipped because
+                // the head moved, or its landing failed), pull even though
+                // nothing is new, so the strategy decides again.
+                let again = self.redecide.remove(&id);
+                self.request_pull(now, id, store, again);
             }
         }
         if self.restart_pulls {
@@ -1133,7 +1231,6 @@ impl Node {
                             d.once = true;
                         }
                         self.connect_waiters.insert(conn, id);
-        self.refill_rates(now);
                     }
                     None => self.done(
                         id,
@@ -1226,6 +1323,7 @@ impl Node {
             Command::SetConfig(cfg) => {
                 let auto_was = self.cfg.auto_sync;
                 self.cfg = *cfg;
+                self.apply_rates(now);
                 if self.cfg.auto_sync
                     && (!auto_was || self.next_auto_sync > now + self.cfg.sync_interval)
                 {
@@ -1250,6 +1348,9 @@ impl Node {
         if let Some((conflict, conn)) = self.merges.remove(&batch) {
             self.merge_landed(now, conn, conflict, result, store);
             return;
+        }
+        if let Some(checkpoint) = self.checkpoints.remove(&batch) {
+            return self.checkpoint_landed(now, batch, checkpoint, result, store);
         }
         let Some(conn) = self
             .conns
@@ -1315,6 +1416,14 @@ impl Node {
                         .remove(&(conflict.timeline.clone(), peer.clone()));
                     self.tell_resolution(now, conn, store, conflict, *head);
                 }
+                // Everything the peer offered has landed, under its heads or
+                // tracking names: nothing is left to resume.
+                if self.resume.remove(&peer).is_some_and(|r| !r.is_empty()) {
+                    self.outputs.push_back(Output::Store(StoreRequest::Resume {
+                        peer: peer.clone(),
+                        roots: Vec::new(),
+                    }));
+                }
                 let merges = pull.merges.clone();
                 let snapshot = self.conns[&conn].snapshot();
                 self.end_pull_with(now, &snapshot, pull, Ok(()));
@@ -1325,7 +1434,6 @@ impl Node {
                 if retry {
                     self.request_pull(now, conn, store, false);
                 }
-                self.apply_rates(now);
             }
         }
         self.start_queued_pulls_with(now, store);
@@ -1346,9 +1454,6 @@ impl Node {
         let strategy = conflict::strategy_for(
             &c.timeline,
             self.cfg.conflict_strategy,
-        if let Some(checkpoint) = self.checkpoints.remove(&batch) {
-            return self.checkpoint_landed(now, batch, checkpoint, result, store);
-        }
             &self.cfg.timeline_strategies,
         );
         let name = serde_json::to_value(strategy)
@@ -1387,6 +1492,8 @@ impl Node {
         // The head may have moved since the divergence was seen.
         let current = store.heads().ok().and_then(|h| h.get(&c.timeline).copied());
         if current != Some(c.local) {
+            // Decide again against the new head at the next interval sync.
+            self.redecide.insert(conn);
             return;
         }
         match conflict::auto_merge(store, &c.local, &c.remote) {
@@ -1413,14 +1520,6 @@ impl Node {
             Err(e) => {
                 tracing::warn!(timeline = %c.timeline, error = %e, "automatic merge failed; recording the conflict");
                 self.record_conflict(c);
-                // Everything the peer offered has landed, under its heads or
-                // tracking names: nothing is left to resume.
-                if self.resume.remove(&peer).is_some_and(|r| !r.is_empty()) {
-                    self.outputs.push_back(Output::Store(StoreRequest::Resume {
-                        peer: peer.clone(),
-                        roots: Vec::new(),
-                    }));
-                }
             }
         }
         let _ = now;
@@ -1465,8 +1564,12 @@ impl Node {
             Ok(_) => {
                 // The head moved meanwhile; the next sync decides again.
                 self.restart_pulls = true;
+                self.redecide.insert(conn);
             }
-            Err(e) => tracing::warn!(timeline = %c.timeline, error = %e, "landing a merge failed"),
+            Err(e) => {
+                tracing::warn!(timeline = %c.timeline, error = %e, "landing a merge failed; retrying at the next interval sync");
+                self.redecide.insert(conn);
+            }
         }
     }
 
@@ -1640,8 +1743,10 @@ impl Node {
             .bytes_out_by_type
             .entry(kind.to_owned())
             .or_default() += frame.len() as u64;
+        let len = frame.len();
         c.ctrl.push_back(frame);
         *self.stats.messages_out.entry(kind.to_owned()).or_default() += 1;
+        self.trace_message(conn, "out", &env.message, id, len);
     }
 
     fn on_established(
@@ -2115,6 +2220,24 @@ impl Node {
                 return;
             }
         };
+        // Resuming: name the roots of what landed from this peer's interrupted
+        // pulls (read back from the store after a restart).
+        let resume: Vec<ObjectId> = self
+            .resume
+            .entry(peer.clone())
+            .or_insert_with(|| sync::LandedRoots::from_ids(&store.resume_hints(&peer)))
+            .ids()
+            .into_iter()
+            .filter(|id| store.has(id))
+            .collect();
+        if !resume.is_empty() {
+            tracing::debug!(
+                peer = short(&peer),
+                sync,
+                roots = resume.len(),
+                "resuming an interrupted pull"
+            );
+        }
         self.send(
             now,
             conn,
@@ -2123,6 +2246,7 @@ impl Node {
                 repo: store.repo_id().to_owned(),
                 wants,
                 haves,
+                resume,
             }),
         );
     }
@@ -2159,6 +2283,9 @@ impl Node {
         }
         if r.wants.len() > 4096 || r.haves.len() > 65_536 {
             return self.violation(conn, "sync request lists too many seals".into());
+        }
+        if r.resume.len() > sync::MAX_RESUME_HINTS {
+            return self.violation(conn, "sync request lists too many resume roots".into());
         }
         if !self.cfg.access.is_empty() {
             let peer = c.peer.clone().unwrap_or_default();
@@ -2210,31 +2337,21 @@ impl Node {
                 );
             }
         };
-        tracing::debug!(
-            conn,
+        // With the puller's `sync started`/`completed` events (same peer pair,
+        // same sync id) this lets one sync be followed across both logs.
+        tracing::info!(
+            peer = short(
+                self.conns
+                    .get(&conn)
+                    .and_then(|c| c.peer.as_deref())
+                    .unwrap_or("?")
+            ),
             sync = r.sync,
+            conn,
             objects = plan.len(),
             "serving sync request"
         );
         self.send(
-        // Resuming: name the roots of what landed from this peer's interrupted
-        // pulls (read back from the store after a restart).
-        let resume: Vec<ObjectId> = self
-            .resume
-            .entry(peer.clone())
-            .or_insert_with(|| sync::LandedRoots::from_ids(&store.resume_hints(&peer)))
-            .ids()
-            .into_iter()
-            .filter(|id| store.has(id))
-            .collect();
-        if !resume.is_empty() {
-            tracing::debug!(
-                peer = short(&peer),
-                sync,
-                roots = resume.len(),
-                "resuming an interrupted pull"
-            );
-        }
             now,
             conn,
             Message::SyncResponse(wire::SyncResponse {
@@ -2243,7 +2360,6 @@ impl Node {
                 objects: plan.len() as u64,
                 bytes: 0,
             }),
-                resume,
         );
         if let Some(c) = self.conns.get_mut(&conn) {
             c.serving.push_back(Serve::new(r.sync, plan));
@@ -2280,9 +2396,6 @@ impl Node {
                 pull.expected = r.objects;
                 pull.state = PullState::Receiving;
             }
-        }
-        if r.resume.len() > sync::MAX_RESUME_HINTS {
-            return self.violation(conn, "sync request lists too many resume roots".into());
         }
     }
 
@@ -2338,6 +2451,17 @@ impl Node {
         if pull.received > pull.expected {
             return self.violation(conn, "more objects than announced".into());
         }
+        for (id, enc) in &batch {
+            let children = if object::kind_of(enc) == Ok(ObjectKind::Blob) {
+                Vec::new()
+            } else {
+                object::Object::decode(enc)
+                    .map(|o| o.children())
+                    .unwrap_or_default()
+            };
+            pull.staged.push((*id, children));
+        }
+        pull.staged_bytes += bytes;
         let (sync, batch_id, count) = (pull.sync, pull.batch, batch.len() as u64);
         let peer = c.peer.clone().unwrap_or_default();
         self.stats.objects_in += count;
@@ -2349,12 +2473,97 @@ impl Node {
             batch: batch_id,
             objects: batch,
         }));
+        // A checkpoint: land what arrived so far on its own, so a cut transfer
+        // keeps it. Objects arrive children first, so every prefix of the
+        // stream is closed given what the store already holds (the store
+        // checks closure again). One checkpoint at a time: a later batch never
+        // refers to objects of one whose landing might still fail. No head
+        // moves; the last batch lands in `finish_pull`.
+        let due = pull.staged_bytes >= CHECKPOINT_BYTES || pull.staged.len() >= CHECKPOINT_OBJECTS;
+        if due && pull.checkpoint.is_none() && pull.received < pull.expected {
+            let landing = pull.batch;
+            pull.batch = self.next_sync;
+            self.next_sync += 1;
+            pull.checkpoint = Some(landing);
+            pull.staged_bytes = 0;
+            let objects = std::mem::take(&mut pull.staged);
+            tracing::debug!(
+                conn,
+                sync,
+                batch = landing,
+                objects = objects.len(),
+                "landing a checkpoint"
+            );
+            self.checkpoints.insert(landing, (peer.clone(), objects));
+            self.outputs.push_back(Output::Store(StoreRequest::Land {
+                batch: landing,
+                updates: Vec::new(),
+            }));
+        }
         self.emit(Event::ObjectReceived {
             peer,
             sync,
             objects: count,
             bytes,
         });
+    }
+
+    /// A checkpoint's landing finished. On success its objects join the peer's
+    /// resume record (persisted, so even a restart resumes); the pull, if it
+    /// is still running, may land its next checkpoint or finish. On failure the
+    /// pull fails: its later objects may refer to the checkpoint's.
+    fn checkpoint_landed(
+        &mut self,
+        now: Instant,
+        batch: u64,
+        (peer, objects): (String, Landed),
+        result: Result<Vec<UpdateResult>, StoreError>,
+        store: &dyn Store,
+    ) {
+        let conn = self
+            .conns
+            .values()
+            .find(|c| c.pull.as_ref().is_some_and(|p| p.checkpoint == Some(batch)))
+            .map(|c| c.id);
+        match result {
+            Ok(_) => {
+                let roots = self.resume.entry(peer.clone()).or_default();
+                for (id, children) in &objects {
+                    roots.land(*id, children);
+                }
+                let roots = roots.ids();
+                tracing::debug!(
+                    peer = short(&peer),
+                    batch,
+                    objects = objects.len(),
+                    roots = roots.len(),
+                    "checkpoint landed"
+                );
+                self.outputs
+                    .push_back(Output::Store(StoreRequest::Resume { peer, roots }));
+                let Some(conn) = conn else { return };
+                let Some(pull) = self.conns.get_mut(&conn).and_then(|c| c.pull.as_mut()) else {
+                    return;
+                };
+                pull.checkpoint = None;
+                pull.last_progress = now;
+                if pull.complete {
+                    self.finish_pull(now, conn, store);
+                }
+            }
+            Err(e) => {
+                let Some(conn) = conn else { return };
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let pull = c.pull.take();
+                let snap = c.snapshot();
+                if let Some(pull) = pull {
+                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
+                }
+                self.close(conn, "sync failed");
+            }
+        }
     }
 
     fn on_sync_complete(
@@ -2386,6 +2595,13 @@ impl Node {
         let peer = c.peer.clone().unwrap_or_default();
         let Some(pull) = c.pull.as_mut() else { return };
         pull.last_progress = now;
+        if pull.checkpoint.is_some() {
+            // The last batch may refer to the checkpoint's objects: land it
+            // only once the checkpoint has (`checkpoint_landed`).
+            pull.complete = true;
+            return;
+        }
+        pull.staged = Vec::new();
         let seals = &pull.seals;
         let mut lookup = |id: &ObjectId| -> Result<Seal, StoreError> {
             match seals.get(id) {
@@ -2448,17 +2664,6 @@ impl Node {
                         &self.cfg.timeline_strategies,
                     );
                     let theirs = c
-        for (id, enc) in &batch {
-            let children = if object::kind_of(enc) == Ok(ObjectKind::Blob) {
-                Vec::new()
-            } else {
-                object::Object::decode(enc)
-                    .map(|o| o.children())
-                    .unwrap_or_default()
-            };
-            pull.staged.push((*id, children));
-        }
-        pull.staged_bytes += bytes;
                         .remote_strategy
                         .as_ref()
                         .map(|a| conflict::strategy_for(timeline, a.default, &a.timelines));
@@ -2470,33 +2675,6 @@ impl Node {
                         error = Some("reading the diverged heads".into());
                         break;
                     };
-        // A checkpoint: land what arrived so far on its own, so a cut transfer
-        // keeps it. Objects arrive children first, so every prefix of the
-        // stream is closed given what the store already holds (the store
-        // checks closure again). One checkpoint at a time: a later batch never
-        // refers to objects of one whose landing might still fail. No head
-        // moves; the last batch lands in `finish_pull`.
-        let due = pull.staged_bytes >= CHECKPOINT_BYTES || pull.staged.len() >= CHECKPOINT_OBJECTS;
-        if due && pull.checkpoint.is_none() && pull.received < pull.expected {
-            let landing = pull.batch;
-            pull.batch = self.next_sync;
-            self.next_sync += 1;
-            pull.checkpoint = Some(landing);
-            pull.staged_bytes = 0;
-            let objects = std::mem::take(&mut pull.staged);
-            tracing::debug!(
-                conn,
-                sync,
-                batch = landing,
-                objects = objects.len(),
-                "landing a checkpoint"
-            );
-            self.checkpoints.insert(landing, (peer.clone(), objects));
-            self.outputs.push_back(Output::Store(StoreRequest::Land {
-                batch: landing,
-                updates: Vec::new(),
-            }));
-        }
                     match conflict::decide(ours, theirs, (&l, tl), (remote, tr)) {
                         Resolution::Record => conflicts.push(conflict),
                         Resolution::KeepLocal => resolved.push((conflict, l)),
@@ -2505,64 +2683,6 @@ impl Node {
                             // `kept/<timeline>/<id>`, which syncs like any other:
                             // every node that shares the timeline keeps it too.
                             let kept = TimelineName::new(&format!("kept/{timeline}/{}", l.short()))
-    /// A checkpoint's landing finished. On success its objects join the peer's
-    /// resume record (persisted, so even a restart resumes); the pull, if it
-    /// is still running, may land its next checkpoint or finish. On failure the
-    /// pull fails: its later objects may refer to the checkpoint's.
-    fn checkpoint_landed(
-        &mut self,
-        now: Instant,
-        batch: u64,
-        (peer, objects): (String, Vec<(ObjectId, Vec<ObjectId>)>),
-        result: Result<Vec<UpdateResult>, StoreError>,
-        store: &dyn Store,
-    ) {
-        let conn = self
-            .conns
-            .values()
-            .find(|c| c.pull.as_ref().is_some_and(|p| p.checkpoint == Some(batch)))
-            .map(|c| c.id);
-        match result {
-            Ok(_) => {
-                let roots = self.resume.entry(peer.clone()).or_default();
-                for (id, children) in &objects {
-                    roots.land(*id, children);
-                }
-                let roots = roots.ids();
-                tracing::debug!(
-                    peer = short(&peer),
-                    batch,
-                    objects = objects.len(),
-                    roots = roots.len(),
-                    "checkpoint landed"
-                );
-                self.outputs
-                    .push_back(Output::Store(StoreRequest::Resume { peer, roots }));
-                let Some(conn) = conn else { return };
-                let Some(pull) = self.conns.get_mut(&conn).and_then(|c| c.pull.as_mut()) else {
-                    return;
-                };
-                pull.checkpoint = None;
-                pull.last_progress = now;
-                if pull.complete {
-                    self.finish_pull(now, conn, store);
-                }
-            }
-            Err(e) => {
-                let Some(conn) = conn else { return };
-                let Some(c) = self.conns.get_mut(&conn) else {
-                    return;
-                };
-                let pull = c.pull.take();
-                let snap = c.snapshot();
-                if let Some(pull) = pull {
-                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
-                }
-                self.close(conn, "sync failed");
-            }
-        }
-    }
-
                                 .map(RefName::Timeline)
                                 .unwrap_or(RefName::Kept {
                                     timeline: timeline.clone(),
@@ -2592,13 +2712,6 @@ impl Node {
             let pull = c.pull.take();
             let snap = c.snapshot();
             if let Some(pull) = pull {
-        if pull.checkpoint.is_some() {
-            // The last batch may refer to the checkpoint's objects: land it
-            // only once the checkpoint has (`checkpoint_landed`).
-            pull.complete = true;
-            return;
-        }
-        pull.staged = Vec::new();
                 self.end_pull_with(now, &snap, pull, Err(e));
             }
             return self.close(conn, "sync failed");
@@ -2771,6 +2884,24 @@ impl Node {
     fn fill_transmit(&mut self, now: Instant, conn: ConnId, store: &dyn Store) -> Result<(), ()> {
         let mut max_frame =
             (self.cfg.max_message_size as usize / 2).clamp(64 * 1024, OBJECT_FRAME_TARGET);
+        // Under an upload cap, bulk data is produced one frame at a time, only
+        // when the allowance is there, and in frames of about a quarter
+        // second of the slowest cap: a heartbeat queued behind a frame waits
+        // for that frame only.
+        let mut capped = None;
+        if let Some(c) = self.conns.get_mut(&conn)
+            && c.route.is_none()
+            && !(c.up.unlimited() && self.up_bucket.unlimited())
+        {
+            let slowest = [c.up.rate(), self.up_bucket.rate()]
+                .into_iter()
+                .filter(|r| *r != 0)
+                .min()
+                .unwrap_or(0);
+            max_frame = max_frame.min(usize::try_from(rate::burst(slowest)).unwrap_or(max_frame));
+            capped = Some(c.up.available(now).min(self.up_bucket.available(now)));
+        }
+        let mut produced_bulk = false;
         let node_id = self.node_id.clone();
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
@@ -2796,9 +2927,22 @@ impl Node {
             // Keep the buffer from growing: drop what was already handed out
             // (`Conn::compact_out`, inlined: `noise` borrows `c`).
             c.out.drain(..c.out_pos);
+            c.bulk_start = c.bulk_start.saturating_sub(c.out_pos);
+            c.bulk_end = c.bulk_end.saturating_sub(c.out_pos);
             c.out_pos = 0;
         }
         while c.out.len() < TRANSMIT_CHUNK {
+            if let Some(avail) = capped {
+                if c.serving.is_empty()
+                    || produced_bulk
+                    || c.bulk_end > c.bulk_start
+                    || avail < rate::QUANTUM
+                {
+                    break;
+                }
+                produced_bulk = true;
+                c.bulk_start = c.out.len();
+            }
             let Some(job) = c.serving.front_mut() else {
                 break;
             };
@@ -2857,6 +3001,20 @@ impl Node {
                 let mut frame = std::mem::take(&mut c.frame_buf);
                 frame.clear();
                 wire::encode_frame(&env, payload, &mut frame);
+                if self.trace != TraceMode::Off {
+                    // Not through `trace_message`: `c` is borrowed here.
+                    self.outputs
+                        .push_back(Output::Event(Event::Message(TraceRecord {
+                            conn,
+                            peer: c.peer.clone(),
+                            dir: "out",
+                            kind: "objects".into(),
+                            bytes: frame.len() as u64,
+                            msg_id: env.id,
+                            sync: Some(sync),
+                            payload: None,
+                        })));
+                }
                 let sent = noise.send(&frame, &mut c.out);
                 c.frame_buf = frame;
                 if sent.is_err() {
@@ -2885,10 +3043,26 @@ impl Node {
                     .or_default() += 1;
                 let mut frame = Vec::new();
                 wire::encode_frame(&env, &[], &mut frame);
+                if self.trace != TraceMode::Off {
+                    self.outputs
+                        .push_back(Output::Event(Event::Message(TraceRecord {
+                            conn,
+                            peer: c.peer.clone(),
+                            dir: "out",
+                            kind: "sync_complete".into(),
+                            bytes: frame.len() as u64,
+                            msg_id: env.id,
+                            sync: Some(sync),
+                            payload: None,
+                        })));
+                }
                 if noise.send(&frame, &mut c.out).is_err() {
                     return Err(());
                 }
             }
+        }
+        if produced_bulk {
+            c.bulk_end = c.out.len();
         }
         let peer = c.peer.clone().unwrap_or_default();
         self.stats.objects_out += objects_sent;
@@ -2959,37 +3133,3 @@ pub fn short(id: &str) -> &str {
 
 #[allow(dead_code)]
 type SealMap = IdMap<Seal>;
-        // Under an upload cap, bulk data is produced one frame at a time, only
-        // when the allowance is there, and in frames of about a quarter
-        // second of the slowest cap: a heartbeat queued behind a frame waits
-        // for that frame only.
-        let mut capped = None;
-        if let Some(c) = self.conns.get_mut(&conn)
-            && c.route.is_none()
-            && !(c.up.unlimited() && self.up_bucket.unlimited())
-        {
-            let slowest = [c.up.rate(), self.up_bucket.rate()]
-                .into_iter()
-                .filter(|r| *r != 0)
-                .min()
-                .unwrap_or(0);
-            max_frame = max_frame.min(usize::try_from(rate::burst(slowest)).unwrap_or(max_frame));
-            capped = Some(c.up.available(now).min(self.up_bucket.available(now)));
-        }
-        let mut produced_bulk = false;
-            c.bulk_start = c.bulk_start.saturating_sub(c.out_pos);
-            c.bulk_end = c.bulk_end.saturating_sub(c.out_pos);
-            if let Some(avail) = capped {
-                if c.serving.is_empty()
-                    || produced_bulk
-                    || c.bulk_end > c.bulk_start
-                    || avail < rate::QUANTUM
-                {
-                    break;
-                }
-                produced_bulk = true;
-                c.bulk_start = c.out.len();
-            }
-        if produced_bulk {
-            c.bulk_end = c.out.len();
-        }

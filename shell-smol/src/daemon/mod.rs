@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant, SystemTime};
 
 use ivaldi_core::config::Config;
-use ivaldi_core::node::{Command, CommandId, ConnId, Event, Node, Output};
+use ivaldi_core::node::{Command, CommandId, ConnId, Event, Node, Output, TraceMode};
 use ivaldi_core::store::{Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::time::Instant;
 use serde_json::json;
@@ -120,6 +120,15 @@ impl ReadGate {
 const RECENT_EVENTS: usize = 1000;
 /// Events queued per `events --follow` subscriber before the oldest are dropped.
 const SUBSCRIBER_QUEUE: usize = 256;
+/// Most protocol messages kept for `trace` without `--follow`.
+const RECENT_TRACE: usize = 512;
+
+/// A `trace --follow` client: its peer filter and whether it wants payloads.
+struct TraceFollower {
+    reply: Sender<String>,
+    peer: Option<String>,
+    payloads: bool,
+}
 
 struct Driver {
     node: Node,
@@ -135,6 +144,10 @@ struct Driver {
     waiting: BTreeMap<CommandId, Sender<String>>,
     next_cmd: CommandId,
     recent: VecDeque<serde_json::Value>,
+    /// The last protocol messages (the node traces headers always; a cheap
+    /// record per frame), for `trace`.
+    recent_trace: VecDeque<serde_json::Value>,
+    tracers: Vec<TraceFollower>,
     events_emitted: u64,
     events_dropped: u64,
     udp: Option<Arc<Async<UdpSocket>>>,
@@ -257,7 +270,10 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             .map_err(|e| SetupError::Other(format!("cannot start the disk thread: {e}")))?;
 
         let origin = WallInstant::now();
-        let node = Node::new(cfg.clone(), keypair, seed, Instant::ZERO);
+        let mut node = Node::new(cfg.clone(), keypair, seed, Instant::ZERO);
+        // Message headers are always traced (a small record per frame), so
+        // `p2p trace` can show what just happened without having been started first.
+        node.set_trace(TraceMode::Headers);
         let started_info = Started {
             node_id: node.node_id().to_owned(),
             port,
@@ -282,6 +298,8 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             waiting: BTreeMap::new(),
             next_cmd: 1,
             recent: VecDeque::new(),
+            recent_trace: VecDeque::new(),
+            tracers: Vec::new(),
             events_emitted: 0,
             events_dropped: 0,
             udp,
@@ -543,6 +561,7 @@ impl Driver {
             ConnIo {
                 writer: wtx,
                 pending: None,
+                gate,
                 _reader: reader,
                 _writer: writer,
             },
@@ -558,10 +577,10 @@ impl Driver {
                 pending,
                 _reader,
                 _writer,
+                ..
             } = io;
             if let Some(p) = pending {
                 let _ = writer.try_send(p);
-                gate,
             }
             drop(writer);
             _writer.detach();
@@ -577,7 +596,6 @@ impl Driver {
                 self.perform(out);
             }
             let now = self.now();
-                ..
             let mut buf = Vec::new();
             while let Some(conn) = self.node.poll_transmit(now, &self.store, &mut buf) {
                 progress = true;
@@ -595,8 +613,18 @@ impl Driver {
                 }
             }
             if !progress {
+                self.update_read_gates(now);
                 return;
             }
+        }
+    }
+
+    /// Publishes each connection's download allowance to its reader (see
+    /// `ReadGate`); a paused reader resumes when a later tick refills it.
+    fn update_read_gates(&mut self, now: Instant) {
+        for (conn, io) in &self.conns {
+            let budget = self.node.read_budget(*conn, now).unwrap_or(usize::MAX);
+            io.gate.set(budget);
         }
     }
 
@@ -613,21 +641,11 @@ impl Driver {
                             Err(std::io::Error::new(
                                 std::io::ErrorKind::TimedOut,
                                 "connect timed out",
-                self.update_read_gates(now);
                             ))
                         })
                         .await;
                     if let Ok(s) = &res {
                         let _ = s.set_nodelay(true);
-    /// Publishes each connection's download allowance to its reader (see
-    /// `ReadGate`); a paused reader resumes when a later tick refills it.
-    fn update_read_gates(&mut self, now: Instant) {
-        for (conn, io) in &self.conns {
-            let budget = self.node.read_budget(*conn, now).unwrap_or(usize::MAX);
-            io.gate.set(budget);
-        }
-    }
-
                     }
                     let _ = tx.send(Input::Connected(conn, res)).await;
                 })
@@ -656,6 +674,9 @@ impl Driver {
 
     fn on_event(&mut self, e: Event) {
         let value = serde_json::to_value(&e).unwrap_or_default();
+        if let Event::Message(m) = &e {
+            return self.on_trace(m.peer.as_deref(), value);
+        }
         tracing::info!(event = %value, "event");
         if let Event::CommandDone { id, ok, message } = &e
             && let Some(reply) = self.waiting.remove(id)
@@ -689,6 +710,47 @@ impl Driver {
                 let _ = reply.try_send(progress.clone());
             }
         }
+    }
+
+    /// A protocol message passed: kept for `trace`, sent to followers whose
+    /// filter it matches (payloads only to those that asked for them).
+    fn on_trace(&mut self, peer: Option<&str>, value: serde_json::Value) {
+        tracing::trace!(message = %value, "message");
+        let mut headers = value.clone();
+        if let Some(o) = headers.as_object_mut() {
+            o.remove("payload");
+        }
+        if self.recent_trace.len() >= RECENT_TRACE {
+            self.recent_trace.pop_front();
+        }
+        self.recent_trace.push_back(headers.clone());
+        let before = self.tracers.len();
+        self.tracers.retain(|t| !t.reply.is_closed());
+        let with = line_json(&Line::Event { event: value });
+        let without = line_json(&Line::Event { event: headers });
+        for t in &self.tracers {
+            let wanted = t
+                .peer
+                .as_deref()
+                .is_none_or(|p| peer.is_some_and(|x| x.starts_with(p)));
+            if wanted {
+                let line = if t.payloads { &with } else { &without };
+                let _ = t.reply.force_send(line.clone());
+            }
+        }
+        if self.tracers.len() != before {
+            self.update_trace_mode();
+        }
+    }
+
+    /// Payloads are serialised only while some follower wants them.
+    fn update_trace_mode(&mut self) {
+        let mode = if self.tracers.iter().any(|t| t.payloads) {
+            TraceMode::Payloads
+        } else {
+            TraceMode::Headers
+        };
+        self.node.set_trace(mode);
     }
 
     fn command(&mut self, now: Instant, cmd: Command, reply: Sender<String>) {
@@ -746,13 +808,45 @@ impl Driver {
             }))),
             Request::Conflicts => send(Reply::ok(json!({ "conflicts": self.node.conflicts() }))),
             Request::Events { follow } => {
-                for e in &self.recent {
+                // The reply queue holds SUBSCRIBER_QUEUE lines: the newest
+                // events that fit, and room for the final reply.
+                let skip = self.recent.len().saturating_sub(SUBSCRIBER_QUEUE - 1);
+                for e in self.recent.iter().skip(skip) {
                     let _ = reply.try_send(line_json(&Line::Event { event: e.clone() }));
                 }
                 if follow {
                     self.subscribers.push(reply);
                 } else {
                     send(Reply::ok(json!({ "count": self.recent.len() })));
+                }
+            }
+            Request::Trace {
+                peer,
+                follow,
+                payloads,
+            } => {
+                let peer = peer.map(|p| p.to_ascii_lowercase());
+                let matching: Vec<&serde_json::Value> = self
+                    .recent_trace
+                    .iter()
+                    .filter(|m| {
+                        peer.as_deref()
+                            .is_none_or(|p| m["peer"].as_str().is_some_and(|x| x.starts_with(p)))
+                    })
+                    .collect();
+                let skip = matching.len().saturating_sub(SUBSCRIBER_QUEUE - 1);
+                for m in matching.into_iter().skip(skip) {
+                    let _ = reply.try_send(line_json(&Line::Event { event: m.clone() }));
+                }
+                if follow {
+                    self.tracers.push(TraceFollower {
+                        reply,
+                        peer,
+                        payloads,
+                    });
+                    self.update_trace_mode();
+                } else {
+                    send(Reply::ok(json!({ "count": self.recent_trace.len() })));
                 }
             }
             Request::ReloadConfig => match P2pPaths::new(self.store.repo().root())
@@ -888,6 +982,13 @@ impl Driver {
             "uptime_secs": uptime.as_secs(),
             "auto_sync": self.node.config().auto_sync,
             "sync_interval": ivaldi_core::config::format_duration(self.node.config().sync_interval),
+            "bandwidth": {
+                "upload_rate": self.node.config().upload_rate,
+                "download_rate": self.node.config().download_rate,
+                "peer_upload_rate": self.node.config().peer_upload_rate,
+                "peer_download_rate": self.node.config().peer_download_rate,
+                "peer_rates": self.node.config().peer_rates,
+            },
             "peers": self.peers_json(false)["peers"],
             "stats": self.node.stats(),
                         "conflicts": self.node.conflicts().len(),
@@ -916,6 +1017,7 @@ async fn read_loop(conn: ConnId, mut stream: TcpStream, tx: Sender<Input>, gate:
                 return;
             }
             Ok(n) => {
+                gate.consume(n);
                 if tx
                     .send(Input::Bytes(conn, buf[..n].to_vec()))
                     .await
@@ -983,13 +1085,6 @@ pub fn discovery_targets(cfg: &Config) -> Vec<SocketAddr> {
         .filter_map(|i| match i.addr {
             if_addrs::IfAddr::V4(v4) => v4
                 .broadcast
-            "bandwidth": {
-                "upload_rate": self.node.config().upload_rate,
-                "download_rate": self.node.config().download_rate,
-                "peer_upload_rate": self.node.config().peer_upload_rate,
-                "peer_download_rate": self.node.config().peer_download_rate,
-                "peer_rates": self.node.config().peer_rates,
-            },
                 .map(|b| SocketAddr::new(IpAddr::V4(b), cfg.discovery_port)),
             _ => None,
         })
@@ -998,4 +1093,3 @@ pub fn discovery_targets(cfg: &Config) -> Vec<SocketAddr> {
     out.dedup();
     out
 }
-                gate.consume(n);

@@ -149,7 +149,7 @@ impl Repository {
                 let name = e.file_name();
                 let pid = name
                     .to_str()
-                    .and_then(|n| n.strip_prefix("pack-"))
+                    .and_then(|n| n.strip_prefix("pack-").or_else(|| n.strip_prefix("pull-")))
                     .and_then(|n| n.split('-').next())
                     .and_then(|p| p.parse::<u32>().ok());
                 if let Some(pid) = pid
@@ -608,7 +608,7 @@ impl Repository {
 }
 
 /// Whether a process is running (a zombie, dead but not yet reaped, is not).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat
             .rsplit(')')
