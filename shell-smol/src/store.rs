@@ -100,6 +100,9 @@ pub const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 pub struct DiskWriter {
     repo: Repository,
     batches: HashMap<u64, PackWriter>,
+    /// Packs each unfinished batch has landed as checkpoints (file names), as
+    /// recorded for gc in `tmp/pull-<pid>-<batch>.keep`.
+    checkpoints: HashMap<u64, Vec<String>>,
 }
 
 impl DiskWriter {
@@ -108,6 +111,7 @@ impl DiskWriter {
         Ok(DiskWriter {
             repo: Repository::open(root)?,
             batches: HashMap::new(),
+            checkpoints: HashMap::new(),
         })
     }
 
@@ -150,7 +154,7 @@ impl DiskWriter {
                     // collect it if the pull is never finished). The rest of
                     // the batch goes to a fresh pack.
                     if let Some(w) = self.batches.remove(&batch)
-                        && let Err(e) = self.checkpoint(w)
+                        && let Err(e) = self.checkpoint(batch, w)
                     {
                         return Some((batch, Err(failed(e))));
                     }
@@ -159,6 +163,7 @@ impl DiskWriter {
             }
             StoreRequest::Abort { batch } => {
                 self.batches.remove(&batch);
+                self.forget_checkpoints(batch);
                 None
             }
             StoreRequest::Resume { peer, roots } => {
@@ -168,16 +173,46 @@ impl DiskWriter {
                 }
                 None
             }
-            StoreRequest::Land { batch, updates } => Some((batch, self.land(batch, updates))),
+            StoreRequest::Land { batch, updates } => {
+                let result = self.land(batch, updates);
+                self.forget_checkpoints(batch);
+                Some((batch, result))
+            }
         }
     }
 
-    fn checkpoint(&mut self, writer: PackWriter) -> Result<(), RepoError> {
+    /// Lands a closed prefix of `batch` as a pack and records it, so `gc` keeps
+    /// it while this process lives (its objects are unreachable until the
+    /// batch's heads move).
+    fn checkpoint(&mut self, batch: u64, writer: PackWriter) -> Result<(), RepoError> {
         let _lock = self.repo.lock()?;
         let n = self.repo.store.commit(writer)?;
+        let packs = self.checkpoints.entry(batch).or_default();
+        if let Some(name) = self
+            .repo
+            .store
+            .pack_paths()
+            .last()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+        {
+            packs.push(name.to_owned());
+        }
+        let record = crate::repo::gc::checkpoint_record(&self.repo, batch);
+        crate::repo::write_atomic(&record, packs.join("\n").as_bytes(), true)?;
         crate::repo::fault::point("sync.checkpoint-landed");
-        tracing::debug!(objects = n, "pull checkpoint landed");
+        tracing::debug!(objects = n, batch, "pull checkpoint landed");
         Ok(())
+    }
+
+    /// The batch landed or was given up: its checkpoints need no protection.
+    fn forget_checkpoints(&mut self, batch: u64) {
+        if self.checkpoints.remove(&batch).is_some() {
+            let record = crate::repo::gc::checkpoint_record(&self.repo, batch);
+            if let Err(e) = std::fs::remove_file(&record) {
+                tracing::warn!(path = %record.display(), error = %e, "cannot remove a checkpoint record");
+            }
+        }
     }
 
     /// Replaces (or, for no roots, removes) the resume record for `peer`,

@@ -296,30 +296,52 @@ fn gc_during_a_landing_sync_loses_nothing_and_the_sync_completes() {
         describe_output(&out)
     );
 
-    for i in 0..4 {
+    for i in 0..8 {
         a.write(
             &format!("more/{i}.bin"),
-            pseudo_random_bytes(40 + i, 1 << 20),
+            pseudo_random_bytes(40 + i, 2 << 20),
         );
         a.seal(&format!("more {i}"));
     }
     let head = a.head_of("main").expect("A has a head");
-    // Through a slow relay, so gc runs while B's daemon is receiving.
-    let relay = Relay::start(da.socket_addr(), 200_000);
+    // Through a slow relay, so gc runs while B's daemon is receiving, after
+    // its pull landed a checkpoint (more than 4 MiB arrived).
+    let relay = Relay::start(da.socket_addr(), 500_000);
     configure_loopback(&b, &[]);
     b.ok(&["p2p", "add-peer", &relay.addr().to_string()]);
     let db = Daemon::start("B", &b);
+    let record = || -> Option<PathBuf> {
+        std::fs::read_dir(b.dot().join("tmp"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "keep"))
+    };
     wait_until(
-        Duration::from_secs(30),
-        "B to start receiving",
-        || db.status()["stats"]["bytes_in"].as_u64().unwrap_or(0) > 200_000,
+        Duration::from_secs(60),
+        "B's pull to land a checkpoint",
+        || record().is_some(),
         || db.diagnostics(),
     );
+    let checkpoint_packs: Vec<PathBuf> = record()
+        .and_then(|r| std::fs::read_to_string(r).ok())
+        .unwrap_or_default()
+        .lines()
+        .map(|l| b.dot().join("objects").join(l.trim()))
+        .collect();
+    assert!(!checkpoint_packs.is_empty(), "the record names its packs");
     let report = b.json(&["gc", "--json"]);
     assert!(
         report["objects_removed"].as_u64() > Some(0),
         "B's crashed seal is garbage: {report}"
     );
+    for p in &checkpoint_packs {
+        assert!(
+            p.exists(),
+            "gc removed the running pull's checkpoint {}",
+            p.display()
+        );
+    }
     assert_ne!(
         b.head_of("main").as_deref(),
         Some(head.as_str()),
@@ -337,5 +359,5 @@ fn gc_during_a_landing_sync_loses_nothing_and_the_sync_completes() {
     );
     verify_json(&b);
     b.ok(&["update"]);
-    assert_eq!(b.read("more/3.bin"), a.read("more/3.bin"));
+    assert_eq!(b.read("more/7.bin"), a.read("more/7.bin"));
 }

@@ -19,10 +19,19 @@
 //! before gc started and lands it after re-reads the pack list under the lock
 //! (`Store::refresh` forgets removed packs): if its batch leaned on an object gc
 //! removed, its closure check refuses the batch instead of landing a dangling one.
+//!
+//! A daemon's pull lands in checkpoints (closed prefixes, as packs) before its
+//! heads move; it records them in `tmp/pull-<pid>-<batch>.keep`. While that
+//! process lives, gc counts every object of those packs as a root and leaves the
+//! packs themselves in place, so a pull in progress never loses what it landed.
+//! The core also lands checkpoints of its own and names their roots in the
+//! daemon's resume records (`.ivaldi/p2p/resume/<peer>`); while the daemon runs,
+//! gc keeps what those name too. With no daemon running they are ordinary
+//! garbage: losing them costs only a fuller resend.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hashbrown::HashSet;
 use ivaldi_core::ObjectId;
@@ -57,6 +66,71 @@ pub struct GcReport {
     /// Pack file sizes on disk, before and after (after is estimated on a dry run).
     pub pack_bytes_before: u64,
     pub pack_bytes_after: u64,
+}
+
+/// Where this process records the checkpoint packs of an unfinished pull.
+pub fn checkpoint_record(repo: &Repository, batch: u64) -> PathBuf {
+    repo.dot_dir()
+        .join("tmp")
+        .join(format!("pull-{}-{batch}.keep", std::process::id()))
+}
+
+/// Checkpoint packs of pulls whose process is still running.
+fn protected_packs(repo: &Repository) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(repo.dot_dir().join("tmp")) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let pid = name
+            .strip_prefix("pull-")
+            .and_then(|n| n.strip_suffix(".keep"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if !super::process_alive(pid) {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for line in text.lines().map(str::trim) {
+            // Plain pack file names only: the record never points elsewhere.
+            let plain = line.starts_with("pack-") && line.ends_with(".ivp") && !line.contains('/');
+            if plain {
+                out.push(repo.store.dir().join(line));
+            }
+        }
+    }
+    out
+}
+
+/// Objects the running daemon's resume records name (none if no daemon runs for
+/// this repository; unreadable records and ids no longer stored are skipped).
+fn resume_roots(repo: &Repository) -> Vec<ObjectId> {
+    let running = crate::daemon::setup::P2pPaths::new(repo.root())
+        .ok()
+        .and_then(|p| fs::read_to_string(&p.pid).ok())
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .is_some_and(super::process_alive);
+    if !running {
+        return Vec::new();
+    }
+    let Ok(entries) = fs::read_dir(repo.dot_dir().join("p2p").join("resume")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter_map(|l| l.trim().parse::<ObjectId>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|id| repo.store.contains(id))
+        .collect()
 }
 
 /// Every root: the refs whose seals, and everything under them, must survive.
@@ -127,7 +201,23 @@ fn pack_sizes(paths: &[PathBuf]) -> Result<u64> {
 /// Removes unreachable objects. With `dry_run`, only counts them.
 pub fn gc(repo: &mut Repository, dry_run: bool) -> Result<GcReport> {
     let _lock = repo.lock()?;
-    let roots = roots(repo)?;
+    let mut roots = roots(repo)?;
+    let protected = protected_packs(repo);
+    for p in &protected {
+        if !Path::exists(p) {
+            continue;
+        }
+        for id in pack::pack_ids(p)? {
+            roots
+                .entry(id)
+                .or_insert_with(|| "a checkpoint of a running pull".into());
+        }
+    }
+    for id in resume_roots(repo) {
+        roots
+            .entry(id)
+            .or_insert_with(|| "the running daemon's resume record".into());
+    }
     let live = reachable(repo, &roots)?;
     let old_packs = repo.store.pack_paths();
     let pack_bytes_before = pack_sizes(&old_packs)?;
@@ -194,7 +284,7 @@ pub fn gc(repo: &mut Repository, dry_run: bool) -> Result<GcReport> {
     // The new pack is durable and visible; the old ones are now redundant.
     let mut removed = 0;
     for p in &old_packs {
-        if Some(p) == new_pack.as_ref() {
+        if Some(p) == new_pack.as_ref() || protected.contains(p) {
             continue;
         }
         match fs::remove_file(p) {

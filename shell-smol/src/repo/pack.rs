@@ -599,6 +599,12 @@ fn read_index(file: &File, path: &Path) -> Result<Vec<IndexEntry>> {
     Ok(out)
 }
 
+/// The ids one pack file holds (from its index).
+pub fn pack_ids(path: &Path) -> Result<Vec<ObjectId>> {
+    let file = File::open(path).at(path)?;
+    Ok(read_index(&file, path)?.into_iter().map(|e| e.0).collect())
+}
+
 fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
     let (size, _, _, sum) = read_trailer(file, path)?;
     let mut hasher = blake3::Hasher::new();
