@@ -1724,20 +1724,32 @@ impl Node {
     }
 
     fn send_with(&mut self, now: Instant, conn: ConnId, message: Message, binary: &[u8]) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let json = wire::encode_message(&message);
+        self.send_encoded(now, conn, &message, &json, binary);
+    }
+
+    /// Queues `message`, already serialised as `json` (see
+    /// [`wire::encode_message`]): a message flooded to several peers is
+    /// serialised once.
+    fn send_encoded(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: &Message,
+        json: &[u8],
+        binary: &[u8],
+    ) {
         let id = self.next_msg;
-        self.next_msg += 1;
-        let kind = message.type_name();
-        let env = Envelope {
-            id,
-            from: self.node_id.clone(),
-            ts: now.as_micros(),
-            message,
-        };
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        self.next_msg += 1;
+        let kind = message.type_name();
         let mut frame = Vec::new();
-        wire::encode_frame(&env, binary, &mut frame);
+        wire::encode_frame_with(id, &self.node_id, now.as_micros(), json, binary, &mut frame);
         *self
             .stats
             .bytes_out_by_type
@@ -1746,7 +1758,7 @@ impl Node {
         let len = frame.len();
         c.ctrl.push_back(frame);
         *self.stats.messages_out.entry(kind.to_owned()).or_default() += 1;
-        self.trace_message(conn, "out", &env.message, id, len);
+        self.trace_message(conn, "out", message, id, len);
     }
 
     fn on_established(

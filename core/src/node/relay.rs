@@ -74,10 +74,13 @@ impl Node {
             .conns
             .values()
             .filter(|c| c.state == ConnState::Ready && c.route.is_none())
+            // A link is advertised once its round-trip time is measured (the
+            // first ping goes out when the connection is ready): advertising
+            // a guess first would flood the mesh twice for every new link.
             .filter_map(|c| {
                 Some(LinkInfo {
                     peer: c.peer.clone()?,
-                    rtt_us: c.rtt.map(|r| r.as_micros() as u64).unwrap_or(1000).max(1),
+                    rtt_us: (c.rtt?.as_micros() as u64).max(1),
                 })
             })
             .collect();
@@ -106,8 +109,10 @@ impl Node {
             })
             .map(|c| c.id)
             .collect();
+        let message = Message::Topology(lsa);
+        let json = crate::wire::encode_message(&message);
         for t in targets {
-            self.send(now, t, Message::Topology(lsa.clone()));
+            self.send_encoded(now, t, &message, &json, &[]);
         }
     }
 
