@@ -197,6 +197,10 @@ pub(super) struct Conn {
     /// Heads we announced to this peer, when access rules are configured:
     /// the only seals it may ask for (see `Node::on_sync_request`).
     pub advertised: crate::id::IdSet,
+    /// The heads our handshake advertised, kept until the peer's handshake
+    /// makes the connection ready: heads that move in between are announced
+    /// then (`announce_heads` only reaches ready connections).
+    pub hello_heads: BTreeMap<TimelineName, ObjectId>,
     /// Where this peer accepts connections, when known.
     pub dial_addr: Option<SocketAddr>,
     pub last_rx: Instant,
@@ -249,6 +253,7 @@ impl Conn {
             remote_strategy: None,
             remote_features: Vec::new(),
             advertised: crate::id::IdSet::default(),
+            hello_heads: BTreeMap::new(),
             dial_addr: None,
             last_rx: now,
             last_msg_id: 0,

@@ -1377,6 +1377,21 @@ impl Node {
             }
             Ok(results) => {
                 let mut retry = false;
+                // Timelines whose head update lost its compare-and-set (another
+                // landing moved the head in between): the peer's head there was
+                // not decided, so it must not count as seen. Otherwise the
+                // retry below, and every later interval sync, would find
+                // nothing to do (the objects are here, the head "seen") and the
+                // node would stay on the older head for good.
+                let moved: Vec<TimelineName> = pull
+                    .updates
+                    .iter()
+                    .zip(results.iter())
+                    .filter_map(|(u, r)| match (&u.name, r) {
+                        (RefName::Timeline(t), UpdateResult::Moved(_)) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect();
                 for (u, r) in pull.updates.iter().zip(results.iter()) {
                     match (&u.name, r) {
                         (RefName::Timeline(t), UpdateResult::Applied) => {
@@ -1395,6 +1410,11 @@ impl Node {
                         }
                         (RefName::Kept { .. }, UpdateResult::Applied) => {}
                         (_, UpdateResult::Moved(_)) => retry = true,
+                    }
+                }
+                if let Some(rec) = self.peers.get_mut(&peer) {
+                    for t in moved {
+                        rec.heads_seen.remove(&t);
                     }
                 }
                 for conflict in &pull.conflicts {
@@ -1810,11 +1830,17 @@ impl Node {
         c.peer = Some(peer.clone());
         c.state = ConnState::AwaitHello;
         let hello = self.hello(store, &peer);
-        if !self.cfg.access.is_empty()
-            && let Some(c) = self.conns.get_mut(&conn)
-        {
-            c.advertised
-                .extend(hello.repos.iter().flat_map(|r| r.heads.values().copied()));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !self.cfg.access.is_empty() {
+                c.advertised
+                    .extend(hello.repos.iter().flat_map(|r| r.heads.values().copied()));
+            }
+            c.hello_heads = hello
+                .repos
+                .iter()
+                .find(|r| r.id == store.repo_id())
+                .map(|r| r.heads.clone())
+                .unwrap_or_default();
         }
         self.send(now, conn, Message::Handshake(hello));
         Ok(())
@@ -2096,6 +2122,7 @@ impl Node {
                 format!("connected to {} at {addr}", short(&peer)),
             );
         }
+        self.announce_since_hello(now, conn, store);
         if self.cfg.auto_sync {
             self.request_pull(now, conn, store, false);
         }
@@ -2843,6 +2870,51 @@ impl Node {
             .collect();
         for id in again {
             self.request_pull(now, id, store, false);
+        }
+    }
+
+    /// Announces to a connection that just became ready the heads that moved
+    /// since its handshake advertised them. `announce_heads` skips connections
+    /// that are not ready yet and counts such a head as announced, so without
+    /// this a seal made while the handshakes cross would reach that peer only
+    /// with the timeline's next seal, or never.
+    fn announce_since_hello(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let sent = core::mem::take(&mut c.hello_heads);
+        if !c.shares_repo {
+            return;
+        }
+        let peer = c.peer.clone().unwrap_or_default();
+        let Ok(heads) = store.heads() else { return };
+        let repo = store.repo_id().to_owned();
+        for (timeline, head) in heads {
+            let previous = sent.get(&timeline).copied();
+            if previous == Some(head) || self.access(&peer, &timeline) < Access::Read {
+                continue;
+            }
+            if !self.cfg.access.is_empty()
+                && let Some(c) = self.conns.get_mut(&conn)
+            {
+                c.advertised.insert(head);
+            }
+            tracing::debug!(
+                peer = short(&peer),
+                %timeline,
+                head = %head.short(),
+                "announcing a head that moved during the handshake"
+            );
+            self.send(
+                now,
+                conn,
+                Message::TimelineUpdate(wire::TimelineUpdate {
+                    repo: repo.clone(),
+                    timeline,
+                    head,
+                    previous,
+                }),
+            );
         }
     }
 
