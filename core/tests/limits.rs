@@ -1,0 +1,115 @@
+//! Abuse limits with an honest peer alongside: one peer hits a limit, the
+//! node refuses it there and keeps serving the other peer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ivaldi_core::config::Config;
+use ivaldi_core::node::Command;
+use ivaldi_core::store::MemStore;
+use ivaldi_core::testkit::{TestNet, seal_files};
+use ivaldi_core::{ObjectId, TimelineName};
+
+fn main_tl() -> TimelineName {
+    TimelineName::new("main").unwrap()
+}
+
+fn plain() -> Config {
+    Config {
+        encryption: false,
+        heartbeat_interval: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+/// A frame as it travels on a plaintext connection.
+fn plaintext_record(json: &str) -> Vec<u8> {
+    let json = json.as_bytes();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&((4 + json.len()) as u32).to_be_bytes());
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(json);
+    let mut record = (frame.len() as u16).to_be_bytes().to_vec();
+    record.extend_from_slice(&frame);
+    record
+}
+
+fn big_files(salt: &str) -> BTreeMap<String, Vec<u8>> {
+    // Incompressible, so serving takes real (virtual) time on the link.
+    let mut x: u64 = salt.bytes().fold(0x9e37_79b9, |h, b| h * 31 + u64::from(b));
+    (0..40)
+        .map(|i| {
+            let data = (0..64 * 1024)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (x >> 56) as u8
+                })
+                .collect();
+            (format!("d/f{i}.bin"), data)
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_flooding_sync_requests_is_capped_while_another_peer_syncs() {
+    let mut a_store = MemStore::new("repo");
+    let head: ObjectId = seal_files(&mut a_store, &big_files("v1"), vec![], 1000, "v1");
+    a_store.timelines.insert(main_tl(), head);
+    let mut net = TestNet::new();
+    let a = net.add(plain(), a_store, 1);
+    let hostile = net.add(plain(), MemStore::new("repo"), 2);
+    let honest = net.add(plain(), MemStore::new("repo"), 3);
+    net.connect(hostile, a);
+    net.connect(honest, a);
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.nodes[honest].store.timelines.get(&main_tl()) == Some(&head)
+            && n.nodes[hostile].store.timelines.get(&main_tl()) == Some(&head)
+    }));
+    net.run_for(Duration::from_millis(200));
+    // The hostile peer asks for the whole history forty times at once.
+    let from = net.nodes[hostile].node.node_id().to_owned();
+    let mut burst = Vec::new();
+    for i in 0..40u64 {
+        let json = format!(
+            r#"{{"id":{},"type":"sync_request","from":"{from}","ts":0,"payload":{{"sync":{},"repo":"repo","wants":["{head}"],"haves":[]}}}}"#,
+            9_000_000 + i,
+            50_000 + i
+        );
+        burst.extend(plaintext_record(&json));
+    }
+    assert!(net.inject(hostile, a, burst));
+    // Meanwhile the honest peer is told of a new seal and fetches it.
+    let s = &mut net.nodes[a].store;
+    let next = seal_files(s, &big_files("v2"), vec![head], 2000, "v2");
+    s.timelines.insert(main_tl(), next);
+    net.command(a, Command::LocalHeadsChanged);
+    let mut most_serving = 0;
+    let done = net.run_until(Duration::from_secs(20), |n| {
+        most_serving = most_serving.max(
+            n.nodes[a]
+                .node
+                .peers()
+                .iter()
+                .map(|p| p.serving)
+                .max()
+                .unwrap_or(0),
+        );
+        n.nodes[honest].store.timelines.get(&main_tl()) == Some(&next)
+    });
+    assert!(done, "the honest peer got the new seal");
+    assert!(
+        (1..=4).contains(&most_serving),
+        "at most 4 requests served per connection, saw {most_serving}"
+    );
+    let refused = net.nodes[a]
+        .node
+        .stats()
+        .messages_out
+        .get("sync_response")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        refused >= 40,
+        "every request was answered (most refused): {refused}"
+    );
+}
