@@ -273,6 +273,9 @@ pub struct Stats {
     pub access_refused: u64,
     /// Inbound connections refused by the per-IP rate limit.
     pub accepts_rate_limited: u64,
+    /// Connections closed because their peer stopped reading while replies
+    /// piled up for it.
+    pub queue_overflows: u64,
 }
 
 /// Per-peer sync state, kept across reconnects.
@@ -356,6 +359,10 @@ const OBJECT_FRAME_TARGET: usize = 1024 * 1024;
 const TRANSMIT_CHUNK: usize = 256 * 1024;
 /// Concurrent sync requests one peer may have the node serve.
 const MAX_SERVES_PER_CONN: usize = 4;
+/// Least bytes a connection may have queued before its peer counts as not
+/// reading (the limit is twice `max_message_size` when that is larger): a
+/// whole frame must fit, with room for the replies queued behind it.
+const MAX_QUEUED_MIN: usize = 16 * 1024 * 1024;
 /// A pull lands what it received so far once this many bytes of objects
 /// arrived (a checkpoint), so an interrupted transfer keeps them.
 const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
@@ -1777,8 +1784,22 @@ impl Node {
             .or_default() += frame.len() as u64;
         let len = frame.len();
         c.ctrl.push_back(frame);
+        let queued = c.queued();
         *self.stats.messages_out.entry(kind.to_owned()).or_default() += 1;
         self.trace_message(conn, "out", message, id, len);
+        // Object data is produced only when the socket has room, but replies
+        // (pongs, refusals, topology) are queued whatever happens: a peer that
+        // keeps asking and never reads would grow this without bound.
+        let limit = (self.cfg.max_message_size as usize)
+            .saturating_mul(2)
+            .max(MAX_QUEUED_MIN);
+        if queued > limit {
+            self.stats.queue_overflows += 1;
+            self.close(
+                conn,
+                &format!("peer is not reading: {queued} bytes queued for it (limit {limit})"),
+            );
+        }
     }
 
     fn on_established(
