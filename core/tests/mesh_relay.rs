@@ -229,3 +229,62 @@ fn a_split_mesh_heals_through_peers_heard_of() {
                 .any(|p| !p.routed_via_mesh && p.state == ivaldi_core::node::ConnState::Ready)
     );
 }
+
+/// A relay at its `relay_rate` holds routed frames back instead of dropping
+/// them: the transfer through it is shaped to the rate, nothing is dropped,
+/// no relay is suspected of tampering, and its own connections stay up.
+#[test]
+fn a_relay_at_its_rate_cap_shapes_routed_traffic() {
+    const RATE: u64 = 128 * 1024;
+    let mut net = TestNet::new();
+    for i in 0..3 {
+        let mut c = cfg();
+        if i == 1 {
+            c.relay_rate = RATE;
+        }
+        let repo = if i == 1 { "relay-only" } else { "repo" };
+        net.add(c, MemStore::new(repo), i as u64 + 1);
+    }
+    net.blocked_pairs.push((0, 2));
+    net.blocked_pairs.push((2, 0));
+    net.connect(1, 0);
+    net.connect(2, 1);
+    // About 1 MiB that does not compress.
+    let mut x: u64 = 7;
+    let big: BTreeMap<String, Vec<u8>> = (0..16)
+        .map(|i| {
+            let data = (0..64 * 1024)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (x >> 56) as u8
+                })
+                .collect();
+            (format!("blob{i}.bin"), data)
+        })
+        .collect();
+    let s = &mut net.nodes[0].store;
+    let head = seal_files(s, &big, vec![], 1000, "big");
+    s.timelines.insert(main_tl(), head);
+    net.command(0, Command::LocalHeadsChanged);
+    let start = net.now;
+    assert!(
+        reaches(&mut net, 2, head, Duration::from_secs(120)),
+        "the seal crossed the capped relay"
+    );
+    let took = net.now.saturating_since(start);
+    let relay = net.nodes[1].node.stats();
+    assert_eq!(relay.relay_dropped, 0, "nothing dropped at the cap");
+    assert!(relay.relayed_bytes >= 1024 * 1024);
+    // Shaped: at most the rate plus the bucket (two 64 KiB chunks or a
+    // second's worth) over the whole transfer.
+    let allowed = RATE as f64 * took.as_secs_f64() + (RATE as f64).max(128.0 * 1024.0);
+    assert!(
+        (relay.relayed_bytes as f64) <= allowed,
+        "{} bytes relayed in {took:?} (allowed {allowed})",
+        relay.relayed_bytes
+    );
+    assert!(
+        net.connected(0, 1) && net.connected(1, 2),
+        "the relay's own links stayed up"
+    );
+}

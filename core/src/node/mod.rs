@@ -432,6 +432,10 @@ pub struct Node {
     next_mesh_check: Instant,
     /// When the next anti-entropy summary goes to a random neighbour.
     next_summary: Instant,
+    /// Routed frames waiting for the `relay_rate` allowance: next hop,
+    /// header, data; and their total size.
+    relay_backlog: VecDeque<(ConnId, wire::RoutedHeader, Vec<u8>)>,
+    relay_backlog_bytes: usize,
     /// Per-IP allowance of inbound connections, in millionths, and when it
     /// was last topped up (see `accept_allowed`).
     accept_buckets: BTreeMap<core::net::IpAddr, (u64, Instant)>,
@@ -485,6 +489,8 @@ impl Node {
             last_now: now,
             next_mesh_check: now,
             next_summary: now,
+            relay_backlog: VecDeque::new(),
+            relay_backlog_bytes: 0,
             accept_buckets: BTreeMap::new(),
             up_bucket: rate::Bucket::new(0, now),
             down_bucket: rate::Bucket::new(0, now),
@@ -739,6 +745,9 @@ impl Node {
             consider(t, TimeoutReason::Discovery);
         }
         if let Some(t) = self.mesh.as_ref().and_then(|m| m.poll_timeout()) {
+            consider(t, TimeoutReason::Mesh);
+        }
+        if let Some(t) = self.relay_backlog_due() {
             consider(t, TimeoutReason::Mesh);
         }
         for c in self.conns.values() {

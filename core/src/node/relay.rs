@@ -25,6 +25,9 @@ use crate::wire::{Message, PeerDiscovery, PeerInfo, RoutedHeader};
 const ROUTED_CHUNK: usize = 64 * 1024;
 /// A next hop with more than this queued gets no more routed frames for now.
 const HOP_QUEUE_LIMIT: usize = 2 * 1024 * 1024;
+/// Most bytes of routed frames held back by `relay_rate` at once, across all
+/// sessions; beyond it frames are dropped.
+const RELAY_BACKLOG_MAX: usize = 1024 * 1024;
 /// How long relays on a failed session's path are avoided.
 const SUSPECT_FOR: Duration = Duration::from_secs(300);
 /// Wait before opening another routed session to the same node.
@@ -134,6 +137,7 @@ impl Node {
     }
 
     pub(super) fn mesh_timeout(&mut self, now: Instant, store: &dyn Store) {
+        self.drain_relay_backlog(now);
         let lsa = self.mesh.as_mut().and_then(|m| m.handle_timeout(now));
         if let Some(lsa) = lsa {
             self.flood(now, lsa, None);
@@ -305,13 +309,63 @@ impl Node {
             .conns
             .get(&next)
             .is_some_and(|c| c.queued() > HOP_QUEUE_LIMIT)
-            || !self.relay_allowed(now, bin.len())
         {
             // The per-session buffer is full: drop, and let the end-to-end channel
             // notice (it fails and reopens) rather than queue without bound.
             self.stats.relay_dropped += 1;
             return;
         }
+        // Over `relay_rate`, frames wait (in order) for the allowance to
+        // refill instead of being dropped: dropping would look like tampering
+        // to the two ends. Only beyond a bounded backlog are they dropped.
+        if !self.relay_backlog.is_empty() || !self.relay_allowed(now, bin.len()) {
+            if self.relay_backlog_bytes + bin.len() > RELAY_BACKLOG_MAX {
+                self.stats.relay_dropped += 1;
+                return;
+            }
+            self.relay_backlog_bytes += bin.len();
+            self.relay_backlog.push_back((next, h, bin));
+            return;
+        }
+        self.forward_routed(now, next, h, bin);
+    }
+
+    /// Sends the relay backlog on as far as `relay_rate` allows (frames whose
+    /// next hop went away meanwhile are dropped).
+    pub(super) fn drain_relay_backlog(&mut self, now: Instant) {
+        while let Some((next, _, bin)) = self.relay_backlog.front() {
+            let (next, len) = (*next, bin.len());
+            if !self.relay_allowed(now, len) {
+                return;
+            }
+            let Some((_, h, bin)) = self.relay_backlog.pop_front() else {
+                return;
+            };
+            self.relay_backlog_bytes -= len;
+            let ready = self
+                .conns
+                .get(&next)
+                .is_some_and(|c| c.state == ConnState::Ready);
+            if ready {
+                self.forward_routed(now, next, h, bin);
+            } else {
+                self.stats.relay_dropped += 1;
+            }
+        }
+    }
+
+    /// When the relay backlog's next frame fits in the `relay_rate` allowance.
+    pub(super) fn relay_backlog_due(&self) -> Option<Instant> {
+        let (_, _, bin) = self.relay_backlog.front()?;
+        let rate = self.cfg.relay_rate.max(1) as f64;
+        let (tokens, last) = self.relay_bucket;
+        let missing = (bin.len() as f64 - tokens).max(0.0);
+        let wait = std::time::Duration::from_secs_f64(missing / rate);
+        Some(last + wait + std::time::Duration::from_micros(1))
+    }
+
+    /// Relays one routed frame to `next` (the checks are done).
+    fn forward_routed(&mut self, now: Instant, next: ConnId, h: RoutedHeader, bin: Vec<u8>) {
         self.stats.relayed_bytes += bin.len() as u64;
         self.stats.relayed_frames += 1;
         let h = RoutedHeader {
@@ -335,8 +389,6 @@ impl Node {
         self.send_with(now, next, Message::Routed(h), &bin);
     }
 
-    /// Tells a new neighbour the addresses of our other direct peers, so nodes
-    /// learn of peers beyond their own discovery and can heal a split mesh.
     /// Sends our database summary to one random direct neighbour; it answers
     /// with whatever we lack (see [`SUMMARY_EVERY`]).
     fn anti_entropy(&mut self, now: Instant) {
@@ -406,6 +458,8 @@ impl Node {
         }
     }
 
+    /// Tells a new neighbour the addresses of our other direct peers, so nodes
+    /// learn of peers beyond their own discovery and can heal a split mesh.
     pub(super) fn send_peer_list(&mut self, now: Instant, to: ConnId) {
         let peers: Vec<PeerInfo> = self
             .conns
