@@ -68,12 +68,22 @@ pub fn strategy_for(
         .unwrap_or(default)
 }
 
-/// Decides a divergence between `local` and `remote` (with their seals' times).
+/// Which of two diverged heads is "newer" for the prefer strategies: by
+/// generation (the longest chain of seals below it) first, then seal time,
+/// then id. Seal times come from the authors' clocks, and under skew a
+/// descendant can carry an older time than its ancestor: ordered by time alone,
+/// a prefer decision on one node and a fast-forward on another could undo each
+/// other forever. The generation grows along every fast-forward, so each head
+/// change on every node raises this key and the network must settle.
+pub type HeadKey = (u64, i64);
+
+/// Decides a divergence between `local` and `remote`, each with its
+/// [`HeadKey`] (generation, seal time).
 pub fn decide(
     ours: ConflictStrategy,
     theirs: Option<ConflictStrategy>,
-    local: (&ObjectId, i64),
-    remote: (&ObjectId, i64),
+    local: (&ObjectId, HeadKey),
+    remote: (&ObjectId, HeadKey),
 ) -> Resolution {
     let remote_newer = (remote.1, remote.0) > (local.1, local.0);
     match (ours, theirs) {
@@ -438,8 +448,8 @@ mod tests {
         for x in all {
             for y in all {
                 for (ta, tb) in [(10, 20), (20, 10), (10, 10)] {
-                    let at_a = decide(x, Some(y), (&a, ta), (&b, tb));
-                    let at_b = decide(y, Some(x), (&b, tb), (&a, ta));
+                    let at_a = decide(x, Some(y), (&a, (1, ta)), (&b, (1, tb)));
+                    let at_b = decide(y, Some(x), (&b, (1, tb)), (&a, (1, ta)));
                     // Where both sides pick a head, they pick the same one.
                     let head_a = match at_a {
                         Resolution::KeepLocal => Some(a),

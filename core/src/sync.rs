@@ -373,6 +373,44 @@ pub fn best_common_ancestors(a: &IdMap<Vec<ObjectId>>, b: &IdMap<Vec<ObjectId>>)
     best
 }
 
+/// The generation of `head`: the number of seals on the longest chain from a
+/// root up to and including it (a root is 1). Every seal's generation exceeds
+/// its parents', so it orders heads consistently with ancestry (see
+/// `conflict::HeadKey`).
+pub fn generation(
+    head: ObjectId,
+    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
+) -> Result<u64, StoreError> {
+    let graph = ancestors(head, None, seal)?;
+    let mut depth: IdMap<u64> = IdMap::default();
+    // Iterative post-order: a seal's generation once all its parents have one.
+    let mut stack = vec![(head, false)];
+    while let Some((id, expanded)) = stack.pop() {
+        if depth.contains_key(&id) {
+            continue;
+        }
+        let parents = graph.get(&id).map(Vec::as_slice).unwrap_or_default();
+        if expanded {
+            let g = parents
+                .iter()
+                .filter_map(|p| depth.get(p))
+                .max()
+                .copied()
+                .unwrap_or(0);
+            depth.insert(id, g + 1);
+        } else {
+            stack.push((id, true));
+            stack.extend(
+                parents
+                    .iter()
+                    .filter(|p| !depth.contains_key(*p))
+                    .map(|p| (*p, false)),
+            );
+        }
+    }
+    Ok(depth.get(&head).copied().unwrap_or(1))
+}
+
 /// The ancestry of `from` (itself included), each seal with its parents; stops
 /// early once `stop_at` is found (whose parents are then not read).
 pub fn ancestors(

@@ -509,17 +509,14 @@ fn store_faults_are_per_node() {
     );
 }
 
-/// **Open (issue 6): prefer strategies under every random fault.** With the
-/// shared workload and all fault kinds (one-way partitions, holds, store
-/// faults, skew, churn as well), seeds 909 and 914 (8 nodes, 2 min) start a
-/// flip-flop storm inside a partition group on a three-way diverged timeline:
-/// hundreds of thousands of empty syncs, `timeline_update`s and
-/// `conflict_resolve`s until the per-connection queue bound trips (`unbounded`
-/// violations); heads do converge after the heal. Split-brain partitions
-/// (the tests above) do not trigger it. Reproduce with
-/// `cargo run -p ivaldi-sim --release -- --seed 909 --nodes 8 --duration 2m --workload shared --strategy prefer_remote`.
+/// Prefer strategies under every random fault (found by a sweep, fixed):
+/// with the shared workload and all fault kinds, seeds 909 and 914 (8 nodes,
+/// 2 min) made heads cycle inside a partition group — "newest" judged by seal
+/// time disagreed with ancestry under clock skew, so prefer decisions and
+/// fast-forwards undid each other (a storm of empty syncs until the queue
+/// bound tripped). Heads are now ordered by generation first
+/// (`conflict::HeadKey`).
 #[test]
-#[ignore = "open (issue 6): prefer_* flip-flop storm under all random faults, seeds 909/914"]
 fn prefer_strategies_do_not_storm_under_every_fault() {
     for strategy in [
         ConflictStrategy::PreferRemote,

@@ -2736,11 +2736,12 @@ impl Node {
                         .remote_strategy
                         .as_ref()
                         .map(|a| conflict::strategy_for(timeline, a.default, &a.timelines));
-                    let times = (
-                        lookup(&l).map(|s| s.time.seconds),
-                        lookup(remote).map(|s| s.time.seconds),
-                    );
-                    let (Ok(tl), Ok(tr)) = times else {
+                    let key = |id: ObjectId, lookup: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>| {
+                        let time = lookup(&id)?.time.seconds;
+                        Ok::<_, StoreError>((sync::generation(id, lookup)?, time))
+                    };
+                    let keys = (key(l, &mut lookup), key(*remote, &mut lookup));
+                    let (Ok(tl), Ok(tr)) = keys else {
                         error = Some("reading the diverged heads".into());
                         break;
                     };
