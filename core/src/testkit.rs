@@ -616,3 +616,18 @@ pub fn seal_files(
     };
     store.insert(seal.encode().expect("testkit: encodable seal"))
 }
+
+/// One frame as it travels on a plaintext connection (`encryption: false`
+/// on both ends): a Noise transport record holding a length-prefixed frame
+/// whose JSON part is `json` and whose binary part is empty. Tests inject it
+/// with [`TestNet::inject`] to act as a peer sending arbitrary messages.
+pub fn plaintext_record(json: &str) -> Vec<u8> {
+    let json = json.as_bytes();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&((4 + json.len()) as u32).to_be_bytes());
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(json);
+    let mut record = (frame.len() as u16).to_be_bytes().to_vec();
+    record.extend_from_slice(&frame);
+    record
+}

@@ -7,7 +7,7 @@ use ivaldi_core::access::{Access, AccessRule};
 use ivaldi_core::config::Config;
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::{MemStore, Store};
-use ivaldi_core::testkit::{TestNet, seal_files};
+use ivaldi_core::testkit::{TestNet, plaintext_record, seal_files};
 use ivaldi_core::{ObjectId, TimelineName};
 
 fn tl(s: &str) -> TimelineName {
@@ -165,18 +165,6 @@ fn a_peer_lacking_features_still_syncs_and_learns_the_mesh() {
             .iter()
             .any(|n| n.id == net.nodes[a].node.node_id())
     );
-}
-
-/// A frame as it travels on a plaintext connection (see node_scenarios.rs).
-fn plaintext_record(json: &str) -> Vec<u8> {
-    let json = json.as_bytes();
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&((4 + json.len()) as u32).to_be_bytes());
-    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
-    frame.extend_from_slice(json);
-    let mut record = (frame.len() as u16).to_be_bytes().to_vec();
-    record.extend_from_slice(&frame);
-    record
 }
 
 #[test]

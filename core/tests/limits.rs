@@ -7,7 +7,7 @@ use std::time::Duration;
 use ivaldi_core::config::Config;
 use ivaldi_core::node::Command;
 use ivaldi_core::store::MemStore;
-use ivaldi_core::testkit::{TestNet, seal_files};
+use ivaldi_core::testkit::{TestNet, plaintext_record, seal_files};
 use ivaldi_core::{ObjectId, TimelineName};
 
 fn main_tl() -> TimelineName {
@@ -20,18 +20,6 @@ fn plain() -> Config {
         heartbeat_interval: Duration::from_secs(5),
         ..Config::default()
     }
-}
-
-/// A frame as it travels on a plaintext connection.
-fn plaintext_record(json: &str) -> Vec<u8> {
-    let json = json.as_bytes();
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&((4 + json.len()) as u32).to_be_bytes());
-    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
-    frame.extend_from_slice(json);
-    let mut record = (frame.len() as u16).to_be_bytes().to_vec();
-    record.extend_from_slice(&frame);
-    record
 }
 
 fn big_files(salt: &str) -> BTreeMap<String, Vec<u8>> {

@@ -11,7 +11,7 @@ use ivaldi_core::config::Config;
 use ivaldi_core::node::{Command, ConnState, Event, PeerStatus};
 use ivaldi_core::rng::Rng;
 use ivaldi_core::store::{MemStore, Store};
-use ivaldi_core::testkit::{TestNet, seal_files};
+use ivaldi_core::testkit::{TestNet, plaintext_record, seal_files};
 use ivaldi_core::time::Instant;
 use ivaldi_core::{ObjectId, ObjectKind, TimelineName};
 
@@ -843,18 +843,6 @@ fn encryption_off_sends_plaintext_but_still_authenticates() {
 }
 
 // ----- 10. unknown messages -----
-
-/// One unencrypted record holding one frame with `json` and no binary section.
-fn plaintext_record(json: &str) -> Vec<u8> {
-    let json = json.as_bytes();
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&((4 + json.len()) as u32).to_be_bytes());
-    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
-    frame.extend_from_slice(json);
-    let mut record = (frame.len() as u16).to_be_bytes().to_vec();
-    record.extend_from_slice(&frame);
-    record
-}
 
 #[test]
 fn unknown_message_types_are_counted_and_ignored() {
