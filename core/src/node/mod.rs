@@ -203,6 +203,34 @@ fn sync_of(m: &Message) -> Option<u64> {
     }
 }
 
+/// The trace record for `message` under `mode`, if tracing is on: the one
+/// place that builds them, for frames queued through `send_encoded` and for
+/// the object frames `fill_transmit` writes directly.
+fn trace_record(
+    mode: TraceMode,
+    conn: ConnId,
+    peer: Option<&String>,
+    dir: &'static str,
+    message: &Message,
+    msg_id: u64,
+    bytes: usize,
+) -> Option<TraceRecord> {
+    if mode == TraceMode::Off {
+        return None;
+    }
+    Some(TraceRecord {
+        conn,
+        peer: peer.cloned(),
+        dir,
+        kind: message.type_name().to_owned(),
+        bytes: bytes as u64,
+        msg_id,
+        sync: sync_of(message),
+        payload: (mode == TraceMode::Payloads)
+            .then(|| serde_json::to_string(message).unwrap_or_default()),
+    })
+}
+
 /// What the node asks its owner to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -523,22 +551,10 @@ impl Node {
         msg_id: u64,
         bytes: usize,
     ) {
-        if self.trace == TraceMode::Off {
-            return;
+        let peer = self.conns.get(&conn).and_then(|c| c.peer.as_ref());
+        if let Some(r) = trace_record(self.trace, conn, peer, dir, message, msg_id, bytes) {
+            self.emit(Event::Message(r));
         }
-        let payload = (self.trace == TraceMode::Payloads)
-            .then(|| serde_json::to_string(message).unwrap_or_default());
-        let peer = self.conns.get(&conn).and_then(|c| c.peer.clone());
-        self.emit(Event::Message(TraceRecord {
-            conn,
-            peer,
-            dir,
-            kind: message.type_name().to_owned(),
-            bytes: bytes as u64,
-            msg_id,
-            sync: sync_of(message),
-            payload,
-        }));
     }
 
     /// The configuration in force.
@@ -3116,19 +3132,17 @@ impl Node {
                 let mut frame = std::mem::take(&mut c.frame_buf);
                 frame.clear();
                 wire::encode_frame(&env, payload, &mut frame);
-                if self.trace != TraceMode::Off {
-                    // Not through `trace_message`: `c` is borrowed here.
-                    self.outputs
-                        .push_back(Output::Event(Event::Message(TraceRecord {
-                            conn,
-                            peer: c.peer.clone(),
-                            dir: "out",
-                            kind: "objects".into(),
-                            bytes: frame.len() as u64,
-                            msg_id: env.id,
-                            sync: Some(sync),
-                            payload: None,
-                        })));
+                // Not through `trace_message`: `c` is borrowed here.
+                if let Some(r) = trace_record(
+                    self.trace,
+                    conn,
+                    c.peer.as_ref(),
+                    "out",
+                    &env.message,
+                    env.id,
+                    frame.len(),
+                ) {
+                    self.outputs.push_back(Output::Event(Event::Message(r)));
                 }
                 let sent = noise.send(&frame, &mut c.out);
                 c.frame_buf = frame;
@@ -3158,18 +3172,16 @@ impl Node {
                     .or_default() += 1;
                 let mut frame = Vec::new();
                 wire::encode_frame(&env, &[], &mut frame);
-                if self.trace != TraceMode::Off {
-                    self.outputs
-                        .push_back(Output::Event(Event::Message(TraceRecord {
-                            conn,
-                            peer: c.peer.clone(),
-                            dir: "out",
-                            kind: "sync_complete".into(),
-                            bytes: frame.len() as u64,
-                            msg_id: env.id,
-                            sync: Some(sync),
-                            payload: None,
-                        })));
+                if let Some(r) = trace_record(
+                    self.trace,
+                    conn,
+                    c.peer.as_ref(),
+                    "out",
+                    &env.message,
+                    env.id,
+                    frame.len(),
+                ) {
+                    self.outputs.push_back(Output::Event(Event::Message(r)));
                 }
                 if noise.send(&frame, &mut c.out).is_err() {
                     return Err(());
