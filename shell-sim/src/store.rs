@@ -206,14 +206,7 @@ impl SimStore {
                 changes,
             );
         }
-        let incoming: Vec<(ObjectId, Rc<[u8]>)> = staged
-            .into_iter()
-            .filter(|(id, _)| !self.objects.contains_key(id))
-            .map(|(id, b)| {
-                let rc = pool.intern(id, b);
-                (id, rc)
-            })
-            .collect();
+        let incoming = self.new_objects(staged, pool);
         if let Err(e) = self.check_closure(&incoming, &mut changes) {
             changes.seals.clear();
             changes.refused = Some(e.clone());
@@ -284,14 +277,7 @@ impl SimStore {
         pool: &mut Pool,
     ) -> Changes {
         let mut changes = Changes::default();
-        let incoming: Vec<(ObjectId, Rc<[u8]>)> = objects
-            .into_iter()
-            .filter(|(id, _)| !self.objects.contains_key(id))
-            .map(|(id, b)| {
-                let rc = pool.intern(id, b);
-                (id, rc)
-            })
-            .collect();
+        let incoming = self.new_objects(objects, pool);
         if let Err(e) = self.check_closure(&incoming, &mut changes) {
             changes.refused = Some(e);
             return changes;
@@ -306,6 +292,22 @@ impl SimStore {
             changes.moves.push((RefName::Timeline(timeline), old, head));
         }
         changes
+    }
+
+    /// The objects this store does not hold yet, interned in the shared pool.
+    fn new_objects(
+        &self,
+        objects: Vec<(ObjectId, Vec<u8>)>,
+        pool: &mut Pool,
+    ) -> Vec<(ObjectId, Rc<[u8]>)> {
+        objects
+            .into_iter()
+            .filter(|(id, _)| !self.objects.contains_key(id))
+            .map(|(id, b)| {
+                let rc = pool.intern(id, b);
+                (id, rc)
+            })
+            .collect()
     }
 
     /// Checks that every incoming object refers only to objects already held or
