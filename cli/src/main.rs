@@ -14,6 +14,7 @@ use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
 mod p2p;
+mod pairing;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -185,9 +186,9 @@ fn run(cli: Cli) -> Result<(), Failed> {
         return Ok(());
     }
     if let Cmd::P2p { cmd } = &cli.cmd
-        && let p2p::P2pCmd::Clone { address, dir } = &**cmd
+        && let p2p::P2pCmd::Clone { source, dir } = &**cmd
     {
-        return p2p::clone_cmd(&here, address, dir.as_deref());
+        return p2p::clone_cmd(&here, source, dir.as_deref());
     }
     let mut repo = Repository::discover(&here)?;
     match cli.cmd {

@@ -75,15 +75,27 @@ pub enum P2pCmd {
     /// Print this node's id.
     Whoami(JsonFlag),
     /// Allow a node id to connect (once the list is non-empty, only listed ids may).
-    Trust { node_id: String },
+    Trust {
+        node_id: String,
+        #[command(flatten)]
+        access: crate::pairing::AccessFlags,
+    },
     /// Remove a node id from the trusted list.
     Untrust { node_id: String },
     /// Make a working copy of a peer's repository (same repository id), sync all
     /// of it, and check out its main timeline.
     Clone {
-        address: String,
+        /// An invitation ticket (from `ivaldi p2p invite`), or ADDRESS:PORT of
+        /// a node that already trusts everyone (open mode).
+        source: String,
         dir: Option<PathBuf>,
     },
+    /// Open an invitation: prints a ticket another machine joins with.
+    Invite(Box<crate::pairing::InviteArgs>),
+    /// Nodes refused lately because they are not trusted.
+    Pending(JsonFlag),
+    /// Join with an invitation ticket, in an existing clone of its repository.
+    Join { ticket: String },
     /// The mesh as this node sees it: nodes, links and their round-trip times.
     Topology {
         #[arg(long)]
@@ -159,6 +171,10 @@ pub struct ConfigArgs {
     discovery_port: Option<u16>,
     #[arg(long)]
     conflict_strategy: Option<String>,
+    /// Let nodes that are not trusted in: off (the default), read or write.
+    /// Only for a throwaway network.
+    #[arg(long)]
+    open: Option<String>,
     /// A per-timeline strategy, `NAME=STRATEGY` or `PREFIX/*=STRATEGY`
     /// (repeatable; `NAME=default` removes an override).
     #[arg(long = "timeline-strategy")]
@@ -230,7 +246,7 @@ fn rate_arg(flag: &str, text: &str) -> Result<u64, Failed> {
     ivaldi_core::config::parse_rate(text).map_err(|e| fail(format!("--{flag}: {e}")))
 }
 
-fn setup_err(e: setup::SetupError) -> Failed {
+pub(crate) fn setup_err(e: setup::SetupError) -> Failed {
     fail(e)
 }
 
@@ -246,7 +262,7 @@ fn ctl_err(e: ControlError) -> Failed {
     }
 }
 
-fn ask(paths: &P2pPaths, req: &Request) -> Result<Value, Failed> {
+pub(crate) fn ask(paths: &P2pPaths, req: &Request) -> Result<Value, Failed> {
     let r = control::request(&paths.socket, req, Some(Duration::from_secs(30)), |_| {})
         .map_err(ctl_err)?;
     reply_data(r)
@@ -272,7 +288,7 @@ pub fn notify_local_change(root: &Path) {
     }
 }
 
-fn reload_if_running(paths: &P2pPaths) -> Result<bool, Failed> {
+pub(crate) fn reload_if_running(paths: &P2pPaths) -> Result<bool, Failed> {
     match control::request(
         &paths.socket,
         &Request::ReloadConfig,
@@ -285,7 +301,7 @@ fn reload_if_running(paths: &P2pPaths) -> Result<bool, Failed> {
     }
 }
 
-fn edit_config(
+pub(crate) fn edit_config(
     paths: &P2pPaths,
     f: impl FnOnce(&mut Config) -> Result<(), Failed>,
 ) -> Result<Config, Failed> {
@@ -295,7 +311,7 @@ fn edit_config(
     Ok(cfg)
 }
 
-fn applied(paths: &P2pPaths, what: &str) -> Result<(), Failed> {
+pub(crate) fn applied(paths: &P2pPaths, what: &str) -> Result<(), Failed> {
     if reload_if_running(paths)? {
         println!("{what} (applied to the running daemon)");
     } else {
@@ -308,7 +324,7 @@ fn duration_arg(field: &str, text: &str) -> Result<Duration, Failed> {
     parse_duration(text).map_err(|e| fail(format!("{field}: {e}")))
 }
 
-fn node_id_arg(id: &str) -> Result<String, Failed> {
+pub(crate) fn node_id_arg(id: &str) -> Result<String, Failed> {
     let id = id.to_ascii_lowercase();
     if id.len() != 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err(fail(format!(
@@ -501,31 +517,12 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             }
             Ok(())
         }
-        P2pCmd::Trust { node_id } => {
-            let id = node_id_arg(&node_id)?;
-            edit_config(&paths, |c| {
-                if !c.trusted_peers.contains(&id) {
-                    c.trusted_peers.push(id.clone());
-                }
-                Ok(())
-            })?;
-            applied(&paths, &format!("Trusted {id}"))
-        }
-        P2pCmd::Untrust { node_id } => {
-            let id = node_id_arg(&node_id)?;
-            let mut found = false;
-            edit_config(&paths, |c| {
-                let before = c.trusted_peers.len();
-                c.trusted_peers.retain(|t| *t != id);
-                found = before != c.trusted_peers.len();
-                Ok(())
-            })?;
-            if !found {
-                return Err(fail(format!("{id} is not trusted")));
-            }
-            applied(&paths, &format!("No longer trusting {id}"))
-        }
-        P2pCmd::Clone { address, dir } => clone_cmd(root, &address, dir.as_deref()),
+        P2pCmd::Trust { node_id, access } => crate::pairing::trust(&paths, &node_id, &access),
+        P2pCmd::Untrust { node_id } => crate::pairing::untrust(&paths, &node_id),
+        P2pCmd::Invite(a) => crate::pairing::invite(&paths, &a),
+        P2pCmd::Pending(j) => crate::pairing::pending(&paths, j.json),
+        P2pCmd::Join { ticket } => crate::pairing::join(&paths, &ticket),
+        P2pCmd::Clone { source, dir } => clone_cmd(root, &source, dir.as_deref()),
         P2pCmd::Topology { json, dot } => {
             let v = ask(&paths, &Request::Topology)?;
             if dot {
@@ -697,6 +694,25 @@ fn describe_event(e: &Value) -> String {
 
 fn print_status(v: &Value) {
     println!("Node      {}", v["node_id"].as_str().unwrap_or("?"));
+    match v["open"].as_str() {
+        Some("off") | None => println!(
+            "Trust     {} trusted node(s); strangers refused: {}{}",
+            v["trusted_peers"],
+            v["stats"]["untrusted_refused"],
+            match v["pending"].as_u64() {
+                Some(n) if n > 0 => format!(" ({n} waiting: `ivaldi p2p pending`)"),
+                _ => String::new(),
+            }
+        ),
+        Some(mode) => println!(
+            "Trust     OPEN MODE ({mode}): ANY node that reaches this one may {}. Turn it off with `ivaldi p2p config --open off`",
+            if mode == "read" {
+                "read every timeline"
+            } else {
+                "read and write every timeline"
+            }
+        ),
+    }
     println!(
         "Listening tcp {}  discovery {}",
         v["port"], v["discovery_port"]
@@ -949,6 +965,7 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
         || a.port.is_some()
         || a.discovery_port.is_some()
         || a.conflict_strategy.is_some()
+        || a.open.is_some()
         || !a.timeline_strategies.is_empty()
         || a.max_peers.is_some()
         || a.sync_interval.is_some()
@@ -977,7 +994,15 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
     let cfg = if changing {
         let cfg = edit_config(paths, |c| {
             if a.reset {
+                // Settings go back to their defaults; whom we trust stays.
+                let trusted = std::mem::take(&mut c.trusted_peers);
                 *c = Config::default();
+                c.trusted_peers = trusted;
+            }
+            if let Some(o) = &a.open {
+                c.open = o
+                    .parse::<ivaldi_core::trust::OpenMode>()
+                    .map_err(|e| fail(format!("--open: {e}")))?;
             }
             if let Some(p) = a.port {
                 c.port = p;
@@ -1135,10 +1160,18 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
 }
 
 /// `ivaldi p2p clone ADDRESS:PORT [DIR]`; runs outside any repository.
-pub fn clone_cmd(here: &Path, address: &str, dir: Option<&Path>) -> Result<(), Failed> {
-    let addr: std::net::SocketAddr = address
-        .parse()
-        .map_err(|_| fail(format!("{address:?} is not an ip:port address")))?;
+pub fn clone_cmd(here: &Path, source: &str, dir: Option<&Path>) -> Result<(), Failed> {
+    let ticket = ivaldi_core::trust::Ticket::parse(source);
+    let addr: Option<std::net::SocketAddr> = source.parse().ok();
+    if let (Err(e), None) = (&ticket, addr) {
+        return Err(fail(
+            if source.trim().to_ascii_lowercase().starts_with("ivaldi") {
+                e.to_string()
+            } else {
+                format!("{source:?} is neither an invitation ticket nor an ip:port address")
+            },
+        ));
+    }
     let dir = match dir {
         Some(d) if d.is_absolute() => d.to_owned(),
         Some(d) => here.join(d),
@@ -1150,8 +1183,13 @@ pub fn clone_cmd(here: &Path, address: &str, dir: Option<&Path>) -> Result<(), F
             dir.display()
         )));
     }
-    let report = ivaldi_shell_smol::oneshot::clone(addr, &dir)
-        .map_err(|e| fail(format!("clone from {addr} failed: {e}")))?;
+    let report = match (ticket, addr) {
+        (Ok(t), _) => ivaldi_shell_smol::oneshot::clone_ticket(&t, &dir)
+            .map_err(|e| fail(format!("clone with the ticket failed: {e}")))?,
+        (_, Some(addr)) => ivaldi_shell_smol::oneshot::clone(addr, &dir)
+            .map_err(|e| fail(format!("clone from {addr} failed: {e}")))?,
+        (Err(e), None) => return Err(fail(e)),
+    };
     println!(
         "Cloned repository {} from {} into {}: {} objects, {:.1} MiB{}",
         report.repo_id,

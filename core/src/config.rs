@@ -91,8 +91,12 @@ pub struct Config {
     pub heartbeat_misses: u32,
     /// Encrypt frames after the (always authenticating) handshake.
     pub encryption: bool,
-    /// Node ids allowed to connect; empty means any authenticated peer.
-    pub trusted_peers: Vec<String>,
+    /// Keys this node exchanges repository data with, each with the access
+    /// it grants (see [`crate::trust`]).
+    pub trusted_peers: Vec<crate::trust::TrustedPeer>,
+    /// Whether keys that are not trusted are let in: `off` (the default),
+    /// `read` or `write`. Only for a throwaway LAN.
+    pub open: crate::trust::OpenMode,
     /// CIDR ranges peers may connect from and be discovered in; empty means any.
     pub allowed_networks: Vec<String>,
     /// Compress object frames when the peer supports it.
@@ -225,6 +229,7 @@ impl Default for Config {
             heartbeat_misses: 3,
             encryption: true,
             trusted_peers: Vec::new(),
+            open: crate::trust::OpenMode::Off,
             allowed_networks: Vec::new(),
             compression: true,
             handshake_timeout: Duration::from_secs(10),
@@ -324,10 +329,16 @@ impl Config {
         }
         crate::access::validate(&self.access, &self.peer_groups)?;
         for p in &self.trusted_peers {
-            if p.len() != 64 || !crate::id::is_hex(p) {
+            if !crate::trust::is_node_id(&p.id) {
                 return Err(invalid(
                     "trusted_peers",
-                    format!("{p:?} is not a node id (64 hex digits)"),
+                    format!("{:?} is not a node id (64 hex digits)", p.id),
+                ));
+            }
+            if p.access == crate::access::Access::None {
+                return Err(invalid(
+                    "trusted_peers",
+                    format!("{}: access must be read or write (use untrust)", p.id),
                 ));
             }
         }

@@ -24,6 +24,7 @@ pub mod sync;
 pub mod testkit;
 pub mod time;
 pub mod timeline;
+pub mod trust;
 pub mod wire;
 
 pub use id::ObjectId;

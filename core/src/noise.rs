@@ -228,6 +228,9 @@ pub struct Session {
     encrypted: bool,
     remote_static: Option<[u8; 32]>,
     remote_payload: Option<Vec<u8>>,
+    /// The Noise handshake hash, once established: unique to this session,
+    /// so a proof bound to it cannot be replayed on another.
+    handshake_hash: Option<Vec<u8>>,
     /// A partial record (header included) carried over between `receive` calls.
     rx: Vec<u8>,
 }
@@ -286,6 +289,7 @@ impl Session {
             encrypted: true,
             remote_static: None,
             remote_payload: None,
+            handshake_hash: None,
             rx: Vec::new(),
         })
     }
@@ -393,6 +397,11 @@ impl Session {
     /// Whether the session failed (and every call now errors).
     pub fn is_dead(&self) -> bool {
         matches!(self.state, State::Dead)
+    }
+
+    /// The handshake hash, once established (see the field).
+    pub fn handshake_hash(&self) -> Option<&[u8]> {
+        self.handshake_hash.as_deref()
     }
 
     /// The peer's authenticated static public key, once established: the
@@ -570,6 +579,7 @@ impl Session {
         if is_low_order(&remote_static)? {
             return Err(NoiseError::WeakRemoteKey);
         }
+        self.handshake_hash = Some(hs.get_handshake_hash().to_vec());
         let transport = hs
             .into_transport_mode()
             .map_err(|_| NoiseError::Crypto("entering transport mode"))?;

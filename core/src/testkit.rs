@@ -88,6 +88,10 @@ pub struct TestNet {
     /// bytes; may change them (tampering in flight).
     #[allow(clippy::type_complexity)]
     pub tamper: Option<Box<dyn FnMut(usize, usize, &mut Vec<u8>) + Send>>,
+    /// Whether nodes added trust each other (write access) as they are
+    /// added: a team, as most tests want. [`TestNet::strangers`] turns it
+    /// off for tests of trust itself.
+    pub team: bool,
 }
 
 /// Bytes delivered per direction at one moment; see [`TestNet::traffic`].
@@ -124,6 +128,15 @@ impl TestNet {
             frozen: BTreeSet::new(),
             held: BTreeSet::new(),
             tamper: None,
+            team: true,
+        }
+    }
+
+    /// A network whose nodes trust nobody but what their configurations say.
+    pub fn strangers() -> TestNet {
+        TestNet {
+            team: false,
+            ..TestNet::new()
         }
     }
 
@@ -134,8 +147,16 @@ impl TestNet {
         let mut node_seed = [0u8; 32];
         rng.fill(&mut node_seed);
         let i = self.nodes.len();
+        let mut node = Node::new(cfg, keypair, node_seed, self.now);
+        if self.team {
+            let id = node.node_id().to_owned();
+            for other in &mut self.nodes {
+                other.node.grant_trust(&id, crate::access::Access::Write);
+                node.grant_trust(other.node.node_id(), crate::access::Access::Write);
+            }
+        }
         self.nodes.push(TestNode {
-            node: Node::new(cfg, keypair, node_seed, self.now),
+            node,
             store,
             addr: addr_of(i),
             events: Vec::new(),

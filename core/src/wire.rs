@@ -183,6 +183,22 @@ pub struct ConflictResolve {
     pub resolution: Option<ObjectId>,
 }
 
+/// The first message of a newcomer holding an invitation ticket: which
+/// invitation, and the proof that it holds the ticket's secret, bound to this
+/// session (see [`crate::trust::proof`]). Both fields are hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redeem {
+    pub invite: String,
+    pub proof: String,
+}
+
+/// Why the sender will not exchange data on this connection; it closes the
+/// connection after sending it. Plain words meant for a person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub reason: String,
+}
+
 /// Addressing of a routed frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutedHeader {
@@ -216,6 +232,8 @@ pub enum Message {
     /// connected; the binary section is that session's (encrypted) stream.
     Routed(RoutedHeader),
     ConflictResolve(ConflictResolve),
+    Redeem(Redeem),
+    Refused(Refused),
 }
 
 /// The wire names of [`Message`]'s variants.
@@ -233,6 +251,8 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "topology",
     "topology_summary",
     "routed",
+    "redeem",
+    "refused",
 ];
 
 impl Message {
@@ -252,6 +272,8 @@ impl Message {
             Message::Topology(_) => "topology",
             Message::TopologySummary(_) => "topology_summary",
             Message::Routed(_) => "routed",
+            Message::Redeem(_) => "redeem",
+            Message::Refused(_) => "refused",
         }
     }
 }
@@ -298,6 +320,8 @@ fn decode_payload(kind: &str, payload: &str) -> Result<Message, serde_json::Erro
         "topology" => Message::Topology(p(payload)?),
         "topology_summary" => Message::TopologySummary(p(payload)?),
         "routed" => Message::Routed(p(payload)?),
+        "redeem" => Message::Redeem(p(payload)?),
+        "refused" => Message::Refused(p(payload)?),
         // Callers check MESSAGE_TYPES first; a test checks that every type
         // listed there has an arm here.
         _ => {

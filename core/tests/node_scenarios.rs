@@ -128,7 +128,10 @@ fn peer_connected_with(net: &TestNet, i: usize, j: usize) -> usize {
 
 fn set_trusted(net: &mut TestNet, i: usize, trusted: Vec<String>) {
     let c = Config {
-        trusted_peers: trusted,
+        trusted_peers: trusted
+            .iter()
+            .map(|t| ivaldi_core::trust::TrustedPeer::write(t))
+            .collect(),
         ..net.nodes[i].node.config().clone()
     };
     c.validate().expect("valid config");
@@ -144,7 +147,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn untrusted_key_is_refused() {
-    let mut net = TestNet::new();
+    let mut net = TestNet::strangers();
     let mut a_store = MemStore::new("repo");
     small_history(&mut a_store, 3);
     let a = net.add(cfg(), a_store, 1);
@@ -153,6 +156,8 @@ fn untrusted_key_is_refused() {
     let stranger = "ab".repeat(32);
     assert_ne!(stranger, id(&net, b));
     set_trusted(&mut net, a, vec![stranger]);
+    let a_id = id(&net, a);
+    set_trusted(&mut net, b, vec![a_id]);
 
     let cmd = net.connect(b, a);
     net.run_for(Duration::from_secs(30));
@@ -194,7 +199,7 @@ fn untrusted_key_is_refused() {
 
 #[test]
 fn trusted_key_is_accepted() {
-    let mut net = TestNet::new();
+    let mut net = TestNet::strangers();
     let mut a_store = MemStore::new("repo");
     let h = small_history(&mut a_store, 3);
     let a = net.add(cfg(), a_store, 1);
@@ -202,6 +207,8 @@ fn trusted_key_is_accepted() {
     let b_id = id(&net, b);
     // Listed in upper case: ids compare without regard to case.
     set_trusted(&mut net, a, vec!["ab".repeat(32), b_id.to_uppercase()]);
+    let a_id = id(&net, a);
+    set_trusted(&mut net, b, vec![a_id]);
 
     let cmd = net.connect(b, a);
     assert!(net.run_until(Duration::from_secs(5), |n| head(n, b) == Some(h)));
@@ -214,12 +221,14 @@ fn trusted_key_is_accepted() {
 fn untrusted_listener_is_refused_by_the_dialer() {
     // Trust is checked on outbound connections too: B dials A, which B does not
     // trust.
-    let mut net = TestNet::new();
+    let mut net = TestNet::strangers();
     let mut a_store = MemStore::new("repo");
     small_history(&mut a_store, 2);
     let a = net.add(cfg(), a_store, 1);
     let b = net.add(cfg(), MemStore::new("repo"), 2);
     set_trusted(&mut net, b, vec!["cd".repeat(32)]);
+    let b_id = id(&net, b);
+    set_trusted(&mut net, a, vec![b_id]);
     let cmd = net.connect(b, a);
     net.run_for(Duration::from_secs(30));
     assert_eq!(net.command_result(b, cmd).map(|r| r.0), Some(false));

@@ -406,6 +406,11 @@ impl Sim {
             max_concurrent_syncs: 3,
             encryption: self.cfg.encryption,
             conflict_strategy: self.cfg.strategy,
+            // The simulated network is one team that lets every member in:
+            // listing every member's key in every node would cost memory
+            // that grows with the square of the node count. Refusing
+            // strangers is tested in core/tests/trust.rs and with real daemons.
+            open: ivaldi_core::trust::OpenMode::Write,
             ..Config::default()
         }
     }

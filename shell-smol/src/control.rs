@@ -54,6 +54,12 @@ pub enum Request {
     /// Re-read `config.json` (after the CLI changed it) and apply what can change
     /// without a restart.
     ReloadConfig,
+    /// Keys refused lately for want of trust.
+    Pending,
+    /// Redeem an invitation ticket with the running daemon.
+    Join {
+        ticket: String,
+    },
     /// The local repository changed (a seal, a switch): announce the new heads.
     LocalChanged,
     Whoami,

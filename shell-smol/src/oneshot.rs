@@ -12,6 +12,7 @@ use ivaldi_core::node::{Command, ConnId, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::store::{MemStore, Store, StoreRequest};
 use ivaldi_core::time::Instant;
+use ivaldi_core::trust::{Ticket, TrustedPeer};
 
 use crate::daemon::setup::{self, P2pPaths};
 use crate::repo::{RepoError, Repository, ops, worktree};
@@ -41,18 +42,19 @@ impl StoreSide<'_> {
     }
 }
 
-/// Drives `node` over one TCP connection to `addr` until `done` returns a value
-/// for an event, the connection fails, or `limit` passes.
+/// Runs `cmd` on `node` over one TCP connection at a time (a join tries the
+/// ticket's addresses in turn) until `done` returns a value for an event,
+/// the command fails, or `limit` passes.
 fn drive<T>(
     node: &mut Node,
     mut store: StoreSide<'_>,
-    addr: SocketAddr,
+    cmd: Command,
     limit: Duration,
     mut done: impl FnMut(&Node, &Event) -> Option<T>,
 ) -> Result<T, String> {
     let origin = WallInstant::now();
     let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
-    node.handle_command(now(), 1, Command::Connect(addr), store.read());
+    node.handle_command(now(), 1, cmd, store.read());
     let mut stream: Option<(ConnId, TcpStream)> = None;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -62,15 +64,38 @@ fn drive<T>(
         while let Some(out) = node.poll_output() {
             match out {
                 Output::Dial { conn, addr } => {
-                    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-                        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+                    let s = match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // The node decides what a failed dial means (a
+                            // join tries the next address).
+                            node.handle_closed(
+                                now(),
+                                conn,
+                                &format!("cannot connect to {addr}: {e}"),
+                            );
+                            continue;
+                        }
+                    };
                     s.set_read_timeout(Some(Duration::from_millis(20)))
                         .map_err(|e| e.to_string())?;
                     let _ = s.set_nodelay(true);
                     stream = Some((conn, s));
                     node.handle_connected(now(), conn);
                 }
-                Output::Close { reason, .. } => return Err(format!("connection closed: {reason}")),
+                Output::Close { conn, reason } => {
+                    if let Some((c, s)) = stream.take() {
+                        if c == conn {
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                        } else {
+                            stream = Some((c, s));
+                        }
+                    }
+                    node.handle_closed(now(), conn, &reason);
+                    if stream.is_none() && node.poll_output().is_none() {
+                        return Err(format!("connection closed: {reason}"));
+                    }
+                }
                 // Discovery is off for one-shot commands.
                 Output::Datagram { .. } => {}
                 Output::Store(req) => match &mut store {
@@ -129,11 +154,15 @@ fn drive<T>(
     }
 }
 
+/// A one-shot client dials only the address it was given, so it accepts
+/// whichever key answers there (trust on first use; the node at the other
+/// end decides whether to let *us* in).
 fn oneshot_config() -> Config {
     Config {
         port: 0,
         discovery: false,
         known_peers: Vec::new(),
+        open: ivaldi_core::trust::OpenMode::Write,
         ..Config::default()
     }
 }
@@ -148,7 +177,7 @@ pub fn probe(addr: SocketAddr) -> Result<(String, Vec<String>), String> {
     drive(
         &mut node,
         StoreSide::Mem(&mut mem),
-        addr,
+        Command::Connect(addr),
         Duration::from_secs(20),
         |n, e| match e {
             Event::PeerConnected { conn, peer, .. } => n
@@ -164,7 +193,7 @@ pub fn probe(addr: SocketAddr) -> Result<(String, Vec<String>), String> {
 /// Clones the repository served at `addr` into `dir`: same repository id, every
 /// timeline, and the working tree checked out (`main` if the peer has it).
 pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
-    let (peer, repos) = probe(addr)?;
+    let (_, repos) = probe(addr)?;
     let repo_id = match repos.as_slice() {
         [one] => one.clone(),
         [] => return Err(format!("the peer at {addr} serves no repository")),
@@ -175,7 +204,29 @@ pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
             ));
         }
     };
-    let repo = Repository::forge_with_id(dir, &repo_id).map_err(|e| e.to_string())?;
+    clone_with(dir, &repo_id, oneshot_config(), Command::Connect(addr))
+}
+
+/// Clones with an invitation ticket: the repository it names, from the
+/// inviter it names, which is trusted from then on (and remembered as a
+/// known peer, so the new repository's daemon reconnects to it).
+pub fn clone_ticket(ticket: &Ticket, dir: &Path) -> Result<CloneReport, String> {
+    let cfg = Config {
+        open: ivaldi_core::trust::OpenMode::Off,
+        trusted_peers: vec![TrustedPeer::write(&ticket.node_id())],
+        ..oneshot_config()
+    };
+    clone_with(
+        dir,
+        &ticket.repo,
+        cfg,
+        Command::Join(Box::new(ticket.clone())),
+    )
+}
+
+fn clone_with(dir: &Path, repo_id: &str, cfg: Config, cmd: Command) -> Result<CloneReport, String> {
+    let repo = Repository::forge_with_id(dir, repo_id).map_err(|e| e.to_string())?;
+    let repo_id = repo_id.to_owned();
     let root = repo.root().to_owned();
     drop(repo);
     let paths = P2pPaths::new(&root).map_err(|e| e.to_string())?;
@@ -183,13 +234,15 @@ pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
     let seed = setup::random32().map_err(|e| e.to_string())?;
     let mut store = DiskStore::open(&root).map_err(|e| e.to_string())?;
     let mut writer = DiskWriter::open(&root).map_err(|e| e.to_string())?;
-    let mut node = Node::new(oneshot_config(), kp, seed, Instant::ZERO);
+    let mut node = Node::new(cfg, kp, seed, Instant::ZERO);
     let mut objects = 0;
     let mut bytes = 0;
+    let mut peer = String::new();
+    let mut peer_addr = None;
     let result = drive(
         &mut node,
         StoreSide::Disk(&mut store, &mut writer),
-        addr,
+        cmd,
         Duration::from_secs(24 * 3600),
         |_, e| match e {
             Event::SyncCompleted {
@@ -201,13 +254,30 @@ pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
                 bytes += b;
                 Some(())
             }
-            Event::PeerConnected { .. } => None,
+            Event::PeerConnected { peer: p, addr, .. } => {
+                peer = p.clone();
+                peer_addr = Some(*addr);
+                None
+            }
             _ => None,
         },
     );
     result?;
     drop(store);
     drop(writer);
+    // The peer we cloned from is trusted (the ticket named it, or we chose
+    // its address) and is where this repository's daemon reconnects.
+    setup::edit_config(&paths, |c| {
+        if !c.trusted_peers.iter().any(|t| t.id == peer) {
+            c.trusted_peers.push(TrustedPeer::write(&peer));
+        }
+        if let Some(a) = peer_addr.map(|a| a.to_string())
+            && !c.known_peers.contains(&a)
+        {
+            c.known_peers.push(a);
+        }
+    })
+    .map_err(|e| e.to_string())?;
     let mut repo = Repository::open(&root).map_err(|e| e.to_string())?;
     let timelines = repo.timelines().map_err(|e| e.to_string())?;
     let chosen = TimelineName::new("main")

@@ -32,6 +32,12 @@ pub enum ConnState {
     Dialing,
     /// Running the Noise handshake.
     Handshaking,
+    /// Authenticated but not trusted: waiting for a `redeem` that proves an
+    /// invitation (only while some invitation is open). Nothing is sent.
+    Admission,
+    /// Refused: the `refused` message is being flushed, then the connection
+    /// closes. Everything the peer sends is ignored.
+    Refusing,
     /// Authenticated; waiting for the peer's capabilities.
     AwaitHello,
     /// Exchanging protocol messages.
@@ -186,6 +192,11 @@ pub(super) struct Conn {
     pub down: super::rate::Bucket,
     pub blocked: bool,
     pub peer: Option<String>,
+    /// The invitation secret this (outbound) connection redeems once
+    /// established, as the newcomer's side of `ivaldi p2p join`.
+    pub redeem: Option<[u8; 32]>,
+    /// Why the connection closes once its `refused` message is out.
+    pub refusing: Option<String>,
     pub shares_repo: bool,
     pub encrypted: bool,
     pub lz4: bool,
@@ -245,6 +256,8 @@ impl Conn {
             down: super::rate::Bucket::new(0, now),
             blocked: false,
             peer: None,
+            redeem: None,
+            refusing: None,
             shares_repo: false,
             encrypted: true,
             lz4: false,

@@ -24,6 +24,7 @@
 //! [`StoreRequest`]s in the output, answered by `handle_store_done`. Given the same
 //! inputs, store answers and seed, a node produces the same outputs.
 
+mod admit;
 mod conn;
 mod rate;
 mod relay;
@@ -75,7 +76,11 @@ pub enum Command {
     /// The local repository's heads changed (a seal, a switch): announce them.
     LocalHeadsChanged,
     /// Replace the configuration (already validated by the caller).
+    /// Connections the new settings no longer allow are closed at once.
     SetConfig(Box<Config>),
+    /// Join through an invitation ticket: dial its addresses in turn and
+    /// redeem the invitation; completes when the inviter has admitted us.
+    Join(Box<crate::trust::Ticket>),
 }
 
 /// Something the owner should know; the daemon fans these out to subscribers.
@@ -92,6 +97,20 @@ pub enum Event {
         peer: Option<String>,
         conn: ConnId,
         reason: String,
+    },
+    /// A node that is not trusted was refused (see `ivaldi p2p pending`).
+    PeerRefused {
+        peer: String,
+        addr: SocketAddr,
+        reason: String,
+    },
+    /// A newcomer proved an invitation and is now trusted; the owner records
+    /// it in `trusted_peers` and spends one use of the invitation.
+    InviteRedeemed {
+        peer: String,
+        invite: String,
+        access: Access,
+        uses_left: u32,
     },
     TimelineUpdated {
         timeline: TimelineName,
@@ -304,6 +323,8 @@ pub struct Stats {
     /// Connections closed because their peer stopped reading while replies
     /// piled up for it.
     pub queue_overflows: u64,
+    /// Connections refused because their key is not trusted.
+    pub untrusted_refused: u64,
 }
 
 /// Per-peer sync state, kept across reconnects.
@@ -473,12 +494,17 @@ pub struct Node {
     down_bucket: rate::Bucket,
     /// Whether (and how) every message is reported as [`Event::Message`].
     trace: TraceMode,
+    /// Who is admitted, open invitations, refused keys.
+    trust: crate::trust::Trust,
+    /// An invitation being redeemed on our side (`Command::Join`).
+    joining: Option<admit::Joining>,
 }
 
 impl Node {
     /// A node with its configuration, static identity, random seed and the time now.
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
         let node_id = hex(&keypair.public);
+        let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
         let mut node = Node {
             next_auto_sync: now + cfg.sync_interval,
             cfg,
@@ -523,6 +549,8 @@ impl Node {
             up_bucket: rate::Bucket::new(0, now),
             down_bucket: rate::Bucket::new(0, now),
             trace: TraceMode::Off,
+            trust,
+            joining: None,
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
@@ -697,6 +725,12 @@ impl Node {
         if let Some(d) = self.discovery.as_mut() {
             d.mark_dialed(node, now);
         }
+        if self.trust.admits(node).is_none() {
+            // Discovery is a hint about addresses of nodes we would accept;
+            // dialling anyone else would only hand our handshake to strangers.
+            tracing::debug!(peer = short(node), %addr, "not dialling a discovered node that is not trusted");
+            return;
+        }
         tracing::info!(peer = short(node), %addr, "auto-connecting to a discovered peer");
         self.dial(now, addr);
     }
@@ -768,7 +802,11 @@ impl Node {
         }
         for c in self.conns.values() {
             match c.state {
-                ConnState::Dialing | ConnState::Handshaking | ConnState::AwaitHello => {
+                ConnState::Dialing
+                | ConnState::Handshaking
+                | ConnState::Admission
+                | ConnState::Refusing
+                | ConnState::AwaitHello => {
                     consider(
                         c.opened + self.cfg.handshake_timeout,
                         TimeoutReason::Handshake,
@@ -827,6 +865,11 @@ impl Node {
                 continue;
             };
             if c.out.len() == c.out_pos || c.blocked {
+                if c.state == ConnState::Refusing && c.ctrl.is_empty() && c.out.len() == c.out_pos {
+                    // The `refused` message is out: now close.
+                    let reason = c.refusing.take().unwrap_or_default();
+                    self.close(id, &format!("refused: {reason}"));
+                }
                 if produced.is_err() {
                     continue;
                 }
@@ -1049,7 +1092,8 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.state == ConnState::Closed {
+        if matches!(c.state, ConnState::Closed | ConnState::Refusing) {
+            // A refused peer's bytes are not even decrypted.
             return;
         }
         // Download caps: what was read is charged (see `read_budget`).
@@ -1074,7 +1118,7 @@ impl Node {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if c.state == ConnState::Closed {
+            if matches!(c.state, ConnState::Closed | ConnState::Refusing) {
                 return;
             }
             match c.frames.next_frame_ref() {
@@ -1119,6 +1163,9 @@ impl Node {
             );
         }
         self.release_waiters(conn, Some(format!("connection closed: {reason}")));
+        if !c.was_ready {
+            self.join_conn_ended(now, conn, c.peer.as_deref(), false, reason);
+        }
         let mut ready_before = false;
         if let Some(peer) = &c.peer {
             ready_before = c.was_ready;
@@ -1175,7 +1222,11 @@ impl Node {
                 continue;
             };
             match c.state {
-                ConnState::Dialing | ConnState::Handshaking | ConnState::AwaitHello => {
+                ConnState::Dialing
+                | ConnState::Handshaking
+                | ConnState::Admission
+                | ConnState::Refusing
+                | ConnState::AwaitHello => {
                     if now >= c.opened + self.cfg.handshake_timeout {
                         self.close(id, "handshake timed out");
                     }
@@ -1254,14 +1305,8 @@ impl Node {
                     );
                     return;
                 }
-                match self.dial(now, addr) {
+                match self.dial_once(now, addr) {
                     Some(conn) => {
-                        if let Some(d) = self.dialers.get_mut(&addr)
-                            && d.conn == Some(conn)
-                            && !self.cfg.known_peers.iter().any(|k| k.parse() == Ok(addr))
-                        {
-                            d.once = true;
-                        }
                         self.connect_waiters.insert(conn, id);
                     }
                     None => self.done(
@@ -1354,6 +1399,25 @@ impl Node {
             }
             Command::SetConfig(cfg) => {
                 let auto_was = self.cfg.auto_sync;
+                let rules_changed =
+                    cfg.access != self.cfg.access || cfg.peer_groups != self.cfg.peer_groups;
+                for gone in self
+                    .cfg
+                    .trusted_peers
+                    .iter()
+                    .filter(|p| !cfg.trusted_peers.iter().any(|q| q.id == p.id))
+                {
+                    self.trust.forget(&gone.id);
+                }
+                self.trust.configure(cfg.open, &cfg.trusted_peers);
+                let access_changed = rules_changed
+                    || cfg.trusted_peers.iter().any(|p| {
+                        self.cfg
+                            .trusted_peers
+                            .iter()
+                            .any(|q| q.id == p.id && q.access != p.access)
+                    })
+                    || cfg.open != self.cfg.open;
                 self.cfg = *cfg;
                 self.apply_rates(now);
                 if self.cfg.auto_sync
@@ -1363,8 +1427,29 @@ impl Node {
                 }
                 self.sync_known_peers(now);
                 self.configure_discovery(now);
+                let closed = self.enforce_trust() + self.enforce_access(access_changed);
                 self.announce_local(now, store);
-                self.done(id, true, "configuration applied".into());
+                let msg = match closed {
+                    0 => "configuration applied".to_owned(),
+                    n => format!(
+                        "configuration applied; {n} connection(s) no longer allowed were closed"
+                    ),
+                };
+                self.done(id, true, msg);
+            }
+            Command::Join(ticket) => {
+                if ticket.repo != store.repo_id() {
+                    return self.done(
+                        id,
+                        false,
+                        format!(
+                            "the ticket is for repository {}, this is {}",
+                            ticket.repo,
+                            store.repo_id()
+                        ),
+                    );
+                }
+                self.start_join(now, id, *ticket);
             }
         }
     }
@@ -1691,6 +1776,18 @@ impl Node {
         }
     }
 
+    /// Dials `addr` for a command: not redialled later unless it is a known peer.
+    fn dial_once(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
+        let conn = self.dial(now, addr)?;
+        if let Some(d) = self.dialers.get_mut(&addr)
+            && d.conn == Some(conn)
+            && !self.cfg.known_peers.iter().any(|k| k.parse() == Ok(addr))
+        {
+            d.once = true;
+        }
+        Some(conn)
+    }
+
     fn dial(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
         if self.live_conns() >= self.cfg.max_peers {
             return None;
@@ -1834,7 +1931,6 @@ impl Node {
         store: &dyn Store,
     ) -> Result<(), String> {
         let own = self.keypair.public;
-        let trusted = self.cfg.trusted_peers.clone();
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -1870,25 +1966,11 @@ impl Node {
             }
             _ => {}
         }
-        if !trusted.is_empty() && !trusted.iter().any(|t| t.eq_ignore_ascii_case(&peer)) {
-            return Err(format!("peer {} is not in trusted_peers", short(&peer)));
-        }
         c.peer = Some(peer.clone());
         c.state = ConnState::AwaitHello;
-        let hello = self.hello(store, &peer);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if !self.cfg.access.is_empty() {
-                c.advertised
-                    .extend(hello.repos.iter().flat_map(|r| r.heads.values().copied()));
-            }
-            c.hello_heads = hello
-                .repos
-                .iter()
-                .find(|r| r.id == store.repo_id())
-                .map(|r| r.heads.clone())
-                .unwrap_or_default();
+        if self.admit_established(now, conn, &peer) {
+            self.send_hello(now, conn, &peer, store);
         }
-        self.send(now, conn, Message::Handshake(hello));
         Ok(())
     }
 
@@ -1921,15 +2003,16 @@ impl Node {
 
     /// What `peer` may do with `timeline` (see [`crate::access`]).
     fn access(&self, peer: &str, timeline: &TimelineName) -> Access {
+        let whole = self.trust.admits(peer).unwrap_or(Access::None);
         if self.cfg.access.is_empty() {
-            return Access::Write;
+            return whole;
         }
-        access::access_for(
+        whole.min(access::access_for(
             &self.cfg.access,
             &self.cfg.peer_groups,
             peer,
             timeline.as_str(),
-        )
+        ))
     }
 
     /// Records a head a peer announced for a timeline it may not write.
@@ -1994,7 +2077,18 @@ impl Node {
             );
         }
         let ready = c.state == ConnState::Ready;
+        match c.state {
+            ConnState::Refusing => return,
+            ConnState::Admission => {
+                return self.on_admission_message(now, conn, env.message, store);
+            }
+            _ => {}
+        }
         match env.message {
+            Message::Refused(r) => self.on_refused(conn, r),
+            // A newcomer already trusted here redeems for nothing.
+            Message::Redeem(_) if c.state == ConnState::AwaitHello => {}
+            Message::Redeem(_) => self.violation(conn, "redeem after the handshake".into()),
             Message::Handshake(h) if c.state == ConnState::AwaitHello => {
                 self.on_hello(now, conn, h, store)
             }
@@ -2055,6 +2149,7 @@ impl Node {
             );
         }
         let repo = store.repo_id().to_owned();
+        let restricted = self.access_restricted();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -2081,16 +2176,18 @@ impl Node {
         if let Some(advert) = h.repos.iter().find(|r| r.id == repo) {
             c.shares_repo = true;
             c.remote_heads = advert.heads.clone();
-            if !self.cfg.access.is_empty() {
-                let rules = (&self.cfg.access, &self.cfg.peer_groups);
-                c.remote_heads.retain(|t, h| {
-                    let ok =
-                        access::access_for(rules.0, rules.1, &peer, t.as_str()) == Access::Write;
+            if restricted {
+                let mut heads = core::mem::take(&mut c.remote_heads);
+                heads.retain(|t, h| {
+                    let ok = self.access(&peer, t) == Access::Write;
                     if !ok {
                         refused.push((t.clone(), *h));
                     }
                     ok
                 });
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.remote_heads = heads;
+                }
             }
         }
         for (t, h) in refused {
@@ -2168,6 +2265,7 @@ impl Node {
                 format!("connected to {} at {addr}", short(&peer)),
             );
         }
+        self.join_conn_ended(now, conn, Some(&peer), true, "");
         self.announce_since_hello(now, conn, store);
         if self.cfg.auto_sync {
             self.request_pull(now, conn, store, false);
@@ -2372,7 +2470,7 @@ impl Node {
         if r.resume.len() > sync::MAX_RESUME_HINTS {
             return self.violation(conn, "sync request lists too many resume roots".into());
         }
-        if !self.cfg.access.is_empty() {
+        if self.access_restricted() {
             let peer = c.peer.clone().unwrap_or_default();
             let readable: IdSet = store
                 .heads()
@@ -2941,7 +3039,7 @@ impl Node {
             if previous == Some(head) || self.access(&peer, &timeline) < Access::Read {
                 continue;
             }
-            if !self.cfg.access.is_empty()
+            if self.access_restricted()
                 && let Some(c) = self.conns.get_mut(&conn)
             {
                 c.advertised.insert(head);
@@ -2991,7 +3089,7 @@ impl Node {
                 if self.access(&peer, timeline) < Access::Read {
                     continue;
                 }
-                if !self.cfg.access.is_empty()
+                if self.access_restricted()
                     && let Some(c) = self.conns.get_mut(&conn)
                 {
                     c.advertised.insert(*head);
@@ -3245,6 +3343,18 @@ fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
 }
 
 /// Lowercase hex.
+/// 64 hex digits back to 32 bytes, or `None` if they are not that.
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

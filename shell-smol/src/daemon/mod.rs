@@ -6,6 +6,7 @@
 //! heartbeats. The driver feeds each input to the node and then drains its outputs,
 //! exactly as `Node`'s documentation prescribes.
 
+pub mod invites;
 pub mod setup;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant, SystemTime};
 
+use ivaldi_core::access::Access;
 use ivaldi_core::config::Config;
 use ivaldi_core::node::{Command, CommandId, ConnId, Event, Node, Output, TraceMode};
 use ivaldi_core::store::{Store, StoreError, StoreRequest, UpdateResult};
@@ -309,6 +311,10 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             targets: Vec::new(),
         };
         driver.set_targets(&cfg);
+        driver.load_invites();
+        if cfg.open != ivaldi_core::trust::OpenMode::Off {
+            tracing::warn!(open = ?cfg.open, "OPEN MODE: any node that finds this one may connect");
+        }
         tracing::info!(node = %started_info.node_id, port, "daemon listening");
         on_started(&started_info);
         driver.run(rx, done_rx).await;
@@ -678,6 +684,15 @@ impl Driver {
             return self.on_trace(m.peer.as_deref(), value);
         }
         tracing::info!(event = %value, "event");
+        if let Event::InviteRedeemed {
+            peer,
+            invite,
+            access,
+            uses_left,
+        } = &e
+        {
+            self.record_redeemed(peer, invite, *access, *uses_left);
+        }
         if let Event::CommandDone { id, ok, message } = &e
             && let Some(reply) = self.waiting.remove(id)
         {
@@ -853,6 +868,7 @@ impl Driver {
                 .and_then(|p| setup::effective_config(&p))
             {
                 Ok(mut cfg) => {
+                    self.load_invites();
                     // The listening port cannot change without a restart.
                     cfg.port = self.started_info.port;
                     self.set_targets(&cfg);
@@ -867,6 +883,19 @@ impl Driver {
                 }
                 self.command(now, Command::LocalHeadsChanged, reply);
             }
+            Request::Pending => send(Reply::ok(json!({
+                "pending": self.node.pending().into_iter().map(|p| json!({
+                    "id": p.id,
+                    "addr": p.addr.to_string(),
+                    "attempts": p.attempts,
+                    "last_seen_ago_ms": now.saturating_since(p.last).as_millis() as u64,
+                })).collect::<Vec<_>>(),
+                "refused": self.node.stats().untrusted_refused,
+            }))),
+            Request::Join { ticket } => match ivaldi_core::trust::Ticket::parse(&ticket) {
+                Ok(t) => self.command(now, Command::Join(Box::new(t)), reply),
+                Err(e) => send(Reply::err(e.to_string())),
+            },
             Request::Topology => {
                 let graph = self.node.topology();
                 let dot = self.node.topology_dot();
@@ -965,6 +994,41 @@ impl Driver {
         json!({ "peers": peers })
     }
 
+    /// Hands the open invitations on disk to the core.
+    fn load_invites(&mut self) {
+        let loaded = P2pPaths::new(self.store.repo().root())
+            .map_err(|e| e.to_string())
+            .and_then(|p| invites::load(&p).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(list) => {
+                let core = invites::for_core(&list, self.now(), invites::unix_now());
+                self.node.set_invites(core);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the open invitations"),
+        }
+    }
+
+    /// A newcomer redeemed an invitation: spend the use and trust its key
+    /// in `config.json`, so the trust outlives this run.
+    fn record_redeemed(&mut self, peer: &str, invite: &str, access: Access, uses_left: u32) {
+        let result = P2pPaths::new(self.store.repo().root())
+            .map_err(|e| e.to_string())
+            .and_then(|p| {
+                invites::spend(&p, invite, uses_left).map_err(|e| e.to_string())?;
+                setup::edit_config(&p, |c| {
+                    c.trusted_peers.retain(|t| t.id != peer);
+                    c.trusted_peers.push(ivaldi_core::trust::TrustedPeer {
+                        id: peer.to_owned(),
+                        access,
+                    });
+                })
+                .map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            tracing::error!(peer, error = %e, "cannot record the peer admitted by invitation; it stays trusted until the daemon stops");
+        }
+    }
+
     fn status_json(&mut self, now: Instant) -> serde_json::Value {
         let uptime = now.saturating_since(Instant::ZERO);
         let started = self
@@ -980,6 +1044,9 @@ impl Driver {
             "repo": self.store.repo_id(),
             "started_unix": started,
             "uptime_secs": uptime.as_secs(),
+            "open": self.node.config().open,
+            "trusted_peers": self.node.config().trusted_peers.len(),
+            "pending": self.node.pending().len(),
             "auto_sync": self.node.config().auto_sync,
             "sync_interval": ivaldi_core::config::format_duration(self.node.config().sync_interval),
             "bandwidth": {

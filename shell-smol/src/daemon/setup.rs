@@ -141,6 +141,14 @@ pub fn save_config(paths: &P2pPaths, cfg: &Config) -> Result<(), SetupError> {
         .map_err(|e| SetupError::Other(e.to_string()))
 }
 
+/// Reads, changes and writes back the stored configuration.
+pub fn edit_config(paths: &P2pPaths, f: impl FnOnce(&mut Config)) -> Result<Config, SetupError> {
+    let mut cfg = load_config(paths)?;
+    f(&mut cfg);
+    save_config(paths, &cfg)?;
+    Ok(cfg)
+}
+
 /// Loads the node's static key, creating it (from the OS random source) on first use.
 pub fn load_or_create_identity(paths: &P2pPaths) -> Result<Keypair, SetupError> {
     let path = &paths.identity;

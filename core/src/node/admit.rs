@@ -1,0 +1,339 @@
+//! The node's side of [`crate::trust`]: what happens to a connection between
+//! the end of the Noise handshake and the first `handshake` message.
+//!
+//! Decisions live in [`Trust`](crate::trust::Trust); this file only routes a
+//! connection through them: admit (send our `handshake`), hold for a
+//! `redeem` (while an invitation is open), or refuse (send `refused`, flush,
+//! close). A refused connection never receives our `handshake`, so it learns
+//! no timeline, head or object.
+
+use super::conn::{ConnState, Direction};
+use super::{CommandId, ConnId, Event, Node, short};
+use crate::access::Access;
+use crate::store::Store;
+use crate::time::Instant;
+use crate::trust::{self, Pending, Ticket};
+use crate::wire::{self, Message};
+
+/// A `redeem` in progress on the newcomer's side: the addresses not tried yet.
+#[derive(Debug)]
+pub(super) struct Joining {
+    pub cmd: CommandId,
+    pub ticket: Ticket,
+    pub next_addr: usize,
+    /// The connection redeeming now.
+    pub conn: Option<ConnId>,
+}
+
+impl Node {
+    /// Keys refused lately, for `ivaldi p2p pending`.
+    pub fn pending(&self) -> Vec<Pending> {
+        self.trust.pending()
+    }
+
+    /// Admits a key for this run without touching the configuration (it
+    /// is not written anywhere). The virtual test network uses it to make
+    /// its nodes one team.
+    pub fn grant_trust(&mut self, id: &str, access: Access) {
+        self.trust.grant(id, access);
+    }
+
+    /// Replaces the open invitations (the shell owns them on disk and
+    /// converts their wall-clock expiry to this node's [`Instant`]s).
+    pub fn set_invites(&mut self, invites: Vec<trust::Invite>) {
+        self.trust.set_invites(invites);
+    }
+
+    /// Decides, right after the Noise handshake, whether `peer` may go on.
+    /// Returns `true` when our `handshake` message should be sent now.
+    pub(super) fn admit_established(&mut self, now: Instant, conn: ConnId, peer: &str) -> bool {
+        self.send_redeem(now, conn);
+        if self.trust.admits(peer).is_some() {
+            return true;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if c.direction == Direction::Inbound
+            && c.route.is_none()
+            && self.trust.has_open_invites(now)
+        {
+            c.state = ConnState::Admission;
+            return false;
+        }
+        let reason = trust::refusal_text(peer, &self.node_id);
+        self.refuse(now, conn, reason);
+        false
+    }
+
+    /// Newcomer's side: prove the invitation first thing on the session.
+    fn send_redeem(&mut self, now: Instant, conn: ConnId) {
+        let own = self.keypair.public;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(secret) = c.redeem.take() else {
+            return;
+        };
+        let Some(noise) = c.noise.as_ref() else {
+            return;
+        };
+        let (Some(hh), Some(inviter)) = (noise.handshake_hash(), noise.remote_static()) else {
+            return;
+        };
+        let proof = trust::proof(&secret, hh, &own, &inviter);
+        let msg = Message::Redeem(wire::Redeem {
+            invite: trust::invite_id(&secret),
+            proof: proof.to_hex().to_string(),
+        });
+        self.send(now, conn, msg);
+    }
+
+    /// Refuses a connection: the reason goes to the peer in plain words, and
+    /// the connection closes as soon as that message is out.
+    pub(super) fn refuse(&mut self, now: Instant, conn: ConnId, reason: String) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let peer = c.peer.clone().unwrap_or_default();
+        let addr = c.addr;
+        let routed = c.route.is_some();
+        tracing::warn!(peer = %peer, %addr, %reason, "refusing a node that is not trusted");
+        self.trust.record_refusal(now, &peer, addr);
+        self.stats.untrusted_refused += 1;
+        self.emit(Event::PeerRefused {
+            peer: peer.clone(),
+            addr,
+            reason: reason.clone(),
+        });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Refusing;
+            c.refusing = Some(reason.clone());
+        }
+        self.send(now, conn, Message::Refused(wire::Refused { reason }));
+        if routed {
+            // Routed sessions have no socket of their own to flush.
+            self.close(conn, "refused: not trusted");
+        }
+    }
+
+    /// A connection in [`ConnState::Admission`] sent its first message.
+    pub(super) fn on_admission_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        message: Message,
+        store: &dyn Store,
+    ) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let peer = c.peer.clone().unwrap_or_default();
+        let Message::Redeem(r) = message else {
+            let reason = trust::refusal_text(&peer, &self.node_id);
+            return self.refuse(now, conn, reason);
+        };
+        let keys = c
+            .noise
+            .as_ref()
+            .and_then(|n| Some((n.handshake_hash()?.to_vec(), n.remote_static()?)));
+        let claimed = crate::node::unhex32(&r.proof);
+        let result = match (keys, claimed) {
+            (Some((hh, joiner)), Some(claimed)) => {
+                self.trust
+                    .redeem(now, &r.invite, &claimed, &hh, &joiner, &self.keypair.public)
+            }
+            _ => Err(trust::RedeemError::BadProof(r.invite.clone())),
+        };
+        match result {
+            Ok(g) => {
+                tracing::info!(peer = %peer, invite = %g.invite, access = ?g.access, "invitation redeemed");
+                self.emit(Event::InviteRedeemed {
+                    peer: peer.clone(),
+                    invite: g.invite,
+                    access: g.access,
+                    uses_left: g.uses_left,
+                });
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.state = ConnState::AwaitHello;
+                }
+                self.send_hello(now, conn, &peer, store);
+            }
+            Err(e) => self.refuse(now, conn, e.to_string()),
+        }
+    }
+
+    /// The peer refused us: keep its words as the close reason.
+    pub(super) fn on_refused(&mut self, conn: ConnId, r: wire::Refused) {
+        let peer = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer.clone())
+            .unwrap_or_default();
+        let mut reason = r.reason;
+        reason.truncate(1024);
+        tracing::warn!(peer = short(&peer), %reason, "refused by peer");
+        self.close(conn, &format!("refused by {}: {reason}", short(&peer)));
+    }
+
+    /// Closes every connection the current trust settings no longer allow,
+    /// after a configuration change. Returns how many were closed.
+    pub(super) fn enforce_trust(&mut self) -> usize {
+        let doomed: Vec<(ConnId, String)> = self
+            .conns
+            .values()
+            .filter(|c| !matches!(c.state, ConnState::Closed | ConnState::Dialing))
+            .filter_map(|c| {
+                let peer = c.peer.as_deref()?;
+                let outside = c.route.is_none() && !self.filter.allows(c.addr.ip());
+                let untrusted = self.trust.admits(peer).is_none()
+                    && !matches!(c.state, ConnState::Admission | ConnState::Refusing);
+                (outside || untrusted).then(|| {
+                    let why = if outside {
+                        "its address is no longer in allowed_networks"
+                    } else {
+                        "it is no longer trusted"
+                    };
+                    (c.id, format!("{} {why}", short(peer)))
+                })
+            })
+            .collect();
+        for (conn, why) in &doomed {
+            tracing::info!(conn, "closing: {why}");
+            self.close(*conn, &format!("closed: {why}"));
+        }
+        doomed.len()
+    }
+
+    /// `Command::Join`: dial the ticket's addresses one after the other and
+    /// redeem the invitation on the first that answers.
+    pub(super) fn start_join(&mut self, now: Instant, cmd: CommandId, ticket: Ticket) {
+        // The ticket names the inviter's key: that key is trusted from now on
+        // (the shell also writes it into trusted_peers).
+        self.trust.grant(&ticket.node_id(), Access::Write);
+        self.joining = Some(Joining {
+            cmd,
+            ticket,
+            next_addr: 0,
+            conn: None,
+        });
+        self.join_next(now, None);
+    }
+
+    /// Dials the next address of the ticket being redeemed, or gives up.
+    pub(super) fn join_next(&mut self, now: Instant, failure: Option<&str>) {
+        let Some(j) = self.joining.as_mut() else {
+            return;
+        };
+        let Some(addr) = j.ticket.addrs.get(j.next_addr).copied() else {
+            let cmd = j.cmd;
+            let tried = j.ticket.addrs.len();
+            self.joining = None;
+            let why = failure.unwrap_or("no address answered");
+            return self.done(
+                cmd,
+                false,
+                format!("could not join through the ticket ({tried} address(es) tried): {why}"),
+            );
+        };
+        j.next_addr += 1;
+        let secret = j.ticket.secret;
+        match self.dial_once(now, addr) {
+            Some(conn) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.redeem = Some(secret);
+                }
+                if let Some(j) = self.joining.as_mut() {
+                    j.conn = Some(conn);
+                }
+            }
+            None => self.join_next(now, Some("no free connection slot")),
+        }
+    }
+
+    /// A connection of the join ended: finish the command or try the next
+    /// address. `ok` is whether it got to `Ready`.
+    pub(super) fn join_conn_ended(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: Option<&str>,
+        ok: bool,
+        reason: &str,
+    ) {
+        let Some(j) = self.joining.as_ref() else {
+            return;
+        };
+        if j.conn != Some(conn) {
+            return;
+        }
+        let addr = self.conns.get(&conn).map_or_else(
+            || j.ticket.addrs[j.next_addr - 1].to_string(),
+            |c| c.addr.to_string(),
+        );
+        if ok {
+            let cmd = j.cmd;
+            let inviter = j.ticket.node_id();
+            self.joining = None;
+            if peer.is_some_and(|p| !p.eq_ignore_ascii_case(&inviter)) {
+                return self.done(
+                    cmd,
+                    false,
+                    format!(
+                        "{addr} is not the node the ticket names ({})",
+                        short(&inviter)
+                    ),
+                );
+            }
+            return self.done(cmd, true, format!("joined {} at {addr}", short(&inviter)));
+        }
+        self.join_next(now, Some(reason));
+    }
+
+    /// Our `handshake` message, once the peer is admitted.
+    pub(super) fn send_hello(&mut self, now: Instant, conn: ConnId, peer: &str, store: &dyn Store) {
+        let hello = self.hello(store, peer);
+        let restricted = self.access_restricted();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if restricted {
+                c.advertised
+                    .extend(hello.repos.iter().flat_map(|r| r.heads.values().copied()));
+            }
+            c.hello_heads = hello
+                .repos
+                .iter()
+                .find(|r| r.id == store.repo_id())
+                .map(|r| r.heads.clone())
+                .unwrap_or_default();
+        }
+        self.send(now, conn, Message::Handshake(hello));
+    }
+
+    /// Whether per-timeline access must be checked for anyone (access rules,
+    /// or a key trusted for reading only).
+    pub(super) fn access_restricted(&self) -> bool {
+        !self.cfg.access.is_empty() || self.trust.limits_anyone()
+    }
+
+    /// After the access rules or a peer's trusted access changed: close the
+    /// connections of every peer the change touches, so nothing they started
+    /// under the old rules lands; they reconnect under the new ones.
+    pub(super) fn enforce_access(&mut self, changed: bool) -> usize {
+        if !changed {
+            return 0;
+        }
+        let ready: Vec<ConnId> = self
+            .conns
+            .values()
+            .filter(|c| c.state == ConnState::Ready)
+            .map(|c| c.id)
+            .collect();
+        for conn in &ready {
+            self.close(
+                *conn,
+                "closed: access rules changed (reconnecting under the new rules)",
+            );
+        }
+        ready.len()
+    }
+}
