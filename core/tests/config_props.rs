@@ -85,7 +85,9 @@ const TEXTS: &[&str] = &[
 ];
 
 fn node_id(g: &mut Gen) -> String {
-    (0..32).map(|_| format!("{:02x}", u8::arbitrary(g))).collect()
+    (0..32)
+        .map(|_| format!("{:02x}", u8::arbitrary(g)))
+        .collect()
 }
 
 fn number(g: &mut Gen) -> Value {
@@ -308,7 +310,10 @@ fn both_extremes_of_every_bound_are_accepted_and_run() {
 fn one_past_each_bound_is_refused_naming_its_key() {
     for (key, past) in [
         ("max_peers", json!(check::MAX_PEERS + 1)),
-        ("max_concurrent_syncs", json!(check::MAX_CONCURRENT_SYNCS + 1)),
+        (
+            "max_concurrent_syncs",
+            json!(check::MAX_CONCURRENT_SYNCS + 1),
+        ),
         ("max_message_size", json!(check::MAX_MESSAGE_SIZE + 1)),
         ("heartbeat_interval", json!("86401s")),
         ("heartbeat_misses", json!(check::MAX_HEARTBEAT_MISSES + 1)),
@@ -326,7 +331,10 @@ fn one_past_each_bound_is_refused_naming_its_key() {
         let text = json!({ key: past }).to_string();
         match from_json(text.as_bytes()) {
             Ok(_) => panic!("{text} was accepted"),
-            Err(e) => assert!(e.to_string().starts_with(&format!("{key}: ")), "{text}: {e}"),
+            Err(e) => assert!(
+                e.to_string().starts_with(&format!("{key}: ")),
+                "{text}: {e}"
+            ),
         }
     }
 }

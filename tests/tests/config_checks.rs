@@ -59,7 +59,12 @@ fn an_overflowing_heartbeat_interval_is_refused_and_the_daemon_still_starts() {
     assert!(err.contains("nothing was saved"), "{err}");
     assert_eq!(config_file(&r), before, "the file must be untouched");
     // A duration too large to represent at all is refused by the parser.
-    let err = r.fails(&["p2p", "config", "--heartbeat-interval", "18446744073709551615d"]);
+    let err = r.fails(&[
+        "p2p",
+        "config",
+        "--heartbeat-interval",
+        "18446744073709551615d",
+    ]);
     assert!(err.contains("heartbeat-interval"), "{err}");
     assert!(err.contains("too large"), "{err}");
 
@@ -80,8 +85,16 @@ fn every_cli_setting_is_checked_with_a_message_naming_its_key() {
     let before = config_file(&r);
     for (args, key, also) in [
         (vec!["--sync-interval", "8d"], "sync_interval", "at most"),
-        (vec!["--handshake-timeout", "2h"], "handshake_timeout", "at most"),
-        (vec!["--topology-interval", "0s"], "topology_interval", "at least"),
+        (
+            vec!["--handshake-timeout", "2h"],
+            "handshake_timeout",
+            "at most",
+        ),
+        (
+            vec!["--topology-interval", "0s"],
+            "topology_interval",
+            "at least",
+        ),
         (vec!["--max-peers", "10001"], "max_peers", "at most 10000"),
         (
             vec!["--max-message-size", "2147483648"],
@@ -90,13 +103,30 @@ fn every_cli_setting_is_checked_with_a_message_naming_its_key() {
         ),
         (vec!["--upload-rate", "2048G"], "upload_rate", "at most"),
         (
-            vec!["--allowed-network", "127.0.0.0/8", "--allowed-network", "10.0.0.0/99"],
+            vec![
+                "--allowed-network",
+                "127.0.0.0/8",
+                "--allowed-network",
+                "10.0.0.0/99",
+            ],
             "allowed_networks",
             "10.0.0.0/99",
         ),
-        (vec!["--log-level", "inof"], "log_level", "did you mean \"info\"?"),
-        (vec!["--log-level", "ivaldi=loud"], "log_level", "not a level"),
-        (vec!["--discovery-addr", "127.255.255.255:0"], "discovery_addrs", "port 0"),
+        (
+            vec!["--log-level", "inof"],
+            "log_level",
+            "did you mean \"info\"?",
+        ),
+        (
+            vec!["--log-level", "ivaldi=loud"],
+            "log_level",
+            "not a level",
+        ),
+        (
+            vec!["--discovery-addr", "127.255.255.255:0"],
+            "discovery_addrs",
+            "port 0",
+        ),
     ] {
         let mut full = vec!["p2p", "config"];
         full.extend_from_slice(&args);
@@ -105,10 +135,20 @@ fn every_cli_setting_is_checked_with_a_message_naming_its_key() {
         assert_eq!(config_file(&r), before, "{args:?} changed the file");
     }
     let err = r.fails(&["p2p", "add-peer", "127.0.0.1:0"]);
-    assert!(err.contains("known_peers") && err.contains("port 0"), "{err}");
+    assert!(
+        err.contains("known_peers") && err.contains("port 0"),
+        "{err}"
+    );
     assert_eq!(config_file(&r), before);
     // The largest accepted values are saved.
-    r.ok(&["p2p", "config", "--sync-interval", "7d", "--max-peers", "10000"]);
+    r.ok(&[
+        "p2p",
+        "config",
+        "--sync-interval",
+        "7d",
+        "--max-peers",
+        "10000",
+    ]);
     assert_eq!(config_file(&r)["max_peers"], 10000);
 }
 
@@ -118,7 +158,9 @@ fn start_refuses_a_hand_written_config_naming_the_key() {
     configure_loopback(&r, &[]);
     let good = config_file(&r);
     let mut typo = good.as_object().expect("an object").clone();
-    let hb = typo.remove("heartbeat_interval").expect("heartbeat_interval is saved");
+    let hb = typo
+        .remove("heartbeat_interval")
+        .expect("heartbeat_interval is saved");
     typo.insert("heartbeat_intervall".into(), hb);
     let cases: Vec<(String, Vec<&str>)> = vec![
         (
@@ -129,17 +171,18 @@ fn start_refuses_a_hand_written_config_naming_the_key() {
             ],
         ),
         (
-            with(&good, "allowed_networks", json!(["127.0.0.0/8", "not-a-net"])),
+            with(
+                &good,
+                "allowed_networks",
+                json!(["127.0.0.0/8", "not-a-net"]),
+            ),
             vec!["allowed_networks", "not-a-net"],
         ),
         (
             with(&good, "max_peers", json!("many")),
             vec!["max_peers", "invalid type"],
         ),
-        (
-            with(&good, "max_peers", json!(-1)),
-            vec!["max_peers", "-1"],
-        ),
+        (with(&good, "max_peers", json!(-1)), vec!["max_peers", "-1"]),
         (
             with(&good, "known_peers", json!(["127.0.0.1:0"])),
             vec!["known_peers", "port 0"],
@@ -163,7 +206,10 @@ fn start_refuses_a_hand_written_config_naming_the_key() {
         write_in_place(&r, &text);
         let err = r.fails(&["p2p", "start"]);
         for w in &wanted {
-            assert!(err.contains(w), "start with\n{text}\nsaid: {err}\n(wanted {w:?})");
+            assert!(
+                err.contains(w),
+                "start with\n{text}\nsaid: {err}\n(wanted {w:?})"
+            );
         }
         assert!(
             !r.dot().join("p2p").join("daemon.pid").exists(),
@@ -172,7 +218,10 @@ fn start_refuses_a_hand_written_config_naming_the_key() {
         // The CLI reports the same reason instead of overwriting the file.
         let err = r.fails(&["p2p", "config", "--sync-interval", "5s"]);
         assert!(err.contains(wanted[0]), "{err}");
-        assert_eq!(std::fs::read_to_string(config_path(&r)).expect("read"), text);
+        assert_eq!(
+            std::fs::read_to_string(config_path(&r)).expect("read"),
+            text
+        );
     }
     write_in_place(&r, &good.to_string());
     let d = Daemon::start("a", &r);

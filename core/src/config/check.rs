@@ -266,7 +266,11 @@ pub(super) fn limits(c: &Config) -> Result<(), ConfigError> {
             u64::from(c.heartbeat_misses),
             u64::from(MAX_HEARTBEAT_MISSES),
         ),
-        ("accept_burst", u64::from(c.accept_burst), u64::from(MAX_ACCEPT)),
+        (
+            "accept_burst",
+            u64::from(c.accept_burst),
+            u64::from(MAX_ACCEPT),
+        ),
         (
             "accept_rate_per_sec",
             u64::from(c.accept_rate_per_sec),
@@ -348,7 +352,10 @@ mod tests {
         let e = from_json(br#"{"sync-interval": "30s"}"#).unwrap_err();
         assert!(e.to_string().contains(r#"did you mean "sync_interval""#));
         let e = from_json(br#"{"zzzzzzzzzzzz": 1}"#).unwrap_err();
-        assert_eq!(e.to_string(), r#"unknown key "zzzzzzzzzzzz" in config.json"#);
+        assert_eq!(
+            e.to_string(),
+            r#"unknown key "zzzzzzzzzzzz" in config.json"#
+        );
     }
 
     #[test]
@@ -373,20 +380,29 @@ mod tests {
     #[test]
     fn bounds_name_their_key() {
         for (json, key) in [
-            (r#"{"heartbeat_interval": "18446744073709551615s"}"#, "heartbeat_interval"),
+            (
+                r#"{"heartbeat_interval": "18446744073709551615s"}"#,
+                "heartbeat_interval",
+            ),
             (r#"{"sync_interval": "8d"}"#, "sync_interval"),
             (r#"{"topology_interval": "0s"}"#, "topology_interval"),
             (r#"{"max_peers": 10001}"#, "max_peers"),
             (r#"{"max_message_size": 2147483648}"#, "max_message_size"),
             (r#"{"upload_rate": "2048G"}"#, "upload_rate"),
-            (r#"{"allowed_networks": ["10.0.0.0/8", "10.0.0.0/99"]}"#, "allowed_networks"),
+            (
+                r#"{"allowed_networks": ["10.0.0.0/8", "10.0.0.0/99"]}"#,
+                "allowed_networks",
+            ),
             (r#"{"allowed_networks": ["bogus"]}"#, "allowed_networks"),
             (r#"{"known_peers": ["127.0.0.1:0"]}"#, "known_peers"),
             (r#"{"log_level": "inof"}"#, "log_level"),
             (r#"{"data_dir": "../x"}"#, "data_dir"),
         ] {
             let e = from_json(json.as_bytes()).unwrap_err();
-            assert!(e.to_string().starts_with(&format!("{key}: ")), "{json}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("{key}: ")),
+                "{json}: {e}"
+            );
         }
         let top = from_json(
             br#"{"sync_interval": "7d", "heartbeat_interval": "1d", "max_peers": 10000,
@@ -397,13 +413,31 @@ mod tests {
 
     #[test]
     fn log_levels() {
-        for ok in ["info", "WARN", "ivaldi=debug", "info,ivaldi_core::node=trace", "off"] {
+        for ok in [
+            "info",
+            "WARN",
+            "ivaldi=debug",
+            "info,ivaldi_core::node=trace",
+            "off",
+        ] {
             assert_eq!(check_log_level(ok), Ok(()), "{ok}");
         }
-        for bad in ["", " , ", "inof", "ivaldi", "=debug", "a=loud", "x[span]=info"] {
+        for bad in [
+            "",
+            " , ",
+            "inof",
+            "ivaldi",
+            "=debug",
+            "a=loud",
+            "x[span]=info",
+        ] {
             assert!(check_log_level(bad).is_err(), "{bad}");
         }
-        assert!(check_log_level("debg").unwrap_err().contains("did you mean \"debug\"?"));
+        assert!(
+            check_log_level("debg")
+                .unwrap_err()
+                .contains("did you mean \"debug\"?")
+        );
     }
 
     #[test]

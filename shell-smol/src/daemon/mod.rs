@@ -803,7 +803,10 @@ impl Driver {
             ("data_dir", cfg.data_dir != old.data_dir),
         ] {
             if changed {
-                tracing::warn!(key, "this setting changed; it takes effect at the next restart");
+                tracing::warn!(
+                    key,
+                    "this setting changed; it takes effect at the next restart"
+                );
             }
         }
         self.set_targets(&cfg);
