@@ -338,3 +338,32 @@ fn one_past_each_bound_is_refused_naming_its_key() {
         }
     }
 }
+
+#[test]
+fn a_node_given_an_unchecked_bad_allowed_networks_admits_nobody() {
+    // `from_json` and `validate` refuse this list; a caller that skips them
+    // must not get a node that accepts every address (it used to).
+    let open = Config::default();
+    let broken = Config {
+        allowed_networks: vec!["127.0.0.0/8".into(), "not-a-net".into()],
+        ..Config::default()
+    };
+    assert!(broken.validate().is_err());
+    let mut net = TestNet::new();
+    let a = net.add(open.clone(), MemStore::new("repo"), 1);
+    let b = net.add(broken, MemStore::new("repo"), 2);
+    net.connect(a, b);
+    net.run_for(Duration::from_secs(5));
+    assert!(!net.connected(a, b), "the filter failed open");
+    // The same pair with a valid filter connects.
+    let mut net = TestNet::new();
+    let a = net.add(open.clone(), MemStore::new("repo"), 1);
+    let allowed = Config {
+        allowed_networks: vec!["127.0.0.0/8".into()],
+        ..Config::default()
+    };
+    let b = net.add(allowed, MemStore::new("repo"), 2);
+    net.connect(a, b);
+    net.run_for(Duration::from_secs(5));
+    assert!(net.connected(a, b));
+}

@@ -272,6 +272,23 @@ fn a_running_daemon_applies_file_edits_and_keeps_its_config_when_they_are_invali
         let err = r.fails(&["p2p", "config", "--sync-interval", "5s"]);
         assert!(err.contains("invalid configuration"), "{err}");
     }
+    // The reload `ivaldi p2p config` asks for after saving answers with the
+    // reason when the file does not validate (the CLI prints it and fails).
+    write_in_place(&r, &with(&good, "max_peers", json!(0)));
+    let reply = ivaldi_shell_smol::control::request(
+        &d.p2p_dir().join("control.sock"),
+        &ivaldi_shell_smol::control::Request::ReloadConfig,
+        Some(Duration::from_secs(10)),
+        |_| {},
+    )
+    .expect("the daemon answers");
+    let error = reply.error.unwrap_or_default();
+    assert!(!reply.ok, "{error}");
+    assert!(
+        error.contains("keeps its old one") && error.contains("max_peers"),
+        "{error}"
+    );
+    assert_eq!(d.status()["sync_interval"], "30s");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains(r#"did you mean "sync_interval"?"#), "{text}");
     assert!(text.contains("allowed_networks"), "{text}");
