@@ -1271,3 +1271,31 @@ fn resolve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use ivaldi_core::config::check::check_log_level;
+    use tracing_subscriber::EnvFilter;
+
+    /// The core checks `log_level` without `tracing-subscriber`; whatever it
+    /// accepts must also be a filter the daemon can install, or `p2p start`
+    /// would fail on a configuration that validated.
+    #[test]
+    fn every_log_level_the_core_accepts_is_a_valid_env_filter() {
+        for l in [
+            "info",
+            "WARN",
+            "Debug",
+            "off",
+            "trace",
+            "error",
+            "ivaldi=debug",
+            "info,ivaldi_core::node=trace",
+            "ivaldi-cli=error, info",
+            "a.b=warn,",
+        ] {
+            assert_eq!(check_log_level(l), Ok(()), "{l}");
+            assert!(EnvFilter::try_new(l).is_ok(), "{l}");
+        }
+    }
+}

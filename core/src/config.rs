@@ -2,6 +2,11 @@
 //!
 //! Durations are written as text (`"30s"`, `"5m"`, `"250ms"`, `"1h30m"`) in
 //! `config.json` and on the command line; [`parse_duration`] is the one parser.
+//! [`from_json`] reads a file and refuses it whole when any key is unknown or
+//! any value is out of bounds (see [`check`]).
+
+pub mod check;
+pub use check::{field_names, from_json};
 
 use std::time::Duration;
 
@@ -47,11 +52,32 @@ pub enum RelayFault {
     Replay,
 }
 
-/// A setting with an invalid value.
+/// A setting with an invalid value, or a configuration file that cannot be
+/// read as settings. Every message names the key it is about.
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum ConfigError {
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// A key of `config.json` that is no setting; `suggestion` is the
+    /// nearest one, when one is near.
+    #[error("unknown key {key:?} in config.json{}", did_you_mean(.suggestion))]
+    UnknownKey {
+        key: String,
+        suggestion: Option<String>,
+    },
+    /// A value of the wrong type or shape for its key.
+    #[error("{key}: {reason}")]
+    BadValue { key: String, reason: String },
+    /// The file as a whole is not a JSON object of settings.
+    #[error("{0}")]
+    File(String),
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!("; did you mean {s:?}?"))
+        .unwrap_or_default()
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -279,18 +305,8 @@ impl Config {
                 format!("must be at least {MIN_MESSAGE_SIZE} bytes"),
             ));
         }
-        for (field, d) in [
-            ("sync_interval", self.sync_interval),
-            ("sync_timeout", self.sync_timeout),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("handshake_timeout", self.handshake_timeout),
-            ("reconnect_min", self.reconnect_min),
-            ("discovery_interval", self.discovery_interval),
-        ] {
-            if d < Duration::from_millis(10) {
-                return Err(invalid(field, "must be at least 10ms"));
-            }
-        }
+        // Durations (both bounds), sizes, rates, networks, log filter.
+        check::limits(self)?;
         if self.reconnect_max < self.reconnect_min {
             return Err(invalid("reconnect_max", "must not be below reconnect_min"));
         }
@@ -381,16 +397,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
+        let too_large = || format!("{text:?}: too large");
+        let secs = |mult: u64| n.checked_mul(mult).map(Duration::from_secs);
         let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "ms" => Some(Duration::from_millis(n)),
+            "s" => secs(1),
+            "m" => secs(60),
+            "h" => secs(3600),
+            "d" => secs(86_400),
             "" => return Err(format!("{text:?}: missing unit (ms, s, m, h, d)")),
             u => return Err(format!("{text:?}: unknown unit {u:?} (use ms, s, m, h, d)")),
-        };
-        total = total.saturating_add(d);
+        }
+        .ok_or_else(too_large)?;
+        // Refused rather than saturated: a clamped value would be accepted
+        // as if the user had meant it.
+        total = total.checked_add(d).ok_or_else(too_large)?;
     }
     Ok(total)
 }
@@ -503,6 +524,13 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("18446744073709551615d").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_duration("18446744073709551615s1s").is_err());
+        assert_eq!(
+            parse_duration("18446744073709551615s"),
+            Ok(Duration::from_secs(u64::MAX))
+        );
         for d in ["30s", "5m", "2h", "250ms"] {
             assert_eq!(format_duration(parse_duration(d).unwrap()), d);
         }

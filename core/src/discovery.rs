@@ -230,6 +230,8 @@ pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Result<bool, DiscoveryError> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NetworkFilter {
     nets: Vec<Cidr>,
+    /// Set only by [`NetworkFilter::deny_all`].
+    deny: bool,
 }
 
 impl NetworkFilter {
@@ -239,12 +241,21 @@ impl NetworkFilter {
             .iter()
             .map(|s| s.as_ref().parse())
             .collect::<Result<Vec<Cidr>, _>>()?;
-        Ok(NetworkFilter { nets })
+        Ok(NetworkFilter { nets, deny: false })
+    }
+
+    /// A filter no address passes: the fallback for a list that cannot be
+    /// parsed, so a mistake closes the node instead of opening it.
+    pub fn deny_all() -> Self {
+        NetworkFilter {
+            nets: Vec::new(),
+            deny: true,
+        }
     }
 
     /// Whether `ip` may be heard from (and connect).
     pub fn allows(&self, ip: IpAddr) -> bool {
-        self.nets.is_empty() || self.nets.iter().any(|n| n.contains(ip))
+        !self.deny && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(ip)))
     }
 
     /// The parsed networks.

@@ -736,9 +736,11 @@ impl Node {
     }
 
     fn configure_discovery(&mut self, now: Instant) {
+        // `Config::validate` refuses a bad list; should an unchecked config
+        // get here anyway, admit nobody rather than everybody.
         self.filter = NetworkFilter::parse(&self.cfg.allowed_networks).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "ignoring invalid allowed_networks");
-            NetworkFilter::default()
+            tracing::error!(error = %e, "invalid allowed_networks: admitting no address");
+            NetworkFilter::deny_all()
         });
         if !self.cfg.discovery {
             self.discovery = None;

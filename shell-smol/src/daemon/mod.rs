@@ -8,6 +8,7 @@
 
 pub mod invites;
 pub mod setup;
+mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -157,6 +158,8 @@ struct Driver {
     stop: Option<String>,
     stop_reply: Option<Sender<String>>,
     targets: Vec<SocketAddr>,
+    /// Edits of config.json, applied without a CLI reload.
+    config_watch: watch::ConfigWatch,
 }
 
 /// Holds the single-instance lock for the daemon's lifetime; the kernel releases
@@ -309,6 +312,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             stop: None,
             stop_reply: None,
             targets: Vec::new(),
+            config_watch: watch::ConfigWatch::new(paths.config.clone(), WallInstant::now()),
         };
         driver.set_targets(&cfg);
         driver.load_invites();
@@ -474,7 +478,8 @@ impl Driver {
             let wake = match deadline {
                 Some(t) => self.origin + Duration::from_micros(t.as_micros()),
                 None => WallInstant::now() + Duration::from_secs(3600),
-            };
+            }
+            .min(self.config_watch.deadline());
             let next = async { done.recv().await.ok() }
                 .or(async { rx.recv().await.ok() })
                 .or(async {
@@ -494,6 +499,7 @@ impl Driver {
             if self.node.poll_timeout().is_some_and(|t| t <= now) {
                 self.node.handle_timeout(now, &self.store);
             }
+            self.watch_config(now);
             self.drain();
         }
         let reason = self.stop.clone().unwrap_or_default();
@@ -769,10 +775,75 @@ impl Driver {
     }
 
     fn command(&mut self, now: Instant, cmd: Command, reply: Sender<String>) {
+        self.command_for(now, cmd, Some(reply));
+    }
+
+    /// Runs a command; its outcome goes to `reply` when someone waits for it.
+    fn command_for(&mut self, now: Instant, cmd: Command, reply: Option<Sender<String>>) {
         let id = self.next_cmd;
         self.next_cmd += 1;
-        self.waiting.insert(id, reply);
+        if let Some(reply) = reply {
+            self.waiting.insert(id, reply);
+        }
         self.node.handle_command(now, id, cmd, &self.store);
+    }
+
+    /// Applies config.json as it is now, for `ivaldi p2p config` (which waits
+    /// on `reply`) and for an edit of the file. A file that does not validate
+    /// changes nothing: the running configuration stays, and the reason is
+    /// logged and sent to the waiting CLI.
+    fn reload_config(&mut self, now: Instant, reply: Option<Sender<String>>) {
+        let loaded =
+            P2pPaths::new(self.store.repo().root()).and_then(|p| setup::effective_config(&p));
+        let mut cfg = match loaded {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                tracing::warn!(error = %e, "configuration refused; keeping the running one");
+                if let Some(reply) = reply {
+                    let _ = reply.try_send(reply_line(&Reply::err(format!(
+                        "the running daemon refused the configuration and keeps its old one: {e}"
+                    ))));
+                }
+                return;
+            }
+        };
+        self.load_invites();
+        // The listening port cannot change without a restart.
+        cfg.port = self.started_info.port;
+        let old = self.node.config();
+        for (key, changed) in [
+            ("bind_addr", cfg.bind_addr != old.bind_addr),
+            ("discovery_port", cfg.discovery_port != old.discovery_port),
+            ("discovery", cfg.discovery != old.discovery),
+            ("log_level", cfg.log_level != old.log_level),
+            ("data_dir", cfg.data_dir != old.data_dir),
+        ] {
+            if changed {
+                tracing::warn!(
+                    key,
+                    "this setting changed; it takes effect at the next restart"
+                );
+            }
+        }
+        self.set_targets(&cfg);
+        self.command_for(now, Command::SetConfig(Box::new(cfg)), reply);
+    }
+
+    /// Applies an edit of config.json once the watcher sees one.
+    fn watch_config(&mut self, now: Instant) {
+        match self.config_watch.poll(WallInstant::now()) {
+            None => {}
+            Some(watch::Change::Edited) => {
+                tracing::info!("config.json changed; applying it");
+                self.reload_config(now, None);
+            }
+            Some(watch::Change::Removed) => {
+                tracing::warn!("config.json was removed; keeping the running configuration")
+            }
+            Some(watch::Change::Unreadable(e)) => {
+                tracing::warn!(error = %e, "config.json cannot be read; keeping the running configuration")
+            }
+        }
     }
 
     fn on_control(&mut self, now: Instant, req: Request, reply: Sender<String>) {
@@ -864,18 +935,10 @@ impl Driver {
                     send(Reply::ok(json!({ "count": self.recent_trace.len() })));
                 }
             }
-            Request::ReloadConfig => match P2pPaths::new(self.store.repo().root())
-                .and_then(|p| setup::effective_config(&p))
-            {
-                Ok(mut cfg) => {
-                    self.load_invites();
-                    // The listening port cannot change without a restart.
-                    cfg.port = self.started_info.port;
-                    self.set_targets(&cfg);
-                    self.command(now, Command::SetConfig(Box::new(cfg)), reply);
-                }
-                Err(e) => send(Reply::err(e.to_string())),
-            },
+            Request::ReloadConfig => {
+                self.config_watch.mark_applied();
+                self.reload_config(now, Some(reply));
+            }
             Request::LocalChanged => {
                 if let Err(e) = self.store.refresh() {
                     send(Reply::err(e.to_string()));

@@ -27,6 +27,9 @@ pub enum SetupError {
     },
     #[error("{path}: invalid configuration: {reason}")]
     Config { path: PathBuf, reason: String },
+    /// A change refused before it was saved; the file is as it was.
+    #[error("refused, nothing was saved: {0}")]
+    Refused(ivaldi_core::config::ConfigError),
     #[error("{path}: damaged identity key: {reason}")]
     Identity { path: PathBuf, reason: String },
     #[error("a daemon is already running for this repository (pid {pid})")]
@@ -60,8 +63,7 @@ impl P2pPaths {
     pub fn new(root: &Path) -> Result<P2pPaths, SetupError> {
         let dot = root.join(DOT_DIR);
         let config = dot.join("p2p").join("config.json");
-        let cfg = load_config_file(&config)?;
-        let dir = dot.join(&cfg.data_dir);
+        let dir = dot.join(data_dir_of(&config)?);
         Ok(P2pPaths {
             root: root.to_owned(),
             config,
@@ -84,26 +86,50 @@ impl P2pPaths {
     }
 }
 
-fn load_config_file(path: &Path) -> Result<Config, SetupError> {
-    let cfg = match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<Config>(&bytes).map_err(|e| SetupError::Config {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+/// Where the daemon's state lives, read from `data_dir` alone. The rest of the
+/// file is not checked here: a running daemon must stay reachable (`status`,
+/// `stop`, gc's view of it) while its config.json holds a mistake, which
+/// only `start` and a reload refuse.
+fn data_dir_of(path: &Path) -> Result<String, SetupError> {
+    let default = Config::default().data_dir;
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(default),
         Err(e) => return Err(io_at(path)(e)),
     };
-    cfg.validate().map_err(|e| SetupError::Config {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&bytes) else {
+        return Ok(default);
+    };
+    match map.get("data_dir") {
+        None => Ok(default),
+        Some(v) => {
+            let probe = serde_json::json!({ "data_dir": v });
+            serde_json::from_value::<Config>(probe)
+                .ok()
+                .filter(|c| c.validate().is_ok())
+                .map(|c| c.data_dir)
+                .ok_or_else(|| SetupError::Config {
+                    path: path.to_owned(),
+                    reason: "data_dir: must be a relative directory inside .ivaldi".into(),
+                })
+        }
+    }
+}
+
+fn load_config_file(path: &Path) -> Result<Config, SetupError> {
+    let bad = |e: ivaldi_core::config::ConfigError| SetupError::Config {
         path: path.to_owned(),
         reason: e.to_string(),
-    })?;
-    if cfg.data_dir.is_empty() || cfg.data_dir.contains("..") || cfg.data_dir.starts_with('/') {
-        return Err(SetupError::Config {
-            path: path.to_owned(),
-            reason: "data_dir must be a relative directory inside .ivaldi".into(),
-        });
+    };
+    match fs::read(path) {
+        Ok(bytes) => ivaldi_core::config::from_json(&bytes).map_err(bad),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cfg = Config::default();
+            cfg.validate().map_err(bad)?;
+            Ok(cfg)
+        }
+        Err(e) => Err(io_at(path)(e)),
     }
-    Ok(cfg)
 }
 
 /// The configuration as stored (no environment overrides), validated.
@@ -131,10 +157,7 @@ pub fn effective_config(paths: &P2pPaths) -> Result<Config, SetupError> {
 
 /// Validates and saves the configuration atomically.
 pub fn save_config(paths: &P2pPaths, cfg: &Config) -> Result<(), SetupError> {
-    cfg.validate().map_err(|e| SetupError::Config {
-        path: paths.config.clone(),
-        reason: e.to_string(),
-    })?;
+    cfg.validate().map_err(SetupError::Refused)?;
     paths.ensure_dir()?;
     let json = serde_json::to_vec_pretty(cfg).map_err(|e| SetupError::Other(e.to_string()))?;
     crate::repo::write_atomic(&paths.config, &json, true)
