@@ -13,6 +13,7 @@ use ivaldi_core::noise::Keypair;
 use ivaldi_core::store::{MemStore, Store, StoreRequest};
 use ivaldi_core::time::Instant;
 
+use crate::clone_dir;
 use crate::daemon::setup::{self, P2pPaths};
 use crate::repo::{RepoError, Repository, ops, worktree};
 use crate::store::{DiskStore, DiskWriter};
@@ -163,6 +164,10 @@ pub fn probe(addr: SocketAddr) -> Result<(String, Vec<String>), String> {
 
 /// Clones the repository served at `addr` into `dir`: same repository id, every
 /// timeline, and the working tree checked out (`main` if the peer has it).
+///
+/// The repository is built aside and moved into place only when complete
+/// ([`clone_dir::clone_into`]), so a clone that fails or is killed leaves `dir`
+/// as it was; only how the peer is reached belongs here.
 pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
     let (peer, repos) = probe(addr)?;
     let repo_id = match repos.as_slice() {
@@ -175,7 +180,19 @@ pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
             ));
         }
     };
-    let repo = Repository::forge_with_id(dir, &repo_id).map_err(|e| e.to_string())?;
+    clone_dir::clone_into(dir, |staging| fetch_into(addr, staging, repo_id, peer))
+        .map_err(|e| e.to_string())
+}
+
+/// Makes a repository with `repo_id` in `root` and pulls everything the peer at
+/// `addr` serves into it, then checks out its main timeline.
+fn fetch_into(
+    addr: SocketAddr,
+    root: &Path,
+    repo_id: String,
+    peer: String,
+) -> Result<CloneReport, String> {
+    let repo = Repository::forge_with_id(root, &repo_id).map_err(|e| e.to_string())?;
     let root = repo.root().to_owned();
     drop(repo);
     let paths = P2pPaths::new(&root).map_err(|e| e.to_string())?;
