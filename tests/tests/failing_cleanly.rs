@@ -93,3 +93,138 @@ fn a_failed_or_killed_clone_leaves_no_half_made_repository() {
     let err = b.fails(&["p2p", "clone", &da.addr(), "copy"]);
     assert!(err.contains("already"), "{err}");
 }
+
+/// How a test damages a pack.
+#[derive(Clone, Copy, Debug)]
+enum Harm {
+    /// Cut the last bytes off (the trailer and part of the index are gone).
+    Truncate,
+    /// Flip a bit in the first index entry's id.
+    FlipIndex,
+    /// Flip a bit in the first object's bytes.
+    FlipObject,
+}
+
+fn harm(pack: &Path, how: Harm) {
+    let mut bytes = std::fs::read(pack).expect("read pack");
+    let len = bytes.len();
+    match how {
+        Harm::Truncate => bytes.truncate(len - 70),
+        Harm::FlipIndex => {
+            let t = &bytes[len - 56..];
+            let index_offset =
+                u64::from_be_bytes(t[8..16].try_into().expect("8 bytes")) as usize;
+            bytes[index_offset + 5] ^= 0x40;
+        }
+        // After the 8-byte magic: the first object's kind byte, then its body.
+        Harm::FlipObject => bytes[10] ^= 0x40,
+    }
+    std::fs::write(pack, bytes).expect("write pack");
+}
+
+/// main with two seals (one chunked file), and a timeline `side` whose one new
+/// seal sits alone in the newest pack; returns the repository, side's head
+/// and that pack.
+fn with_side() -> (Repo, String, std::path::PathBuf) {
+    let r = origin();
+    r.ok(&["timeline", "create", "side"]);
+    r.ok(&["timeline", "switch", "side"]);
+    r.write("side.txt", "only on side\n");
+    let before = r.pack_files();
+    let side = r.seal("side");
+    let new: Vec<_> = r
+        .pack_files()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1, "the side seal made one pack: {new:?}");
+    r.ok(&["timeline", "switch", "main"]);
+    (r, side, new[0].clone())
+}
+
+#[test]
+fn one_damaged_pack_does_not_stop_the_repository_and_repair_quarantines_it() {
+    for how in [Harm::Truncate, Harm::FlipIndex, Harm::FlipObject] {
+        let (r, side, pack) = with_side();
+        let main_before = r.head_of("main").expect("main has a head");
+        harm(&pack, how);
+
+        // What does not need the damaged objects keeps working.
+        assert_eq!(r.log(Some("main")).len(), 2, "{how:?}");
+        r.ok(&["status"]);
+        r.write("c.txt", "after the damage\n");
+        r.seal("sealed despite the damage");
+        assert_ne!(r.head_of("main").as_deref(), Some(main_before.as_str()));
+
+        // verify lists every problem, to the end, and fails.
+        let out = r.fails_output(&["verify"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("timeline side"), "{how:?}: {stderr}");
+        let report = r.run(&["verify", "--json"]);
+        assert!(!report.status.success());
+        let v: serde_json::Value =
+            serde_json::from_slice(&report.stdout).expect("verify --json is JSON");
+        assert!(
+            v["problems"].as_array().is_some_and(|p| p.len() >= 2),
+            "{how:?}: {v}"
+        );
+        let damaged: Vec<String> = v["damage"]
+            .as_array()
+            .expect("damage list")
+            .iter()
+            .map(|d| d["reference"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(damaged, vec!["timeline side".to_owned()], "{how:?}: {v}");
+
+        // repair moves the pack aside, keeps what it still holds intact, and
+        // names what is missing (exit 1: the repository is still incomplete).
+        let out = r.run(&["repair", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+        let rep: serde_json::Value = serde_json::from_slice(&out.stdout).expect("repair JSON");
+        let q = &rep["quarantined"];
+        assert_eq!(q.as_array().map(Vec::len), Some(1), "{how:?}: {rep}");
+        let name = pack.file_name().expect("pack name").to_string_lossy();
+        assert_eq!(q[0]["pack"], serde_json::json!(name), "{rep}");
+        assert!(!pack.exists());
+        assert!(r.dot().join("quarantine").join(&*name).exists());
+        let missing = rep["damage"][0]["missing"].as_array().map(Vec::len);
+        match how {
+            // No index left: nothing to save, side's seal itself is gone.
+            Harm::Truncate => {
+                assert_eq!(q[0]["salvaged"], 0, "{rep}");
+                assert!(
+                    rep["damage"][0]["missing"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|x| x == &serde_json::json!(side))),
+                    "{rep}"
+                );
+            }
+            // One object lost, the other two (of blob, tree, seal) saved.
+            Harm::FlipIndex | Harm::FlipObject => {
+                assert_eq!(q[0]["salvaged"], 2, "{how:?}: {rep}");
+                assert_eq!(missing, Some(1), "{how:?}: {rep}");
+            }
+        }
+        if matches!(how, Harm::FlipObject) {
+            // The damaged object was side.txt's blob: side's history is intact.
+            assert_eq!(r.log(Some("side")).len(), 3, "{rep}");
+        }
+
+        // Afterwards: no damaged pack is left, main works, and verify still
+        // names exactly what side lacks.
+        let out = r.fails_output(&["verify"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("damaged pack"), "{how:?}: {stderr}");
+        assert!(stderr.contains("timeline side"), "{how:?}: {stderr}");
+        assert_eq!(r.log(Some("main")).len(), 3);
+        r.write("d.txt", "after repair\n");
+        r.seal("sealed after repair");
+        // A second repair finds nothing more to quarantine.
+        let out = r.run(&["repair"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("No damaged packs"),
+            "{}",
+            describe_output(&out)
+        );
+    }
+}
