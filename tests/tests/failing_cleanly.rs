@@ -5,8 +5,11 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::time::Duration;
 
-use ivaldi_tests::p2p::{Daemon, configure_loopback, free_tcp_port, p2p_empty, p2p_forged};
+use ivaldi_tests::p2p::{
+    Daemon, configure_loopback, free_tcp_port, p2p_empty, p2p_forged, wait_until,
+};
 use ivaldi_tests::{Repo, describe_output, pseudo_random_bytes};
 
 const SIGABRT: i32 = 6;
@@ -227,4 +230,85 @@ fn one_damaged_pack_does_not_stop_the_repository_and_repair_quarantines_it() {
             describe_output(&out)
         );
     }
+}
+
+/// Whether `r`'s timeline list (plain, without `--all`) names `name`.
+fn lists_timeline(r: &Repo, name: &str) -> bool {
+    let v = r.json(&["timeline", "list", "--json"]);
+    v["timelines"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|t| t["name"] == serde_json::json!(name)))
+}
+
+#[test]
+fn timeline_delete_keeps_the_head_and_is_local() {
+    let (a, side, _) = with_side();
+    // The checked-out timeline and unknown ones are refused, untouched.
+    let err = a.fails(&["timeline", "delete", "main"]);
+    assert!(err.contains("checked-out"), "{err}");
+    let err = a.fails(&["timeline", "delete", "nope"]);
+    assert!(err.contains("nope"), "{err}");
+
+    // Deleted and restored from the kept head, with no daemon running.
+    a.ok(&["timeline", "delete", "side"]);
+    assert!(!lists_timeline(&a, "side"));
+    a.ok(&["timeline", "create", "side", "--from", &side[..12]]);
+    assert_eq!(a.head_of("side").as_deref(), Some(side.as_str()));
+
+    configure_loopback(&a, &[]);
+    let da = Daemon::start("A", &a);
+    let b = p2p_empty();
+    let dir = b.path().to_str().expect("UTF-8 path").to_owned();
+    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    assert_eq!(b.head_of("side").as_deref(), Some(side.as_str()));
+    configure_loopback(&b, &[]);
+    let db = Daemon::start("B", &b);
+    b.ok(&["p2p", "add-peer", &da.addr()]);
+    let a_id = da.node_id();
+    wait_until(
+        Duration::from_secs(20),
+        "B connected to A",
+        || db.peer_ids().contains(&a_id),
+        || db.diagnostics(),
+    );
+
+    // Deleted on A while its daemon runs: the head is kept under kept/side.
+    let out = a.ok(&["timeline", "delete", "side"]);
+    assert!(
+        out.contains(&format!("--from {}", &side[..12])),
+        "the restore command is shown: {out}"
+    );
+    assert!(!lists_timeline(&a, "side"));
+    let all = a.json(&["timeline", "list", "--all", "--json"]);
+    assert!(
+        all["kept"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|e| e["timeline"] == "side" && e["head"] == *side)),
+        "{all}"
+    );
+    let v = a.json(&["verify", "--json"]);
+    assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
+
+    // Peers are not asked to delete: a later change on A reaches B, and B
+    // still has side where it was.
+    a.write("after.txt", "after the delete\n");
+    let head = a.seal("after the delete");
+    a.ok(&["p2p", "sync"]);
+    wait_until(
+        Duration::from_secs(30),
+        "A's new main head on B",
+        || b.head_of("main").as_deref() == Some(head.as_str()),
+        || format!("{}\n{}", da.diagnostics(), db.diagnostics()),
+    );
+    assert_eq!(b.head_of("side").as_deref(), Some(side.as_str()));
+
+    // B still serves side, so A's sync brings it back like any timeline it
+    // lacks: deleting is local, and the other copies are untouched (README,
+    // limitations).
+    wait_until(
+        Duration::from_secs(30),
+        "side back on A from B",
+        || a.head_of("side").as_deref() == Some(side.as_str()),
+        || format!("{}\n{}", da.diagnostics(), db.diagnostics()),
+    );
 }
