@@ -162,11 +162,16 @@ mod tests {
 
         // An empty target directory is replaced; a non-empty one is refused.
         fs::create_dir(&dir).expect("mkdir");
-        clone_into(&dir, |s| fs::write(s.join("f"), b"y").map_err(|e| e.to_string()))
-            .expect("clone into an empty directory");
+        clone_into(&dir, |s| {
+            fs::write(s.join("f"), b"y").map_err(|e| e.to_string())
+        })
+        .expect("clone into an empty directory");
         assert_eq!(fs::read(dir.join("f")).expect("read"), b"y");
         let again = clone_into(&dir, |_| Ok(()));
-        assert!(matches!(again, Err(CloneDirError::NotEmpty(_))), "{again:?}");
+        assert!(
+            matches!(again, Err(CloneDirError::NotEmpty(_))),
+            "{again:?}"
+        );
     }
 
     #[test]
@@ -176,7 +181,9 @@ mod tests {
         // Pid 0 is never a user process.
         let stale = tmp.path().join(format!(".work{MARK}0"));
         fs::create_dir_all(stale.join(".ivaldi")).expect("mkdir");
-        let live = tmp.path().join(format!(".work{MARK}{}", std::process::id()));
+        let live = tmp
+            .path()
+            .join(format!(".work{MARK}{}", std::process::id()));
         assert_eq!(remove_stale(&dir).expect("clean"), vec![stale.clone()]);
         assert!(!stale.exists());
         assert!(!live.exists());

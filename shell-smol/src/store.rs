@@ -322,7 +322,10 @@ mod tests {
         std::fs::write(&pack, bytes).expect("write pack");
         // Locally the error says where to look...
         let local = repo.store.read_raw(&id).expect_err("damaged");
-        assert!(local.to_string().contains(&*pack.to_string_lossy()), "{local}");
+        assert!(
+            local.to_string().contains(&*pack.to_string_lossy()),
+            "{local}"
+        );
         // ...but what the store hands the core (which may send it on) does not.
         let store = DiskStore::open(tmp.path()).expect("open");
         let err = store.get(&id).expect_err("damaged").to_string();

@@ -84,7 +84,10 @@ fn a_failed_or_killed_clone_leaves_no_half_made_repository() {
     // A second attempt into the same directory works, and clears the debris.
     b.ok(&["p2p", "clone", &da.addr(), "copy"]);
     assert_eq!(names(b.path()), vec!["copy".to_owned()]);
-    assert_eq!(std::fs::read(dir.join("a.txt")).expect("a.txt"), b"second\n");
+    assert_eq!(
+        std::fs::read(dir.join("a.txt")).expect("a.txt"),
+        b"second\n"
+    );
     assert_eq!(
         std::fs::read(dir.join("big.bin")).expect("big.bin"),
         a.read("big.bin")
@@ -115,8 +118,7 @@ fn harm(pack: &Path, how: Harm) {
         Harm::Truncate => bytes.truncate(len - 70),
         Harm::FlipIndex => {
             let t = &bytes[len - 56..];
-            let index_offset =
-                u64::from_be_bytes(t[8..16].try_into().expect("8 bytes")) as usize;
+            let index_offset = u64::from_be_bytes(t[8..16].try_into().expect("8 bytes")) as usize;
             bytes[index_offset + 5] ^= 0x40;
         }
         // After the 8-byte magic: the first object's kind byte, then its body.
@@ -281,9 +283,9 @@ fn timeline_delete_keeps_the_head_and_is_local() {
     assert!(!lists_timeline(&a, "side"));
     let all = a.json(&["timeline", "list", "--all", "--json"]);
     assert!(
-        all["kept"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|e| e["timeline"] == "side" && e["head"] == *side)),
+        all["kept"].as_array().is_some_and(|k| k
+            .iter()
+            .any(|e| e["timeline"] == "side" && e["head"] == *side)),
         "{all}"
     );
     let v = a.json(&["verify", "--json"]);

@@ -75,7 +75,10 @@ fn named_refs(repo: &Repository) -> Result<Vec<(String, ObjectId)>> {
     }
     for ((peer, name), id) in repo.tracking()? {
         out.push((
-            format!("tracking {name} of peer {}", peer.get(..12).unwrap_or(&peer)),
+            format!(
+                "tracking {name} of peer {}",
+                peer.get(..12).unwrap_or(&peer)
+            ),
             id,
         ));
     }
