@@ -100,6 +100,16 @@ pub fn clone_into<T>(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<T, String>,
 ) -> Result<T, CloneDirError> {
+    // An existing target may be named `.` or `sub/..`: use its real name, so the
+    // staging sibling and the final rename address the directory itself.
+    let real;
+    let dir = match dir.canonicalize() {
+        Ok(p) => {
+            real = p;
+            real.as_path()
+        }
+        Err(_) => dir,
+    };
     let (parent, _) = split(dir)?;
     match fs::read_dir(dir) {
         Ok(mut entries) => {
