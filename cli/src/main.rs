@@ -76,6 +76,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move damaged packs to .ivaldi/quarantine (keeping their intact objects) and report what is missing.
+    Repair {
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove objects no timeline, kept head, tracking name or the working tree's base can reach.
     Gc {
         /// Only report what would be removed.
@@ -111,6 +116,9 @@ enum TimelineCmd {
     },
     /// Check out another timeline.
     Switch { name: String },
+    /// Delete a timeline here (not on peers); its head is kept under kept/ and
+    /// `ivaldi timeline create NAME --from <kept head>` restores it.
+    Delete { name: String },
 }
 
 /// A failure already explained to the user; carries the exit code.
@@ -212,6 +220,13 @@ fn run(cli: Cli) -> Result<(), Failed> {
             r
         }
         Cmd::Verify { json } => verify(&repo, json),
+        Cmd::Repair { json } => {
+            let r = repair(&mut repo, json);
+            // A running daemon re-reads the pack list, so it stops reading the
+            // quarantined packs.
+            p2p::notify_local_change(repo.root());
+            r
+        }
         Cmd::Gc { dry_run, json } => {
             gc(&mut repo, dry_run, json)?;
             // A running daemon re-reads the pack list, so it stops counting
@@ -494,7 +509,7 @@ fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
             }
             for (t, id) in &kept {
                 println!(
-                    "  kept/{t} {} (replaced head; restore with `ivaldi timeline create NAME --from {}`)",
+                    "  kept/{t} {} (replaced or deleted head; restore with `ivaldi timeline create {t} --from {}`)",
                     id.short(),
                     id.short()
                 );
@@ -518,6 +533,17 @@ fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
             let name = timeline_arg(&name)?;
             let at = ops::switch(repo, &name)?;
             println!("Switched to timeline {name} ({})", at.short());
+            Ok(())
+        }
+        TimelineCmd::Delete { name } => {
+            let name = timeline_arg(&name)?;
+            let head = ops::delete_timeline(repo, &name)?;
+            println!(
+                "Deleted timeline {name} (was {}); its head is kept: restore it with \
+                 `ivaldi timeline create {name} --from {}`",
+                head.short(),
+                head.short()
+            );
             Ok(())
         }
     }
@@ -583,6 +609,48 @@ fn verify(repo: &Repository, json: bool) -> Result<(), Failed> {
         );
     }
     if r.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failed(1))
+    }
+}
+
+fn repair(repo: &mut Repository, json: bool) -> Result<(), Failed> {
+    let r = ivaldi_shell_smol::repo::repair::repair(repo)?;
+    if json {
+        print_json(&serde_json::to_value(&r).unwrap_or_default());
+    } else {
+        for q in &r.quarantined {
+            println!(
+                "Quarantined {} ({}): {} intact objects saved, {} unreadable",
+                q.pack, q.reason, q.salvaged, q.unreadable
+            );
+        }
+        if let Some(p) = &r.salvage_pack {
+            println!("Intact objects from damaged packs are now in {p}");
+        }
+        if r.quarantined.is_empty() {
+            println!("No damaged packs");
+        }
+        for d in &r.damage {
+            println!(
+                "{} ({}) is incomplete: {} objects missing:",
+                d.reference,
+                d.head.short(),
+                d.missing.len()
+            );
+            for m in &d.missing {
+                println!("  {m}");
+            }
+        }
+        if !r.damage.is_empty() {
+            println!(
+                "Those objects must come from a copy that has them; \
+                 refetching them from peers is not implemented yet"
+            );
+        }
+    }
+    if r.damage.is_empty() {
         Ok(())
     } else {
         Err(Failed(1))

@@ -3,6 +3,7 @@
 //! [`repo`] is the on-disk repository the CLI works on and the daemon will serve
 //! objects from.
 
+pub mod clone_dir;
 pub mod control;
 pub mod daemon;
 pub mod oneshot;

@@ -14,6 +14,7 @@ use ivaldi_core::store::{MemStore, Store, StoreRequest};
 use ivaldi_core::time::Instant;
 use ivaldi_core::trust::{Ticket, TrustedPeer};
 
+use crate::clone_dir;
 use crate::daemon::setup::{self, P2pPaths};
 use crate::repo::{RepoError, Repository, ops, worktree};
 use crate::store::{DiskStore, DiskWriter};
@@ -192,6 +193,10 @@ pub fn probe(addr: SocketAddr) -> Result<(String, Vec<String>), String> {
 
 /// Clones the repository served at `addr` into `dir`: same repository id, every
 /// timeline, and the working tree checked out (`main` if the peer has it).
+///
+/// The repository is built aside and moved into place only when complete
+/// ([`clone_dir::clone_into`]), so a clone that fails or is killed leaves `dir`
+/// as it was; only how the peer is reached belongs here.
 pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
     let (_, repos) = probe(addr)?;
     let repo_id = match repos.as_slice() {
@@ -224,8 +229,23 @@ pub fn clone_ticket(ticket: &Ticket, dir: &Path) -> Result<CloneReport, String> 
     )
 }
 
+/// Builds the clone aside and moves it into place only when complete
+/// ([`clone_dir::clone_into`]).
 fn clone_with(dir: &Path, repo_id: &str, cfg: Config, cmd: Command) -> Result<CloneReport, String> {
-    let repo = Repository::forge_with_id(dir, repo_id).map_err(|e| e.to_string())?;
+    clone_dir::clone_into(dir, |staging| fetch_into(staging, repo_id, cfg, cmd))
+        .map_err(|e| e.to_string())
+}
+
+/// Makes a repository with `repo_id` in `root` and runs `cmd` (a connect or
+/// a join) to pull everything the peer serves into it, then checks out its
+/// main timeline.
+fn fetch_into(
+    root: &Path,
+    repo_id: &str,
+    cfg: Config,
+    cmd: Command,
+) -> Result<CloneReport, String> {
+    let repo = Repository::forge_with_id(root, repo_id).map_err(|e| e.to_string())?;
     let repo_id = repo_id.to_owned();
     let root = repo.root().to_owned();
     drop(repo);

@@ -19,6 +19,25 @@ fn failed(e: RepoError) -> StoreError {
     StoreError::Failed(e.to_string())
 }
 
+/// A read failure as the core may pass it on to a peer: the serve path puts a
+/// store error into the refusal it sends. The detail (file paths, OS errors)
+/// is the local user's business, so it goes to the local log and the peer
+/// gets only a generic reason.
+fn read_failed(e: RepoError) -> StoreError {
+    let reason = match &e {
+        RepoError::CorruptObject { .. } | RepoError::CorruptPack { .. } => {
+            "damaged data in the serving repository"
+        }
+        RepoError::Decode(_) | RepoError::Verify(_) | RepoError::WrongKind { .. } => {
+            "an object in the serving repository is invalid"
+        }
+        RepoError::BadFile { .. } => "a damaged file in the serving repository",
+        _ => "the serving repository could not be read",
+    };
+    tracing::warn!(error = %e, "store read failed; the peer is told only: {reason}");
+    StoreError::Failed(reason.into())
+}
+
 /// Read access for the core.
 pub struct DiskStore {
     repo: Repository,
@@ -50,7 +69,7 @@ impl Store for DiskStore {
     }
 
     fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
-        self.repo.timelines().map_err(failed)
+        self.repo.timelines().map_err(read_failed)
     }
 
     fn has(&self, id: &ObjectId) -> bool {
@@ -61,7 +80,7 @@ impl Store for DiskStore {
         match self.repo.store.read_raw(id) {
             Ok(b) => Ok(b),
             Err(RepoError::MissingObject(i)) => Err(StoreError::Missing(i)),
-            Err(e) => Err(failed(e)),
+            Err(e) => Err(read_failed(e)),
         }
     }
 
@@ -283,5 +302,41 @@ impl DiskWriter {
             }
         }
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_a_peer_may_see_names_no_local_path() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut repo = Repository::forge(tmp.path()).expect("forge");
+        let mut w = repo.store.writer().expect("writer");
+        let id = w.add_blob(b"some content").expect("blob");
+        repo.store.commit(w).expect("commit");
+        let pack = repo.store.pack_paths()[0].clone();
+        let mut bytes = std::fs::read(&pack).expect("read pack");
+        bytes[10] ^= 0x40;
+        std::fs::write(&pack, bytes).expect("write pack");
+        // Locally the error says where to look...
+        let local = repo.store.read_raw(&id).expect_err("damaged");
+        assert!(
+            local.to_string().contains(&*pack.to_string_lossy()),
+            "{local}"
+        );
+        // ...but what the store hands the core (which may send it on) does not.
+        let store = DiskStore::open(tmp.path()).expect("open");
+        let err = store.get(&id).expect_err("damaged").to_string();
+        assert!(!err.contains('/'), "{err}");
+        assert!(!err.contains(&*tmp.path().to_string_lossy()), "{err}");
+        assert!(err.contains("damaged"), "{err}");
+
+        // A garbled timeline file (a BadFile naming its path) reads the same way.
+        let tl = repo.dot_dir().join("timelines").join("main");
+        std::fs::write(&tl, "not an id\n").expect("write timeline");
+        let err = store.heads().expect_err("garbled").to_string();
+        assert!(!err.contains('/'), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ivaldi_core::object::blob_id;
 use ivaldi_core::{ObjectId, Seal, Timestamp};
-use ivaldi_tests::{AUTHOR, Repo};
+use ivaldi_tests::{AUTHOR, Repo, describe_output};
 
 /// A repository with one seal holding `a.txt`.
 fn one_seal() -> (Repo, String) {
@@ -390,17 +390,25 @@ fn truncated_pack() {
             .expect("name")
             .to_string_lossy()
             .into_owned();
-        for args in [
-            &["verify"][..],
-            &["status"],
-            &["log"],
-            &["timeline", "switch", "feature"],
-        ] {
+        // What needs the pack fails; every command names the pack.
+        for args in [&["verify"][..], &["timeline", "switch", "feature"]] {
             let err = r.fails(args);
             assert!(
                 err.contains(&name),
                 "cut {cut}, {args:?} must name the pack: {err}"
             );
+        }
+        // What does not need it keeps working (`tests/tests/failing_cleanly.rs`),
+        // with a warning that names the pack.
+        for args in [&["status"][..], &["log"]] {
+            let out = r.run(args);
+            assert!(
+                out.status.success(),
+                "cut {cut}, {args:?}\n{}",
+                describe_output(&out)
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(&name), "cut {cut}, {args:?} must warn: {err}");
         }
     }
 }

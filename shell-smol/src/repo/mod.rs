@@ -7,6 +7,7 @@ pub mod gc;
 pub mod lock;
 pub mod ops;
 pub mod pack;
+pub mod repair;
 pub mod worktree;
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet as StdHashSet};
@@ -376,6 +377,32 @@ impl Repository {
             fs::create_dir_all(parent).at(parent)?;
         }
         self.write_id_file(&path, Some(new))
+    }
+
+    /// Removes a timeline if it still points at `expected` (compare-and-set, like
+    /// every head change). Callers keep the head first (see `ops::delete_timeline`).
+    pub fn remove_timeline(
+        &self,
+        _lock: &RepoLock,
+        name: &TimelineName,
+        expected: &ObjectId,
+    ) -> Result<()> {
+        let current = self.timeline(name)?;
+        if current.as_ref() != Some(expected) {
+            return Err(RepoError::HeadMoved {
+                name: name.to_string(),
+                expected: expected.short(),
+                found: current
+                    .map(|c| c.short())
+                    .unwrap_or_else(|| "(none)".into()),
+            });
+        }
+        let path = self.timeline_path(name);
+        self.write_id_file(&path, None)?;
+        if let Some(parent) = path.parent() {
+            pack::sync_dir(parent)?;
+        }
+        Ok(())
     }
 
     fn tracking_path(&self, peer: &str, name: &TimelineName) -> Result<PathBuf> {

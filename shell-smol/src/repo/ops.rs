@@ -362,6 +362,27 @@ pub fn create_timeline(
     Ok(at)
 }
 
+/// Deletes a timeline, a local operation: its head is kept under
+/// `kept/<name>/<id>` first (so `timeline create NAME --from <id>` restores it
+/// and gc keeps its seals), and only then is the timeline's file removed. Peers
+/// are not told; a running daemon simply stops announcing it. The checked-out
+/// timeline cannot be deleted, since the working tree's next seal would land on it.
+pub fn delete_timeline(repo: &mut Repository, name: &TimelineName) -> Result<ObjectId> {
+    let lock = repo.lock()?;
+    if repo.head_timeline()? == *name {
+        return Err(RepoError::Refused(format!(
+            "{name} is the checked-out timeline; switch to another one first"
+        )));
+    }
+    let head = repo
+        .timeline(name)?
+        .ok_or_else(|| RepoError::UnknownTimeline(name.to_string()))?;
+    repo.keep(&lock, name, &head)?;
+    fault::point("timeline-delete.kept");
+    repo.remove_timeline(&lock, name, &head)?;
+    Ok(head)
+}
+
 /// What `fuse` did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -546,13 +567,16 @@ pub struct VerifyReport {
     pub packs: usize,
     pub timelines: usize,
     pub problems: Vec<String>,
+    /// Refs that reach missing or damaged objects, and which.
+    pub damage: Vec<super::repair::Damage>,
 }
 
 /// Checks the whole repository: every pack and object, the closure of every
 /// object, and that every head names a stored seal.
 pub fn verify(repo: &Repository) -> Result<VerifyReport> {
     let mut problems = Vec::new();
-    let objects = repo.store.verify_all(&mut problems);
+    let mut bad = hashbrown::HashSet::new();
+    let objects = repo.store.verify_all(&mut problems, &mut bad);
     let mut timelines = 0;
     match repo.timelines() {
         Ok(t) => {
@@ -579,7 +603,25 @@ pub fn verify(repo: &Repository) -> Result<VerifyReport> {
             Err(e) => problems.push(e.to_string()),
         }
     }
+    // Which refs the problems break, so the user knows what still works.
+    let damage = match super::repair::damage(repo, &bad) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(e.to_string());
+            Vec::new()
+        }
+    };
+    for d in &damage {
+        problems.push(format!(
+            "{} ({}) reaches {} missing or damaged objects, such as {}",
+            d.reference,
+            d.head.short(),
+            d.missing.len(),
+            d.missing.first().map(|m| m.short()).unwrap_or_default()
+        ));
+    }
     Ok(VerifyReport {
+        damage,
         objects,
         packs: repo.store.pack_paths().len(),
         timelines,

@@ -60,6 +60,10 @@ pub struct Store {
     packs: Vec<Arc<Pack>>,
     known_packs: HashSet<PathBuf>,
     index: HashMap<ObjectId, Loc>,
+    /// Packs that could not be read whole (a truncated file, a damaged index),
+    /// and why. Their readable entries are loaded; the store keeps working for
+    /// everything else, and `verify` and `repair` report them.
+    damaged: Vec<(PathBuf, String)>,
 }
 
 impl Store {
@@ -71,6 +75,7 @@ impl Store {
             packs: Vec::new(),
             known_packs: HashSet::new(),
             index: HashMap::new(),
+            damaged: Vec::new(),
         };
         store.refresh()?;
         Ok(store)
@@ -110,6 +115,7 @@ impl Store {
             self.packs.clear();
             self.known_packs.clear();
             self.index.clear();
+            self.damaged.clear();
         }
         let mut new: Vec<PathBuf> = present
             .into_iter()
@@ -132,9 +138,39 @@ impl Store {
         &self.dir
     }
 
+    /// Packs that could not be read whole, and why.
+    pub fn damaged_packs(&self) -> &[(PathBuf, String)] {
+        &self.damaged
+    }
+
+    /// Loads one pack's index. A pack that is damaged (cut short, an index
+    /// entry garbled) does not stop the repository: its readable entries are
+    /// loaded, and it is recorded in [`Store::damaged_packs`]. A pack that
+    /// vanished (gc) is an error, so `refresh` lists again.
     fn load_pack(&mut self, path: PathBuf) -> Result<()> {
         let file = File::open(&path).at(&path)?;
-        let entries = read_index(&file, &path)?;
+        let entries = match read_index_lenient(&file, &path) {
+            Ok((entries, 0)) => entries,
+            Ok((entries, bad)) => {
+                let reason = format!("{bad} index entries are invalid");
+                tracing::warn!(path = %path.display(), %reason, "damaged pack: loading its readable entries");
+                self.damaged.push((path.clone(), reason));
+                entries
+            }
+            Err(RepoError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RepoError::Io { path, source });
+            }
+            Err(e) => {
+                let reason = match &e {
+                    RepoError::CorruptPack { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!(path = %path.display(), %reason, "damaged pack: its objects are unavailable; run `ivaldi repair`");
+                self.damaged.push((path.clone(), reason));
+                self.known_packs.insert(path);
+                return Ok(());
+            }
+        };
         let pack = u32::try_from(self.packs.len()).map_err(|_| RepoError::CorruptPack {
             path: path.clone(),
             reason: "too many packs".into(),
@@ -308,11 +344,7 @@ impl Store {
 
     /// Lands a finished batch: checks closure, fsyncs, renames the pack into place
     /// and makes its objects visible. An empty batch writes nothing.
-    pub fn commit(&mut self, mut writer: PackWriter) -> Result<usize> {
-        let count = writer.entries.len();
-        if count == 0 {
-            return Ok(0);
-        }
+    pub fn commit(&mut self, writer: PackWriter) -> Result<usize> {
         for (id, missing) in &writer.needs {
             if !self.contains(missing) && !writer.seen.contains(missing) {
                 return Err(RepoError::Closure {
@@ -320,6 +352,22 @@ impl Store {
                     missing: *missing,
                 });
             }
+        }
+        self.publish(writer)
+    }
+
+    /// Lands the intact objects `repair` saved from damaged packs. The closure
+    /// check is skipped: it already fails for this store (what the damage took
+    /// is missing), and refusing would lose the intact objects too. Everything
+    /// else is as in [`Store::commit`]: fsync, rename, directory fsync.
+    pub fn commit_salvage(&mut self, writer: PackWriter) -> Result<usize> {
+        self.publish(writer)
+    }
+
+    fn publish(&mut self, mut writer: PackWriter) -> Result<usize> {
+        let count = writer.entries.len();
+        if count == 0 {
+            return Ok(0);
         }
         let (tmp_path, checksum) = writer.finish()?;
         // From here the pack is complete and durable; the rename publishes it.
@@ -334,8 +382,14 @@ impl Store {
 
     /// Checks every pack and every object: trailer checksums, object hashes,
     /// canonical encodings, and that every child of every object is present.
-    pub fn verify_all(&self, problems: &mut Vec<String>) -> usize {
+    /// Never stops at the first problem: every one is listed, and the ids of
+    /// unreadable objects go to `bad` so the caller can tell which timelines
+    /// they break.
+    pub fn verify_all(&self, problems: &mut Vec<String>, bad: &mut HashSet<ObjectId>) -> usize {
         let mut checked = 0;
+        for (path, reason) in &self.damaged {
+            problems.push(format!("damaged pack {}: {reason}", path.display()));
+        }
         for pack in &self.packs {
             if let Err(e) = verify_pack_checksum(&pack.file, &pack.path) {
                 problems.push(e.to_string());
@@ -347,6 +401,7 @@ impl Store {
                 Ok(r) => r,
                 Err(e) => {
                     problems.push(e.to_string());
+                    bad.insert(*id);
                     continue;
                 }
             };
@@ -354,6 +409,7 @@ impl Store {
                 Ok(o) => o,
                 Err(e) => {
                     problems.push(self.corrupt(id, e).to_string());
+                    bad.insert(*id);
                     continue;
                 }
             };
@@ -597,6 +653,58 @@ fn read_index(file: &File, path: &Path) -> Result<Vec<IndexEntry>> {
         out.push((ObjectId(id), offset, len, kind));
     }
     Ok(out)
+}
+
+/// Like [`read_index`], but skips entries that are invalid (a kind byte or an
+/// offset garbled) instead of refusing the pack; returns how many it skipped.
+fn read_index_lenient(file: &File, path: &Path) -> Result<(Vec<IndexEntry>, usize)> {
+    let (size, count, index_offset, _) = read_trailer(file, path)?;
+    let index_end = size - TRAILER as u64;
+    let mut buf = vec![0u8; (index_end - index_offset) as usize];
+    file.read_exact_at(&mut buf, index_offset).at(path)?;
+    let mut out = Vec::with_capacity(count as usize);
+    let mut bad = 0;
+    for e in buf.chunks_exact(INDEX_ENTRY) {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&e[0..32]);
+        let offset = u64::from_be_bytes(e[32..40].try_into().unwrap_or_default());
+        let len = u32::from_be_bytes(e[40..44].try_into().unwrap_or_default());
+        let in_bounds =
+            offset >= MAGIC.len() as u64 && offset.saturating_add(u64::from(len)) <= index_offset;
+        match ObjectKind::from_byte(e[44]) {
+            Some(kind) if in_bounds => out.push((ObjectId(id), offset, len, kind)),
+            _ => bad += 1,
+        }
+    }
+    Ok((out, bad))
+}
+
+/// Whether a pack is whole: its trailer, index and checksum are intact.
+pub fn check_pack(path: &Path) -> Result<()> {
+    let file = File::open(path).at(path)?;
+    verify_pack_checksum(&file, path)?;
+    read_index(&file, path).map(|_| ())
+}
+
+/// Calls `f` with every object of the pack at `path` whose bytes still match
+/// its id, one at a time; returns how many indexed objects did not. A pack
+/// whose trailer is gone (cut short) has no usable index and yields nothing.
+pub fn for_each_intact(
+    path: &Path,
+    mut f: impl FnMut(ObjectId, &[u8]) -> Result<()>,
+) -> Result<usize> {
+    let file = File::open(path).at(path)?;
+    let (entries, mut bad) = read_index_lenient(&file, path)?;
+    let mut buf = Vec::new();
+    for (id, offset, len, _) in entries {
+        buf.resize(len as usize, 0);
+        if file.read_exact_at(&mut buf, offset).is_err() || ObjectId::hash(&buf) != id {
+            bad += 1;
+            continue;
+        }
+        f(id, &buf)?;
+    }
+    Ok(bad)
 }
 
 /// The ids one pack file holds (from its index).
