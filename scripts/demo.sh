@@ -4,7 +4,9 @@
 #   bash scripts/demo.sh
 #
 # Creates three repositories in a temporary directory: A is forged, B and C join
-# it with `ivaldi p2p clone`. All three daemons announce themselves only to
+# it with an invitation (`ivaldi p2p invite` in A, `ivaldi p2p clone TICKET`),
+# and B and C pair with each other the same way (`invite` in C, `join` in B):
+# nodes exchange nothing with keys they do not trust. All three daemons announce themselves only to
 # 127.255.255.255 (IVALDI_DISCOVERY_ADDRS), discover each other, and a seal made
 # in C appears in A and B without any manual sync. Everything is stopped and
 # removed at the end, also on failure.
@@ -42,12 +44,18 @@ echo "# Demo" > A/README.md && mkdir -p A/src && printf 'fn main() {}\n' > A/src
 step "$ivaldi" -C A seal -m "First seal in A"
 configure A
 step "$ivaldi" -C A p2p start
-port=$("$ivaldi" -C A p2p status --json | sed -n 's/.*"port": \([0-9]*\).*/\1/p' | head -1)
-step "$ivaldi" p2p clone "127.0.0.1:$port" B
-step "$ivaldi" p2p clone "127.0.0.1:$port" C
+printf '\n\033[1m$ %s\033[0m\n' "$ivaldi -C A p2p invite --uses 2"
+ticket=$("$ivaldi" -C A p2p invite --uses 2 | head -1)
+echo "$ticket"
+step "$ivaldi" p2p clone "$ticket" B
+step "$ivaldi" p2p clone "$ticket" C
 configure B && configure C
 step "$ivaldi" -C B p2p start
 step "$ivaldi" -C C p2p start
+printf '\n\033[1m$ %s\033[0m\n' "$ivaldi -C C p2p invite"
+ticket=$("$ivaldi" -C C p2p invite | head -1)
+echo "$ticket"
+step "$ivaldi" -C B p2p join "$ticket"
 
 printf '\nwaiting for the three daemons to discover each other...\n'
 for _ in $(seq 1 50); do

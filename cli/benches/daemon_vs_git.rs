@@ -699,8 +699,27 @@ impl Daemon {
         serde_json::from_str(&out).expect("status is JSON")
     }
 
-    fn connect(&self, port: u16) {
+    /// Dials `port` (the other daemon's, or a proxy in front of it), after
+    /// both sides trust each other as their users would (`p2p trust`).
+    fn connect(&self, other: &Daemon, port: u16) {
+        self.trust(other);
+        other.trust(self);
         run(ivaldi(&self.dir).args(["p2p", "connect", "127.0.0.1", &port.to_string()]));
+    }
+
+    fn trust(&self, other: &Daemon) {
+        let id = other.status()["node_id"]
+            .as_str()
+            .expect("status has a node id")
+            .to_owned();
+        run(ivaldi(&self.dir).args(["p2p", "trust", &id]));
+    }
+
+    /// A one-use invitation ticket for this daemon's repository.
+    fn invite(&self) -> String {
+        let out = run(ivaldi(&self.dir).args(["p2p", "invite", "--json"]));
+        let v: Value = serde_json::from_str(&out).expect("invite --json is JSON");
+        v["ticket"].as_str().expect("a ticket").to_owned()
     }
 
     /// Waits until the daemon has received at least `n` messages of `kind`.
@@ -1034,7 +1053,7 @@ fn ivaldi_full_sync(
         children_cpu(),
     );
     let t = Instant::now();
-    d.connect(port);
+    d.connect(src, port);
     let wall = wait_head(dst, head, Duration::from_secs(900)) - t;
     let cpu = proc_cpu(src.pid(), false).saturating_sub(cpu_s0)
         + proc_cpu(d.pid(), false).saturating_sub(cpu_d0)
@@ -1126,7 +1145,7 @@ fn ivaldi_big_sync(
     let new = ivaldi_head(src).expect("source head");
     let ds = Daemon::start_with(src, &format!("c3-src{rep}{tag}"), true, &enc, logs);
     let dd = Daemon::start_with(dst, &format!("c3-dst{rep}{tag}"), false, &enc, logs);
-    dd.connect(ds.port);
+    dd.connect(&ds, ds.port);
     std::thread::sleep(Duration::from_millis(200));
     let (hwm_src0, hwm_dst0) = (vm_hwm_kib(ds.pid()), vm_hwm_kib(dd.pid()));
     let st0 = dd.status();
@@ -1521,11 +1540,7 @@ fn main() {
             // A: ivaldi p2p clone (probe + sync + checkout).
             let cdst = r.join("ivaldi-clone");
             let (cpu_s0, cpu_c0) = (proc_cpu(src.pid(), false), children_cpu());
-            let wall = timed(
-                ivaldi(&r)
-                    .args(["p2p", "clone", &format!("127.0.0.1:{}", src.port)])
-                    .arg(&cdst),
-            );
+            let wall = timed(ivaldi(&r).args(["p2p", "clone", &src.invite()]).arg(&cdst));
             let cpu = proc_cpu(src.pid(), false).saturating_sub(cpu_s0)
                 + children_cpu().saturating_sub(cpu_c0);
             assert_eq!(
@@ -1626,7 +1641,7 @@ fn main() {
             run(ivaldi(&src).arg("status")); // refresh the stat cache after the copy
             let ds = Daemon::start(&src, &format!("c2-src{rep}"), true, &logs);
             let dd = Daemon::start(&dst, &format!("c2-dst{rep}"), false, &logs);
-            dd.connect(ds.port);
+            dd.connect(&ds, ds.port);
             std::thread::sleep(Duration::from_millis(200)); // handshake pulls settle
             let (st_s0, st_d0) = (ds.status(), dd.status());
             let (wall, cpu) = ivaldi_one_seal(&src, &ds, &dd, &edits[0], times[0]);
@@ -1672,7 +1687,7 @@ fn main() {
             let src_id = ds.status()["node_id"].as_str().expect("node id").to_owned();
             run(ivaldi(&dst).args(["p2p", "disconnect", &src_id]));
             let proxy = Proxy::start(ds.port);
-            dd.connect(proxy.port);
+            dd.connect(&ds, proxy.port);
             std::thread::sleep(Duration::from_millis(200));
             let mark = proxy.mark();
             let (wall, _) = ivaldi_one_seal(&src, &ds, &dd, &edits[2], times[2]);

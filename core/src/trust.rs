@@ -399,6 +399,9 @@ pub struct Trust {
     /// Admitted by invitation during this run.
     granted: BTreeMap<String, Access>,
     invites: BTreeMap<String, Invite>,
+    /// Invitations used up during this run, so a late newcomer is told its
+    /// ticket was spent rather than unknown (bounded).
+    spent: std::collections::VecDeque<String>,
     pending: BTreeMap<String, Pending>,
     refused: u64,
 }
@@ -492,6 +495,9 @@ impl Trust {
     ) -> Result<Granted, RedeemError> {
         let key = invite.to_ascii_lowercase();
         let Some(inv) = self.invites.get_mut(&key) else {
+            if self.spent.contains(&key) {
+                return Err(RedeemError::Spent(key));
+            }
             return Err(RedeemError::Unknown(key));
         };
         if now >= inv.expires {
@@ -512,6 +518,10 @@ impl Trust {
         };
         if inv.uses == 0 {
             self.invites.remove(&key);
+            if self.spent.len() >= MAX_PENDING {
+                self.spent.pop_front();
+            }
+            self.spent.push_back(key);
         }
         let id = crate::node::hex(joiner);
         self.pending.remove(&id);
@@ -693,7 +703,7 @@ mod tests {
         assert_eq!(t.admits(&crate::node::hex(&joiner)), Some(Access::Read));
         assert!(matches!(
             t.redeem(now, &inv, &good, &hh, &joiner, &inviter),
-            Err(RedeemError::Unknown(_))
+            Err(RedeemError::Spent(_))
         ));
         assert!(!t.has_open_invites(now));
     }

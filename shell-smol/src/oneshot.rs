@@ -57,6 +57,7 @@ fn drive<T>(
     let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
     node.handle_command(now(), 1, cmd, store.read());
     let mut stream: Option<(ConnId, TcpStream)> = None;
+    let mut last_close: Option<String> = None;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         if origin.elapsed() > limit {
@@ -93,9 +94,7 @@ fn drive<T>(
                         }
                     }
                     node.handle_closed(now(), conn, &reason);
-                    if stream.is_none() && node.poll_output().is_none() {
-                        return Err(format!("connection closed: {reason}"));
-                    }
+                    last_close = Some(reason);
                 }
                 // Discovery is off for one-shot commands.
                 Output::Datagram { .. } => {}
@@ -134,7 +133,10 @@ fn drive<T>(
             }
         }
         let Some((conn, s)) = stream.as_mut() else {
-            return Err("no connection".into());
+            return Err(last_close.map_or_else(
+                || "no connection".to_owned(),
+                |r| format!("connection closed: {r}"),
+            ));
         };
         let mut out = Vec::new();
         while node.poll_transmit(now(), store.read(), &mut out).is_some() {

@@ -842,6 +842,31 @@ pub mod p2p {
         r.ok(&args);
     }
 
+    /// `ivaldi p2p whoami` (made on first use).
+    #[track_caller]
+    pub fn whoami(r: &Repo) -> String {
+        r.ok(&["p2p", "whoami"]).trim().to_owned()
+    }
+
+    /// Each repository trusts the other's node id, as two users who read
+    /// each other their `ivaldi p2p whoami` would (`ivaldi p2p trust ID`).
+    #[track_caller]
+    pub fn trust_each_other(a: &Repo, b: &Repo) {
+        let (ia, ib) = (whoami(a), whoami(b));
+        a.ok(&["p2p", "trust", &ib]);
+        b.ok(&["p2p", "trust", &ia]);
+    }
+
+    /// Every pair of the repositories trusts each other.
+    #[track_caller]
+    pub fn trust_all(repos: &[&Repo]) {
+        for (i, a) in repos.iter().enumerate() {
+            for b in &repos[i + 1..] {
+                trust_each_other(a, b);
+            }
+        }
+    }
+
     /// Edits `.ivaldi/p2p/config.json` directly, for settings the CLI has no
     /// flag for (such as `handshake_timeout`).
     #[track_caller]
@@ -1106,6 +1131,25 @@ pub mod p2p {
             self.status()["node_id"]
                 .as_str()
                 .expect("status has a node_id")
+                .to_owned()
+        }
+
+        /// `ivaldi p2p invite --json` in this daemon's repository: a fresh
+        /// one-use ticket, the way a user lets another machine in.
+        #[track_caller]
+        pub fn invite(&self) -> String {
+            self.invite_with(&[])
+        }
+
+        /// Like [`Daemon::invite`], with extra flags (`--read`, `--uses N`,
+        /// `--expires 5s`).
+        #[track_caller]
+        pub fn invite_with(&self, flags: &[&str]) -> String {
+            let mut args = vec!["p2p", "invite", "--json"];
+            args.extend_from_slice(flags);
+            self.repo.json(&args)["ticket"]
+                .as_str()
+                .expect("invite --json prints a ticket")
                 .to_owned()
         }
 

@@ -35,7 +35,7 @@ fn capped_upload_completes_and_the_cap_changes_at_run_time() {
 
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     configure_loopback(&b, &["--heartbeat-interval", "1s"]);
     let db = Daemon::start("B", &b);
     b.ok(&["p2p", "add-peer", &da.addr()]);
@@ -118,7 +118,7 @@ fn download_cap_pauses_reading_and_the_sync_still_completes() {
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     configure_loopback(
         &b,
         &["--heartbeat-interval", "1s", "--download-rate", "512K"],

@@ -22,7 +22,7 @@ fn diverged(strategy: &str, clash: bool) -> (Repo, Repo, String, String, String)
     {
         let da = Daemon::start("A (for the clone)", &a);
         let dir = b.path().to_str().expect("UTF-8 path").to_owned();
-        b.ok(&["p2p", "clone", &da.addr(), &dir]);
+        b.ok(&["p2p", "clone", &da.invite(), &dir]);
     }
     configure_loopback(&b, &["--conflict-strategy", strategy]);
     a.write("shared.txt", BASE.replace("one", "ONE"));

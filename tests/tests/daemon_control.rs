@@ -81,7 +81,7 @@ fn status_and_peers_emit_well_formed_json() {
     b.ok(&[
         "p2p",
         "clone",
-        &da.addr(),
+        &da.invite(),
         b.path().to_str().expect("UTF-8"),
     ]);
 

@@ -52,7 +52,7 @@ fn a_host_churning_connections_is_rate_limited_while_a_peer_syncs() {
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     configure_loopback(&b, &[]);
     let db = Daemon::start("B", &b);
     b.ok(&["p2p", "add-peer", &da.addr()]);

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use ivaldi_tests::p2p::{Daemon, configure_loopback, p2p_empty, p2p_forged, wait_until};
+use ivaldi_tests::p2p::{
+    Daemon, configure_loopback, p2p_empty, p2p_forged, trust_each_other, wait_until,
+};
 use serde_json::Value;
 
 #[test]
@@ -20,7 +22,7 @@ fn a_syncs_to_c_through_b_which_does_not_hold_the_repository() {
     {
         let da = Daemon::start("A (for the clone)", &a);
         let dir = c.path().to_str().expect("UTF-8 path").to_owned();
-        c.ok(&["p2p", "clone", &da.addr(), &dir]);
+        c.ok(&["p2p", "clone", &da.invite(), &dir]);
     }
     let b = p2p_forged(); // another repository altogether: a pure relay
     for r in [&b, &c] {
@@ -29,6 +31,10 @@ fn a_syncs_to_c_through_b_which_does_not_hold_the_repository() {
             &["--heartbeat-interval", "1s", "--topology-interval", "2s"],
         );
     }
+    // B relays for both, so each trusts it and it trusts each (A and C
+    // already trust each other through the invitation).
+    trust_each_other(&a, &b);
+    trust_each_other(&b, &c);
     let id = |r: &ivaldi_tests::Repo| r.ok(&["p2p", "whoami"]).trim().to_owned();
     let (a_id, b_id, c_id) = (id(&a), id(&b), id(&c));
     // The per-test setting that refuses direct connections between A and C.

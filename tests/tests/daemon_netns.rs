@@ -171,8 +171,13 @@ fn network_namespace_discovery_and_sync() {
     let origin = format!("{SUBNET}.1:9090");
     for (r, ns) in [(&b, &hosts[1]), (&c, &hosts[2])] {
         let dir = r.path().to_str().expect("UTF-8").to_owned();
-        let out = ok_in(ns, r, &["p2p", "clone", &origin, &dir]);
+        // Joined by invitation, as a user would: the ticket names A's
+        // address on the bridge.
+        let ticket = da.invite();
+        let out = ok_in(ns, r, &["p2p", "clone", &ticket, &dir]);
         assert!(out.contains("Cloned repository"), "{out}");
+        // Discovery, not the remembered address, must bring them back.
+        r.ok(&["p2p", "remove-peer", &origin]);
     }
     configure_host(&b, 2);
     configure_host(&c, 3);

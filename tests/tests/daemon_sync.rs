@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use ivaldi_tests::p2p::{
-    Daemon, Relay, configure_loopback, free_udp_port, p2p_empty, p2p_forged, wait_until,
+    Daemon, Relay, configure_loopback, free_udp_port, p2p_empty, p2p_forged, trust_each_other,
+    wait_until,
 };
 use ivaldi_tests::{Repo, id_of, pseudo_random_bytes};
 use serde_json::Value;
@@ -110,7 +111,7 @@ fn clone_from_a_running_daemon_gives_an_identical_tree() {
 
     let b = p2p_empty();
     let started = Instant::now();
-    let out = clone_from(&b, &da.addr());
+    let out = clone_from(&b, &da.invite());
     let took = started.elapsed();
     assert!(
         out.contains(&format!("Cloned repository {}", repo_id(&a)))
@@ -165,7 +166,7 @@ fn two_daemons_sync_a_history_with_a_large_file_via_add_peer() {
     let da = Daemon::start("A", &a);
 
     let b = p2p_empty();
-    clone_from(&b, &da.addr());
+    clone_from(&b, &da.invite());
     assert_eq!(b.head_of("main").as_deref(), Some(first.as_str()));
     configure_loopback(&b, &[]);
     let db = Daemon::start("B", &b);
@@ -249,6 +250,8 @@ fn separately_forged_repositories_never_exchange_seals() {
     // A short interval, so background syncs get their chance too.
     configure_loopback(&a, &["--sync-interval", "200ms"]);
     configure_loopback(&b, &["--sync-interval", "200ms"]);
+    // Trusted both ways: what keeps them apart is the repository id alone.
+    trust_each_other(&a, &b);
     let da = Daemon::start("A", &a);
     let db = Daemon::start("B", &b);
     let out = b.ok(&["p2p", "connect", "127.0.0.1", &da.port().to_string()]);
@@ -338,7 +341,7 @@ fn killed_daemon_restarts_and_finishes_the_sync() {
     configure_loopback(&a, &[]);
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
-    clone_from(&b, &da.addr());
+    clone_from(&b, &da.invite());
 
     for batch in 0..4 {
         for i in 0..files / 4 {
@@ -358,6 +361,8 @@ fn killed_daemon_restarts_and_finishes_the_sync() {
     let rate = total / 4; // about four seconds for everything
     let relay = Relay::start(da.socket_addr(), rate);
     configure_loopback(&b, &[]);
+    // The clone remembers A's own address; this test goes through the relay only.
+    b.ok(&["p2p", "remove-peer", &da.addr()]);
     b.ok(&["p2p", "add-peer", &relay.addr().to_string()]);
     let db = Daemon::start("B", &b);
     let old_pid = db.pid();
@@ -455,9 +460,13 @@ fn auto_sync_interval_and_seal_broadcast() {
     configure_loopback(&a, &["--sync-interval", "1s"]);
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
-    clone_from(&b, &da.addr());
+    clone_from(&b, &da.invite());
     let c = p2p_empty();
-    clone_from(&c, &da.addr());
+    clone_from(&c, &da.invite());
+    // C reaches A only through B: it forgets the address it cloned from,
+    // and B and C trust each other.
+    c.ok(&["p2p", "remove-peer", &da.addr()]);
+    trust_each_other(&b, &c);
     configure_loopback(&b, &[]);
     configure_loopback(&c, &["--sync-interval", "1s"]);
     let db = Daemon::start("B", &b);
@@ -529,9 +538,15 @@ fn three_daemons_discover_each_other_and_auto_sync() {
     configure_loopback(&a, &discovery);
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
-    clone_from(&b, &da.addr());
+    clone_from(&b, &da.invite());
     let c = p2p_empty();
-    clone_from(&c, &da.addr());
+    clone_from(&c, &da.invite());
+    // Discovery alone brings them together: the clones forget A's address,
+    // and B and C trust each other (each already trusts A and is trusted by it).
+    for r in [&b, &c] {
+        r.ok(&["p2p", "remove-peer", &da.addr()]);
+    }
+    trust_each_other(&b, &c);
     configure_loopback(&b, &discovery);
     configure_loopback(&c, &discovery);
     let db = Daemon::start("B", &b);

@@ -25,7 +25,7 @@ fn trace_shows_one_sync_on_both_sides_and_logs_follow_it() {
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     configure_loopback(&b, &[]);
     let db = Daemon::start("B", &b);
     b.ok(&["p2p", "add-peer", &da.addr()]);

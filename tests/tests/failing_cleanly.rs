@@ -59,7 +59,7 @@ fn a_failed_or_killed_clone_leaves_no_half_made_repository() {
     // killed just before the finished repository would move into place.
     for point in ["pack.before-rename", "clone.before-rename"] {
         let out = b.run_env(
-            &["p2p", "clone", &da.addr(), "copy"],
+            &["p2p", "clone", &da.invite(), "copy"],
             &[("IVALDI_CRASH_AT", point)],
         );
         assert_eq!(
@@ -82,7 +82,7 @@ fn a_failed_or_killed_clone_leaves_no_half_made_repository() {
     }
 
     // A second attempt into the same directory works, and clears the debris.
-    b.ok(&["p2p", "clone", &da.addr(), "copy"]);
+    b.ok(&["p2p", "clone", &da.invite(), "copy"]);
     assert_eq!(names(b.path()), vec!["copy".to_owned()]);
     assert_eq!(
         std::fs::read(dir.join("a.txt")).expect("a.txt"),
@@ -96,7 +96,7 @@ fn a_failed_or_killed_clone_leaves_no_half_made_repository() {
     assert!(verify.status.success(), "{}", describe_output(&verify));
 
     // A target that is already a repository (or not empty) is refused untouched.
-    let err = b.fails(&["p2p", "clone", &da.addr(), "copy"]);
+    let err = b.fails(&["p2p", "clone", &da.invite(), "copy"]);
     assert!(err.contains("already"), "{err}");
 }
 
@@ -261,7 +261,7 @@ fn timeline_delete_keeps_the_head_and_is_local() {
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     assert_eq!(b.head_of("side").as_deref(), Some(side.as_str()));
     configure_loopback(&b, &[]);
     let db = Daemon::start("B", &b);

@@ -250,7 +250,7 @@ fn a_repository_after_gc_serves_a_clone_and_syncs() {
 
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     assert_eq!(b.head_of("main"), a.head_of("main"));
     verify_json(&b);
 
@@ -282,7 +282,7 @@ fn gc_during_a_landing_sync_loses_nothing_and_the_sync_completes() {
     let da = Daemon::start("A", a);
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     // Garbage on B too: a crashed seal.
     b.write("junk.txt", "junk\n");
     let out = b.run_env(
@@ -308,6 +308,8 @@ fn gc_during_a_landing_sync_loses_nothing_and_the_sync_completes() {
     // its pull landed a checkpoint (more than 4 MiB arrived).
     let relay = Relay::start(da.socket_addr(), 500_000);
     configure_loopback(&b, &[]);
+    // The clone remembers A's own address; this test goes through the relay only.
+    b.ok(&["p2p", "remove-peer", &da.addr()]);
     b.ok(&["p2p", "add-peer", &relay.addr().to_string()]);
     let db = Daemon::start("B", &b);
     let record = || -> Option<PathBuf> {

@@ -111,7 +111,7 @@ fn behind<'a>(a: &'a Repo, b: &Repo) -> (Daemon<'a>, String, String) {
     configure_loopback(a, &[]);
     let da = Daemon::start("A", a);
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     assert_eq!(b.head_of("main").as_deref(), Some(old.as_str()));
     // Above the daemon's 4 MiB checkpoint, so a pull lands in two packs.
     a.write("big.bin", pseudo_random_bytes(11, 5 * MIB + 300_000));

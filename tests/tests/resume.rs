@@ -37,11 +37,11 @@ fn a_resumed_sync_does_not_resend_what_landed() {
     let da = Daemon::start("A", &a);
     let b = p2p_empty();
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
-    b.ok(&["p2p", "clone", &da.addr(), &dir]);
+    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     // C starts where B starts and syncs without interruption: the baseline.
     let c = p2p_empty();
     let cdir = c.path().to_str().expect("UTF-8 temp path").to_owned();
-    c.ok(&["p2p", "clone", &da.addr(), &cdir]);
+    c.ok(&["p2p", "clone", &da.invite(), &cdir]);
     for s in 0..seals {
         a.write(
             &format!("data/{s}.bin"),
@@ -66,6 +66,8 @@ fn a_resumed_sync_does_not_resend_what_landed() {
 
     let relay = Relay::start(da.socket_addr(), total / 5);
     configure_loopback(&b, &[]);
+    // The clone remembers A's own address; this test goes through the relay only.
+    b.ok(&["p2p", "remove-peer", &da.addr()]);
     b.ok(&["p2p", "add-peer", &relay.addr().to_string()]);
     let db = Daemon::start("B", &b);
     // Kill once three quarters arrived and a checkpoint's resume record was

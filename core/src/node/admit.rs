@@ -54,10 +54,9 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        if c.direction == Direction::Inbound
-            && c.route.is_none()
-            && self.trust.has_open_invites(now)
-        {
+        if c.direction == Direction::Inbound && c.route.is_none() {
+            // Its first message decides: a `redeem` is checked (and a spent
+            // or expired ticket is named as such); anything else is refused.
             c.state = ConnState::Admission;
             return false;
         }
