@@ -396,8 +396,13 @@ pub struct Granted {
 pub struct Trust {
     open: OpenMode,
     configured: BTreeMap<String, Access>,
-    /// Admitted by invitation during this run.
+    /// Admitted for this run by the owner of the node (see [`Trust::grant`]).
     granted: BTreeMap<String, Access>,
+    /// Admitted by an invitation and not yet in the configuration: the shell
+    /// writes them into `trusted_peers` and applies that configuration at
+    /// once, after which the configuration alone decides (so an `untrust`
+    /// that follows is never undone by a stale grant).
+    redeemed: BTreeMap<String, Access>,
     invites: BTreeMap<String, Invite>,
     /// Invitations used up during this run, so a late newcomer is told its
     /// ticket was spent rather than unknown (bounded).
@@ -413,15 +418,15 @@ impl Trust {
         t
     }
 
-    /// Takes a new configuration. Keys granted by invitation stay admitted
-    /// until the configuration explicitly lists them (the shell adds them) or
-    /// they are removed with `untrust` (see [`Trust::forget`]).
+    /// Takes a new configuration: it replaces every admission by invitation
+    /// (see the field), and keys granted for the run stay.
     pub fn configure(&mut self, open: OpenMode, trusted: &[TrustedPeer]) {
         self.open = open;
         self.configured = trusted
             .iter()
             .map(|p| (p.id.to_ascii_lowercase(), p.access))
             .collect();
+        self.redeemed.clear();
         self.granted
             .retain(|id, _| !self.configured.contains_key(id));
         for id in self.configured.keys() {
@@ -438,7 +443,7 @@ impl Trust {
         }
     }
 
-    /// Drops a key granted by invitation (it was untrusted).
+    /// Drops a key granted for the run (it was untrusted).
     pub fn forget(&mut self, id: &str) {
         self.granted.remove(&id.to_ascii_lowercase());
     }
@@ -453,6 +458,7 @@ impl Trust {
         self.configured
             .get(&id)
             .or_else(|| self.granted.get(&id))
+            .or_else(|| self.redeemed.get(&id))
             .copied()
             .or_else(|| self.open.access())
     }
@@ -465,6 +471,7 @@ impl Trust {
                 .configured
                 .values()
                 .chain(self.granted.values())
+                .chain(self.redeemed.values())
                 .any(|a| *a < Access::Write)
     }
 
@@ -526,7 +533,7 @@ impl Trust {
         let id = crate::node::hex(joiner);
         self.pending.remove(&id);
         if !self.configured.contains_key(&id) {
-            self.granted.insert(id, granted.access);
+            self.redeemed.insert(id, granted.access);
         }
         Ok(granted)
     }

@@ -315,3 +315,19 @@ fn a_stranger_without_a_ticket_is_refused_at_its_first_message() {
             .contains_key("handshake")
     );
 }
+
+#[test]
+fn a_peer_admitted_by_invitation_is_dropped_when_untrusted() {
+    let (mut net, a, b, h) = pair();
+    let secret = [11u8; 32];
+    invite(&mut net, a, secret, Access::Write, 1);
+    net.command(b, Command::Join(Box::new(ticket_for(&net, a, secret))));
+    assert!(net.run_until(Duration::from_secs(5), |n| head(n, b) == Some(h)));
+    // The owner's shell records the newcomer in the configuration...
+    trust(&mut net, a, b, Access::Write);
+    assert!(net.connected(a, b));
+    // ...and untrusting it later closes the connection at once.
+    let b_id = id(&net, b);
+    set_config(&mut net, a, |c| c.trusted_peers.retain(|p| p.id != b_id));
+    assert!(net.run_until(Duration::from_secs(1), |n| !n.connected(a, b)));
+}

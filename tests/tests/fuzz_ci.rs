@@ -24,6 +24,8 @@ const TARGETS: &[&str] = &[
     "handshake",
     "object_decode",
     "text_merge",
+    "ticket",
+    "admission",
 ];
 
 /// A `cargo fuzz ...` command in `fuzz/`, cleaned of the outer build's settings

@@ -1087,8 +1087,19 @@ impl Driver {
                 })
                 .map_err(|e| e.to_string())
             });
-        if let Err(e) = result {
-            tracing::error!(peer, error = %e, "cannot record the peer admitted by invitation; it stays trusted until the daemon stops");
+        match result {
+            // Applied at once: from now on the configuration alone says who
+            // is trusted (see `Trust::configure`).
+            Ok(_) => {
+                let now = self.now();
+                self.config_watch.mark_applied();
+                self.reload_config(now, None);
+            }
+            Err(e) => tracing::error!(
+                peer,
+                error = %e,
+                "cannot record the peer admitted by invitation; it stays trusted until the next configuration change"
+            ),
         }
     }
 
