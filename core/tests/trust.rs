@@ -331,3 +331,50 @@ fn a_peer_admitted_by_invitation_is_dropped_when_untrusted() {
     set_config(&mut net, a, |c| c.trusted_peers.retain(|p| p.id != b_id));
     assert!(net.run_until(Duration::from_secs(1), |n| !n.connected(a, b)));
 }
+
+/// Trust is per link, not per author: A takes from B whatever B may write,
+/// including seals B took from X, whom A does not know (as a git pull from a
+/// colleague brings their merges). A limits that by trusting B to read only.
+#[test]
+fn a_seal_from_an_untrusted_node_reaches_a_only_through_a_peer_trusted_to_write() {
+    let mut net = TestNet::strangers();
+    let mut a_store = MemStore::new("repo");
+    let h = history(&mut a_store, 2);
+    let a = net.add(Config::default(), a_store, 1);
+    let b = net.add(Config::default(), MemStore::new("repo"), 2);
+    let x = net.add(Config::default(), MemStore::new("repo"), 3);
+    trust(&mut net, a, b, Access::Write);
+    trust(&mut net, b, a, Access::Write);
+    trust(&mut net, b, x, Access::Write);
+    trust(&mut net, x, b, Access::Write);
+    trust(&mut net, x, a, Access::Write);
+    net.connect(b, a);
+    net.connect(x, b);
+    assert!(net.run_until(Duration::from_secs(5), |n| head(n, x) == Some(h)));
+    // X cannot reach A directly...
+    let cmd = net.connect(x, a);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.command_result(x, cmd).map(|r| r.0), Some(false));
+    // ...but its seal travels X -> B -> A.
+    let files = BTreeMap::from([("x.txt".to_owned(), b"from x".to_vec())]);
+    let nx = seal_files(&mut net.nodes[x].store, &files, vec![h], 9000, "x");
+    net.nodes[x].store.timelines.insert(main_tl(), nx);
+    net.command(x, Command::LocalHeadsChanged);
+    assert!(net.run_until(Duration::from_secs(10), |n| head(n, a) == Some(nx)));
+
+    // With B trusted to read only, the next seal from X stops at B.
+    let b_id = id(&net, b);
+    set_config(&mut net, a, |c| {
+        for p in c.trusted_peers.iter_mut().filter(|p| p.id == b_id) {
+            p.access = Access::Read;
+        }
+    });
+    net.connect(b, a);
+    let files = BTreeMap::from([("x.txt".to_owned(), b"again".to_vec())]);
+    let nx2 = seal_files(&mut net.nodes[x].store, &files, vec![nx], 9100, "x2");
+    net.nodes[x].store.timelines.insert(main_tl(), nx2);
+    net.command(x, Command::LocalHeadsChanged);
+    assert!(net.run_until(Duration::from_secs(10), |n| head(n, b) == Some(nx2)));
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(head(&net, a), Some(nx));
+}
