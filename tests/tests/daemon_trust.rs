@@ -187,3 +187,61 @@ fn open_mode_is_a_choice_and_status_says_so() {
     let err = a.fails(&["p2p", "config", "--open", "everyone"]);
     assert!(err.contains("--open"), "{err}");
 }
+
+#[test]
+fn join_pairs_an_existing_clone_with_another_node() {
+    // C is a clone of B's; A does not know C. `join` with A's ticket pairs
+    // them without a new clone.
+    let a = origin();
+    let da = Daemon::start("A", &a);
+    let b = p2p_empty();
+    b.ok(&["p2p", "clone", &da.invite(), &dir_of(&b)]);
+    configure_loopback(&b, &["--heartbeat-interval", "200ms"]);
+    b.ok(&["p2p", "remove-peer", &da.addr()]);
+    let db = Daemon::start("B", &b);
+    let c = p2p_empty();
+    c.ok(&["p2p", "clone", &db.invite(), &dir_of(&c)]);
+    configure_loopback(&c, &["--heartbeat-interval", "200ms"]);
+    let dc = Daemon::start("C", &c);
+    let c_id = dc.node_id();
+    assert!(!da.peer_ids().contains(&c_id));
+
+    // A ticket for another repository is refused before anything changes.
+    let other = p2p_forged();
+    configure_loopback(&other, &[]);
+    let dother = Daemon::start("other", &other);
+    let err = c.fails(&["p2p", "join", &dother.invite()]);
+    assert!(err.contains("the ticket is for repository"), "{err}");
+
+    let out = c.ok(&["p2p", "join", &da.invite()]);
+    assert!(out.contains("joined"), "{out}");
+    wait_until(
+        Duration::from_secs(10),
+        "A and C to be connected",
+        || da.peer_ids().contains(&c_id),
+        || da.diagnostics(),
+    );
+    let c_cfg = c.json(&["p2p", "config", "--json"]);
+    assert!(
+        c_cfg["known_peers"].to_string().contains(&da.addr()),
+        "{c_cfg}"
+    );
+    // A seal on A reaches C directly.
+    a.write("direct.txt", "direct\n");
+    let head = a.seal("direct");
+    wait_until(
+        Duration::from_secs(10),
+        "A's seal to reach C",
+        || c.head_of("main").as_deref() == Some(head.as_str()),
+        || dc.diagnostics(),
+    );
+    // A restart keeps the pairing: it was written to both configurations.
+    drop(dc);
+    let dc = Daemon::start("C again", &c);
+    wait_until(
+        Duration::from_secs(10),
+        "C to reconnect to A after a restart",
+        || da.peer_ids().contains(&c_id),
+        || dc.diagnostics(),
+    );
+}
