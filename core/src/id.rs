@@ -80,6 +80,18 @@ fn nibble(c: u8) -> Option<u8> {
 }
 
 /// Whether `s` could be (a prefix of) an id: only hex digits.
+/// 64 hex digits back to 32 bytes, or `None` if they are not that.
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
 pub fn is_hex(s: &str) -> bool {
     s.bytes().all(|c| nibble(c).is_some())
 }

@@ -10,6 +10,7 @@
 use super::conn::{ConnState, Direction};
 use super::{CommandId, ConnId, Event, Node, short};
 use crate::access::Access;
+use crate::config::Config;
 use crate::store::Store;
 use crate::time::Instant;
 use crate::trust::{self, Pending, Ticket};
@@ -312,6 +313,31 @@ impl Node {
     /// or a key trusted for reading only).
     pub(super) fn access_restricted(&self) -> bool {
         !self.cfg.access.is_empty() || self.trust.limits_anyone()
+    }
+
+    /// Takes the trust settings of a new configuration (before it replaces
+    /// the old one). Returns whether anyone's access may have narrowed: the
+    /// access rules changed, a trusted peer's access went down, or open mode
+    /// went down. Widening never closes a connection.
+    pub(super) fn retrust(&mut self, new: &Config) -> bool {
+        let old = &self.cfg;
+        for gone in old
+            .trusted_peers
+            .iter()
+            .filter(|p| !new.trusted_peers.iter().any(|q| q.id == p.id))
+        {
+            self.trust.forget(&gone.id);
+        }
+        let narrowed = new.access != old.access
+            || new.peer_groups != old.peer_groups
+            || new.trusted_peers.iter().any(|p| {
+                old.trusted_peers
+                    .iter()
+                    .any(|q| q.id == p.id && p.access < q.access)
+            })
+            || new.open.access() < old.open.access();
+        self.trust.configure(new.open, &new.trusted_peers);
+        narrowed
     }
 
     /// After the access rules or a peer's trusted access changed: close the

@@ -41,6 +41,7 @@ use crate::conflict::{self, Resolution};
 use crate::discovery::{
     self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
 };
+pub use crate::id::unhex32;
 use crate::id::{IdMap, IdSet, ObjectId};
 use crate::noise::{Keypair, Role, Session};
 use crate::object::{self, ObjectKind, Seal};
@@ -1401,25 +1402,7 @@ impl Node {
             }
             Command::SetConfig(cfg) => {
                 let auto_was = self.cfg.auto_sync;
-                let rules_changed =
-                    cfg.access != self.cfg.access || cfg.peer_groups != self.cfg.peer_groups;
-                for gone in self
-                    .cfg
-                    .trusted_peers
-                    .iter()
-                    .filter(|p| !cfg.trusted_peers.iter().any(|q| q.id == p.id))
-                {
-                    self.trust.forget(&gone.id);
-                }
-                self.trust.configure(cfg.open, &cfg.trusted_peers);
-                let access_changed = rules_changed
-                    || cfg.trusted_peers.iter().any(|p| {
-                        self.cfg
-                            .trusted_peers
-                            .iter()
-                            .any(|q| q.id == p.id && q.access != p.access)
-                    })
-                    || cfg.open != self.cfg.open;
+                let narrowed = self.retrust(&cfg);
                 self.cfg = *cfg;
                 self.apply_rates(now);
                 if self.cfg.auto_sync
@@ -1429,7 +1412,7 @@ impl Node {
                 }
                 self.sync_known_peers(now);
                 self.configure_discovery(now);
-                let closed = self.enforce_trust() + self.enforce_access(access_changed);
+                let closed = self.enforce_trust() + self.enforce_access(narrowed);
                 self.announce_local(now, store);
                 let msg = match closed {
                     0 => "configuration applied".to_owned(),
@@ -3345,18 +3328,6 @@ fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
 }
 
 /// Lowercase hex.
-/// 64 hex digits back to 32 bytes, or `None` if they are not that.
-pub fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
