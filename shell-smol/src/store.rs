@@ -73,6 +73,10 @@ impl Store for DiskStore {
         self.repo.timelines().map_err(read_failed)
     }
 
+    fn head(&self, timeline: &TimelineName) -> Option<ObjectId> {
+        self.repo.timeline(timeline).ok().flatten()
+    }
+
     fn has(&self, id: &ObjectId) -> bool {
         self.repo.store.contains(id)
     }

@@ -2319,8 +2319,11 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // A head we already have costs one file read, not a look at every
+        // timeline (a peer announcing 1,000 of them would cost a million).
+        let ours = store.has(&head) && store.head(&timeline) == Some(head);
         c.remote_heads.insert(timeline, head);
-        if self.cfg.auto_sync {
+        if self.cfg.auto_sync && !ours {
             self.request_pull(now, conn, store, false);
         }
     }

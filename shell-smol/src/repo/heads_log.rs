@@ -17,8 +17,8 @@
 //!
 //! A crash before step 2 completes leaves every head as it was; after it, the
 //! log holds the new value of every head of the batch, and [`settle`] (run when
-//! the repository is next opened with its lock free) writes them again, this
-//! time durably, and removes the log. So each head is the old or the new value,
+//! the repository is next opened with its lock free and the log's writer gone)
+//! writes them again, this time durably, and removes the log. So each head is the old or the new value,
 //! never a mix within a head, and never a head whose objects are missing.
 //!
 //! While a log exists it is the truth for the heads it names, so every other
@@ -45,6 +45,14 @@ fn dir(repo: &Repository) -> PathBuf {
 
 /// The pending logs, oldest first.
 fn logs(repo: &Repository) -> Result<Vec<(u64, PathBuf)>> {
+    Ok(logs_with_pid(repo)?
+        .into_iter()
+        .map(|(seq, _, p)| (seq, p))
+        .collect())
+}
+
+/// The pending logs with the pid of the process that wrote each, oldest first.
+fn logs_with_pid(repo: &Repository) -> Result<Vec<(u64, u32, PathBuf)>> {
     let dir = dir(repo);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -55,8 +63,13 @@ fn logs(repo: &Repository) -> Result<Vec<(u64, PathBuf)>> {
     for e in entries {
         let e = e.at(&dir)?;
         // Temporary siblings (`.N.PID.tmp`) are not logs; `clean_tmp` removes them.
-        if let Some(seq) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
-            out.push((seq, e.path()));
+        let name = e.file_name();
+        let parsed = name.to_str().and_then(|n| {
+            let (seq, pid) = n.split_once('-')?;
+            Some((seq.parse::<u64>().ok()?, pid.parse::<u32>().ok()?))
+        });
+        if let Some((seq, pid)) = parsed {
+            out.push((seq, pid, e.path()));
         }
     }
     out.sort();
@@ -66,6 +79,13 @@ fn logs(repo: &Repository) -> Result<Vec<(u64, PathBuf)>> {
 /// Whether head updates are logged but not yet settled.
 pub fn pending(repo: &Repository) -> bool {
     logs(repo).is_ok_and(|l| !l.is_empty())
+}
+
+/// Whether a log was left by a process that is gone (a crash): opening the
+/// repository then settles it. A live daemon's logs are its own to settle
+/// when idle, so a command that only reads never pays for them.
+pub fn left_by_dead_writer(repo: &Repository) -> bool {
+    logs_with_pid(repo).is_ok_and(|l| l.iter().any(|(_, pid, _)| !super::process_alive(*pid)))
 }
 
 /// A head file's path relative to `.ivaldi`, as the log records it: only
@@ -95,7 +115,8 @@ pub fn land(repo: &Repository, _lock: &RepoLock, updates: &[(String, ObjectId)])
     let dir = dir(repo);
     fs::create_dir_all(&dir).at(&dir)?;
     let seq = logs(repo)?.last().map_or(1, |(s, _)| s + 1);
-    write_atomic(&dir.join(format!("{seq:020}")), text.as_bytes(), true)?;
+    let name = format!("{seq:020}-{}", std::process::id());
+    write_atomic(&dir.join(name), text.as_bytes(), true)?;
     super::fault::point("sync.heads-logged");
     for (i, (rel, id)) in updates.iter().enumerate() {
         write_head(repo, rel, id, false)?;
@@ -255,8 +276,18 @@ mod tests {
         let (tmp, repo, one, _) = setup();
         let l = lock(&repo);
         land(&repo, &l, &[("timelines/x".into(), one)]).expect("land");
-        fs::remove_file(repo.dot_dir().join("timelines/x")).expect("rm");
         drop(l);
+        // Our own (live) log is left alone by an opening reader...
+        Repository::open(tmp.path()).expect("open");
+        assert!(pending(&repo));
+        // ...one whose writer died is settled.
+        let (seq, _, log) = logs_with_pid(&repo).expect("logs").remove(0);
+        let dead = repo
+            .dot_dir()
+            .join(DIR)
+            .join(format!("{seq:020}-{}", u32::MAX - 1));
+        fs::rename(log, dead).expect("rename");
+        fs::remove_file(repo.dot_dir().join("timelines/x")).expect("rm");
         let reopened = Repository::open(tmp.path()).expect("open");
         assert!(!pending(&reopened));
         assert_eq!(read(&reopened, "timelines/x"), Some(one.to_hex()));

@@ -145,7 +145,9 @@ impl Repository {
             return;
         };
         // Head updates a crashed daemon logged but did not make durable.
-        if let Err(e) = heads_log::settle_pending(self, &lock) {
+        if heads_log::left_by_dead_writer(self)
+            && let Err(e) = heads_log::settle(self, &lock).map(|_| ())
+        {
             tracing::warn!(error = %e, "cannot settle logged head updates");
         }
         if let Ok(entries) = fs::read_dir(self.dir.join("tmp")) {
