@@ -208,6 +208,13 @@ pub struct Config {
     /// Per-peer caps by node id, replacing `peer_upload_rate` and
     /// `peer_download_rate` for that peer (0 there means no cap for it).
     pub peer_rates: std::collections::BTreeMap<String, PeerRates>,
+    /// Most timelines one sync may create on this node; new names a peer
+    /// offers beyond it wait for the next sync (see `node::limits`).
+    pub max_new_timelines_per_sync: u32,
+    /// Most timelines one peer may create on this node while the daemon runs
+    /// (the count restarts with the daemon); new names beyond it are refused,
+    /// counted in `timelines_refused` and reported once per sync.
+    pub max_new_timelines_per_peer: u32,
 }
 
 /// Rate caps for one peer (bytes per second, 0: no cap).
@@ -282,6 +289,8 @@ impl Default for Config {
             peer_upload_rate: 0,
             peer_download_rate: 0,
             peer_rates: std::collections::BTreeMap::new(),
+            max_new_timelines_per_sync: 100,
+            max_new_timelines_per_peer: 1_000,
         }
     }
 }
@@ -298,6 +307,10 @@ impl Config {
         }
         if self.max_concurrent_syncs == 0 {
             return Err(invalid("max_concurrent_syncs", "must be at least 1"));
+        }
+        if self.max_new_timelines_per_sync == 0 {
+            // 0 per peer refuses every new name; 0 per sync would defer them forever.
+            return Err(invalid("max_new_timelines_per_sync", "must be at least 1"));
         }
         if self.max_message_size < MIN_MESSAGE_SIZE {
             return Err(invalid(

@@ -33,6 +33,10 @@ pub trait Store {
     fn repo_id(&self) -> &str;
     /// Every timeline's head.
     fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError>;
+    /// One timeline's head (a store may answer it more cheaply than [`Store::heads`]).
+    fn head(&self, timeline: &TimelineName) -> Option<ObjectId> {
+        self.heads().ok()?.get(timeline).copied()
+    }
     /// Whether an object is present (and therefore, by the closure invariant, all
     /// it refers to).
     fn has(&self, id: &ObjectId) -> bool;

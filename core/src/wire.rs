@@ -631,6 +631,23 @@ mod tests {
     }
 
     #[test]
+    fn timeline_names_longer_than_the_limit_are_malformed() {
+        let frame = |name: &str| {
+            let json = format!(
+                r#"{{"id":1,"type":"timeline_update","from":"x","ts":0,"payload":{{"repo":"r","timeline":"{name}","head":"{}","previous":null}}}}"#,
+                "0".repeat(64)
+            );
+            let mut body = (json.len() as u32).to_be_bytes().to_vec();
+            body.extend_from_slice(json.as_bytes());
+            parse_frame(&body)
+        };
+        let longest = "a".repeat(crate::timeline::MAX_TIMELINE_NAME);
+        assert!(matches!(frame(&longest), Ok(Decoded::Message(..))));
+        let over = "a".repeat(crate::timeline::MAX_TIMELINE_NAME + 1);
+        assert!(matches!(frame(&over), Err(WireError::Payload { .. })));
+    }
+
+    #[test]
     fn object_sections_round_trip_and_reject_garbage() {
         let mut bin = Vec::new();
         let a = ObjectId::hash(b"a");

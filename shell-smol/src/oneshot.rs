@@ -284,6 +284,8 @@ fn fetch_into(
             _ => None,
         },
     );
+    // A one-shot client leaves no logged heads behind (`repo::heads_log`).
+    writer.settle_heads();
     result?;
     drop(store);
     drop(writer);

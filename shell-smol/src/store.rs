@@ -13,7 +13,8 @@ use hashbrown::HashMap;
 use ivaldi_core::store::{RefName, Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::{ObjectId, TimelineName};
 
-use crate::repo::{PackWriter, RepoError, Repository};
+use crate::repo::{PackWriter, RepoError, Repository, heads_log};
+use ivaldi_core::object::ObjectKind;
 
 fn failed(e: RepoError) -> StoreError {
     StoreError::Failed(e.to_string())
@@ -70,6 +71,10 @@ impl Store for DiskStore {
 
     fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
         self.repo.timelines().map_err(read_failed)
+    }
+
+    fn head(&self, timeline: &TimelineName) -> Option<ObjectId> {
+        self.repo.timeline(timeline).ok().flatten()
     }
 
     fn has(&self, id: &ObjectId) -> bool {
@@ -200,6 +205,24 @@ impl DiskWriter {
         }
     }
 
+    /// Makes logged head updates durable (`repo::heads_log`): the daemon calls
+    /// it when no store request is waiting. Skipped while another writer holds
+    /// the lock (it settles them itself before changing a head).
+    pub fn settle_heads(&mut self) {
+        if !heads_log::pending(&self.repo) {
+            return;
+        }
+        let Ok(lock) = crate::repo::RepoLock::acquire(
+            &self.repo.dot_dir().join("lock"),
+            std::time::Duration::ZERO,
+        ) else {
+            return;
+        };
+        if let Err(e) = heads_log::settle(&self.repo, &lock) {
+            tracing::warn!(error = %e, "cannot settle logged head updates");
+        }
+    }
+
     /// Lands a closed prefix of `batch` as a pack and records it, so `gc` keeps
     /// it while this process lives (its objects are unreachable until the
     /// batch's heads move).
@@ -272,35 +295,31 @@ impl DiskWriter {
             self.repo.store.commit(writer).map_err(failed)?;
         }
         crate::repo::fault::point("sync.objects-landed");
+        // Compare-and-set against the heads as this batch leaves them, then
+        // move them all as one logged batch (`repo::heads_log`).
+        let mut after: HashMap<TimelineName, Option<ObjectId>> = HashMap::new();
+        let mut writes = Vec::with_capacity(updates.len());
         let mut results = Vec::with_capacity(updates.len());
         for u in updates {
-            match u.name {
-                RefName::Tracking { peer, timeline } => {
-                    self.repo
-                        .set_tracking(&lock, &peer, &timeline, &u.new)
-                        .map_err(failed)?;
-                    results.push(UpdateResult::Applied);
-                }
-                RefName::Kept { timeline } => {
-                    self.repo.keep(&lock, &timeline, &u.new).map_err(failed)?;
-                    results.push(UpdateResult::Applied);
-                }
-                RefName::Timeline(t) => {
-                    match self
-                        .repo
-                        .update_timeline(&lock, &t, u.expected.as_ref(), &u.new)
-                    {
-                        Ok(()) => results.push(UpdateResult::Applied),
-                        Err(RepoError::HeadMoved { .. }) => {
-                            let now = self.repo.timeline(&t).map_err(failed)?;
-                            results.push(UpdateResult::Moved(now));
-                        }
-                        Err(e) => return Err(failed(e)),
-                    }
-                    crate::repo::fault::point("sync.head-moved");
-                }
+            if self.repo.store.kind(&u.new) != Some(ObjectKind::Seal) {
+                return Err(StoreError::Missing(u.new));
             }
+            if let RefName::Timeline(t) = &u.name {
+                let current = match after.get(t) {
+                    Some(c) => *c,
+                    None => self.repo.timeline(t).map_err(failed)?,
+                };
+                if current != u.expected {
+                    results.push(UpdateResult::Moved(current));
+                    continue;
+                }
+                after.insert(t.clone(), Some(u.new));
+            }
+            let rel = heads_log::ref_path(&self.repo, &u.name, &u.new).map_err(failed)?;
+            writes.push((rel, u.new));
+            results.push(UpdateResult::Applied);
         }
+        heads_log::land(&self.repo, &lock, &writes).map_err(failed)?;
         Ok(results)
     }
 }

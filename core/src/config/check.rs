@@ -35,6 +35,9 @@ pub const MAX_ACCEPT: u32 = 100_000;
 /// Largest bandwidth cap, 1 TiB/s: a cap above it is no cap, and the token
 /// buckets' arithmetic (bytes × microseconds) stays far inside `i128`.
 pub const MAX_RATE: u64 = 1 << 40;
+/// Largest `max_new_timelines_per_sync` and `max_new_timelines_per_peer`: a
+/// handshake of this many heads is a few megabytes, near the frame limit.
+pub const MAX_NEW_TIMELINES: u32 = 100_000;
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -281,6 +284,16 @@ pub(super) fn limits(c: &Config) -> Result<(), ConfigError> {
         ("download_rate", c.download_rate, MAX_RATE),
         ("peer_upload_rate", c.peer_upload_rate, MAX_RATE),
         ("peer_download_rate", c.peer_download_rate, MAX_RATE),
+        (
+            "max_new_timelines_per_sync",
+            u64::from(c.max_new_timelines_per_sync),
+            u64::from(MAX_NEW_TIMELINES),
+        ),
+        (
+            "max_new_timelines_per_peer",
+            u64::from(c.max_new_timelines_per_peer),
+            u64::from(MAX_NEW_TIMELINES),
+        ),
     ] {
         if n > max {
             return Err(invalid(field, format!("{n} is too large; at most {max}")));
@@ -397,6 +410,18 @@ mod tests {
             (r#"{"known_peers": ["127.0.0.1:0"]}"#, "known_peers"),
             (r#"{"log_level": "inof"}"#, "log_level"),
             (r#"{"data_dir": "../x"}"#, "data_dir"),
+            (
+                r#"{"max_new_timelines_per_sync": 100001}"#,
+                "max_new_timelines_per_sync",
+            ),
+            (
+                r#"{"max_new_timelines_per_sync": 0}"#,
+                "max_new_timelines_per_sync",
+            ),
+            (
+                r#"{"max_new_timelines_per_peer": 100001}"#,
+                "max_new_timelines_per_peer",
+            ),
         ] {
             let e = from_json(json.as_bytes()).unwrap_err();
             assert!(
@@ -406,7 +431,8 @@ mod tests {
         }
         let top = from_json(
             br#"{"sync_interval": "7d", "heartbeat_interval": "1d", "max_peers": 10000,
-                 "max_message_size": 1073741824, "upload_rate": "1024G"}"#,
+                 "max_message_size": 1073741824, "upload_rate": "1024G",
+                 "max_new_timelines_per_sync": 100000, "max_new_timelines_per_peer": 0}"#,
         );
         assert!(top.is_ok(), "{top:?}");
     }

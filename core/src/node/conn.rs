@@ -201,6 +201,9 @@ pub(super) struct Conn {
     pub encrypted: bool,
     pub lz4: bool,
     pub remote_heads: BTreeMap<TimelineName, ObjectId>,
+    /// New timeline names from this peer already refused and counted
+    /// (`limits`), so each is counted once per connection.
+    pub refused_timelines: std::collections::BTreeSet<TimelineName>,
     pub remote_repos: Vec<String>,
     pub remote_strategy: Option<crate::wire::StrategyAdvert>,
     /// Protocol features the peer offered in its handshake.
@@ -262,6 +265,7 @@ impl Conn {
             encrypted: true,
             lz4: false,
             remote_heads: BTreeMap::new(),
+            refused_timelines: Default::default(),
             remote_repos: Vec::new(),
             remote_strategy: None,
             remote_features: Vec::new(),

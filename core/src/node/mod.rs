@@ -26,6 +26,7 @@
 
 mod admit;
 mod conn;
+pub mod limits;
 mod rate;
 mod relay;
 
@@ -165,6 +166,14 @@ pub enum Event {
         id: CommandId,
         ok: bool,
         message: String,
+    },
+    /// New timelines a peer offered beyond its `max_new_timelines_per_peer`
+    /// budget were refused (once per sync, not per name; see [`limits`]).
+    TimelinesRefused {
+        peer: String,
+        sync: u64,
+        refused: u64,
+        first: TimelineName,
     },
     /// A protocol message passed (only while tracing is on, see
     /// [`Node::set_trace`]).
@@ -326,6 +335,9 @@ pub struct Stats {
     pub queue_overflows: u64,
     /// Connections refused because their key is not trusted.
     pub untrusted_refused: u64,
+    /// New timeline names refused by `max_new_timelines_per_peer`, each
+    /// counted once per connection.
+    pub timelines_refused: u64,
 }
 
 /// Per-peer sync state, kept across reconnects.
@@ -341,6 +353,8 @@ pub struct PeerRecord {
     pub objects_out: u64,
     pub bytes_out: u64,
     pub last_error: Option<String>,
+    /// Timelines this peer created here since the node started ([`limits`]).
+    pub timelines_created: u64,
 }
 
 /// A recorded divergence.
@@ -1497,6 +1511,12 @@ impl Node {
                 for (u, r) in pull.updates.iter().zip(results.iter()) {
                     match (&u.name, r) {
                         (RefName::Timeline(t), UpdateResult::Applied) => {
+                            if u.expected.is_none() {
+                                self.peers
+                                    .entry(peer.clone())
+                                    .or_default()
+                                    .timelines_created += 1;
+                            }
                             self.emit(Event::TimelineUpdated {
                                 timeline: t.clone(),
                                 old: u.expected,
@@ -2282,8 +2302,11 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // A head we already have costs one file read, not a look at every
+        // timeline (a peer announcing 1,000 of them would cost a million).
+        let ours = store.has(&head) && store.head(&timeline) == Some(head);
         c.remote_heads.insert(timeline, head);
-        if self.cfg.auto_sync {
+        if self.cfg.auto_sync && !ours {
             self.request_pull(now, conn, store, false);
         }
     }
@@ -2309,8 +2332,9 @@ impl Node {
             .map(|r| r.heads_seen.clone())
             .unwrap_or_default();
         let c = &self.conns[&conn];
-        let needs_work = c
-            .remote_heads
+        let needs_work = self
+            .timeline_plan(conn, &local)
+            .targets
             .iter()
             .any(|(t, h)| !store.has(h) || (local.get(t) != Some(h) && seen.get(t) != Some(h)));
         // A divergence the user (or a peer) already resolved: both heads agree now.
@@ -2346,7 +2370,12 @@ impl Node {
         c.pull_wanted = false;
         c.pull_again = false;
         let peer = c.peer.clone().unwrap_or_default();
-        let targets = c.remote_heads.clone();
+        let Some(targets) = self.limit_targets(conn, sync, store) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         let wants: Vec<ObjectId> = {
             let mut w: Vec<ObjectId> = targets
                 .values()

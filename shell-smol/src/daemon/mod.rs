@@ -356,13 +356,24 @@ fn disk_loop(
     rx: std::sync::mpsc::Receiver<StoreRequest>,
     out: Sender<Input>,
 ) {
-    for req in rx {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        let req = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(req) => req,
+            // Idle: make the last batches' heads durable (`repo::heads_log`).
+            Err(RecvTimeoutError::Timeout) => {
+                writer.settle_heads();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         if let Some((batch, result)) = writer.apply(req)
             && out.send_blocking(Input::StoreDone(batch, result)).is_err()
         {
             break;
         }
     }
+    writer.settle_heads();
 }
 
 async fn accept_loop(listener: TcpListener, tx: Sender<Input>) {

@@ -32,6 +32,7 @@ pub const SYNC_POINTS: &[&str] = &[
     "pack.before-rename",
     "sync.checkpoint-landed",
     "sync.objects-landed",
+    "sync.heads-logged",
     "sync.head-moved",
 ];
 

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod fault;
 pub mod gc;
+pub mod heads_log;
 pub mod lock;
 pub mod ops;
 pub mod pack;
@@ -140,9 +141,15 @@ impl Repository {
     /// renamed into place, so the file it would have replaced still holds the old
     /// content: removing it completes the interrupted write as "not done".
     fn clean_tmp(&self) {
-        let Ok(_lock) = RepoLock::acquire(&self.dir.join("lock"), Duration::ZERO) else {
+        let Ok(lock) = RepoLock::acquire(&self.dir.join("lock"), Duration::ZERO) else {
             return;
         };
+        // Head updates a crashed daemon logged but did not make durable.
+        if heads_log::left_by_dead_writer(self)
+            && let Err(e) = heads_log::settle(self, &lock).map(|_| ())
+        {
+            tracing::warn!(error = %e, "cannot settle logged head updates");
+        }
         if let Ok(entries) = fs::read_dir(self.dir.join("tmp")) {
             for e in entries.flatten() {
                 // A pack being written by a live process (the daemon receiving a
@@ -176,7 +183,10 @@ impl Repository {
                 let Some(name) = name.to_str() else { continue };
                 if ft.is_dir() {
                     let descend = if depth == 0 {
-                        matches!(name, "timelines" | "tracking" | "kept" | "p2p")
+                        matches!(
+                            name,
+                            "timelines" | "tracking" | "kept" | "p2p" | "heads-log"
+                        )
                     } else {
                         depth < 16
                     };
@@ -304,7 +314,7 @@ impl Repository {
         self.write_id_file(&self.dir.join("FUSE_HEAD"), id)
     }
 
-    fn timeline_path(&self, name: &TimelineName) -> PathBuf {
+    pub(crate) fn timeline_path(&self, name: &TimelineName) -> PathBuf {
         self.dir.join("timelines").join(name.as_str())
     }
 
@@ -346,11 +356,12 @@ impl Repository {
     /// the timeline must not exist yet. The target must be a stored seal.
     pub fn update_timeline(
         &self,
-        _lock: &RepoLock,
+        lock: &RepoLock,
         name: &TimelineName,
         expected: Option<&ObjectId>,
         new: &ObjectId,
     ) -> Result<()> {
+        heads_log::settle_pending(self, lock)?;
         match self.store.kind(new) {
             Some(ObjectKind::Seal) => {}
             Some(k) => {
@@ -383,10 +394,11 @@ impl Repository {
     /// every head change). Callers keep the head first (see `ops::delete_timeline`).
     pub fn remove_timeline(
         &self,
-        _lock: &RepoLock,
+        lock: &RepoLock,
         name: &TimelineName,
         expected: &ObjectId,
     ) -> Result<()> {
+        heads_log::settle_pending(self, lock)?;
         let current = self.timeline(name)?;
         if current.as_ref() != Some(expected) {
             return Err(RepoError::HeadMoved {
@@ -405,7 +417,7 @@ impl Repository {
         Ok(())
     }
 
-    fn tracking_path(&self, peer: &str, name: &TimelineName) -> Result<PathBuf> {
+    pub(crate) fn tracking_path(&self, peer: &str, name: &TimelineName) -> Result<PathBuf> {
         if peer.len() != 64 || !id::is_hex(peer) {
             return Err(RepoError::Refused(format!("{peer:?} is not a node id")));
         }
@@ -416,11 +428,12 @@ impl Repository {
     /// every remote head reachable, so nothing a peer sent is ever lost.
     pub fn set_tracking(
         &self,
-        _lock: &RepoLock,
+        lock: &RepoLock,
         peer: &str,
         name: &TimelineName,
         id: &ObjectId,
     ) -> Result<()> {
+        heads_log::settle_pending(self, lock)?;
         if self.store.kind(id) != Some(ObjectKind::Seal) {
             return Err(RepoError::MissingObject(*id));
         }
@@ -472,7 +485,8 @@ impl Repository {
 
     /// Keeps a head that is being replaced by something that does not descend
     /// from it, under `kept/<timeline>/<id>`, so no seal ever becomes unreachable.
-    pub fn keep(&self, _lock: &RepoLock, name: &TimelineName, id: &ObjectId) -> Result<()> {
+    pub fn keep(&self, lock: &RepoLock, name: &TimelineName, id: &ObjectId) -> Result<()> {
+        heads_log::settle_pending(self, lock)?;
         let path = self.dir.join("kept").join(name.as_str()).join(id.to_hex());
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).at(parent)?;
