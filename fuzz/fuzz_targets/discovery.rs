@@ -130,7 +130,11 @@ fn announcement(body: &[u8]) -> Vec<u8> {
         .take(16)
         .map(|b| char::from(b"0123456789abcdef"[usize::from(b & 15)]))
         .collect();
-    let digest = if digest.is_empty() { "0".into() } else { digest };
+    let digest = if digest.is_empty() {
+        "0".into()
+    } else {
+        digest
+    };
     let bits = get(1);
     let mut tags = BTreeMap::new();
     if bits & 1 == 1 {
