@@ -1312,3 +1312,49 @@ mod node {
         assert!(total <= during + 3, "{total} dials in all");
     }
 }
+
+#[test]
+fn peers_that_stop_matching_stay_within_the_foreign_bound() {
+    // Found by the fuzz target: a matching peer announcing again without our
+    // repository became one stranger too many.
+    let mut a = machine_with(
+        DiscoveryConfig {
+            max_foreign: 1,
+            ..cfg()
+        },
+        1,
+        &[("ours", D1)],
+    );
+    let from = addr("10.0.0.2:9091");
+    a.handle_datagram(secs(1.0), from, &datagram(2, 9002, &[("ours", D1)]))
+        .unwrap();
+    a.handle_datagram(secs(1.0), addr("10.0.0.3:9091"), &datagram(3, 9003, &[]))
+        .unwrap();
+    assert_eq!(a.peers().count(), 2);
+    let o = a
+        .handle_datagram(secs(1.0), from, &datagram(2, 9002, &[]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.kind, OutcomeKind::NonMatching);
+    // The peer just heard stays (its outcome names it); the older stranger goes.
+    assert_eq!(
+        a.peers().map(|p| p.node_id.clone()).collect::<Vec<_>>(),
+        vec![node_id(2)]
+    );
+    assert_eq!(a.stats().evicted, 1);
+    // Our repositories changing turns matching peers into strangers: trimmed too.
+    a.handle_datagram(
+        secs(2.0),
+        addr("10.0.0.4:9091"),
+        &datagram(4, 9004, &[("ours", D1)]),
+    )
+    .unwrap();
+    a.handle_datagram(
+        secs(2.0),
+        addr("10.0.0.5:9091"),
+        &datagram(5, 9005, &[("ours", D1)]),
+    )
+    .unwrap();
+    a.set_local(local(&[("new", D1)]), secs(3.0));
+    assert_eq!(a.peers().count(), 1);
+}

@@ -726,7 +726,7 @@ impl Discovery {
         for id in outside {
             self.remove(&id);
         }
-        while self.foreign_count() > self.cfg.max_foreign && self.evict_one() {}
+        self.trim_foreign(self.cfg.max_foreign, None);
         while self.table.len() > self.cfg.max_entries {
             let Some((_, _, id)) = self.index.first().cloned() else {
                 break;
@@ -839,12 +839,17 @@ impl Discovery {
             p.reported_matching = matching;
             p.last_seen = now;
             self.index.insert((matching, now, p.node_id.clone()));
+            if !matching {
+                // A known peer that stopped matching: a stranger now, and
+                // strangers keep within their bound (others make room).
+                self.trim_foreign(self.cfg.max_foreign, Some(&ann.node_id));
+            }
             kind
         } else {
             if !matching {
                 // Room for a stranger is made among strangers only, so a flood of
                 // made-up ids keeps at most `max_foreign` entries.
-                while self.foreign_count() >= self.cfg.max_foreign && self.evict_one() {}
+                self.trim_foreign(self.cfg.max_foreign.saturating_sub(1), None);
             }
             if self.table.len() >= self.cfg.max_entries && !self.evict_one() {
                 self.stats.table_full += 1;
@@ -969,6 +974,25 @@ impl Discovery {
         self.index.iter().take_while(|k| !k.0).count()
     }
 
+    /// Evicts the oldest entries of peers that serve none of our repositories,
+    /// never `keep`, until at most `limit` remain.
+    fn trim_foreign(&mut self, limit: usize, keep: Option<&str>) {
+        while self.foreign_count() > limit {
+            let Some(id) = self
+                .index
+                .iter()
+                .take_while(|k| !k.0)
+                .map(|k| &k.2)
+                .find(|id| Some(id.as_str()) != keep)
+                .cloned()
+            else {
+                break;
+            };
+            self.remove(&id);
+            self.stats.evicted += 1;
+        }
+    }
+
     /// Recomputes `matching` after our repositories changed. A peer that becomes
     /// matching is reported as new on its next announcement.
     fn rematch(&mut self) {
@@ -991,6 +1015,7 @@ impl Discovery {
             self.index
                 .insert((p.matching, p.last_seen, p.node_id.clone()));
         }
+        self.trim_foreign(self.cfg.max_foreign, None);
     }
 
     /// Evicts the oldest non-matching peer; false if every peer matches.
