@@ -367,15 +367,26 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                     println!("No peers discovered yet");
                 }
                 for p in list {
+                    // Announcements name repositories by tags only a holder can
+                    // recognise: ours are shown by id, the rest only counted.
+                    let ours: Vec<&str> = p["repos"]
+                        .as_object()
+                        .map(|m| m.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    let unknown = p["unknown_repos"].as_u64().unwrap_or(0);
+                    let mut what = if ours.is_empty() {
+                        "no repository of ours".to_owned()
+                    } else {
+                        format!("same repository: {}", ours.join(", "))
+                    };
+                    if unknown > 0 {
+                        what.push_str(&format!(" (+{unknown} we do not hold)"));
+                    }
                     println!(
                         "{}  {}  {}  seen {} ms ago",
                         short(&p["node_id"]),
                         p["addr"].as_str().unwrap_or("?"),
-                        if p["matching"].as_bool() == Some(true) {
-                            "same repository"
-                        } else {
-                            "other repository"
-                        },
+                        what,
                         p["last_seen_ago_ms"]
                     );
                 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ivaldi_core::discovery::{
     Announcement, Cidr, DIGEST_HEX_LEN, Discovery, DiscoveryConfig, DiscoveryError,
-    DiscoveryOutcome, MAGIC, MAX_DATAGRAM, NetworkFilter, OutcomeKind, cidr_contains, heads_digest,
+    DiscoveryOutcome, MAGIC, MAX_DATAGRAM, NetworkFilter, OutcomeKind, TAG_HEX_LEN, cidr_contains,
+    heads_digest, repo_tag,
 };
 use ivaldi_core::rng::Rng;
 use ivaldi_core::time::Instant;
@@ -90,17 +91,34 @@ fn announcements_round_trip_and_truncate_deterministically() {
     assert!(bytes.starts_with(MAGIC));
     assert_eq!(Announcement::decode(&bytes).unwrap(), ann);
     let text = std::str::from_utf8(&bytes[MAGIC.len()..]).unwrap();
+    // Repository ids are replaced by their tags for this sender, in tag order.
+    let (ta, tb) = (
+        repo_tag("repo-a", &node_id(1)),
+        repo_tag("repo-b", &node_id(1)),
+    );
+    assert_eq!((ta.len(), tb.len()), (TAG_HEX_LEN, TAG_HEX_LEN));
+    let mut entries = [(ta, D1), (tb, D2)];
+    entries.sort();
     assert_eq!(
         text,
         format!(
-            r#"{{"v":1,"node":"{}","port":9090,"repos":{{"repo-a":"{D1}","repo-b":"{D2}"}}}}"#,
-            node_id(1)
+            r#"{{"v":1,"node":"{}","port":9090,"repos":{{"{}":"{}","{}":"{}"}}}}"#,
+            node_id(1),
+            entries[0].0,
+            entries[0].1,
+            entries[1].0,
+            entries[1].1
         )
     );
+    assert!(!text.contains("repo-"), "no repository id in clear");
 
-    // Many repositories: a prefix in id order, flagged, under the limit.
+    // Many repositories: a prefix in tag order, flagged, under the limit.
     let many: BTreeMap<String, String> = (0..200)
         .map(|i| (format!("{:032x}", i * 7919), D1.to_string()))
+        .collect();
+    let tags: BTreeMap<String, String> = many
+        .iter()
+        .map(|(id, d)| (repo_tag(id, &node_id(1)), d.clone()))
         .collect();
     let ann = Announcement::new(&node_id(1), 9090, &many);
     let bytes = ann.encode();
@@ -108,12 +126,12 @@ fn announcements_round_trip_and_truncate_deterministically() {
     assert!(bytes.len() <= MAX_DATAGRAM, "{}", bytes.len());
     assert!(ann.repos.len() > 10, "{}", ann.repos.len());
     assert!(
-        ann.repos.keys().eq(many.keys().take(ann.repos.len())),
-        "a prefix in id order"
+        ann.repos.keys().eq(tags.keys().take(ann.repos.len())),
+        "a prefix in tag order"
     );
     // One more entry would not have fitted.
     let mut more = ann.repos.clone();
-    let (k, v) = many.iter().nth(ann.repos.len()).unwrap();
+    let (k, v) = tags.iter().nth(ann.repos.len()).unwrap();
     more.insert(k.clone(), v.clone());
     let bigger = Announcement {
         repos: more,
@@ -284,7 +302,12 @@ fn malformed_datagrams_are_typed_errors() {
     let n = node_id(2);
     let cases: Vec<(Vec<u8>, ErrorCheck)> = vec![
         (vec![], |e| *e == DiscoveryError::BadMagic),
-        (b"IVDISC2\n{}".to_vec(), |e| *e == DiscoveryError::BadMagic),
+        (b"IVDISC3\n{}".to_vec(), |e| *e == DiscoveryError::BadMagic),
+        // The first format, which carried repository ids in clear.
+        (
+            [b"IVDISC1\n".as_slice(), &good[MAGIC.len()..]].concat(),
+            |e| *e == DiscoveryError::BadMagic,
+        ),
         (b"hello world".to_vec(), |e| *e == DiscoveryError::BadMagic),
         (vec![b'x'; MAX_DATAGRAM + 1], |e| {
             matches!(e, DiscoveryError::TooLarge { len: 1201, .. })
@@ -361,15 +384,34 @@ fn malformed_datagrams_are_typed_errors() {
             )),
             |e| matches!(e, DiscoveryError::Invalid { field: "repos", .. }),
         ),
+        // A repository id in clear, or a tag of the wrong length or case.
         (
             json(&format!(
-                r#"{{"v":1,"node":"{n}","port":1,"repos":{{"r":"XYZ"}}}}"#
+                r#"{{"v":1,"node":"{n}","port":1,"repos":{{"r":"00"}}}}"#
             )),
             |e| matches!(e, DiscoveryError::Invalid { field: "repos", .. }),
         ),
         (
             json(&format!(
-                r#"{{"v":1,"node":"{n}","port":1,"repos":{{"r":""}}}}"#
+                r#"{{"v":1,"node":"{n}","port":1,"repos":{{"0000000000000000000000000000000":"00"}}}}"#
+            )),
+            |e| matches!(e, DiscoveryError::Invalid { field: "repos", .. }),
+        ),
+        (
+            json(&format!(
+                r#"{{"v":1,"node":"{n}","port":1,"repos":{{"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA":"00"}}}}"#
+            )),
+            |e| matches!(e, DiscoveryError::Invalid { field: "repos", .. }),
+        ),
+        (
+            json(&format!(
+                r#"{{"v":1,"node":"{n}","port":1,"repos":{{"00000000000000000000000000000000":"XYZ"}}}}"#
+            )),
+            |e| matches!(e, DiscoveryError::Invalid { field: "repos", .. }),
+        ),
+        (
+            json(&format!(
+                r#"{{"v":1,"node":"{n}","port":1,"repos":{{"00000000000000000000000000000000":""}}}}"#
             )),
             |e| matches!(e, DiscoveryError::Invalid { field: "repos", .. }),
         ),
@@ -391,7 +433,8 @@ fn malformed_datagrams_are_typed_errors() {
     }
     // Unknown fields are ignored (a later version may add some).
     let extra = json(&format!(
-        r#"{{"v":2,"node":"{n}","port":5,"repos":{{"r":"{D1}"}},"future":[1,{{"x":null}}]}}"#
+        r#"{{"v":2,"node":"{n}","port":5,"repos":{{"{}":"{D1}"}},"future":[1,{{"x":null}}]}}"#,
+        repo_tag("r", &n)
     ));
     let o = a
         .handle_datagram(secs(1000.0), from, &extra)
@@ -824,7 +867,10 @@ fn heads_changes_announce_early_but_at_most_once_a_second() {
     a.handle_timeout(secs(2.0));
     let d = drain(&mut a);
     assert_eq!(d.len(), 1);
-    assert_eq!(Announcement::decode(&d[0].1).unwrap().repos["r"], D2);
+    assert_eq!(
+        Announcement::decode(&d[0].1).unwrap().repos[&repo_tag("r", &node_id(1))],
+        D2
+    );
     // Another at 2.3 s: held until 3 s.
     a.set_local(local(&[("r", D1)]), secs(2.3));
     assert_eq!(a.poll_timeout(), Some(secs(3.0)));
@@ -835,7 +881,7 @@ fn heads_changes_announce_early_but_at_most_once_a_second() {
     let d = drain(&mut a);
     assert_eq!(d.len(), 1);
     assert_eq!(
-        Announcement::decode(&d[0].1).unwrap().repos["r"],
+        Announcement::decode(&d[0].1).unwrap().repos[&repo_tag("r", &node_id(1))],
         "aaaa",
         "the latest"
     );
@@ -1032,4 +1078,283 @@ fn arbitrary_bytes_never_panic() {
         .rng(Gen::new(20))
         .tests(2000)
         .quickcheck(mutate as fn(Vec<usize>, Vec<u8>) -> TestResult);
+}
+
+// ----- privacy: tags instead of repository ids -----
+
+#[test]
+fn announcements_carry_no_repository_id_and_tags_differ_per_sender() {
+    let secret = "team-secret-repository";
+    let mut a = machine(1, &[(secret, D1)]);
+    let mut b = machine(2, &[(secret, D1), ("b-only", D2)]);
+    let mut c = machine(3, &[("elsewhere", D1)]);
+    for m in [&mut a, &mut b, &mut c] {
+        m.handle_timeout(Instant::ZERO);
+    }
+    let (da, db) = (drain(&mut a), drain(&mut b));
+    for (_, bytes) in da.iter().chain(&db) {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(secret), "{text}");
+        assert!(!text.contains("b-only"), "{text}");
+    }
+    // The same repository has a different tag in each sender's announcements.
+    let ta = Announcement::decode(&da[0].1).unwrap();
+    let tb = Announcement::decode(&db[0].1).unwrap();
+    assert_eq!(ta.repos.len(), 1);
+    assert_eq!(tb.repos.len(), 2);
+    assert!(ta.repos.keys().all(|t| !tb.repos.contains_key(t)));
+
+    // A holder of the repository recognises it and names it by its id; what it
+    // does not hold is only counted.
+    let o = a
+        .handle_datagram(secs(0.1), addr("127.0.0.2:9091"), &db[0].1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.kind, OutcomeKind::NewMatching);
+    assert_eq!(o.shared, vec![secret.to_string()]);
+    assert!(o.heads_differ == (D1 != D1));
+    let p = a.peer(&node_id(2)).unwrap();
+    assert_eq!(p.repos.keys().collect::<Vec<_>>(), vec![secret]);
+    assert_eq!(p.unknown_repos, 1);
+    // What the user sees (`ivaldi p2p discovered`) holds no tag.
+    let shown = serde_json::to_string(p).unwrap();
+    for tag in tb.repos.keys() {
+        assert!(!shown.contains(tag.as_str()), "{shown}");
+    }
+    assert!(shown.contains("\"unknown_repos\":1"), "{shown}");
+
+    // A node without it learns nothing: no match, no id, two unknown tags.
+    let o = c
+        .handle_datagram(secs(0.1), addr("127.0.0.2:9091"), &db[0].1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.kind, OutcomeKind::NonMatching);
+    assert!(o.shared.is_empty() && !o.dial_due);
+    let p = c.peer(&node_id(2)).unwrap();
+    assert!(p.repos.is_empty() && !p.matching);
+    assert_eq!(p.unknown_repos, 2);
+
+    // A tag copied from B's announcement into one claiming another sender
+    // matches nothing: tags are bound to the sender.
+    let replayed = Announcement::from_tags(&node_id(9), 9009, &tb.repos).encode();
+    let o = a
+        .handle_datagram(secs(0.2), addr("127.0.0.9:9091"), &replayed)
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.kind, OutcomeKind::NonMatching);
+    assert_eq!(a.peer(&node_id(9)).unwrap().unknown_repos, 2);
+
+    // C starting to serve the repository recognises B at once (B's tags are
+    // kept), and names it.
+    c.set_local(local(&[("elsewhere", D1), (secret, D2)]), secs(1.0));
+    let p = c.peer(&node_id(2)).unwrap();
+    assert!(p.matching);
+    assert_eq!(p.repos.get(secret).map(String::as_str), Some(D1));
+    assert_eq!(p.unknown_repos, 1);
+}
+
+#[test]
+fn a_flood_of_strangers_keeps_few_entries_and_dials_nobody() {
+    let mut a = machine(1, &[("ours", D1)]);
+    let max_foreign = a.config().max_foreign;
+    assert!(max_foreign <= 64, "a small bound: {max_foreign}");
+    let src = |i: u32| {
+        SocketAddr::new(
+            ip(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)),
+            9091,
+        )
+    };
+    // A real peer first.
+    a.handle_datagram(secs(1.0), src(1), &datagram(10, 9000, &[("ours", D1)]))
+        .unwrap()
+        .unwrap();
+    // 3,000 made-up node ids with made-up tags (and tags of repositories we do
+    // not hold), each from its own address.
+    for i in 0..3000u32 {
+        let now = secs(2.0 + f64::from(i) / 1000.0);
+        let bytes = if i % 2 == 0 {
+            let tags: BTreeMap<String, String> = [(format!("{i:032x}"), D1.to_string())].into();
+            Announcement::from_tags(&node_id(100_000 + i), 9000, &tags).encode()
+        } else {
+            datagram(100_000 + i, 9000, &[("theirs", D1)])
+        };
+        let o = a
+            .handle_datagram(now, src(1000 + i), &bytes)
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.kind, OutcomeKind::NonMatching);
+        assert!(!o.dial_due);
+        assert!(a.peers().filter(|p| !p.matching).count() <= max_foreign);
+    }
+    assert_eq!(a.peers().count(), 1 + max_foreign);
+    assert_eq!(a.stats().foreign, 3000, "each one counted");
+    assert_eq!(a.stats().evicted, 3000 - max_foreign as u64);
+    assert_eq!(a.stats().table_full, 0);
+    assert_eq!(
+        a.dial_candidates(secs(10.0)),
+        vec![(node_id(10), addr("10.0.0.1:9000"))],
+        "only the real peer is ever a dial candidate"
+    );
+    // The newest strangers are the ones kept.
+    assert!(a.peer(&node_id(100_000 + 2999)).is_some());
+    assert!(a.peer(&node_id(100_000)).is_none());
+}
+
+// ----- the node: discovery is a hint about addresses of admitted nodes -----
+
+mod node {
+    use super::*;
+    use ivaldi_core::access::Access;
+    use ivaldi_core::config::Config;
+    use ivaldi_core::store::MemStore;
+    use ivaldi_core::testkit::TestNet;
+
+    fn net(mut net: TestNet, repos: &[&str]) -> TestNet {
+        for (i, r) in repos.iter().enumerate() {
+            let n = net.add(Config::default(), MemStore::new(r), 100 + i as u64);
+            let now = net.now;
+            net.nodes[n]
+                .node
+                .set_discovery_targets(now, vec![addr(BROADCAST)]);
+        }
+        net
+    }
+
+    #[test]
+    fn a_team_that_shares_a_repository_connects_by_discovery() {
+        let mut net = net(TestNet::new(), &["repo", "repo", "other"]);
+        assert!(net.run_until(Duration::from_secs(30), |n| n.connected(0, 1)));
+        net.run_for(Duration::from_secs(20));
+        assert!(!net.connected(0, 2) && !net.connected(1, 2));
+        assert_eq!(
+            net.nodes[2].dials, 0,
+            "it serves none of their repositories"
+        );
+        let seen = net.nodes[0].node.discovered();
+        let other = seen
+            .iter()
+            .find(|p| p.node_id == net.nodes[2].node.node_id())
+            .unwrap();
+        assert!(!other.matching && other.repos.is_empty());
+        assert_eq!(other.unknown_repos, 1);
+    }
+
+    #[test]
+    fn strangers_that_share_a_repository_never_dial_each_other() {
+        let mut net = net(TestNet::strangers(), &["repo", "repo"]);
+        net.run_for(Duration::from_secs(120));
+        assert_eq!((net.nodes[0].dials, net.nodes[1].dials), (0, 0));
+        assert!(!net.connected(0, 1));
+        for (i, j) in [(0, 1), (1, 0)] {
+            // Each has heard the other serves the repository, and stays put.
+            let seen = net.nodes[i].node.discovered();
+            assert_eq!(seen.len(), 1);
+            assert_eq!(seen[0].node_id, net.nodes[j].node.node_id());
+            assert!(seen[0].matching);
+            assert!(net.nodes[i].node.pending().is_empty());
+            assert!(net.nodes[i].node.peers().is_empty());
+        }
+    }
+
+    #[test]
+    fn trust_on_one_side_only_dials_with_backoff_and_is_refused() {
+        let mut net = net(TestNet::strangers(), &["repo", "repo"]);
+        let b_id = net.nodes[1].node.node_id().to_owned();
+        net.nodes[0].node.grant_trust(&b_id, Access::Write);
+        net.run_for(Duration::from_secs(120));
+        assert!(!net.connected(0, 1));
+        assert_eq!(net.nodes[1].dials, 0, "B trusts nobody and dials nobody");
+        // A dials B, is refused, and backs off: 10 s, 20 s, 40 s, 80 s...
+        let dials = net.nodes[0].dials;
+        assert!((1..=5).contains(&dials), "{dials} dials in two minutes");
+        let pending = net.nodes[1].node.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].id, net.nodes[0].node.node_id());
+    }
+
+    #[test]
+    fn forged_addresses_for_a_trusted_id_cost_a_bounded_number_of_dials() {
+        let mut net = net(TestNet::new(), &["repo", "repo"]);
+        let b_id = net.nodes[1].node.node_id().to_owned();
+        // The forger knows the repository id (the worst case: it can make
+        // tags that match) and B's id. While it floods, A and B cannot reach
+        // each other, so nothing resets A's backoff.
+        net.blocked_pairs.push((0, 1));
+        let forged = |i: u32| {
+            let repos: BTreeMap<String, String> = [("repo".to_string(), D1.to_string())].into();
+            let from = SocketAddr::new(ip(&format!("10.77.{}.{}", i >> 8, i & 255)), 9091);
+            (
+                from,
+                Announcement::new(&b_id, 40_000 + i as u16, &repos).encode(),
+            )
+        };
+        for i in 0..1000u32 {
+            let (from, bytes) = forged(i);
+            let now = net.now;
+            net.nodes[0].node.handle_datagram(now, from, &bytes);
+            net.run_for(Duration::from_millis(3));
+        }
+        let during = net.nodes[0].dials;
+        assert!(
+            (1..=2).contains(&during),
+            "{during} dials for 1,000 forged announcements in 3 s"
+        );
+        let stats = net.nodes[0].node.discovery_stats().unwrap();
+        assert_eq!(stats.rate_limited, 0, "every forgery was heard");
+        // The table holds one entry for B, not one per forged address.
+        assert_eq!(net.nodes[0].node.discovered().len(), 1);
+
+        // The flood stops and the link heals: the real B still connects, and
+        // A's dials stayed within its backoff (10 s, doubling).
+        net.blocked_pairs.clear();
+        assert!(net.run_until(Duration::from_secs(60), |n| n.connected(0, 1)));
+        let total = net.nodes[0].dials;
+        assert!(total <= during + 3, "{total} dials in all");
+    }
+}
+
+#[test]
+fn peers_that_stop_matching_stay_within_the_foreign_bound() {
+    // Found by the fuzz target: a matching peer announcing again without our
+    // repository became one stranger too many.
+    let mut a = machine_with(
+        DiscoveryConfig {
+            max_foreign: 1,
+            ..cfg()
+        },
+        1,
+        &[("ours", D1)],
+    );
+    let from = addr("10.0.0.2:9091");
+    a.handle_datagram(secs(1.0), from, &datagram(2, 9002, &[("ours", D1)]))
+        .unwrap();
+    a.handle_datagram(secs(1.0), addr("10.0.0.3:9091"), &datagram(3, 9003, &[]))
+        .unwrap();
+    assert_eq!(a.peers().count(), 2);
+    let o = a
+        .handle_datagram(secs(1.0), from, &datagram(2, 9002, &[]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.kind, OutcomeKind::NonMatching);
+    // The peer just heard stays (its outcome names it); the older stranger goes.
+    assert_eq!(
+        a.peers().map(|p| p.node_id.clone()).collect::<Vec<_>>(),
+        vec![node_id(2)]
+    );
+    assert_eq!(a.stats().evicted, 1);
+    // Our repositories changing turns matching peers into strangers: trimmed too.
+    a.handle_datagram(
+        secs(2.0),
+        addr("10.0.0.4:9091"),
+        &datagram(4, 9004, &[("ours", D1)]),
+    )
+    .unwrap();
+    a.handle_datagram(
+        secs(2.0),
+        addr("10.0.0.5:9091"),
+        &datagram(5, 9005, &[("ours", D1)]),
+    )
+    .unwrap();
+    a.set_local(local(&[("new", D1)]), secs(3.0));
+    assert_eq!(a.peers().count(), 1);
 }

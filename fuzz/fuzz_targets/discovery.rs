@@ -2,9 +2,13 @@
 //!
 //! Discovery parses unauthenticated UDP from anyone on the LAN, so no input may
 //! make it panic, grow its table past the bound, or account for a datagram
-//! twice. The first byte is the control: its low bit prefixes every datagram with
-//! the magic (so the fuzzer reaches the JSON parser and validator at once), the
-//! rest picks a small table bound. The remaining bytes are datagrams separated by
+//! twice, or keep more than `max_foreign` entries for nodes that serve none of
+//! our repositories. The first byte is the control: its low bit prefixes every
+//! datagram with the magic (so the fuzzer reaches the JSON parser and validator
+//! at once); its second bit builds a valid announcement from each datagram
+//! instead (a sender, which of our repositories' tags it carries, made-up tags,
+//! a port), since the fuzzer cannot guess a tag bound to a node id; the rest
+//! picks small table bounds. The remaining bytes are datagrams separated by
 //! `0xff 0xfe`; each datagram's first byte picks the source address (low 3 bits)
 //! and how far time advances before it (the rest, in 100 ms steps).
 #![no_main]
@@ -12,7 +16,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ivaldi_core::discovery::{Discovery, DiscoveryConfig, MAGIC};
+use std::collections::BTreeMap;
+
+use ivaldi_core::discovery::{Announcement, Discovery, DiscoveryConfig, MAGIC, repo_tag};
 use ivaldi_core::rng::Rng;
 use ivaldi_core::time::Instant;
 use libfuzzer_sys::fuzz_target;
@@ -37,11 +43,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let with_magic = control & 1 == 1;
-    let max_entries = usize::from(control >> 1) % 8 + 1;
+    let structured = control & 2 == 2;
+    let max_entries = usize::from(control >> 2) % 8 + 1;
+    let max_foreign = usize::from(control >> 5) % 4 + 1;
     let cfg = DiscoveryConfig {
         targets: vec!["127.255.255.255:9091".parse().unwrap()],
         allowed_networks: vec!["10.0.0.0/8".into(), "fd00::/8".into(), "127.0.0.0/8".into()],
         max_entries,
+        max_foreign,
         ..DiscoveryConfig::default()
     };
     let mut d = Discovery::new(cfg, OWN.into(), 9090, Rng::from_u64(1), Instant::ZERO).unwrap();
@@ -61,7 +70,9 @@ fuzz_target!(|data: &[u8]| {
         };
         now = now + Duration::from_millis(100 * u64::from(sel >> 3));
         let from: SocketAddr = SOURCES[usize::from(sel & 7)].parse().unwrap();
-        let bytes = if with_magic {
+        let bytes = if structured {
+            announcement(body)
+        } else if with_magic {
             [MAGIC.as_slice(), body].concat()
         } else {
             body.to_vec()
@@ -78,11 +89,15 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(p.addr, o.addr);
                 assert_eq!(p.matching, !o.shared.is_empty());
                 assert_ne!(o.node_id, OWN);
+                // Only our own repositories are ever named.
+                assert!(p.repos.keys().all(|id| id == "r" || id == "s"));
+                assert_eq!(o.shared, p.repos.keys().cloned().collect::<Vec<_>>());
             }
             Ok(None) => {}
             Err(_) => {}
         }
         assert!(d.peers().count() <= max_entries);
+        assert!(d.peers().filter(|p| !p.matching).count() <= max_foreign);
         if let Some(t) = d.poll_timeout()
             && t <= now
         {
@@ -97,6 +112,45 @@ fuzz_target!(|data: &[u8]| {
         calls
     );
 });
+
+/// A valid announcement from fuzz bytes: `[sender, repos, port hi, port lo,
+/// digest...]`. The sender is one of four node ids (or ours); bits of `repos`
+/// add the tags of our "r" and "s" for that sender, one copied from another
+/// sender, and a made-up tag.
+fn announcement(body: &[u8]) -> Vec<u8> {
+    let get = |i: usize| body.get(i).copied().unwrap_or(0);
+    let node = match get(0) % 5 {
+        4 => OWN.to_owned(),
+        n => format!("{:064x}", 0xb0 + u32::from(n)),
+    };
+    let port = u16::from_be_bytes([get(2), get(3)]).max(1);
+    let digest: String = body
+        .iter()
+        .skip(4)
+        .take(16)
+        .map(|b| char::from(b"0123456789abcdef"[usize::from(b & 15)]))
+        .collect();
+    let digest = if digest.is_empty() {
+        "0".into()
+    } else {
+        digest
+    };
+    let bits = get(1);
+    let mut tags = BTreeMap::new();
+    if bits & 1 == 1 {
+        tags.insert(repo_tag("r", &node), digest.clone());
+    }
+    if bits & 2 == 2 {
+        tags.insert(repo_tag("s", &node), digest.clone());
+    }
+    if bits & 4 == 4 {
+        tags.insert(repo_tag("r", &format!("{:064x}", 0xb0)), digest.clone());
+    }
+    if bits & 8 == 8 {
+        tags.insert(format!("{:032x}", bits), digest);
+    }
+    Announcement::from_tags(&node, port, &tags).encode()
+}
 
 /// Splits on `0xff 0xfe`.
 fn split(mut input: &[u8]) -> Vec<&[u8]> {
