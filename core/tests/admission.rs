@@ -156,3 +156,122 @@ fn an_admitted_peer_beyond_max_peers_is_closed_with_the_reason() {
         net.nodes[c].events
     );
 }
+
+/// A client of `node` over an in-memory connection: runs the Noise
+/// handshake as initiator with key `kp`, feeding the node's replies back.
+struct Client {
+    conn: u64,
+    session: ivaldi_core::noise::Session,
+}
+
+fn handshake(node: &mut Node, store: &MemStore, kp: &Keypair, from: SocketAddr) -> Client {
+    use ivaldi_core::noise::{Role, Session};
+    let now = Instant::ZERO;
+    let conn = node.handle_accepted(now, from).expect("accepted");
+    let mut session = Session::new(
+        Role::Initiator,
+        kp,
+        Rng::from_u64(1),
+        true,
+        b"ivaldi".to_vec(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    session.start(&mut out);
+    for _ in 0..4 {
+        if !out.is_empty() {
+            node.handle_bytes(now, conn, &std::mem::take(&mut out), store);
+        }
+        let mut buf = Vec::new();
+        while let Some(c) = node.poll_transmit(now, store, &mut buf) {
+            if c == conn && !session.is_established() {
+                let mut plain = Vec::new();
+                session.receive(&buf, &mut plain, &mut out).unwrap();
+            }
+            buf.clear();
+        }
+        while node.poll_output().is_some() {}
+    }
+    assert!(session.is_established());
+    Client { conn, session }
+}
+
+impl Client {
+    /// Sends plaintext frame bytes through the secure channel.
+    fn send(&mut self, node: &mut Node, store: &MemStore, plain: &[u8]) {
+        let mut out = Vec::new();
+        self.session.send(plain, &mut out).unwrap();
+        node.handle_bytes(Instant::ZERO, self.conn, &out, store);
+    }
+}
+
+fn closes(node: &mut Node, conn: u64, what: &str) -> bool {
+    std::iter::from_fn(|| node.poll_output()).any(|o| {
+        matches!(o, ivaldi_core::node::Output::Close { conn: c, ref reason }
+            if c == conn && reason.contains(what))
+    })
+}
+
+#[test]
+fn admitted_peers_stalling_in_large_frames_are_paused_at_the_global_budget() {
+    // 10 MiB frames, a 64 MiB budget: six stalled frames fit, the seventh waits.
+    let mut node = node(cfg(), 5);
+    let store = MemStore::new("repo");
+    let mut clients = Vec::new();
+    for i in 0..8u8 {
+        let kp = Keypair::generate(&mut Rng::from_u64(100 + u64::from(i)));
+        node.grant_trust(
+            &ivaldi_core::node::hex(&kp.public),
+            ivaldi_core::access::Access::Write,
+        );
+        let mut c = handshake(&mut node, &store, &kp, from(2, i));
+        // A frame header announcing almost 10 MiB, then a little of it.
+        let mut frame = (10 * 1024 * 1024 - 64u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&[b' '; 1000]);
+        c.send(&mut node, &store, &frame);
+        clients.push(c);
+    }
+    let closed = std::iter::from_fn(|| node.poll_output())
+        .any(|o| matches!(o, ivaldi_core::node::Output::Close { .. }));
+    assert!(
+        !closed,
+        "admitted peers may send frames up to max_message_size"
+    );
+    let paused: Vec<bool> = clients
+        .iter()
+        .map(|c| node.read_budget(c.conn, Instant::ZERO) == Some(0))
+        .collect();
+    assert_eq!(paused.iter().filter(|p| **p).count(), 2, "{paused:?}");
+    assert!(node.frame_budget_reserved() <= 64 * 1024 * 1024);
+    assert_eq!(node.stats().admission.budget_paused, 2);
+    // One stalled peer goes away: a paused one may read again.
+    node.handle_closed(Instant::ZERO, clients[0].conn, "gone");
+    let resumed = clients[1..]
+        .iter()
+        .filter(|c| node.read_budget(c.conn, Instant::ZERO) == Some(0))
+        .count();
+    assert_eq!(resumed, 1, "one of the two paused ones fits now");
+}
+
+#[test]
+fn a_stranger_waiting_for_admission_may_only_send_small_frames() {
+    let mut node = node(cfg(), 6);
+    let store = MemStore::new("repo");
+    // An open invitation keeps strangers in `Admission` (waiting for a redeem).
+    node.set_invites(vec![ivaldi_core::trust::Invite {
+        secret: [7; 32],
+        access: ivaldi_core::access::Access::Read,
+        expires: Instant::ZERO + Duration::from_secs(3600),
+        uses: 1,
+    }]);
+    let kp = Keypair::generate(&mut Rng::from_u64(77));
+    let mut c = handshake(&mut node, &store, &kp, from(3, 1));
+    assert!(
+        node.peers()
+            .iter()
+            .any(|p| p.conn == c.conn && p.state == ivaldi_core::node::ConnState::Admission)
+    );
+    // A frame header just over 16 KiB is refused from its prefix.
+    c.send(&mut node, &store, &(16 * 1024 + 1u32).to_be_bytes());
+    assert!(closes(&mut node, c.conn, "exceeds the 16384-byte limit"));
+}
