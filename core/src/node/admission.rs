@@ -140,13 +140,13 @@ impl Pool {
     }
 
     /// Members from `ip`.
-    pub fn from_source(&self, ip: IpAddr) -> usize {
+    pub fn members_from(&self, ip: IpAddr) -> usize {
         self.per_source.get(&ip).copied().unwrap_or(0)
     }
 
     /// Decides whether `conn` (new, from `ip`) may wait in the pool.
     pub fn enter(&mut self, conn: ConnId, ip: IpAddr) -> Entry {
-        let own = self.from_source(ip);
+        let own = self.members_from(ip);
         if own >= self.limits.per_source {
             return Entry::Refused(Refusal::PerSource);
         }
@@ -203,7 +203,7 @@ impl Pool {
         let oldest = self
             .members
             .iter()
-            .find(|(_, src)| self.from_source(**src) == count)
+            .find(|(_, src)| self.members_from(**src) == count)
             .map(|(c, _)| *c)?;
         Some((oldest, count))
     }
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(p.enter(4, ip(6)), Entry::Admitted);
         p.leave(0);
         assert_eq!(p.enter(5, ip(5)), Entry::Admitted, "a slot freed");
-        assert_eq!(p.from_source(ip(5)), 3);
+        assert_eq!(p.members_from(ip(5)), 3);
     }
 
     #[test]
@@ -465,7 +465,7 @@ mod tests {
         // Full: a fresh address takes the oldest of 127.0.0.9's members.
         assert_eq!(p.enter(4, ip(1)), Entry::Evicted(0));
         assert!(!p.contains(0) && p.contains(4));
-        assert_eq!(p.from_source(ip(9)), 2);
+        assert_eq!(p.members_from(ip(9)), 2);
         // The flooding source itself cannot evict anyone: it is the heaviest.
         assert_eq!(p.enter(5, ip(9)), Entry::Refused(Refusal::Full));
         // Sources now hold 2, 1, 1: another fresh address evicts from 127.0.0.9.
@@ -512,7 +512,7 @@ mod tests {
         p.leave(1);
         p.leave(99);
         assert_eq!(p.len(), 0);
-        assert_eq!(p.from_source(ip(1)), 0);
+        assert_eq!(p.members_from(ip(1)), 0);
     }
 
     #[test]
