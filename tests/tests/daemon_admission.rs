@@ -85,6 +85,19 @@ fn a_trusted_peer_gets_in_and_syncs_while_500_strangers_crowd_the_daemon() {
         da.diagnostics()
     );
     eprintln!("seal synced after {synced:?}");
+    // The strangers wait in the bounded pool, not in peer slots.
+    let st = da.status();
+    let pool = st["admission"]["pool"]
+        .as_u64()
+        .expect("status has admission.pool");
+    assert!(pool <= 100, "the unauthenticated pool is bounded: {pool}");
+    let ready = st["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter(|p| p["state"] == "ready")
+        .count();
+    assert_eq!(ready, 1, "only B holds a peer slot");
 
     // Keep the pressure on past the unauthenticated deadline (5 s), so every
     // kind of hostile connection has been closed and reopened at least once.

@@ -891,6 +891,10 @@ impl Driver {
             Request::SyncStatus => send(Reply::ok(json!({
                 "peers": self.node.peer_records(),
                 "stats": self.node.stats(),
+            "admission": {
+                "pool": self.node.admission_pool_len(),
+                "frame_budget_reserved": self.node.frame_budget_reserved(),
+            },
             }))),
             Request::Conflicts => send(Reply::ok(json!({ "conflicts": self.node.conflicts() }))),
             Request::Events { follow } => {
@@ -1121,6 +1125,10 @@ impl Driver {
             },
             "peers": self.peers_json(false)["peers"],
             "stats": self.node.stats(),
+            "admission": {
+                "pool": self.node.admission_pool_len(),
+                "frame_budget_reserved": self.node.frame_budget_reserved(),
+            },
                         "conflicts": self.node.conflicts().len(),
             "mesh": {
                 "routing_table_size": self.node.routing_table_size(now),
