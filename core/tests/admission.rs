@@ -275,3 +275,65 @@ fn a_stranger_waiting_for_admission_may_only_send_small_frames() {
     c.send(&mut node, &store, &(16 * 1024 + 1u32).to_be_bytes());
     assert!(closes(&mut node, c.conn, "exceeds the 16384-byte limit"));
 }
+
+/// A store whose handshake lists 400 timelines (about 40 KB: more than the
+/// pre-admission frame limit).
+fn many_timelines() -> MemStore {
+    let mut store = MemStore::new("repo");
+    let files = [("a.txt".to_owned(), b"a\n".to_vec())]
+        .into_iter()
+        .collect();
+    let seal = ivaldi_core::testkit::seal_files(&mut store, &files, vec![], 1000, "one");
+    for i in 0..400 {
+        let name = ivaldi_core::TimelineName::new(&format!("feature/number-{i:04}")).unwrap();
+        store.timelines.insert(name, seal);
+    }
+    store
+}
+
+#[test]
+fn the_frame_limit_is_raised_on_admission_so_a_large_handshake_arrives() {
+    let mut net = TestNet::new();
+    let a = net.add(cfg(), many_timelines(), 1);
+    let b = net.add(cfg(), MemStore::new("repo"), 2);
+    net.connect(b, a);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(b, a)
+        && n.connected(a, b)));
+    assert_eq!(net.nodes[b].node.stats().violations, 0);
+}
+
+#[test]
+fn a_newcomer_redeeming_an_invitation_is_admitted_and_gets_a_large_handshake() {
+    let mut net = TestNet::strangers();
+    let a = net.add(cfg(), many_timelines(), 1);
+    let b = net.add(cfg(), MemStore::new("repo"), 2);
+    let secret = [9u8; 32];
+    net.nodes[a]
+        .node
+        .set_invites(vec![ivaldi_core::trust::Invite {
+            secret,
+            access: ivaldi_core::access::Access::Write,
+            expires: Instant::ZERO + Duration::from_secs(3600),
+            uses: 1,
+        }]);
+    let a_id = net.nodes[a].node.node_id().to_owned();
+    net.nodes[b]
+        .node
+        .grant_trust(&a_id, ivaldi_core::access::Access::Write);
+    let ticket = ivaldi_core::trust::Ticket {
+        node: ivaldi_core::node::unhex32(&a_id).unwrap(),
+        addrs: vec![net.nodes[a].addr],
+        repo: "repo".into(),
+        secret,
+    };
+    let cmd = net.command(b, Command::Join(Box::new(ticket)));
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(b, a)
+        && n.connected(a, b)));
+    assert_eq!(net.command_result(b, cmd).map(|r| r.0), Some(true));
+    assert_eq!(
+        net.nodes[a].node.admission_pool_len(),
+        0,
+        "admitted: out of the pool"
+    );
+    assert_eq!(net.nodes[b].node.stats().violations, 0);
+}
