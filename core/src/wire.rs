@@ -484,6 +484,29 @@ impl FrameDecoder {
         self.buf.len() - self.start
     }
 
+    /// Changes the largest frame accepted from now on (a connection's limit
+    /// is raised once its peer is admitted).
+    pub fn set_max(&mut self, max_message_size: u32) {
+        self.max = max_message_size;
+    }
+
+    /// The largest frame accepted.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// What the frame being received will hold once complete (its length
+    /// prefix included), or what is buffered when that is more or the prefix
+    /// has not arrived: the memory this decoder is about to need.
+    pub fn pending(&self) -> usize {
+        let avail = &self.buf[self.start..];
+        let declared = match avail {
+            [a, b, c, d, ..] => 4 + u32::from_be_bytes([*a, *b, *c, *d]).min(self.max) as usize,
+            _ => 0,
+        };
+        declared.max(avail.len())
+    }
+
     /// The next complete frame body, if one has arrived. An error is final: the
     /// stream cannot be resynchronised, so the caller closes the connection.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, WireError> {
@@ -598,6 +621,25 @@ mod tests {
                 Decoded::Message(Box::new(m.clone()), b"bin".to_vec())
             );
         }
+    }
+
+    #[test]
+    fn pending_reports_the_declared_frame_and_the_limit_can_be_raised() {
+        let mut d = FrameDecoder::new(100);
+        assert_eq!(d.pending(), 0);
+        d.push(&[0, 0]);
+        assert_eq!(d.pending(), 2);
+        d.push(&[0, 50, b'x']);
+        assert_eq!(d.pending(), 54);
+        let mut big = FrameDecoder::new(100);
+        big.push(&1000u32.to_be_bytes());
+        assert!(matches!(big.next_frame(), Err(WireError::TooLarge { .. })));
+        let mut raised = FrameDecoder::new(100);
+        raised.set_max(2000);
+        raised.push(&1000u32.to_be_bytes());
+        assert_eq!(raised.next_frame().unwrap(), None);
+        assert_eq!(raised.pending(), 1004);
+        assert_eq!(raised.max(), 2000);
     }
 
     #[test]

@@ -235,28 +235,3 @@ fn one_address_churning_connections_is_rate_limited_while_others_connect() {
         .count();
     assert_eq!(again, 2);
 }
-
-#[test]
-fn max_peers_counts_inbound_and_outbound_together() {
-    use ivaldi_core::noise::Keypair;
-    use ivaldi_core::rng::Rng;
-    use ivaldi_core::time::Instant;
-    let cfg = Config {
-        max_peers: 3,
-        ..cfg()
-    };
-    let mut rng = Rng::from_u64(9);
-    let kp = Keypair::generate(&mut rng);
-    let mut node = ivaldi_core::node::Node::new(cfg, kp, [9; 32], Instant::ZERO);
-    let store = MemStore::new("repo");
-    for (i, port) in [9101u16, 9102].iter().enumerate() {
-        let addr = format!("127.0.0.{}:{port}", 10 + i).parse().unwrap();
-        node.handle_command(Instant::ZERO, i as u64 + 1, Command::Connect(addr), &store);
-    }
-    let inbound = |n: u8| -> std::net::SocketAddr { format!("127.0.0.{n}:5000").parse().unwrap() };
-    assert!(node.handle_accepted(Instant::ZERO, inbound(50)).is_some());
-    assert!(
-        node.handle_accepted(Instant::ZERO, inbound(51)).is_none(),
-        "two dials and one inbound fill max_peers = 3"
-    );
-}

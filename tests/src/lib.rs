@@ -791,6 +791,8 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
 /// listener binds `127.0.0.1` on a port the kernel picks (`--port 0`), and
 /// discovery is off unless the test is about it, in which case it gets a UDP port
 /// of its own.
+pub mod hostile;
+
 pub mod p2p {
     use std::cell::{Cell, RefCell};
     use std::io::{Read, Write};

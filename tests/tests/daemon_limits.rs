@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ivaldi_tests::p2p::{
-    Daemon, configure_loopback, edit_config_file, p2p_empty, p2p_forged, wait_until,
+    Daemon, configure_loopback, edit_config_file, p2p_forged, p2p_repo, wait_until,
 };
 
 /// A TCP connection to `to` from `from_ip` (any free port).
@@ -43,6 +43,9 @@ fn a_host_churning_connections_is_rate_limited_while_a_peer_syncs() {
     let a = p2p_forged();
     a.write("f.txt", "one\n");
     a.seal("one");
+    // B holds a copy of the repository and gets its own identity at start;
+    // the two trust each other the way a user sets it up.
+    let b = p2p_repo(a.copy_of());
     configure_loopback(&a, &[]);
     edit_config_file(&a, |c| {
         c.insert("accept_burst".into(), 10.into());
@@ -50,13 +53,12 @@ fn a_host_churning_connections_is_rate_limited_while_a_peer_syncs() {
         c.insert("handshake_timeout".into(), "30s".into());
     });
     let da = Daemon::start("A", &a);
-    let b = p2p_empty();
-    let dir = b.path().to_str().expect("UTF-8 path").to_owned();
-    b.ok(&["p2p", "clone", &da.invite(), &dir]);
     configure_loopback(&b, &[]);
     let db = Daemon::start("B", &b);
-    b.ok(&["p2p", "add-peer", &da.addr()]);
     let a_id = da.node_id();
+    a.ok(&["p2p", "trust", &db.node_id()]);
+    b.ok(&["p2p", "trust", &a_id]);
+    b.ok(&["p2p", "add-peer", &da.addr()]);
     wait_until(
         Duration::from_secs(10),
         "B connected to A",

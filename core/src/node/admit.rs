@@ -50,7 +50,7 @@ impl Node {
     pub(super) fn admit_established(&mut self, now: Instant, conn: ConnId, peer: &str) -> bool {
         self.send_redeem(now, conn);
         if self.trust.admits(peer).is_some() {
-            return true;
+            return self.take_peer_slot(now, conn);
         }
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
@@ -157,7 +157,9 @@ impl Node {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.state = ConnState::AwaitHello;
                 }
-                self.send_hello(now, conn, &peer, store);
+                if self.take_peer_slot(now, conn) {
+                    self.send_hello(now, conn, &peer, store);
+                }
             }
             Err(e) => self.refuse(now, conn, e.to_string()),
         }

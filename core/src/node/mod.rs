@@ -24,7 +24,9 @@
 //! [`StoreRequest`]s in the output, answered by `handle_store_done`. Given the same
 //! inputs, store answers and seed, a node produces the same outputs.
 
+mod admission;
 mod admit;
+mod budget;
 mod conn;
 pub mod limits;
 mod rate;
@@ -338,6 +340,7 @@ pub struct Stats {
     /// New timeline names refused by `max_new_timelines_per_peer`, each
     /// counted once per connection.
     pub timelines_refused: u64,
+    pub admission: admission::AdmissionStats,
 }
 
 /// Per-peer sync state, kept across reconnects.
@@ -513,6 +516,9 @@ pub struct Node {
     trust: crate::trust::Trust,
     /// An invitation being redeemed on our side (`Command::Join`).
     joining: Option<admit::Joining>,
+    /// Unauthenticated inbound connections, and the frame memory budget.
+    pool: admission::Pool,
+    budget: budget::Budget,
 }
 
 impl Node {
@@ -566,6 +572,8 @@ impl Node {
             trace: TraceMode::Off,
             trust,
             joining: None,
+            pool: admission::Pool::new(Default::default(), Rng::from_seed(seed).child("pool", 0)),
+            budget: budget::Budget::new(budget::DEFAULT_LIMIT),
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
@@ -734,7 +742,7 @@ impl Node {
                 .conns
                 .values()
                 .any(|c| c.state != ConnState::Closed && c.addr == addr);
-        if connected || self.live_conns() >= self.cfg.max_peers {
+        if connected || self.peer_slots_used() >= self.cfg.max_peers {
             return;
         }
         if let Some(d) = self.discovery.as_mut() {
@@ -824,10 +832,8 @@ impl Node {
                 | ConnState::Admission
                 | ConnState::Refusing
                 | ConnState::AwaitHello => {
-                    consider(
-                        c.opened + self.cfg.handshake_timeout,
-                        TimeoutReason::Handshake,
-                    );
+                    let due = admission::conn_deadline(c, self.cfg.handshake_timeout);
+                    consider(due, TimeoutReason::Handshake);
                 }
                 ConnState::Ready => {
                     consider(c.next_ping, TimeoutReason::Heartbeat);
@@ -1021,6 +1027,9 @@ impl Node {
     /// [`handle_bytes`](Node::handle_bytes) are charged, so an owner that reads
     /// a little more than allowed only borrows from the next allowance.
     pub fn read_budget(&mut self, conn: ConnId, now: Instant) -> Option<usize> {
+        if self.budget_paused(conn) {
+            return Some(0);
+        }
         let c = self.conns.get_mut(&conn)?;
         let (_, down) = Self::peer_caps(&self.cfg, c);
         c.down.set_rate(down, now);
@@ -1045,34 +1054,16 @@ impl Node {
     // ----- inputs -----
 
     /// An inbound connection was accepted. Returns its id, or `None` if the node
-    /// refuses it (too many peers); the owner then closes the socket.
+    /// refuses it (see [`admission`]); the owner then closes the socket.
     pub fn handle_accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        if self.live_conns() >= self.cfg.max_peers {
-            tracing::debug!(%addr, "refusing inbound connection: max_peers reached");
-            return None;
-        }
-        if !self.filter.allows(addr.ip()) {
-            tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
-            return None;
-        }
-        if !self.accept_allowed(now, addr.ip()) {
-            self.stats.accepts_rate_limited += 1;
-            tracing::info!(%addr, "refusing inbound connection: per-IP rate limit");
-            return None;
-        }
-        let id = self.alloc_conn();
-        let mut c = Conn::new(
-            id,
-            addr,
-            Direction::Inbound,
-            now,
-            self.cfg.heartbeat_interval,
-            self.cfg.max_message_size,
-        );
+        let id = self.admit_inbound(now, addr)?;
+        let (hb, max) = (self.cfg.heartbeat_interval, admission::PRE_ADMISSION_FRAME);
+        let mut c = Conn::new(id, addr, Direction::Inbound, now, hb, max);
         match self.new_session(Role::Responder, id) {
             Ok(s) => c.noise = Some(s),
             Err(e) => {
                 tracing::warn!(%addr, error = %e, "cannot create a session");
+                self.forget_buffers(id);
                 return None;
             }
         }
@@ -1151,7 +1142,7 @@ impl Node {
                     }
                     Err(e) => return self.violation(conn, e.to_string()),
                 },
-                Ok(None) => return,
+                Ok(None) => return self.hold_partial_frame(conn),
                 Err(e) => return self.violation(conn, e.to_string()),
             }
         }
@@ -1163,6 +1154,7 @@ impl Node {
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
+        self.forget_buffers(conn);
         self.redecide.remove(&conn);
         if c.was_ready && c.route.is_none() {
             self.update_links(now);
@@ -1244,7 +1236,7 @@ impl Node {
                 | ConnState::Admission
                 | ConnState::Refusing
                 | ConnState::AwaitHello => {
-                    if now >= c.opened + self.cfg.handshake_timeout {
+                    if now >= admission::conn_deadline(c, self.cfg.handshake_timeout) {
                         self.close(id, "handshake timed out");
                     }
                 }
@@ -1725,13 +1717,6 @@ impl Node {
         id
     }
 
-    fn live_conns(&self) -> usize {
-        self.conns
-            .values()
-            .filter(|c| c.state != ConnState::Closed)
-            .count()
-    }
-
     fn ready_conns(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.conns
             .values()
@@ -1794,18 +1779,14 @@ impl Node {
     }
 
     fn dial(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        if self.live_conns() >= self.cfg.max_peers {
+        if self.peer_slots_used() >= self.cfg.max_peers
+            || self.pending_dials() >= admission::MAX_PENDING_DIALS
+        {
             return None;
         }
         let id = self.alloc_conn();
-        let c = Conn::new(
-            id,
-            addr,
-            Direction::Outbound,
-            now,
-            self.cfg.heartbeat_interval,
-            self.cfg.max_message_size,
-        );
+        let (hb, max) = (self.cfg.heartbeat_interval, admission::PRE_ADMISSION_FRAME);
+        let c = Conn::new(id, addr, Direction::Outbound, now, hb, max);
         self.conns.insert(id, c);
         let d = self.dialers.entry(addr).or_insert(Dialer {
             conn: None,
@@ -1977,33 +1958,6 @@ impl Node {
             self.send_hello(now, conn, &peer, store);
         }
         Ok(())
-    }
-
-    /// Takes one connection from `ip`'s allowance (a token bucket of
-    /// `accept_burst`, refilled at `accept_rate_per_sec`), if it has one left.
-    fn accept_allowed(&mut self, now: Instant, ip: core::net::IpAddr) -> bool {
-        const MAX_TRACKED: usize = 4096;
-        let cap = u64::from(self.cfg.accept_burst) * 1_000_000;
-        let rate = u64::from(self.cfg.accept_rate_per_sec);
-        let refill = |(tokens, at): (u64, Instant)| {
-            let gained = (now.saturating_since(at).as_micros() as u64).saturating_mul(rate);
-            (tokens.saturating_add(gained).min(cap), now)
-        };
-        if !self.accept_buckets.contains_key(&ip) && self.accept_buckets.len() >= MAX_TRACKED {
-            // Forget the addresses whose allowance is full again: they are
-            // indistinguishable from new ones.
-            self.accept_buckets.retain(|_, b| refill(*b).0 < cap);
-            if self.accept_buckets.len() >= MAX_TRACKED {
-                return false;
-            }
-        }
-        let b = self.accept_buckets.entry(ip).or_insert((cap, now));
-        *b = refill(*b);
-        if b.0 < 1_000_000 {
-            return false;
-        }
-        b.0 -= 1_000_000;
-        true
     }
 
     /// What `peer` may do with `timeline` (see [`crate::access`]).

@@ -195,7 +195,7 @@ impl Node {
         for dst in candidates {
             if self.has_session_with(&dst)
                 || self.routed_retry.get(&dst).is_some_and(|t| *t > now)
-                || self.live_conns() >= self.cfg.max_peers
+                || self.peer_slots_used() >= self.cfg.max_peers
             {
                 continue;
             }
@@ -275,7 +275,7 @@ impl Node {
                 .map(|c| c.id);
             let target = match existing {
                 Some(t) => Some(t),
-                None if self.live_conns() < self.cfg.max_peers => {
+                None if self.peer_slots_used() < self.cfg.max_peers => {
                     self.open_routed(now, h.src.clone(), h.session, Role::Responder)
                 }
                 None => None,
@@ -509,7 +509,7 @@ impl Node {
             .map(|(n, (a, _))| (n.clone(), *a))
             .collect();
         for (node, addr) in candidates {
-            if self.live_conns() >= self.cfg.max_peers {
+            if self.peer_slots_used() >= self.cfg.max_peers {
                 break;
             }
             let reachable = self

@@ -902,6 +902,10 @@ impl Driver {
             Request::SyncStatus => send(Reply::ok(json!({
                 "peers": self.node.peer_records(),
                 "stats": self.node.stats(),
+            "admission": {
+                "pool": self.node.admission_pool_len(),
+                "frame_budget_reserved": self.node.frame_budget_reserved(),
+            },
             }))),
             Request::Conflicts => send(Reply::ok(json!({ "conflicts": self.node.conflicts() }))),
             Request::Events { follow } => {
@@ -1143,6 +1147,10 @@ impl Driver {
             },
             "peers": self.peers_json(false)["peers"],
             "stats": self.node.stats(),
+            "admission": {
+                "pool": self.node.admission_pool_len(),
+                "frame_budget_reserved": self.node.frame_budget_reserved(),
+            },
                         "conflicts": self.node.conflicts().len(),
             "mesh": {
                 "routing_table_size": self.node.routing_table_size(now),
@@ -1157,11 +1165,21 @@ impl Driver {
     }
 }
 
+/// A reader's buffer starts this small and grows (to `READ_BUF_MAX`) only
+/// while reads fill it, so hundreds of idle or hostile connections waiting in
+/// the admission pool cost little memory.
+const READ_BUF_MIN: usize = 4 * 1024;
+const READ_BUF_MAX: usize = 64 * 1024;
+
 async fn read_loop(conn: ConnId, mut stream: TcpStream, tx: Sender<Input>, gate: Arc<ReadGate>) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BUF_MIN];
     loop {
         let allowed = gate.wait().await.min(buf.len());
-        match stream.read(&mut buf[..allowed]).await {
+        let read = stream.read(&mut buf[..allowed]).await;
+        if matches!(read, Ok(n) if n == buf.len() && n < READ_BUF_MAX) {
+            buf.resize(READ_BUF_MAX, 0);
+        }
+        match read {
             Ok(0) => {
                 let _ = tx
                     .send(Input::ReadClosed(conn, "closed by peer".into()))
