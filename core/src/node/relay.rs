@@ -125,6 +125,12 @@ impl Node {
         self.mesh.as_ref().map(Mesh::stats)
     }
 
+    /// Every advertisement the mesh holds, ours first, as it would send them
+    /// to a new neighbour (empty before the first tick).
+    pub fn mesh_database(&self) -> Vec<Lsa> {
+        self.mesh.as_ref().map(Mesh::database).unwrap_or_default()
+    }
+
     pub(super) fn on_lsa(&mut self, now: Instant, conn: ConnId, lsa: Lsa, store: &dyn Store) {
         let Some(from) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
             return;
