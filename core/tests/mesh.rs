@@ -1643,9 +1643,9 @@ mod signed {
     fn routes(net: &TestNet, dst: &str) -> bool {
         let b = id(net, 1);
         net.nodes[0].node.topology().is_some_and(|t| {
-            t.edges.iter().any(|e| {
-                e.usable && ((e.a == b && e.b == dst) || (e.a == dst && e.b == b))
-            })
+            t.edges
+                .iter()
+                .any(|e| e.usable && ((e.a == b && e.b == dst) || (e.a == dst && e.b == b)))
         })
     }
 
@@ -1729,8 +1729,15 @@ mod signed {
             inject(&mut net, forgery);
             net.run_for(Duration::from_millis(200));
             assert_eq!(forged(&net, 0), n as u64 + 1, "forgery {n} counted");
-            assert!(held_seq(&net, &c) < Some(seq + 1000), "forgery {n} not stored");
-            assert_eq!(path(&mut net, &c).as_ref(), Some(&before), "route unchanged");
+            assert!(
+                held_seq(&net, &c) < Some(seq + 1000),
+                "forgery {n} not stored"
+            );
+            assert_eq!(
+                path(&mut net, &c).as_ref(),
+                Some(&before),
+                "route unchanged"
+            );
         }
         assert!(net.connected(0, 1), "b is still a's neighbour");
         // And c's own advertisements still get through afterwards.
@@ -1754,11 +1761,7 @@ mod signed {
             if done || (from, to) != (1, 0) {
                 return;
             }
-            let find = |what: &str| {
-                bytes
-                    .windows(what.len())
-                    .position(|w| w == what.as_bytes())
-            };
+            let find = |what: &str| bytes.windows(what.len()).position(|w| w == what.as_bytes());
             let (Some(o), Some(r)) = (find(&origin), find(r#""rtt_us":"#)) else {
                 return;
             };
@@ -1773,7 +1776,11 @@ mod signed {
             net.run_until(Duration::from_secs(12), |n| forged(n, 0) == 1),
             "the altered copy was refused"
         );
-        assert_eq!(held_seq(&net, &c), Some(seq), "the altered copy was not stored");
+        assert_eq!(
+            held_seq(&net, &c),
+            Some(seq),
+            "the altered copy was not stored"
+        );
         assert!(routes(&net, &c));
         let c2 = c.clone();
         assert!(

@@ -21,7 +21,7 @@
 //! ```text
 //! {"origin":"<64 hex>","seq":7,
 //!  "links":[{"peer":"<64 hex>","rtt_us":1200},...],
-//!  "repos":["<repo id>",...],"hops_left":8}
+//!  "repos":["<repo id>",...],"hops_left":8,"sig":"<128 hex>"}
 //! ```
 //!
 //! - `origin`: the advertising node, 64 lowercase hex digits.
@@ -35,10 +35,15 @@
 //!   [`MeshConfig::max_hops`]; a receiver passes it on only if it is above 1, and
 //!   then with one less. At most [`MAX_HOPS_LIMIT`].
 //!
-//! Unknown fields are ignored, so a later version can add some. Advertisements
-//! arrive over authenticated connections, but they are still a neighbour's
-//! claims about other nodes, so every field is checked and every table is
-//! bounded.
+//! - `sig`: the origin's XEdDSA signature with the key that is its id, over
+//!   everything but `hops_left` ([`sign`] has the bytes). A node's machine is
+//!   [`signed`](Mesh::signed): it signs its own advertisements and refuses,
+//!   counting them in [`MeshStats::forged`], received ones that are unsigned or
+//!   do not verify, so a neighbour cannot speak for another node.
+//!
+//! Unknown fields are ignored, so a later version can add some. Every field is
+//! checked and every table is bounded, since a signed advertisement is still
+//! its origin's claim.
 //!
 //! # Routes
 //!
@@ -293,7 +298,6 @@ pub mod sign;
 
 pub use lsa::{LinkInfo, Lsa};
 use lsa::{clip, is_node_id, is_repo_id, short};
-
 
 // ----- observable state -----
 

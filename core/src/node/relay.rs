@@ -62,13 +62,15 @@ impl Node {
             max_age: self.cfg.topology_interval * 3,
             ..MeshConfig::default()
         };
-        self.mesh = Some(Mesh::new(
-            cfg,
-            self.node_id.clone(),
-            vec![store.repo_id().to_owned()],
-            now,
-        )
-        .signed(&self.keypair));
+        self.mesh = Some(
+            Mesh::new(
+                cfg,
+                self.node_id.clone(),
+                vec![store.repo_id().to_owned()],
+                now,
+            )
+            .signed(&self.keypair),
+        );
     }
 
     /// Re-advertises our direct links after a connection came or went, or an RTT
