@@ -270,7 +270,8 @@ mod tests {
     #[test]
     fn every_altered_field_fails() {
         let lsa = signed(&keypair(1));
-        let mut alter: Vec<Box<dyn Fn(&mut Lsa)>> = vec![
+        type Alteration = Box<dyn Fn(&mut Lsa)>;
+        let alter: Vec<Alteration> = vec![
             Box::new(|l| l.seq += 1),
             Box::new(|l| l.links[0].rtt_us += 1),
             Box::new(|l| l.links[0].peer = hex(&keypair(7).public)),
@@ -286,7 +287,7 @@ mod tests {
                 l.sig.replace_range(0..1, c);
             }),
         ];
-        for (i, f) in alter.iter_mut().enumerate() {
+        for (i, f) in alter.iter().enumerate() {
             let mut l = lsa.clone();
             f(&mut l);
             assert_eq!(verify(&l), Err(MeshError::BadSignature), "alteration {i}");
