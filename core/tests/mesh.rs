@@ -538,6 +538,7 @@ fn lsa(origin: usize, seq: u64, links: &[(usize, u64)], hops_left: u8) -> Lsa {
         links: links.iter().map(|&(p, r)| link(p, r)).collect(),
         repos: vec!["repo".into()],
         hops_left,
+        sig: String::new(),
     }
 }
 
@@ -1429,6 +1430,10 @@ fn routing_table_for_200_nodes_and_1000_links_is_fast() {
     assert!(per_table < limit, "{per_table:?} per routing table");
 }
 
+/// On a bare machine (no signatures) a neighbour can forge our own
+/// advertisement; the sequence number still must not wrap. A node's signed
+/// mesh refuses the forgery outright
+/// (`a_signed_mesh_refuses_a_forged_advertisement_of_its_own`).
 #[test]
 fn a_forged_maximal_sequence_number_does_not_wrap() {
     let mut m = Mesh::new(MeshConfig::default(), id(0), vec![], secs(0));
@@ -1439,6 +1444,26 @@ fn a_forged_maximal_sequence_number_does_not_wrap() {
     assert_eq!(m.handle_lsa(&id(1), forged, secs(0)).unwrap(), None);
     let next = m.handle_timeout(secs(0)).expect("outbids at once");
     assert_eq!(next.seq, u64::MAX);
+}
+
+#[test]
+fn a_signed_mesh_refuses_a_forged_advertisement_of_its_own() {
+    let k = ivaldi_core::noise::Keypair::from_private([3; 32]).unwrap();
+    let me = data_encoding::HEXLOWER.encode(&k.public);
+    let mut m = Mesh::new(MeshConfig::default(), me.clone(), vec![], secs(0)).signed(&k);
+    let forged = Lsa {
+        origin: me,
+        seq: u64::MAX,
+        ..lsa(0, 0, &[(9, 1)], 8)
+    };
+    assert_eq!(
+        m.handle_lsa(&id(1), forged, secs(0)),
+        Err(MeshError::Unsigned)
+    );
+    assert_eq!(m.stats().forged, 1);
+    let next = m.handle_timeout(secs(30)).expect("the regular refresh");
+    assert_eq!(next.seq, 1, "not outbid by the forgery");
+    assert_eq!(ivaldi_core::mesh::sign::verify(&next), Ok(()));
 }
 
 // ----- database summaries -----
@@ -1551,5 +1576,219 @@ fn in_a_clique_only_the_origin_sends_its_advertisement() {
             Some(seq),
             "every node has the newest advertisement"
         );
+    }
+}
+
+// ----- signed advertisements, between real nodes -----
+//
+// Nodes trust each other (a team), and a trusted neighbour used to be able to
+// say anything about anyone: it could flood an advertisement "from" another
+// node listing whatever links it liked. Every advertisement is now signed by
+// its origin's node key (see `ivaldi_core::mesh::sign`), so such a forgery,
+// or an honest one altered on the way, is dropped and counted, and routes
+// stay as the honest advertisements make them.
+
+mod signed {
+    use std::time::Duration;
+
+    use ivaldi_core::config::Config;
+    use ivaldi_core::mesh::sign::Signer;
+    use ivaldi_core::mesh::{LinkInfo, Lsa};
+    use ivaldi_core::noise::Keypair;
+    use ivaldi_core::store::MemStore;
+    use ivaldi_core::testkit::{TestNet, plaintext_record};
+
+    /// Plaintext links, so a test can speak for a node with
+    /// [`TestNet::inject`] and read or alter what travels.
+    fn cfg() -> Config {
+        Config {
+            encryption: false,
+            heartbeat_interval: Duration::from_secs(2),
+            topology_interval: Duration::from_secs(5),
+            discovery: false,
+            ..Config::default()
+        }
+    }
+
+    /// A line a – b – c: a reaches c only through b. Returns the net once a
+    /// routes to c.
+    fn line() -> TestNet {
+        let mut net = TestNet::new();
+        net.capture = true;
+        for i in 0..3 {
+            net.add(cfg(), MemStore::new("repo"), i + 1);
+        }
+        net.blocked_pairs.extend([(0, 2), (2, 0)]);
+        net.connect(1, 0);
+        net.connect(2, 1);
+        let c = id(&net, 2);
+        for _ in 0..60 {
+            if path(&mut net, &c).is_some_and(|p| p.len() == 3) && routes(&net, &c) {
+                return net;
+            }
+            net.run_for(Duration::from_millis(500));
+        }
+        panic!(
+            "a routes to c through b: {:?}",
+            net.nodes[0].node.topology()
+        );
+    }
+
+    fn id(net: &TestNet, i: usize) -> String {
+        net.nodes[i].node.node_id().to_owned()
+    }
+
+    /// Whether node 0 sees the link b – `dst` as usable (both ends advertise
+    /// it), which its route to `dst` takes.
+    fn routes(net: &TestNet, dst: &str) -> bool {
+        let b = id(net, 1);
+        net.nodes[0].node.topology().is_some_and(|t| {
+            t.edges
+                .iter()
+                .any(|e| e.usable && ((e.a == b && e.b == dst) || (e.a == dst && e.b == b)))
+        })
+    }
+
+    /// Node 0's path to `dst`.
+    fn path(net: &mut TestNet, dst: &str) -> Option<Vec<String>> {
+        let now = net.now;
+        net.nodes[0].node.route_to(now, dst).map(|(p, _)| p)
+    }
+
+    fn forged(net: &TestNet, i: usize) -> u64 {
+        net.nodes[i].node.mesh_stats().map_or(0, |s| s.forged)
+    }
+
+    /// The advertisement of `origin` that node 0 holds, from its topology.
+    fn held_seq(net: &TestNet, origin: &str) -> Option<u64> {
+        let t = net.nodes[0].node.topology()?;
+        t.nodes.iter().find(|n| n.id == origin)?.seq
+    }
+
+    /// Sends `lsa` from node 1 to node 0 as a `topology` message.
+    /// Message ids must grow on a connection (replays are dropped), so the
+    /// forger takes the next one after the last b sent (b's own next message
+    /// then counts as a replay: a forger would not care).
+    fn inject(net: &mut TestNet, lsa: &Lsa) {
+        let sent = String::from_utf8_lossy(net.captured(1, 0)).into_owned();
+        let last = sent
+            .rmatch_indices(r#"{"id":"#)
+            .find_map(|(at, m)| {
+                let digits = sent[at + m.len()..].split(|c: char| !c.is_ascii_digit());
+                digits.into_iter().next()?.parse::<u64>().ok()
+            })
+            .expect("b has sent something");
+        let json = format!(
+            r#"{{"id":{},"type":"topology","from":"{}","ts":0,"payload":{}}}"#,
+            last + 1,
+            id(net, 1),
+            serde_json::to_string(lsa).unwrap()
+        );
+        assert!(net.inject(1, 0, plaintext_record(&json)));
+    }
+
+    /// b, trusted by a, floods an advertisement "from" c that cuts c off
+    /// from b and links it to a node of b's choosing, with a higher sequence
+    /// number than c's own: unsigned, signed with another key, and with c's
+    /// real signature lifted from c's last advertisement. Each is dropped and
+    /// counted, a keeps c's own advertisement and its route, and b stays
+    /// connected (what b says of itself is still authenticated).
+    #[test]
+    fn a_trusted_neighbour_cannot_forge_another_nodes_links() {
+        let mut net = line();
+        let c = id(&net, 2);
+        let before = path(&mut net, &c).expect("a route to c");
+        let seq = held_seq(&net, &c).expect("a holds c's advertisement");
+        let stranger = Keypair::from_private([7; 32]).unwrap();
+        let mut lie = Lsa {
+            origin: c.clone(),
+            seq: seq + 1000,
+            links: vec![LinkInfo {
+                peer: data_encoding::HEXLOWER.encode(&stranger.public),
+                rtt_us: 1,
+            }],
+            repos: vec!["repo".into()],
+            hops_left: 8,
+            sig: String::new(),
+        };
+        let unsigned = lie.clone();
+        lie.sig = Signer::new(&stranger.private).sign(&lie);
+        let signed_by_another = lie.clone();
+        // c's genuine signature, from the advertisement a holds, on new links.
+        let genuine = net.nodes[0]
+            .node
+            .mesh_database()
+            .into_iter()
+            .find(|l| l.origin == c)
+            .expect("c's advertisement");
+        let lifted = Lsa {
+            sig: genuine.sig.clone(),
+            ..lie.clone()
+        };
+        for (n, forgery) in [unsigned, signed_by_another, lifted].iter().enumerate() {
+            inject(&mut net, forgery);
+            net.run_for(Duration::from_millis(200));
+            assert_eq!(forged(&net, 0), n as u64 + 1, "forgery {n} counted");
+            assert!(
+                held_seq(&net, &c) < Some(seq + 1000),
+                "forgery {n} not stored"
+            );
+            assert_eq!(
+                path(&mut net, &c).as_ref(),
+                Some(&before),
+                "route unchanged"
+            );
+        }
+        assert!(net.connected(0, 1), "b is still a's neighbour");
+        // And c's own advertisements still get through afterwards.
+        net.run_for(Duration::from_secs(12));
+        assert!(held_seq(&net, &c) > Some(seq), "c's refresh accepted");
+        assert_eq!(forged(&net, 0), 3);
+        assert!(routes(&net, &c));
+    }
+
+    /// An honest advertisement altered on the way (one digit of a round-trip
+    /// time, by the link b → a) is dropped and counted; the next, untouched,
+    /// is accepted, and the route never breaks.
+    #[test]
+    fn an_advertisement_altered_in_flight_is_dropped() {
+        let mut net = line();
+        let c = id(&net, 2);
+        let seq = held_seq(&net, &c).expect("a holds c's advertisement");
+        let origin = format!(r#""origin":"{c}""#);
+        let mut done = false;
+        net.tamper = Some(Box::new(move |from, to, bytes: &mut Vec<u8>| {
+            if done || (from, to) != (1, 0) {
+                return;
+            }
+            let find = |what: &str| bytes.windows(what.len()).position(|w| w == what.as_bytes());
+            let (Some(o), Some(r)) = (find(&origin), find(r#""rtt_us":"#)) else {
+                return;
+            };
+            if find(r#""type":"topology""#).is_none() || r < o {
+                return;
+            }
+            let at = r + r#""rtt_us":"#.len();
+            bytes[at] = if bytes[at] == b'9' { b'8' } else { b'9' };
+            done = true;
+        }));
+        assert!(
+            net.run_until(Duration::from_secs(12), |n| forged(n, 0) == 1),
+            "the altered copy was refused"
+        );
+        assert_eq!(
+            held_seq(&net, &c),
+            Some(seq),
+            "the altered copy was not stored"
+        );
+        assert!(routes(&net, &c));
+        let c2 = c.clone();
+        assert!(
+            net.run_until(Duration::from_secs(12), |n| held_seq(n, &c2) > Some(seq)),
+            "the next advertisement, untouched, was accepted"
+        );
+        assert_eq!(forged(&net, 0), 1);
+        assert_eq!(forged(&net, 1), 0, "b got c's advertisements intact");
+        assert!(path(&mut net, &c).is_some_and(|p| p.len() == 3));
     }
 }

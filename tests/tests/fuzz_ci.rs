@@ -26,6 +26,7 @@ const TARGETS: &[&str] = &[
     "text_merge",
     "ticket",
     "admission",
+    "signed_lsa",
 ];
 
 /// A `cargo fuzz ...` command in `fuzz/`, cleaned of the outer build's settings

@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::conn::{Conn, Route};
 use super::{ConnId, ConnState, Direction, Node, short};
 use crate::config::RelayFault;
-use crate::mesh::{DatabaseSummary, LinkInfo, Lsa, Mesh, MeshConfig};
+use crate::mesh::{DatabaseSummary, LinkInfo, Lsa, Mesh, MeshConfig, MeshError, MeshStats};
 use crate::noise::Role;
 use crate::store::Store;
 use crate::time::Instant;
@@ -62,12 +62,15 @@ impl Node {
             max_age: self.cfg.topology_interval * 3,
             ..MeshConfig::default()
         };
-        self.mesh = Some(Mesh::new(
-            cfg,
-            self.node_id.clone(),
-            vec![store.repo_id().to_owned()],
-            now,
-        ));
+        self.mesh = Some(
+            Mesh::new(
+                cfg,
+                self.node_id.clone(),
+                vec![store.repo_id().to_owned()],
+                now,
+            )
+            .signed(&self.keypair),
+        );
     }
 
     /// Re-advertises our direct links after a connection came or went, or an RTT
@@ -119,6 +122,17 @@ impl Node {
         }
     }
 
+    /// The mesh's counters (`None` before the first tick).
+    pub fn mesh_stats(&self) -> Option<&MeshStats> {
+        self.mesh.as_ref().map(Mesh::stats)
+    }
+
+    /// Every advertisement the mesh holds, ours first, as it would send them
+    /// to a new neighbour (empty before the first tick).
+    pub fn mesh_database(&self) -> Vec<Lsa> {
+        self.mesh.as_ref().map(Mesh::database).unwrap_or_default()
+    }
+
     pub(super) fn on_lsa(&mut self, now: Instant, conn: ConnId, lsa: Lsa, store: &dyn Store) {
         let Some(from) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
             return;
@@ -132,6 +146,10 @@ impl Node {
                 let _ = store;
             }
             Ok(None) => {}
+            // Dropped, counted and logged with this neighbour by the mesh. The
+            // connection stays: only the advertisement was false, and what
+            // the neighbour sends of its own is authenticated by the session.
+            Err(MeshError::Unsigned | MeshError::BadSignature) => {}
             Err(e) => self.violation(conn, format!("bad topology advertisement: {e}")),
         }
     }

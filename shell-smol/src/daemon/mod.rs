@@ -1158,6 +1158,7 @@ impl Driver {
                 "relayed_frames": self.node.stats().relayed_frames,
                 "relay_dropped": self.node.stats().relay_dropped,
                 "known_nodes": self.node.topology().map(|t| t.nodes.len()).unwrap_or(0),
+                "forged_advertisements": self.node.mesh_stats().map_or(0, |s| s.forged),
             },
             "discovery": { "enabled": self.udp.is_some(), "targets": self.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "peers": self.node.discovered().len(), "stats": self.node.discovery_stats() },
             "events": { "emitted": self.events_emitted, "dropped": self.events_dropped, "subscribers": self.subscribers.len() },

@@ -21,7 +21,7 @@
 //! ```text
 //! {"origin":"<64 hex>","seq":7,
 //!  "links":[{"peer":"<64 hex>","rtt_us":1200},...],
-//!  "repos":["<repo id>",...],"hops_left":8}
+//!  "repos":["<repo id>",...],"hops_left":8,"sig":"<128 hex>"}
 //! ```
 //!
 //! - `origin`: the advertising node, 64 lowercase hex digits.
@@ -35,10 +35,15 @@
 //!   [`MeshConfig::max_hops`]; a receiver passes it on only if it is above 1, and
 //!   then with one less. At most [`MAX_HOPS_LIMIT`].
 //!
-//! Unknown fields are ignored, so a later version can add some. Advertisements
-//! arrive over authenticated connections, but they are still a neighbour's
-//! claims about other nodes, so every field is checked and every table is
-//! bounded.
+//! - `sig`: the origin's XEdDSA signature with the key that is its id, over
+//!   everything but `hops_left` ([`sign`] has the bytes). A node's machine is
+//!   [`signed`](Mesh::signed): it signs its own advertisements and refuses,
+//!   counting them in [`MeshStats::forged`], received ones that are unsigned or
+//!   do not verify, so a neighbour cannot speak for another node.
+//!
+//! Unknown fields are ignored, so a later version can add some. Every field is
+//! checked and every table is bounded, since a signed advertisement is still
+//! its origin's claim.
 //!
 //! # Routes
 //!
@@ -113,7 +118,7 @@ const EXCLUDE_CACHE_MAX: usize = 32;
 ///
 /// An advertisement error means the neighbour that sent it is broken or
 /// hostile (a correct node validates what it floods); it is already counted in
-/// [`MeshStats::malformed`].
+/// [`MeshStats::malformed`], or for a signature in [`MeshStats::forged`].
 #[derive(Debug, Error, PartialEq, Eq, Clone)]
 pub enum MeshError {
     #[error("invalid node id in {field}: {id:?} is not 64 lowercase hex digits")]
@@ -134,6 +139,10 @@ pub enum MeshError {
     HopsOutOfRange { hops: u8, max: u8 },
     #[error("database summary lists {count} origins, more than the {max} allowed")]
     TooManySummaryEntries { count: usize, max: usize },
+    #[error("advertisement is not signed")]
+    Unsigned,
+    #[error("advertisement signature does not verify against its origin")]
+    BadSignature,
     #[error("mesh config: {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
 }
@@ -284,108 +293,11 @@ fn content_digest(links: &BTreeMap<String, u64>, repos: &[String]) -> u64 {
     h
 }
 
-/// One node's announcement of its direct links (a link-state advertisement).
-/// See the module documentation for the layout and the rules.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Lsa {
-    /// The advertising node's id (64 lowercase hex digits).
-    pub origin: String,
-    /// Bumped by the origin for every new advertisement.
-    pub seq: u64,
-    /// The origin's ready connections.
-    pub links: Vec<LinkInfo>,
-    /// Repository ids the origin serves.
-    pub repos: Vec<String>,
-    /// How many more nodes this copy may reach.
-    pub hops_left: u8,
-}
+mod lsa;
+pub mod sign;
 
-/// A direct link as its owner measures it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LinkInfo {
-    /// The node at the other end (64 lowercase hex digits).
-    pub peer: String,
-    /// Smoothed round-trip time, in microseconds.
-    pub rtt_us: u64,
-}
-
-impl Lsa {
-    /// Checks everything a receiver relies on. `max_links` is the receiver's
-    /// [`MeshConfig::max_links_per_node`].
-    pub fn validate(&self, max_links: usize) -> Result<(), MeshError> {
-        if !is_node_id(&self.origin) {
-            return Err(bad_id("origin", &self.origin));
-        }
-        if self.hops_left > MAX_HOPS_LIMIT {
-            return Err(MeshError::HopsOutOfRange {
-                hops: self.hops_left,
-                max: MAX_HOPS_LIMIT,
-            });
-        }
-        if self.links.len() > max_links {
-            return Err(MeshError::TooManyLinks {
-                count: self.links.len(),
-                max: max_links,
-            });
-        }
-        let mut peers = BTreeSet::new();
-        for l in &self.links {
-            if !is_node_id(&l.peer) {
-                return Err(bad_id("links.peer", &l.peer));
-            }
-            if l.peer == self.origin {
-                return Err(MeshError::SelfLink);
-            }
-            if !peers.insert(l.peer.as_str()) {
-                return Err(MeshError::DuplicateLink(l.peer.clone()));
-            }
-        }
-        if self.repos.len() > MAX_REPOS_PER_LSA {
-            return Err(MeshError::TooManyRepos {
-                count: self.repos.len(),
-                max: MAX_REPOS_PER_LSA,
-            });
-        }
-        let mut repos = BTreeSet::new();
-        for r in &self.repos {
-            if !is_repo_id(r) {
-                return Err(MeshError::InvalidRepo(clip(r)));
-            }
-            if !repos.insert(r.as_str()) {
-                return Err(MeshError::DuplicateRepo(r.clone()));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Node ids are compared as strings (to recognise our own advertisements and
-/// to look links up), so only the canonical lowercase form is accepted.
-fn is_node_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn is_repo_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_REPO_ID && s.bytes().all(|c| c.is_ascii_graphic())
-}
-
-/// A peer-supplied string cut short for an error message, so a hostile
-/// megabyte-long id does not end up in every log line.
-fn clip(s: &str) -> String {
-    s.chars().take(80).collect()
-}
-
-fn bad_id(field: &'static str, id: &str) -> MeshError {
-    MeshError::InvalidNodeId {
-        field,
-        id: clip(id),
-    }
-}
-
-/// The first 12 digits of a node id, for logs and labels.
-fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
+pub use lsa::{LinkInfo, Lsa};
+use lsa::{clip, is_node_id, is_repo_id, short};
 
 // ----- observable state -----
 
@@ -405,6 +317,10 @@ pub struct MeshStats {
     pub own: u64,
     /// Refused by validation.
     pub malformed: u64,
+    /// Refused because the signature is missing or does not verify against
+    /// the origin: forged or altered on the way (see [`sign`]).
+    #[serde(default)]
+    pub forged: u64,
     /// Advertisements from new origins dropped because the database was full.
     pub table_full: u64,
     /// Advertisements removed after `max_age` without a refresh.
@@ -465,6 +381,8 @@ struct Entry {
     /// `max_hops`.
     hops_left: u8,
     received: Instant,
+    /// The origin's signature, passed on unchanged.
+    sig: String,
 }
 
 /// One way to reach a destination: through direct neighbour `first`, at
@@ -701,6 +619,11 @@ pub struct Mesh {
     /// graph changed since.
     cut_off: Option<(String, Vec<String>)>,
     stats: MeshStats,
+    /// Signs our advertisements and makes received ones verified; `None`
+    /// only for routing tests on bare machines ([`Mesh::signed`]).
+    signer: Option<sign::Signer>,
+    /// What our last signature covered, and the signature.
+    own_sig: Option<(Vec<u8>, String)>,
 }
 
 impl Mesh {
@@ -729,7 +652,21 @@ impl Mesh {
             excluded: BTreeMap::new(),
             cut_off: None,
             stats: MeshStats::default(),
+            signer: None,
+            own_sig: None,
         }
+    }
+
+    /// Signs our advertisements with `keypair`, whose public half is our id,
+    /// and refuses received ones that their origin did not sign as they are.
+    /// A node's mesh is always signed; bare machines serve routing tests.
+    pub fn signed(mut self, keypair: &crate::noise::Keypair) -> Self {
+        if data_encoding::HEXLOWER.encode(&keypair.public) != self.me {
+            tracing::warn!(node = %clip(&self.me), "mesh signing key is not this node's id; neighbours will refuse its advertisements");
+        }
+        self.signer = Some(sign::Signer::new(&keypair.private));
+        self.own_sig = None;
+        self
     }
 
     // ----- getters -----
@@ -764,7 +701,9 @@ impl Mesh {
                 .collect(),
             repos: self.repos.clone(),
             hops_left: self.cfg.max_hops,
+            sig: String::new(),
         }
+        .signed_by(self.signer.as_ref(), self.own_sig.as_ref())
     }
 
     /// Every advertisement held, ours first, as they would be flooded onward:
@@ -789,6 +728,7 @@ impl Mesh {
                     .collect(),
                 repos: e.repos.clone(),
                 hops_left: e.hops_left.saturating_sub(1),
+                sig: e.sig.clone(),
             }
         }));
         out
@@ -976,7 +916,9 @@ impl Mesh {
     /// restarted and the mesh remembers our previous life) moves our sequence
     /// past it and brings the next advertisement forward, which replaces it.
     ///
-    /// Every `Err` is a malformed advertisement, already counted.
+    /// Every `Err` is a malformed advertisement, or on a [signed](Self::signed)
+    /// machine one its origin did not sign as it is (checked before it may
+    /// change anything), already counted.
     pub fn handle_lsa(
         &mut self,
         from: &str,
@@ -1001,6 +943,7 @@ impl Mesh {
             self.stats.own += 1;
             let differs = links != self.links || repos != self.repos;
             if lsa.seq > self.seq || (lsa.seq == self.seq && differs) {
+                self.authentic(from, &lsa)?;
                 tracing::debug!(
                     from = %short(from),
                     seq = lsa.seq,
@@ -1013,6 +956,9 @@ impl Mesh {
         }
 
         let hops = lsa.hops_left.min(self.cfg.max_hops);
+        if self.lsdb.get(&lsa.origin).is_none_or(|e| lsa.seq > e.seq) {
+            self.authentic(from, &lsa)?;
+        }
         match self.lsdb.get_mut(&lsa.origin) {
             Some(e) if lsa.seq < e.seq => {
                 self.stats.duplicates += 1;
@@ -1029,7 +975,12 @@ impl Mesh {
                     && links == e.links
                     && repos == e.repos
                 {
+                    // The content is the one verified: its signature goes on.
                     e.hops_left = hops;
+                    let lsa = Lsa {
+                        sig: e.sig.clone(),
+                        ..lsa
+                    };
                     return Ok(self.onward(lsa, hops));
                 }
                 self.stats.duplicates += 1;
@@ -1058,6 +1009,7 @@ impl Mesh {
                 repos,
                 hops_left: hops,
                 received: now,
+                sig: lsa.sig.clone(),
             },
         );
         self.invalidate();
@@ -1390,7 +1342,23 @@ impl Mesh {
         self.last_announce = Some(now);
         self.next_announce = now + self.cfg.announce_interval;
         self.stats.announcements += 1;
-        self.own_lsa()
+        let lsa = self.own_lsa();
+        if self.signer.is_some() {
+            self.own_sig = sign::signed_bytes(&lsa).map(|b| (b, lsa.sig.clone()));
+        }
+        lsa
+    }
+
+    /// Refuses `lsa` unless its origin signed it as it is; a bare machine
+    /// takes everything.
+    fn authentic(&mut self, from: &str, lsa: &Lsa) -> Result<(), MeshError> {
+        if self.signer.is_none() {
+            return Ok(());
+        }
+        sign::verify(lsa).inspect_err(|e| {
+            self.stats.forged += 1;
+            tracing::warn!(from = %short(from), origin = %short(&lsa.origin), seq = lsa.seq, error = %e, "forged or altered mesh advertisement dropped");
+        })
     }
 
     /// `lsa` to pass on with one hop less, if it may go further.

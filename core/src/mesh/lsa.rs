@@ -1,0 +1,116 @@
+//! The link-state advertisement: its fields and the checks a receiver makes
+//! before anything else (see the module documentation of [`crate::mesh`]).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MAX_HOPS_LIMIT, MAX_REPO_ID, MAX_REPOS_PER_LSA, MeshError};
+
+/// One node's announcement of its direct links (a link-state advertisement).
+/// See the module documentation for the layout and the rules.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Lsa {
+    /// The advertising node's id (64 lowercase hex digits).
+    pub origin: String,
+    /// Bumped by the origin for every new advertisement.
+    pub seq: u64,
+    /// The origin's ready connections.
+    pub links: Vec<LinkInfo>,
+    /// Repository ids the origin serves.
+    pub repos: Vec<String>,
+    /// How many more nodes this copy may reach. Not signed: relays lower it.
+    pub hops_left: u8,
+    /// The origin's XEdDSA signature over everything above but `hops_left`,
+    /// in 128 lowercase hex digits (see [`super::sign`]). Empty when absent:
+    /// a mesh that signs refuses such an advertisement.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sig: String,
+}
+
+/// A direct link as its owner measures it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkInfo {
+    /// The node at the other end (64 lowercase hex digits).
+    pub peer: String,
+    /// Smoothed round-trip time, in microseconds.
+    pub rtt_us: u64,
+}
+
+impl Lsa {
+    /// Checks everything a receiver relies on. `max_links` is the receiver's
+    /// [`MeshConfig::max_links_per_node`].
+    pub fn validate(&self, max_links: usize) -> Result<(), MeshError> {
+        if !is_node_id(&self.origin) {
+            return Err(bad_id("origin", &self.origin));
+        }
+        if self.hops_left > MAX_HOPS_LIMIT {
+            return Err(MeshError::HopsOutOfRange {
+                hops: self.hops_left,
+                max: MAX_HOPS_LIMIT,
+            });
+        }
+        if self.links.len() > max_links {
+            return Err(MeshError::TooManyLinks {
+                count: self.links.len(),
+                max: max_links,
+            });
+        }
+        let mut peers = BTreeSet::new();
+        for l in &self.links {
+            if !is_node_id(&l.peer) {
+                return Err(bad_id("links.peer", &l.peer));
+            }
+            if l.peer == self.origin {
+                return Err(MeshError::SelfLink);
+            }
+            if !peers.insert(l.peer.as_str()) {
+                return Err(MeshError::DuplicateLink(l.peer.clone()));
+            }
+        }
+        if self.repos.len() > MAX_REPOS_PER_LSA {
+            return Err(MeshError::TooManyRepos {
+                count: self.repos.len(),
+                max: MAX_REPOS_PER_LSA,
+            });
+        }
+        let mut repos = BTreeSet::new();
+        for r in &self.repos {
+            if !is_repo_id(r) {
+                return Err(MeshError::InvalidRepo(clip(r)));
+            }
+            if !repos.insert(r.as_str()) {
+                return Err(MeshError::DuplicateRepo(r.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Node ids are compared as strings (to recognise our own advertisements and
+/// to look links up), so only the canonical lowercase form is accepted.
+pub(super) fn is_node_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+pub(super) fn is_repo_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_REPO_ID && s.bytes().all(|c| c.is_ascii_graphic())
+}
+
+/// A peer-supplied string cut short for an error message, so a hostile
+/// megabyte-long id does not end up in every log line.
+pub(super) fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn bad_id(field: &'static str, id: &str) -> MeshError {
+    MeshError::InvalidNodeId {
+        field,
+        id: clip(id),
+    }
+}
+
+/// The first 12 digits of a node id, for logs and labels.
+pub(super) fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
