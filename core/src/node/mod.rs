@@ -2259,8 +2259,12 @@ impl Node {
         // A head we already have costs one file read, not a look at every
         // timeline (a peer announcing 1,000 of them would cost a million).
         let ours = store.has(&head) && store.head(&timeline) == Some(head);
-        c.remote_heads.insert(timeline, head);
-        if self.cfg.auto_sync && !ours {
+        c.remote_heads.insert(timeline.clone(), head);
+        if ours {
+            // Both heads agree now: a divergence with this peer is resolved
+            // (what `request_pull` would have found).
+            self.conflicts.remove(&(timeline, peer));
+        } else if self.cfg.auto_sync {
             self.request_pull(now, conn, store, false);
         }
     }
