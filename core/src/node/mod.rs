@@ -30,6 +30,7 @@ mod budget;
 mod conn;
 pub mod limits;
 mod rate;
+pub mod refetch;
 mod relay;
 
 use core::net::SocketAddr;
@@ -85,6 +86,12 @@ pub enum Command {
     /// Join through an invitation ticket: dial its addresses in turn and
     /// redeem the invitation; completes when the inviter has admitted us.
     Join(Box<crate::trust::Ticket>),
+    /// Fetch objects this store lost below its own heads (`ivaldi repair`)
+    /// from one peer or each connected one in turn; moves no head (`refetch.rs`).
+    Refetch {
+        peer: Option<String>,
+        missing: Vec<ObjectId>,
+    },
 }
 
 /// Something the owner should know; the daemon fans these out to subscribers.
@@ -467,6 +474,7 @@ pub struct Node {
     last_timeout_reason: Option<TimeoutReason>,
     initialised: bool,
     restart_pulls: bool,
+    refetch: Option<refetch::Refetch>,
     discovery: Option<Discovery>,
     filter: NetworkFilter,
     /// Merge seals being landed (auto_merge), by batch.
@@ -549,6 +557,7 @@ impl Node {
             last_timeout_reason: None,
             initialised: false,
             restart_pulls: false,
+            refetch: None,
             discovery: None,
             filter: NetworkFilter::default(),
             merges: BTreeMap::new(),
@@ -1402,6 +1411,7 @@ impl Node {
                     self.request_pull(now, c, store, true);
                 }
             }
+            Command::Refetch { peer, missing } => self.start_refetch(now, id, peer, missing, store),
             Command::LocalHeadsChanged => {
                 self.announce_heads(now, store);
                 self.done(id, true, "announced".into());
@@ -1552,7 +1562,9 @@ impl Node {
                 }
                 // Everything the peer offered has landed, under its heads or
                 // tracking names: nothing is left to resume.
-                if self.resume.remove(&peer).is_some_and(|r| !r.is_empty()) {
+                if pull.refetch.is_none()
+                    && self.resume.remove(&peer).is_some_and(|r| !r.is_empty())
+                {
                     self.outputs.push_back(Output::Store(StoreRequest::Resume {
                         peer: peer.clone(),
                         roots: Vec::new(),
@@ -2398,6 +2410,7 @@ impl Node {
                 wants,
                 haves,
                 resume,
+                refetch: Vec::new(),
             }),
         );
     }
@@ -2437,6 +2450,9 @@ impl Node {
         }
         if r.resume.len() > sync::MAX_RESUME_HINTS {
             return self.violation(conn, "sync request lists too many resume roots".into());
+        }
+        if !r.refetch.is_empty() {
+            return self.serve_refetch(now, conn, r, store);
         }
         if self.access_restricted() {
             let peer = c.peer.clone().unwrap_or_default();
@@ -2587,6 +2603,9 @@ impl Node {
                         pull.seals.insert(id, s);
                     }
                 }
+                Ok(_) if pull.refetch.as_ref().is_some_and(|a| !a.contains(&id)) => {
+                    return self.violation(conn, format!("object {id} was not asked for"));
+                }
                 Ok(_) => {}
                 Err(e) => {
                     let reason = format!("bad object {id}: {e}");
@@ -2631,7 +2650,11 @@ impl Node {
         // refers to objects of one whose landing might still fail. No head
         // moves; the last batch lands in `finish_pull`.
         let due = pull.staged_bytes >= CHECKPOINT_BYTES || pull.staged.len() >= CHECKPOINT_OBJECTS;
-        if due && pull.checkpoint.is_none() && pull.received < pull.expected {
+        if due
+            && pull.checkpoint.is_none()
+            && pull.received < pull.expected
+            && pull.refetch.is_none()
+        {
             let landing = pull.batch;
             pull.batch = self.next_sync;
             self.next_sync += 1;
@@ -2739,6 +2762,9 @@ impl Node {
     /// All objects are in (or were already): decide each timeline and ask the store
     /// to land the batch and move heads.
     fn finish_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
+        if self.refetch_round_end(conn, store) {
+            return;
+        }
         let local = store.heads().unwrap_or_default();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -2975,6 +3001,7 @@ impl Node {
 
     fn start_queued_pulls_with(&mut self, now: Instant, store: &dyn Store) {
         self.restart_pulls = false;
+        self.refetch_step(now, store);
         let again: Vec<ConnId> = self
             .conns
             .values()
