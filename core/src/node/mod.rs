@@ -29,6 +29,7 @@ mod admit;
 mod budget;
 mod conn;
 pub mod limits;
+mod lz4;
 mod rate;
 pub mod refetch;
 mod relay;
@@ -58,6 +59,7 @@ use crate::wire::{self, Decoded, Envelope, Message, PROTOCOL_VERSION};
 
 use conn::{Conn, Pull, PullState, Serve};
 pub use conn::{ConnState, Direction};
+use lz4::{compress, decompress};
 
 /// A connection, numbered by the node.
 pub type ConnId = u64;
@@ -3306,35 +3308,6 @@ fn backoff(cfg: &Config, failures: u32, rng: &mut Rng) -> Duration {
         .min(cfg.reconnect_max);
     let jitter_max = (base.as_micros() / 4) as u64;
     base + Duration::from_micros(rng.below(jitter_max.max(1)))
-}
-
-fn compress(data: &[u8]) -> Option<Vec<u8>> {
-    if data.len() < 4096 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() / 2 + 8);
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(&lz4_flex::block::compress(data));
-    (out.len() < data.len() * 9 / 10).then_some(out)
-}
-
-fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
-    if data.len() < 4 {
-        return Err("compressed section too short".into());
-    }
-    let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
-    if len > max {
-        return Err(format!(
-            "compressed section claims {len} bytes, above the limit"
-        ));
-    }
-    let mut out = vec![0u8; len];
-    let n =
-        lz4_flex::block::decompress_into(&data[4..], &mut out).map_err(|e| format!("lz4: {e}"))?;
-    if n != len {
-        return Err("compressed section length mismatch".into());
-    }
-    Ok(out)
 }
 
 /// Lowercase hex.
