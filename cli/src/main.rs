@@ -76,7 +76,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Move damaged packs to .ivaldi/quarantine (keeping their intact objects) and report what is missing.
+    /// Move damaged packs to .ivaldi/quarantine (keeping their intact objects), then fetch the missing objects again from peers through the running daemon.
     Repair {
         #[arg(long)]
         json: bool,
@@ -616,44 +616,115 @@ fn verify(repo: &Repository, json: bool) -> Result<(), Failed> {
 }
 
 fn repair(repo: &mut Repository, json: bool) -> Result<(), Failed> {
-    let r = ivaldi_shell_smol::repo::repair::repair(repo)?;
+    use ivaldi_shell_smol::repo::repair;
+    let mut r = repair::repair(repo)?;
+    let missing: std::collections::BTreeSet<ObjectId> = r
+        .damage
+        .iter()
+        .flat_map(|d| d.missing.iter().copied())
+        .collect();
+    let mut fetched = None;
+    if !missing.is_empty() {
+        if !json {
+            print_repair(&r);
+        }
+        let n = missing.len();
+        let outcome = p2p::refetch(repo.root(), missing.into_iter().collect(), json)?;
+        if let p2p::Refetched::Answered { .. } = outcome {
+            r.damage = repair::recheck(repo)?;
+        }
+        let still: usize = r
+            .damage
+            .iter()
+            .flat_map(|d| d.missing.iter())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        fetched = Some(match outcome {
+            p2p::Refetched::NotRunning => json!({
+                "daemon": false,
+                "asked": n,
+                "message": format!(
+                    "no daemon is running: start the daemon and run repair again \
+                     to fetch the {n} missing objects from peers"
+                ),
+            }),
+            p2p::Refetched::Answered {
+                message, objects, ..
+            } => json!({
+                "daemon": true,
+                "asked": n,
+                "received": objects,
+                "still_missing": still,
+                "message": message,
+            }),
+        });
+    }
     if json {
-        print_json(&serde_json::to_value(&r).unwrap_or_default());
-    } else {
-        for q in &r.quarantined {
-            println!(
-                "Quarantined {} ({}): {} intact objects saved, {} unreadable",
-                q.pack, q.reason, q.salvaged, q.unreadable
-            );
-        }
-        if let Some(p) = &r.salvage_pack {
-            println!("Intact objects from damaged packs are now in {p}");
-        }
-        if r.quarantined.is_empty() {
-            println!("No damaged packs");
-        }
-        for d in &r.damage {
-            println!(
-                "{} ({}) is incomplete: {} objects missing:",
-                d.reference,
-                d.head.short(),
-                d.missing.len()
-            );
-            for m in &d.missing {
-                println!("  {m}");
+        let mut v = serde_json::to_value(&r).unwrap_or_default();
+        v["refetch"] = fetched.unwrap_or(serde_json::Value::Null);
+        print_json(&v);
+    } else if let Some(f) = &fetched {
+        if f["daemon"] == true {
+            println!("Peers: {}", f["message"].as_str().unwrap_or_default());
+            if r.damage.is_empty() {
+                println!(
+                    "Restored all {} missing objects from peers; the repository is complete",
+                    f["asked"]
+                );
+            } else {
+                for d in &r.damage {
+                    println!(
+                        "{} ({}) is still incomplete: {} objects missing",
+                        d.reference,
+                        d.head.short(),
+                        d.missing.len()
+                    );
+                }
+                println!(
+                    "{} objects are still missing; run repair again when a peer that has them is connected",
+                    f["still_missing"]
+                );
             }
-        }
-        if !r.damage.is_empty() {
+        } else {
             println!(
-                "Those objects must come from a copy that has them; \
-                 refetching them from peers is not implemented yet"
+                "No daemon is running: start the daemon and run repair again to fetch the {} missing objects from peers",
+                f["asked"]
             );
         }
+    } else {
+        print_repair(&r);
     }
     if r.damage.is_empty() {
         Ok(())
     } else {
         Err(Failed(1))
+    }
+}
+
+/// What `repair` found, before anything is fetched.
+fn print_repair(r: &ivaldi_shell_smol::repo::repair::RepairReport) {
+    for q in &r.quarantined {
+        println!(
+            "Quarantined {} ({}): {} intact objects saved, {} unreadable",
+            q.pack, q.reason, q.salvaged, q.unreadable
+        );
+    }
+    if let Some(p) = &r.salvage_pack {
+        println!("Intact objects from damaged packs are now in {p}");
+    }
+    if r.quarantined.is_empty() {
+        println!("No damaged packs");
+    }
+    for d in &r.damage {
+        println!(
+            "{} ({}) is incomplete: {} objects missing:",
+            d.reference,
+            d.head.short(),
+            d.missing.len()
+        );
+        for m in &d.missing {
+            println!("  {m}");
+        }
     }
 }
 

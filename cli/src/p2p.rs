@@ -276,6 +276,55 @@ fn reply_data(r: Reply) -> Result<Value, Failed> {
     }
 }
 
+/// What a running daemon made of `repair`'s request to refetch objects.
+pub enum Refetched {
+    /// No daemon runs for this repository.
+    NotRunning,
+    /// The daemon answered: its message, and how many objects it received
+    /// meanwhile.
+    Answered { message: String, objects: u64 },
+}
+
+/// Asks the running daemon to fetch `missing` again from its peers and waits,
+/// showing progress on a terminal.
+pub fn refetch(
+    root: &Path,
+    missing: Vec<ivaldi_core::ObjectId>,
+    json: bool,
+) -> Result<Refetched, Failed> {
+    let paths = P2pPaths::new(root).map_err(fail)?;
+    let tty = std::io::stderr().is_terminal() && !json;
+    let asked = missing.len();
+    let req = Request::Refetch {
+        peer: None,
+        missing,
+    };
+    let mut objects = 0u64;
+    let r = control::request(&paths.socket, &req, None, |l| {
+        if let Line::Progress { progress } = l {
+            objects += progress["objects"].as_u64().unwrap_or(0);
+            if tty {
+                eprint!("\rfetching {asked} missing objects from peers: {objects} received   ");
+            }
+        }
+    });
+    if tty && objects > 0 {
+        eprintln!();
+    }
+    match r {
+        Err(ControlError::NotRunning) => Ok(Refetched::NotRunning),
+        Err(e) => Err(fail(e)),
+        Ok(r) => Ok(Refetched::Answered {
+            message: match (r.data, r.error) {
+                (_, Some(e)) => e,
+                (Some(d), None) => d["message"].as_str().unwrap_or("done").to_owned(),
+                (None, None) => "done".into(),
+            },
+            objects,
+        }),
+    }
+}
+
 /// Tells a running daemon that local heads changed; silent when none runs.
 pub fn notify_local_change(root: &Path) {
     if let Ok(paths) = P2pPaths::new(root) {

@@ -100,6 +100,13 @@ pub struct SyncRequest {
     /// [`crate::sync::MAX_RESUME_HINTS`] ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resume: Vec<ObjectId>,
+    /// Repairing a damaged store: objects of any kind the requester lost
+    /// below its own heads. The sender sends exactly those it holds and the
+    /// requester may read, children first, and nothing else; `wants` and
+    /// `haves` are then empty. Optional like `resume` (a peer that predates
+    /// it sends nothing). At most [`crate::node::refetch::MAX_REFETCH`] ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refetch: Vec<ObjectId>,
 }
 
 /// The answer to a [`SyncRequest`], sent before its objects.

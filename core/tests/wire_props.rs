@@ -104,6 +104,7 @@ impl Arbitrary for ArbMessage {
                 wants: ids(g),
                 haves: ids(g),
                 resume: ids(g),
+                refetch: ids(g),
             }),
             2 => Message::SyncResponse(SyncResponse {
                 sync: u64::arbitrary(g),

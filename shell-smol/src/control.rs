@@ -35,6 +35,13 @@ pub enum Request {
         peer: Option<String>,
     },
     SyncStatus,
+    /// Fetch objects the repository lost (`ivaldi repair`) from one peer or
+    /// each connected one in turn; `sync`-like progress lines, then the reply.
+    Refetch {
+        #[serde(default)]
+        peer: Option<String>,
+        missing: Vec<ivaldi_core::ObjectId>,
+    },
     Conflicts,
     Events {
         #[serde(default)]

@@ -155,10 +155,17 @@ impl DiskWriter {
             StoreRequest::Put { batch, objects } => {
                 let writer = match self.batches.entry(batch) {
                     hashbrown::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    hashbrown::hash_map::Entry::Vacant(v) => match self.repo.store.writer() {
-                        Ok(w) => v.insert(w),
-                        Err(e) => return Some((batch, Err(failed(e)))),
-                    },
+                    hashbrown::hash_map::Entry::Vacant(v) => {
+                        // Forget objects `repair` took out since, so they are
+                        // written again rather than skipped as held.
+                        if let Err(e) = self.repo.store.refresh() {
+                            return Some((batch, Err(failed(e))));
+                        }
+                        match self.repo.store.writer() {
+                            Ok(w) => v.insert(w),
+                            Err(e) => return Some((batch, Err(failed(e)))),
+                        }
+                    }
                 };
                 for (id, bytes) in objects {
                     if self.repo.store.contains(&id) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Conflict, ConnId, PeerStatus};
-use crate::id::{IdMap, ObjectId};
+use crate::id::{IdMap, IdSet, ObjectId};
 use crate::noise::Session;
 use crate::object::Seal;
 use crate::store::HeadUpdate;
@@ -84,6 +84,8 @@ pub(super) struct Pull {
     /// `sync_complete` arrived while a checkpoint was in flight: finish when
     /// it lands.
     pub complete: bool,
+    /// A refetch round (`refetch.rs`): the ids asked; no other object is taken.
+    pub refetch: Option<IdSet>,
 }
 
 impl Pull {
@@ -111,6 +113,7 @@ impl Pull {
             staged_bytes: 0,
             checkpoint: None,
             complete: false,
+            refetch: None,
         }
     }
 }

@@ -29,7 +29,9 @@ mod admit;
 mod budget;
 mod conn;
 pub mod limits;
+mod lz4;
 mod rate;
+pub mod refetch;
 mod relay;
 
 use core::net::SocketAddr;
@@ -57,6 +59,7 @@ use crate::wire::{self, Decoded, Envelope, Message, PROTOCOL_VERSION};
 
 use conn::{Conn, Pull, PullState, Serve};
 pub use conn::{ConnState, Direction};
+use lz4::{compress, decompress};
 
 /// A connection, numbered by the node.
 pub type ConnId = u64;
@@ -85,6 +88,12 @@ pub enum Command {
     /// Join through an invitation ticket: dial its addresses in turn and
     /// redeem the invitation; completes when the inviter has admitted us.
     Join(Box<crate::trust::Ticket>),
+    /// Fetch objects this store lost below its own heads (`ivaldi repair`)
+    /// from one peer or each connected one in turn; moves no head (`refetch.rs`).
+    Refetch {
+        peer: Option<String>,
+        missing: Vec<ObjectId>,
+    },
 }
 
 /// Something the owner should know; the daemon fans these out to subscribers.
@@ -467,6 +476,7 @@ pub struct Node {
     last_timeout_reason: Option<TimeoutReason>,
     initialised: bool,
     restart_pulls: bool,
+    refetch: Option<refetch::Refetch>,
     discovery: Option<Discovery>,
     filter: NetworkFilter,
     /// Merge seals being landed (auto_merge), by batch.
@@ -549,6 +559,7 @@ impl Node {
             last_timeout_reason: None,
             initialised: false,
             restart_pulls: false,
+            refetch: None,
             discovery: None,
             filter: NetworkFilter::default(),
             merges: BTreeMap::new(),
@@ -1402,6 +1413,7 @@ impl Node {
                     self.request_pull(now, c, store, true);
                 }
             }
+            Command::Refetch { peer, missing } => self.start_refetch(now, id, peer, missing, store),
             Command::LocalHeadsChanged => {
                 self.announce_heads(now, store);
                 self.done(id, true, "announced".into());
@@ -1552,7 +1564,9 @@ impl Node {
                 }
                 // Everything the peer offered has landed, under its heads or
                 // tracking names: nothing is left to resume.
-                if self.resume.remove(&peer).is_some_and(|r| !r.is_empty()) {
+                if pull.refetch.is_none()
+                    && self.resume.remove(&peer).is_some_and(|r| !r.is_empty())
+                {
                     self.outputs.push_back(Output::Store(StoreRequest::Resume {
                         peer: peer.clone(),
                         roots: Vec::new(),
@@ -2402,6 +2416,7 @@ impl Node {
                 wants,
                 haves,
                 resume,
+                refetch: Vec::new(),
             }),
         );
     }
@@ -2441,6 +2456,9 @@ impl Node {
         }
         if r.resume.len() > sync::MAX_RESUME_HINTS {
             return self.violation(conn, "sync request lists too many resume roots".into());
+        }
+        if !r.refetch.is_empty() {
+            return self.serve_refetch(now, conn, r, store);
         }
         if self.access_restricted() {
             let peer = c.peer.clone().unwrap_or_default();
@@ -2591,6 +2609,9 @@ impl Node {
                         pull.seals.insert(id, s);
                     }
                 }
+                Ok(_) if pull.refetch.as_ref().is_some_and(|a| !a.contains(&id)) => {
+                    return self.violation(conn, format!("object {id} was not asked for"));
+                }
                 Ok(_) => {}
                 Err(e) => {
                     let reason = format!("bad object {id}: {e}");
@@ -2635,7 +2656,11 @@ impl Node {
         // refers to objects of one whose landing might still fail. No head
         // moves; the last batch lands in `finish_pull`.
         let due = pull.staged_bytes >= CHECKPOINT_BYTES || pull.staged.len() >= CHECKPOINT_OBJECTS;
-        if due && pull.checkpoint.is_none() && pull.received < pull.expected {
+        if due
+            && pull.checkpoint.is_none()
+            && pull.received < pull.expected
+            && pull.refetch.is_none()
+        {
             let landing = pull.batch;
             pull.batch = self.next_sync;
             self.next_sync += 1;
@@ -2743,6 +2768,9 @@ impl Node {
     /// All objects are in (or were already): decide each timeline and ask the store
     /// to land the batch and move heads.
     fn finish_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
+        if self.refetch_round_end(conn, store) {
+            return;
+        }
         let local = store.heads().unwrap_or_default();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -2979,6 +3007,7 @@ impl Node {
 
     fn start_queued_pulls_with(&mut self, now: Instant, store: &dyn Store) {
         self.restart_pulls = false;
+        self.refetch_step(now, store);
         let again: Vec<ConnId> = self
             .conns
             .values()
@@ -3283,35 +3312,6 @@ fn backoff(cfg: &Config, failures: u32, rng: &mut Rng) -> Duration {
         .min(cfg.reconnect_max);
     let jitter_max = (base.as_micros() / 4) as u64;
     base + Duration::from_micros(rng.below(jitter_max.max(1)))
-}
-
-fn compress(data: &[u8]) -> Option<Vec<u8>> {
-    if data.len() < 4096 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(data.len() / 2 + 8);
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    out.extend_from_slice(&lz4_flex::block::compress(data));
-    (out.len() < data.len() * 9 / 10).then_some(out)
-}
-
-fn decompress(data: &[u8], max: usize) -> Result<Vec<u8>, String> {
-    if data.len() < 4 {
-        return Err("compressed section too short".into());
-    }
-    let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
-    if len > max {
-        return Err(format!(
-            "compressed section claims {len} bytes, above the limit"
-        ));
-    }
-    let mut out = vec![0u8; len];
-    let n =
-        lz4_flex::block::decompress_into(&data[4..], &mut out).map_err(|e| format!("lz4: {e}"))?;
-    if n != len {
-        return Err("compressed section length mismatch".into());
-    }
-    Ok(out)
 }
 
 /// Lowercase hex.

@@ -899,6 +899,16 @@ impl Driver {
                 Ok(p) => self.command(now, Command::Sync { peer: p }, reply),
                 Err(e) => send(Reply::err(e)),
             },
+            Request::Refetch { peer, missing } => {
+                // `repair` just took damaged packs out: stop counting their objects.
+                if let Err(e) = self.store.refresh() {
+                    return send(Reply::err(e.to_string()));
+                }
+                match peer.map(|p| self.resolve_peer(&p)).transpose() {
+                    Ok(peer) => self.command(now, Command::Refetch { peer, missing }, reply),
+                    Err(e) => send(Reply::err(e)),
+                }
+            }
             Request::SyncStatus => send(Reply::ok(json!({
                 "peers": self.node.peer_records(),
                 "stats": self.node.stats(),

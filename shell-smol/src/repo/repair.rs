@@ -13,8 +13,10 @@
 //! The salvage pack skips the closure check (see
 //! [`super::Store::commit_salvage`]): a seal whose blob was damaged is kept,
 //! so the only objects missing afterwards are the ones the damage destroyed.
-//! Fetching those again from peers is not done here; the report names them
-//! and the refs that need them (see README, limitations).
+//! The report names them and the refs that need them; the CLI then asks a
+//! running daemon to fetch them again from its peers (`Command::Refetch`,
+//! `core/src/node/refetch.rs`) and reports with [`recheck`] what is still
+//! missing.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -140,6 +142,16 @@ pub fn damage(repo: &Repository, bad: &HashSet<ObjectId>) -> Result<Vec<Damage>>
         }
     }
     Ok(out)
+}
+
+/// The refs still reaching missing or unreadable objects, after other
+/// processes (a daemon refetching them) added packs.
+pub fn recheck(repo: &mut Repository) -> Result<Vec<Damage>> {
+    repo.store.refresh()?;
+    let mut problems = Vec::new();
+    let mut bad = HashSet::new();
+    repo.store.verify_all(&mut problems, &mut bad);
+    damage(repo, &bad)
 }
 
 /// Every pack file in the store's directory, loaded or not.
