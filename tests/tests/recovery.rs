@@ -112,6 +112,8 @@ fn behind<'a>(a: &'a Repo, b: &Repo) -> (Daemon<'a>, String, String) {
     let da = Daemon::start("A", a);
     let dir = b.path().to_str().expect("UTF-8 temp path").to_owned();
     b.ok(&["p2p", "clone", &da.invite(), &dir]);
+    // B dials A when the test says so, not at start as a known peer.
+    b.ok(&["p2p", "remove-peer", &da.addr()]);
     assert_eq!(b.head_of("main").as_deref(), Some(old.as_str()));
     // Above the daemon's 4 MiB checkpoint, so a pull lands in two packs.
     a.write("big.bin", pseudo_random_bytes(11, 5 * MIB + 300_000));
