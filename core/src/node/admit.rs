@@ -270,7 +270,12 @@ impl Node {
             return;
         }
         let addr = self.conns.get(&conn).map_or_else(
-            || j.ticket.addrs[j.next_addr - 1].to_string(),
+            || {
+                j.next_addr
+                    .checked_sub(1)
+                    .and_then(|i| j.ticket.addrs.get(i))
+                    .map_or_else(|| "the inviter".to_owned(), |a| a.to_string())
+            },
             |c| c.addr.to_string(),
         );
         if ok {
