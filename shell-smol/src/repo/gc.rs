@@ -248,7 +248,10 @@ pub fn gc(repo: &mut Repository, dry_run: bool) -> Result<GcReport> {
         pack_bytes_before,
         pack_bytes_after: pack_bytes_before,
     };
-    if dead.is_empty() {
+    // Version-1 packs (raw objects) are rewritten compressed even when
+    // nothing is garbage: that finishes a repository's upgrade to format 2.
+    let upgrade = old_packs.iter().any(|p| pack::is_v1(p));
+    if dead.is_empty() && !upgrade {
         tracing::info!("gc: every object is reachable; nothing to do");
         return Ok(report);
     }

@@ -1025,6 +1025,16 @@ fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether the pack at `path` is a version-1 pack (raw objects), which the
+/// next `gc` rewrites as version 2.
+pub fn is_v1(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut magic, 0))
+        .is_ok()
+        && &magic == MAGIC_V1
+}
+
 /// Writes a version-1 pack (`IVPACK01`, every object raw) holding `objects`
 /// (id, canonical encoding) at `dest`. Version 2 never writes these; tests use
 /// it to build the version-1 repositories an upgrade starts from.
