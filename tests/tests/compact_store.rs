@@ -3,12 +3,16 @@
 //! still reads back byte for byte. A version-1 repository (raw `IVPACK01`
 //! packs) is read, upgraded on open, and compressed by `gc`.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use ivaldi_core::ObjectId;
 use ivaldi_shell_smol::repo::Store;
+use ivaldi_shell_smol::repo::gc::GC_POINTS;
 use ivaldi_shell_smol::repo::pack::write_v1_pack;
-use ivaldi_tests::{Repo, dir_size};
+use ivaldi_tests::{Repo, describe_output, dir_size};
+
+const SIGABRT: i32 = 6;
 
 /// Version `n` of a source-like file: 4000 lines, a few of them edited per version.
 fn version(n: usize) -> String {
@@ -133,4 +137,37 @@ fn a_version_1_repository_is_upgraded_on_open_and_compressed_by_gc() {
     r.ok(&["timeline", "create", "old", "--from", &seals[2]]);
     r.ok(&["timeline", "switch", "old"]);
     assert_eq!(r.read_string("notes.txt"), version(2));
+}
+
+#[test]
+fn the_upgrading_gc_killed_at_every_fault_point_leaves_a_readable_repository() {
+    for &point in GC_POINTS {
+        let r = Repo::forged();
+        let mut seals = Vec::new();
+        for n in 0..3 {
+            r.write("notes.txt", version(n));
+            seals.push(r.seal(&format!("v{n}")));
+        }
+        downgrade_to_v1(&r.dot());
+        r.write("notes.txt", version(3));
+        seals.push(r.seal("v3"));
+        let out = r.run_env(&["gc"], &[("IVALDI_CRASH_AT", point)]);
+        assert_eq!(
+            out.status.signal(),
+            Some(SIGABRT),
+            "{point}: gc did not stop there\n{}",
+            describe_output(&out)
+        );
+        r.ok(&["verify"]);
+        for (n, seal) in seals.iter().enumerate() {
+            let name = format!("at{n}");
+            r.ok(&["timeline", "create", &name, "--from", seal]);
+            r.ok(&["timeline", "switch", &name]);
+            assert_eq!(r.read_string("notes.txt"), version(n), "{point}: seal {n}");
+        }
+        r.ok(&["timeline", "switch", "main"]);
+        r.ok(&["gc"]);
+        assert_eq!(pack_magics(&r), vec![b"IVPACK02".to_vec()], "{point}");
+        r.ok(&["verify"]);
+    }
 }
