@@ -10,7 +10,7 @@ use ivaldi_core::ObjectId;
 use ivaldi_shell_smol::repo::Store;
 use ivaldi_shell_smol::repo::gc::GC_POINTS;
 use ivaldi_shell_smol::repo::pack::write_v1_pack;
-use ivaldi_tests::{Repo, describe_output, dir_size};
+use ivaldi_tests::{Repo, describe_output, dir_size, pseudo_random_bytes};
 
 const SIGABRT: i32 = 6;
 
@@ -170,4 +170,35 @@ fn the_upgrading_gc_killed_at_every_fault_point_leaves_a_readable_repository() {
         assert_eq!(pack_magics(&r), vec![b"IVPACK02".to_vec()], "{point}");
         r.ok(&["verify"]);
     }
+}
+
+#[test]
+fn a_large_random_file_is_stored_raw_and_a_large_text_file_compressed() {
+    let r = Repo::forged();
+    let random = pseudo_random_bytes(11, 8 << 20);
+    r.write("random.bin", &random);
+    r.seal("random");
+    let stored = objects_size(&r);
+    eprintln!("8 MiB random file: objects/ is {stored} bytes");
+    // Raw chunks plus small chunk lists, seal and tree: no zstd framing bloat.
+    assert!(stored < (8 << 20) + (64 << 10), "{stored}");
+    assert!(stored > 8 << 20, "random data cannot shrink: {stored}");
+
+    let text = version(1).repeat(20);
+    r.write("big.txt", &text);
+    let with_text = r.seal("text");
+    let grown = objects_size(&r) - stored;
+    eprintln!(
+        "{} byte text file: objects/ grew by {grown} bytes",
+        text.len()
+    );
+    assert!(grown * 5 < text.len() as u64, "{grown}");
+    r.ok(&["verify"]);
+    r.remove("random.bin");
+    r.remove("big.txt");
+    r.seal("both gone");
+    r.ok(&["timeline", "create", "copy", "--from", &with_text]);
+    r.ok(&["timeline", "switch", "copy"]);
+    assert!(r.read("random.bin") == random, "random file changed");
+    assert!(r.read_string("big.txt") == text, "text file changed");
 }
