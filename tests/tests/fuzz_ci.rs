@@ -27,6 +27,8 @@ const TARGETS: &[&str] = &[
     "ticket",
     "admission",
     "signed_lsa",
+    "pack_reader",
+    "delta_decode",
 ];
 
 /// A `cargo fuzz ...` command in `fuzz/`, cleaned of the outer build's settings

@@ -248,17 +248,20 @@ pub fn gc(repo: &mut Repository, dry_run: bool) -> Result<GcReport> {
         pack_bytes_before,
         pack_bytes_after: pack_bytes_before,
     };
-    if dead.is_empty() {
+    // Version-1 packs (raw objects) are rewritten compressed even when
+    // nothing is garbage: that finishes a repository's upgrade to format 2.
+    let upgrade = old_packs.iter().any(|p| pack::is_v1(p));
+    if dead.is_empty() && !upgrade {
         tracing::info!("gc: every object is reachable; nothing to do");
         return Ok(report);
     }
     if dry_run {
-        // One pack: magic, the live encodings, 45 index bytes each, the trailer.
+        // One pack: magic, the live objects as stored, an index entry each, the trailer.
         report.packs_after = usize::from(!live.is_empty());
         report.pack_bytes_after = if live.is_empty() {
             0
         } else {
-            8 + live_bytes + 45 * live.len() as u64 + 56
+            8 + live_bytes + pack::INDEX_ENTRY as u64 * live.len() as u64 + 56
         };
         return Ok(report);
     }
@@ -274,7 +277,14 @@ pub fn gc(repo: &mut Repository, dry_run: bool) -> Result<GcReport> {
         ids.sort_unstable();
         for id in &ids {
             let raw = repo.store.read_raw(id)?;
-            writer.add_trusted(*id, &raw)?;
+            // A delta stays a delta when its base stays; a base that goes
+            // (unreachable) leaves the object whole.
+            let base = repo
+                .store
+                .delta_base_of(id)
+                .filter(|b| live.contains(b))
+                .and_then(|b| repo.store.offer_base(&b));
+            writer.add_with_base(*id, &raw, base.as_ref())?;
         }
         repo.store.commit(writer)?;
         repo.store.pack_paths().last().cloned()

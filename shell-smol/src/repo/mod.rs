@@ -1,6 +1,7 @@
 //! The on-disk repository: objects, timelines, the checked-out timeline and the
 //! working tree's base seal, all under `.ivaldi/` (layout in `docs/repository.md`).
 
+pub mod codec;
 pub mod error;
 pub mod fault;
 pub mod gc;
@@ -29,7 +30,10 @@ pub use pack::{PackWriter, Store};
 
 /// The name of the repository directory inside a working tree.
 pub const DOT_DIR: &str = ".ivaldi";
-const FORMAT: &str = "ivaldi-repository 1\n";
+/// Version 2: packs may hold compressed objects and deltas (`IVPACK02`).
+const FORMAT: &str = "ivaldi-repository 2\n";
+/// Version 1: raw packs only (`IVPACK01`). Still read; upgraded on open.
+const FORMAT_V1: &str = "ivaldi-repository 1\n";
 /// The timeline a new repository starts on.
 pub const DEFAULT_TIMELINE: &str = "main";
 /// How long a writer waits for another writer before giving up.
@@ -98,6 +102,17 @@ impl Repository {
         let format_path = dir.join("format");
         match fs::read_to_string(&format_path) {
             Ok(f) if f == FORMAT => {}
+            Ok(f) if f == FORMAT_V1 => {
+                // Version-2 readers read version-1 packs as they are, so the
+                // upgrade is one atomic rewrite of `format`; `gc` later rewrites
+                // the old packs compressed.
+                write_atomic(&format_path, FORMAT.as_bytes(), true)?;
+                eprintln!(
+                    "ivaldi: upgraded the repository at {} to format 2 (compressed packs); \
+                     run `ivaldi gc` to compress existing history",
+                    root.display()
+                );
+            }
             Ok(f) => {
                 return Err(RepoError::BadFile {
                     path: format_path,

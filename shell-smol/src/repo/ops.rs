@@ -109,11 +109,25 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
     let timeline = repo.head_timeline()?;
     let head = repo.timeline(&timeline)?;
     let mut writer = repo.store.writer()?;
+    // Each path's previous blob is the natural delta base of its new version.
+    let recorded_base = repo.base()?;
+    let recorded_flat = flat_of(repo, recorded_base.as_ref())?;
+    writer.set_path_bases(
+        recorded_flat
+            .iter()
+            .filter(|(_, (mode, _))| *mode != Mode::Symlink)
+            .map(|(p, (_, id))| (p.clone(), *id))
+            .collect(),
+    );
     let scan = worktree::scan(repo, Some(&mut writer))?;
     let base = reconcile_base(repo, &lock, head.as_ref(), &scan.files)?;
     let fuse = repo.fuse_head()?;
     fault::point("seal.scanned");
-    let base_flat = flat_of(repo, base.as_ref())?;
+    let base_flat = if base == recorded_base {
+        recorded_flat
+    } else {
+        flat_of(repo, base.as_ref())?
+    };
     let changes = worktree::diff(&base_flat, &scan.files);
     if changes.is_empty() && fuse.is_none() && (base.is_some() || scan.files.is_empty()) {
         scan.save_cache(repo)?;

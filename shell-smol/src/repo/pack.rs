@@ -5,11 +5,17 @@
 //! seal's new objects, or a sync's) in one file with its index at the end:
 //!
 //! ```text
-//! "IVPACK01"                        8-byte magic
-//! object encodings, back to back
-//! index: per object, sorted by id:  id (32) · offset u64 · length u32 · kind u8
-//! trailer: count u64 · index offset u64 · BLAKE3 of everything before the trailer (32) · "IVPKEND1"
+//! "IVPACK02"                        8-byte magic
+//! stored objects, back to back      (raw, zstd, or zstd against a base: see codec.rs)
+//! index: per object, sorted by id:  id (32) · offset u64 · stored length u32 · kind u8
+//!                                   · codec u8 · encoding length u32 · base id (32, zero unless a delta)
+//! trailer: count u64 · index offset u64 · BLAKE3 of everything before the trailer (32) · "IVPKEND2"
 //! ```
+//!
+//! Version-1 packs (`IVPACK01` … `IVPKEND1`, 45-byte index entries of id,
+//! offset, length and kind, every object raw) are still read. A delta's chain
+//! of bases is at most [`MAX_CHAIN`] long, and decoded bases are kept in a small
+//! cache, so reading any object decodes a bounded number of frames.
 //!
 //! A pack is written under `tmp/`, fsynced, renamed into `objects/` and the
 //! directory fsynced: it appears whole or not at all, so a crash never leaves a
@@ -27,11 +33,20 @@ use hashbrown::{HashMap, HashSet};
 use ivaldi_core::ObjectId;
 use ivaldi_core::object::{self, ChunkList, Object, ObjectKind, Seal, Tree};
 
+use super::codec::{self, Codec};
 use super::error::{IoContext, RepoError, Result};
 
-const MAGIC: &[u8; 8] = b"IVPACK01";
-const END_MAGIC: &[u8; 8] = b"IVPKEND1";
-const INDEX_ENTRY: usize = 45;
+const MAGIC_V1: &[u8; 8] = b"IVPACK01";
+const END_MAGIC_V1: &[u8; 8] = b"IVPKEND1";
+const INDEX_ENTRY_V1: usize = 45;
+const MAGIC: &[u8; 8] = b"IVPACK02";
+const END_MAGIC: &[u8; 8] = b"IVPKEND2";
+/// Bytes of one version-2 index entry.
+pub const INDEX_ENTRY: usize = 82;
+/// The longest chain of delta bases: a base already this deep is not used.
+pub const MAX_CHAIN: usize = 16;
+/// Bytes of decoded bases the read cache keeps.
+const CACHE_BYTES: usize = 32 << 20;
 const TRAILER: usize = 56;
 /// Largest object a pack accepts. Files above the chunk threshold are chunked, so
 /// only trees and messages could approach this.
@@ -41,8 +56,63 @@ pub const MAX_OBJECT: usize = 64 * 1024 * 1024;
 struct Loc {
     pack: u32,
     offset: u64,
+    /// Stored bytes.
+    len: u32,
+    /// Bytes of the canonical encoding.
+    ulen: u32,
+    kind: ObjectKind,
+    codec: Codec,
+}
+
+/// One index entry, as read from or written to a pack.
+#[derive(Clone, Copy, Debug)]
+struct IndexEntry {
+    id: ObjectId,
+    offset: u64,
     len: u32,
     kind: ObjectKind,
+    codec: Codec,
+    ulen: u32,
+    base: Option<ObjectId>,
+}
+
+/// A delta base the writer may encode against: its canonical encoding and the
+/// length of its own chain.
+pub struct DeltaBase {
+    pub id: ObjectId,
+    pub encoding: Arc<Vec<u8>>,
+    pub depth: usize,
+}
+
+/// Recently decoded delta bases, least recently used first, bounded in bytes.
+#[derive(Debug, Default)]
+struct BaseCache {
+    entries: std::collections::VecDeque<(ObjectId, Arc<Vec<u8>>)>,
+    bytes: usize,
+}
+
+impl BaseCache {
+    fn get(&mut self, id: &ObjectId) -> Option<Arc<Vec<u8>>> {
+        let i = self.entries.iter().position(|(k, _)| k == id)?;
+        let e = self.entries.remove(i)?;
+        let v = e.1.clone();
+        self.entries.push_back(e);
+        Some(v)
+    }
+
+    fn put(&mut self, id: ObjectId, v: Arc<Vec<u8>>) {
+        if v.len() > CACHE_BYTES / 4 {
+            return;
+        }
+        self.bytes += v.len();
+        self.entries.push_back((id, v));
+        while self.bytes > CACHE_BYTES || self.entries.len() > 256 {
+            match self.entries.pop_front() {
+                Some((_, old)) => self.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -60,6 +130,9 @@ pub struct Store {
     packs: Vec<Arc<Pack>>,
     known_packs: HashSet<PathBuf>,
     index: HashMap<ObjectId, Loc>,
+    /// The base of every stored delta.
+    bases: HashMap<ObjectId, ObjectId>,
+    cache: std::sync::Mutex<BaseCache>,
     /// Packs that could not be read whole (a truncated file, a damaged index),
     /// and why. Their readable entries are loaded; the store keeps working for
     /// everything else, and `verify` and `repair` report them.
@@ -75,6 +148,8 @@ impl Store {
             packs: Vec::new(),
             known_packs: HashSet::new(),
             index: HashMap::new(),
+            bases: HashMap::new(),
+            cache: Default::default(),
             damaged: Vec::new(),
         };
         store.refresh()?;
@@ -115,7 +190,11 @@ impl Store {
             self.packs.clear();
             self.known_packs.clear();
             self.index.clear();
+            self.bases.clear();
             self.damaged.clear();
+            if let Ok(mut c) = self.cache.lock() {
+                *c = BaseCache::default();
+            }
         }
         let mut new: Vec<PathBuf> = present
             .into_iter()
@@ -128,7 +207,7 @@ impl Store {
         Ok(())
     }
 
-    /// The stored length of an object's encoding, without reading it.
+    /// The bytes an object takes in its pack (compressed), without reading it.
     pub fn encoded_len(&self, id: &ObjectId) -> Option<u64> {
         self.index.get(id).map(|l| u64::from(l.len))
     }
@@ -175,13 +254,20 @@ impl Store {
             path: path.clone(),
             reason: "too many packs".into(),
         })?;
-        for (id, offset, len, kind) in entries {
-            self.index.entry(id).or_insert(Loc {
-                pack,
-                offset,
-                len,
-                kind,
-            });
+        for e in entries {
+            if let hashbrown::hash_map::Entry::Vacant(v) = self.index.entry(e.id) {
+                v.insert(Loc {
+                    pack,
+                    offset: e.offset,
+                    len: e.len,
+                    ulen: e.ulen,
+                    kind: e.kind,
+                    codec: e.codec,
+                });
+                if let Some(b) = e.base {
+                    self.bases.insert(e.id, b);
+                }
+            }
         }
         self.known_packs.insert(path.clone());
         self.packs.push(Arc::new(Pack { path, file }));
@@ -221,12 +307,96 @@ impl Store {
     /// Reads an object's encoding and checks it against its id, so a flipped bit on
     /// disk is reported instead of checked out.
     pub fn read_raw(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        self.decode_at(id, 0)
+    }
+
+    /// The length of a delta's chain of bases (0 for an object stored whole).
+    pub fn delta_depth(&self, id: &ObjectId) -> usize {
+        let mut depth = 0;
+        let mut cur = *id;
+        while let Some(b) = self.bases.get(&cur) {
+            depth += 1;
+            if depth > MAX_CHAIN {
+                break;
+            }
+            cur = *b;
+        }
+        depth
+    }
+
+    /// The base a stored delta was encoded against.
+    pub fn delta_base_of(&self, id: &ObjectId) -> Option<ObjectId> {
+        self.bases.get(id).copied()
+    }
+
+    /// `id` as a delta base for a new blob, if it is a stored blob whose chain
+    /// leaves room for one more link and whose bytes read back intact.
+    pub fn offer_base(&self, id: &ObjectId) -> Option<DeltaBase> {
+        if self.kind(id) != Some(ObjectKind::Blob) {
+            return None;
+        }
+        let depth = self.delta_depth(id);
+        if depth >= MAX_CHAIN {
+            return None;
+        }
+        let encoding = self.base_encoding(id, 0).ok()?;
+        Some(DeltaBase {
+            id: *id,
+            encoding,
+            depth,
+        })
+    }
+
+    fn base_encoding(&self, id: &ObjectId, depth: usize) -> Result<Arc<Vec<u8>>> {
+        let cached = self.cache.lock().ok().and_then(|mut c| c.get(id));
+        if let Some(v) = cached {
+            return Ok(v);
+        }
+        let v = Arc::new(self.decode_at(id, depth)?);
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(*id, v.clone());
+        }
+        Ok(v)
+    }
+
+    /// Reads and decodes `id`, `depth` links down a delta chain.
+    fn decode_at(&self, id: &ObjectId, depth: usize) -> Result<Vec<u8>> {
         let loc = self.index.get(id).ok_or(RepoError::MissingObject(*id))?;
         let pack = &self.packs[loc.pack as usize];
-        let mut buf = vec![0u8; loc.len as usize];
+        let mut stored = vec![0u8; loc.len as usize];
         pack.file
-            .read_exact_at(&mut buf, loc.offset)
+            .read_exact_at(&mut stored, loc.offset)
             .at(&pack.path)?;
+        let base = match loc.codec {
+            Codec::Delta => {
+                if depth >= MAX_CHAIN {
+                    return Err(
+                        self.corrupt(id, format!("its delta chain is longer than {MAX_CHAIN}"))
+                    );
+                }
+                let b = self
+                    .bases
+                    .get(id)
+                    .ok_or_else(|| self.corrupt(id, "a delta without a base id"))?;
+                match self.base_encoding(b, depth + 1) {
+                    Ok(v) => Some(v),
+                    Err(RepoError::MissingObject(m)) => {
+                        return Err(
+                            self.corrupt(id, format!("its delta base {m} is not in the store"))
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => None,
+        };
+        let buf = codec::decode(
+            loc.codec,
+            &stored,
+            loc.ulen as usize,
+            base.as_deref().map(|v| v.as_slice()),
+        )
+        .map_err(|r| self.corrupt(id, r))?;
         if ObjectId::hash(&buf) != *id {
             return Err(RepoError::CorruptObject {
                 id: *id,
@@ -433,9 +603,12 @@ pub struct PackWriter {
     done: bool,
     offset: u64,
     hasher: blake3::Hasher,
-    entries: Vec<(ObjectId, u64, u32, ObjectKind)>,
+    entries: Vec<IndexEntry>,
     seen: HashSet<ObjectId>,
     needs: Vec<(ObjectId, ObjectId)>,
+    /// For seal: each path's previous blob, offered as the delta base of its
+    /// new version.
+    path_bases: HashMap<String, ObjectId>,
 }
 
 impl PackWriter {
@@ -452,6 +625,7 @@ impl PackWriter {
             entries: Vec::new(),
             seen: HashSet::new(),
             needs: Vec::new(),
+            path_bases: HashMap::new(),
         };
         w.write(MAGIC)?;
         Ok(w)
@@ -477,6 +651,17 @@ impl PackWriter {
     /// every encoder here does). Objects with children are decoded so the closure
     /// check at commit can see them.
     pub fn add_trusted(&mut self, id: ObjectId, encoding: &[u8]) -> Result<()> {
+        self.add_with_base(id, encoding, None)
+    }
+
+    /// Like [`PackWriter::add_trusted`], offering `base` as a delta base; the
+    /// delta is kept only if it pays and the base's chain leaves room.
+    pub fn add_with_base(
+        &mut self,
+        id: ObjectId,
+        encoding: &[u8],
+        base: Option<&DeltaBase>,
+    ) -> Result<()> {
         if self.seen.contains(&id) {
             return Ok(());
         }
@@ -492,11 +677,53 @@ impl PackWriter {
                 self.needs.push((id, child));
             }
         }
+        self.store_entry(id, kind, encoding, base)
+    }
+
+    /// Compresses (or not) and writes one object whose checks are done.
+    fn store_entry(
+        &mut self,
+        id: ObjectId,
+        kind: ObjectKind,
+        encoding: &[u8],
+        base: Option<&DeltaBase>,
+    ) -> Result<()> {
+        let base = base.filter(|b| b.depth < MAX_CHAIN && b.id != id);
+        let (codec, stored) = codec::encode(encoding, base.map(|b| b.encoding.as_slice()));
+        let base_id = match codec {
+            Codec::Delta => base.map(|b| b.id),
+            _ => None,
+        };
+        if let Some(b) = base_id {
+            self.needs.push((id, b));
+        }
         let offset = self.offset;
-        self.write(encoding)?;
-        self.entries.push((id, offset, encoding.len() as u32, kind));
+        let bytes = stored.as_deref().unwrap_or(encoding);
+        self.write(bytes)?;
+        self.entries.push(IndexEntry {
+            id,
+            offset,
+            len: bytes.len() as u32,
+            kind,
+            codec,
+            ulen: encoding.len() as u32,
+            base: base_id,
+        });
         self.seen.insert(id);
         Ok(())
+    }
+
+    /// Records each path's previous blob (from the seal's base tree), offered
+    /// as the delta base when [`PackWriter::add_blob_at`] adds that path.
+    pub fn set_path_bases(&mut self, bases: HashMap<String, ObjectId>) {
+        self.path_bases = bases;
+    }
+
+    /// Adds the blob of file `path`, as a delta against that path's previous
+    /// version when it pays.
+    pub fn add_blob_at(&mut self, path: &str, data: &[u8], store: &Store) -> Result<ObjectId> {
+        let base = self.path_bases.get(path).and_then(|b| store.offer_base(b));
+        self.add_blob_with_base(data, base.as_ref())
     }
 
     /// Adds an object received from elsewhere, verifying it against `id` first:
@@ -508,6 +735,10 @@ impl PackWriter {
 
     /// Adds a blob from file bytes without building its encoding in memory.
     pub fn add_blob(&mut self, data: &[u8]) -> Result<ObjectId> {
+        self.add_blob_with_base(data, None)
+    }
+
+    fn add_blob_with_base(&mut self, data: &[u8], base: Option<&DeltaBase>) -> Result<ObjectId> {
         let id = object::blob_id(data);
         if self.seen.contains(&id) {
             return Ok(id);
@@ -518,12 +749,10 @@ impl PackWriter {
                 data.len()
             )));
         }
-        let offset = self.offset;
-        self.write(&[ObjectKind::Blob as u8])?;
-        self.write(data)?;
-        self.entries
-            .push((id, offset, data.len() as u32 + 1, ObjectKind::Blob));
-        self.seen.insert(id);
+        let mut encoding = Vec::with_capacity(data.len() + 1);
+        encoding.push(ObjectKind::Blob as u8);
+        encoding.extend_from_slice(data);
+        self.store_entry(id, ObjectKind::Blob, &encoding, base)?;
         Ok(id)
     }
 
@@ -543,15 +772,18 @@ impl PackWriter {
     }
 
     fn finish(&mut self) -> Result<(PathBuf, blake3::Hash)> {
-        self.entries.sort_unstable_by_key(|a| a.0);
+        self.entries.sort_unstable_by_key(|a| a.id);
         let index_offset = self.offset;
         let entries = std::mem::take(&mut self.entries);
         let mut buf = Vec::with_capacity(entries.len() * INDEX_ENTRY);
-        for (id, off, len, kind) in &entries {
-            buf.extend_from_slice(id.as_bytes());
-            buf.extend_from_slice(&off.to_be_bytes());
-            buf.extend_from_slice(&len.to_be_bytes());
-            buf.push(*kind as u8);
+        for e in &entries {
+            buf.extend_from_slice(e.id.as_bytes());
+            buf.extend_from_slice(&e.offset.to_be_bytes());
+            buf.extend_from_slice(&e.len.to_be_bytes());
+            buf.push(e.kind as u8);
+            buf.push(e.codec as u8);
+            buf.extend_from_slice(&e.ulen.to_be_bytes());
+            buf.extend_from_slice(e.base.as_ref().map_or(&[0u8; 32], |b| b.as_bytes()));
         }
         self.write(&buf)?;
         let checksum = self.hasher.finalize();
@@ -607,73 +839,106 @@ fn bad(path: &Path, reason: impl Into<String>) -> RepoError {
     }
 }
 
-type IndexEntry = (ObjectId, u64, u32, ObjectKind);
+/// A pack's layout, known from its trailer: the version and where the index is.
+struct Layout {
+    size: u64,
+    count: u64,
+    index_offset: u64,
+    sum: [u8; 32],
+    entry: usize,
+}
 
-fn read_trailer(file: &File, path: &Path) -> Result<(u64, u64, u64, [u8; 32])> {
+fn read_trailer(file: &File, path: &Path) -> Result<Layout> {
     let size = file.metadata().at(path)?.len();
     if size < (MAGIC.len() + TRAILER) as u64 {
         return Err(bad(path, format!("{size} bytes is too short for a pack")));
     }
     let mut t = [0u8; TRAILER];
     file.read_exact_at(&mut t, size - TRAILER as u64).at(path)?;
-    if &t[48..56] != END_MAGIC {
-        return Err(bad(path, "missing end marker (truncated or not a pack)"));
-    }
+    let entry = match &t[48..56] {
+        e if e == END_MAGIC => INDEX_ENTRY,
+        e if e == END_MAGIC_V1 => INDEX_ENTRY_V1,
+        _ => return Err(bad(path, "missing end marker (truncated or not a pack)")),
+    };
     let count = u64::from_be_bytes(t[0..8].try_into().unwrap_or_default());
     let index_offset = u64::from_be_bytes(t[8..16].try_into().unwrap_or_default());
     let mut sum = [0u8; 32];
     sum.copy_from_slice(&t[16..48]);
     let index_end = size - TRAILER as u64;
-    let expect = count.checked_mul(INDEX_ENTRY as u64);
+    let expect = count.checked_mul(entry as u64);
     if index_offset < MAGIC.len() as u64
         || index_offset > index_end
         || expect != Some(index_end - index_offset)
     {
         return Err(bad(path, "index bounds do not match the file size"));
     }
-    Ok((size, count, index_offset, sum))
+    Ok(Layout {
+        size,
+        count,
+        index_offset,
+        sum,
+        entry,
+    })
+}
+
+/// Parses one index entry of either version; `None` if it is invalid.
+fn parse_entry(e: &[u8], index_offset: u64) -> Option<IndexEntry> {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(e.get(0..32)?);
+    let offset = u64::from_be_bytes(e.get(32..40)?.try_into().ok()?);
+    let len = u32::from_be_bytes(e.get(40..44)?.try_into().ok()?);
+    let kind = ObjectKind::from_byte(*e.get(44)?)?;
+    if offset < MAGIC.len() as u64 || offset.saturating_add(u64::from(len)) > index_offset {
+        return None;
+    }
+    let (codec, ulen, base) = if e.len() == INDEX_ENTRY_V1 {
+        (Codec::Raw, len, None)
+    } else {
+        let codec = Codec::from_byte(*e.get(45)?)?;
+        let ulen = u32::from_be_bytes(e.get(46..50)?.try_into().ok()?);
+        let mut b = [0u8; 32];
+        b.copy_from_slice(e.get(50..82)?);
+        let base = (codec == Codec::Delta).then_some(ObjectId(b));
+        let sane = ulen as usize <= MAX_OBJECT
+            && (codec != Codec::Raw || ulen == len)
+            && (codec == Codec::Delta || b == [0u8; 32])
+            && base != Some(ObjectId(id));
+        if !sane {
+            return None;
+        }
+        (codec, ulen, base)
+    };
+    Some(IndexEntry {
+        id: ObjectId(id),
+        offset,
+        len,
+        kind,
+        codec,
+        ulen,
+        base,
+    })
 }
 
 fn read_index(file: &File, path: &Path) -> Result<Vec<IndexEntry>> {
-    let (size, count, index_offset, _) = read_trailer(file, path)?;
-    let index_end = size - TRAILER as u64;
-    let mut buf = vec![0u8; (index_end - index_offset) as usize];
-    file.read_exact_at(&mut buf, index_offset).at(path)?;
-    let mut out = Vec::with_capacity(count as usize);
-    for e in buf.chunks_exact(INDEX_ENTRY) {
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&e[0..32]);
-        let offset = u64::from_be_bytes(e[32..40].try_into().unwrap_or_default());
-        let len = u32::from_be_bytes(e[40..44].try_into().unwrap_or_default());
-        let kind =
-            ObjectKind::from_byte(e[44]).ok_or_else(|| bad(path, "unknown kind in index"))?;
-        if offset < MAGIC.len() as u64 || offset.saturating_add(u64::from(len)) > index_offset {
-            return Err(bad(path, "index entry points outside the object area"));
-        }
-        out.push((ObjectId(id), offset, len, kind));
+    match read_index_lenient(file, path)? {
+        (entries, 0) => Ok(entries),
+        _ => Err(bad(path, "index entry is invalid")),
     }
-    Ok(out)
 }
 
 /// Like [`read_index`], but skips entries that are invalid (a kind byte or an
 /// offset garbled) instead of refusing the pack; returns how many it skipped.
 fn read_index_lenient(file: &File, path: &Path) -> Result<(Vec<IndexEntry>, usize)> {
-    let (size, count, index_offset, _) = read_trailer(file, path)?;
-    let index_end = size - TRAILER as u64;
-    let mut buf = vec![0u8; (index_end - index_offset) as usize];
-    file.read_exact_at(&mut buf, index_offset).at(path)?;
-    let mut out = Vec::with_capacity(count as usize);
+    let l = read_trailer(file, path)?;
+    let index_end = l.size - TRAILER as u64;
+    let mut buf = vec![0u8; (index_end - l.index_offset) as usize];
+    file.read_exact_at(&mut buf, l.index_offset).at(path)?;
+    let mut out = Vec::with_capacity(l.count as usize);
     let mut bad = 0;
-    for e in buf.chunks_exact(INDEX_ENTRY) {
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&e[0..32]);
-        let offset = u64::from_be_bytes(e[32..40].try_into().unwrap_or_default());
-        let len = u32::from_be_bytes(e[40..44].try_into().unwrap_or_default());
-        let in_bounds =
-            offset >= MAGIC.len() as u64 && offset.saturating_add(u64::from(len)) <= index_offset;
-        match ObjectKind::from_byte(e[44]) {
-            Some(kind) if in_bounds => out.push((ObjectId(id), offset, len, kind)),
-            _ => bad += 1,
+    for e in buf.chunks_exact(l.entry) {
+        match parse_entry(e, l.index_offset) {
+            Some(entry) => out.push(entry),
+            None => bad += 1,
         }
     }
     Ok((out, bad))
@@ -689,20 +954,36 @@ pub fn check_pack(path: &Path) -> Result<()> {
 /// Calls `f` with every object of the pack at `path` whose bytes still match
 /// its id, one at a time; returns how many indexed objects did not. A pack
 /// whose trailer is gone (cut short) has no usable index and yields nothing.
+///
+/// A delta's base is read from `store` (which loaded the pack's readable entries).
 pub fn for_each_intact(
     path: &Path,
+    store: &Store,
     mut f: impl FnMut(ObjectId, &[u8]) -> Result<()>,
 ) -> Result<usize> {
     let file = File::open(path).at(path)?;
     let (entries, mut bad) = read_index_lenient(&file, path)?;
     let mut buf = Vec::new();
-    for (id, offset, len, _) in entries {
-        buf.resize(len as usize, 0);
-        if file.read_exact_at(&mut buf, offset).is_err() || ObjectId::hash(&buf) != id {
+    for e in entries {
+        buf.resize(e.len as usize, 0);
+        if file.read_exact_at(&mut buf, e.offset).is_err() {
             bad += 1;
             continue;
         }
-        f(id, &buf)?;
+        let base = match e.base {
+            Some(b) => match store.read_raw(&b) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    bad += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        match codec::decode(e.codec, &buf, e.ulen as usize, base.as_deref()) {
+            Ok(enc) if ObjectId::hash(&enc) == e.id => f(e.id, &enc)?,
+            _ => bad += 1,
+        }
     }
     Ok(bad)
 }
@@ -710,11 +991,18 @@ pub fn for_each_intact(
 /// The ids one pack file holds (from its index).
 pub fn pack_ids(path: &Path) -> Result<Vec<ObjectId>> {
     let file = File::open(path).at(path)?;
-    Ok(read_index(&file, path)?.into_iter().map(|e| e.0).collect())
+    Ok(read_index(&file, path)?.into_iter().map(|e| e.id).collect())
 }
 
 fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
-    let (size, _, _, sum) = read_trailer(file, path)?;
+    let Layout {
+        size, sum, entry, ..
+    } = read_trailer(file, path)?;
+    let magic = if entry == INDEX_ENTRY {
+        MAGIC
+    } else {
+        MAGIC_V1
+    };
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let end = size - TRAILER as u64;
@@ -722,7 +1010,7 @@ fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
     while pos < end {
         let n = ((end - pos) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], pos).at(path)?;
-        if pos == 0 && &buf[..MAGIC.len().min(n)] != MAGIC {
+        if pos == 0 && &buf[..MAGIC.len().min(n)] != magic {
             return Err(bad(path, "bad magic"));
         }
         hasher.update(&buf[..n]);
@@ -736,3 +1024,45 @@ fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether the pack at `path` is a version-1 pack (raw objects), which the
+/// next `gc` rewrites as version 2.
+pub fn is_v1(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut magic, 0))
+        .is_ok()
+        && &magic == MAGIC_V1
+}
+
+/// Writes a version-1 pack (`IVPACK01`, every object raw) holding `objects`
+/// (id, canonical encoding) at `dest`. Version 2 never writes these; tests use
+/// it to build the version-1 repositories an upgrade starts from.
+pub fn write_v1_pack(dest: &Path, objects: &[(ObjectId, Vec<u8>)]) -> Result<()> {
+    let mut out = MAGIC_V1.to_vec();
+    let mut index: Vec<(ObjectId, u64, u32, u8)> = Vec::with_capacity(objects.len());
+    for (id, enc) in objects {
+        let kind = object::kind_of(enc)?;
+        index.push((*id, out.len() as u64, enc.len() as u32, kind as u8));
+        out.extend_from_slice(enc);
+    }
+    index.sort_unstable_by_key(|e| e.0);
+    index.dedup_by_key(|e| e.0);
+    let index_offset = out.len() as u64;
+    for (id, off, len, kind) in &index {
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(&off.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.push(*kind);
+    }
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(&(index.len() as u64).to_be_bytes());
+    out.extend_from_slice(&index_offset.to_be_bytes());
+    out.extend_from_slice(sum.as_bytes());
+    out.extend_from_slice(END_MAGIC_V1);
+    fs::write(dest, out).at(dest)
+}
+
+#[cfg(test)]
+#[path = "pack_tests.rs"]
+mod tests;

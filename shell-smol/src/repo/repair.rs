@@ -212,7 +212,7 @@ pub fn repair(repo: &mut Repository) -> Result<RepairReport> {
         let mut writer = repo.store.writer()?;
         for (path, reason) in &damaged {
             let mut salvaged = 0;
-            let unreadable = match pack::for_each_intact(path, |id, bytes| {
+            let unreadable = match pack::for_each_intact(path, &repo.store, |id, bytes| {
                 if held.contains(&id) || writer.holds(&id) {
                     return Ok(());
                 }

@@ -339,7 +339,7 @@ pub fn scan(repo: &Repository, mut writer: Option<&mut PackWriter>) -> Result<Sc
     let hashed = hash_small_files(&small, keep, store)?;
     for (f, (id, bytes)) in small.iter().zip(hashed) {
         if let (Some(w), Some(bytes)) = (writer.as_deref_mut(), bytes) {
-            w.add_blob(&bytes)?;
+            w.add_blob_at(&f.rel, &bytes, store)?;
         }
         files.insert(f.rel.clone(), (f.stat.mode, id));
         cache
