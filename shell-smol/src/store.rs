@@ -127,7 +127,10 @@ impl Store for DiskStore {
     /// after the reload every head reported is readable.
     fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
         let heads = self.repo.borrow().timelines().map_err(read_failed)?;
-        if heads.values().any(|h| !self.repo.borrow().store.contains(h)) {
+        if heads
+            .values()
+            .any(|h| !self.repo.borrow().store.contains(h))
+        {
             self.reload_on_miss("reading a new head");
         }
         Ok(heads)
