@@ -149,6 +149,7 @@ fn a_burst_of_300_seals_syncs_without_failures_or_disconnects() {
 
     // Let late events arrive before counting.
     std::thread::sleep(Duration::from_millis(500));
+    let mut problems = Vec::new();
     for (name, f, r) in [("A", &fa, &a), ("B", &fb, &b)] {
         let failed = f.of("sync_failed");
         let gone = f.of("peer_disconnected");
@@ -156,15 +157,17 @@ fn a_burst_of_300_seals_syncs_without_failures_or_disconnects() {
         eprintln!(
             "{name}: {} syncs completed, {} failed, {} serves failed, {} disconnects",
             s["syncs_completed"],
-            s["syncs_failed"],
+            failed.len(),
             s["serves_failed"],
             gone.len()
         );
-        assert!(failed.is_empty(), "{name} had failed syncs: {failed:?}");
-        assert!(gone.is_empty(), "{name} lost connections: {gone:?}");
-        assert_eq!(s["syncs_failed"], 0, "{name}: {s}");
-        assert_eq!(s["serves_failed"], 0, "{name}: {s}");
+        if !failed.is_empty() || !gone.is_empty() || s["serves_failed"] != 0 {
+            problems.push(format!(
+                "{name}: failed syncs {failed:?}, disconnects {gone:?}, {s}"
+            ));
+        }
     }
+    assert!(problems.is_empty(), "{problems:#?}");
     assert!(db.peer_ids().contains(&a_id), "B is still connected to A");
     assert!(
         behind <= Duration::from_secs(1),
