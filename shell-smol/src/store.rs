@@ -145,9 +145,12 @@ impl Store for DiskStore {
     }
 
     fn has(&self, id: &ObjectId) -> bool {
+        // Each borrow ends with its statement: a reload borrows mutably.
+        let held = self.repo.borrow().store.contains(id);
+        if held || !self.reload_if_changed("an object was not found") {
+            return held;
+        }
         self.repo.borrow().store.contains(id)
-            || (self.reload_if_changed("an object was not found")
-                && self.repo.borrow().store.contains(id))
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
@@ -411,6 +414,31 @@ impl DiskWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pack_another_process_wrote_is_read_without_an_explicit_refresh() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Repository::forge(tmp.path()).expect("forge");
+        let store = DiskStore::open(tmp.path()).expect("open");
+        // Another process (`ivaldi seal`) writes two packs after the daemon
+        // opened the store.
+        let mut other = Repository::open(tmp.path()).expect("open again");
+        let mut add = |content: &[u8]| {
+            let mut w = other.store.writer().expect("writer");
+            let id = w.add_blob(content).expect("blob");
+            other.store.commit(w).expect("commit");
+            id
+        };
+        let (one, two) = (add(b"one"), add(b"two"));
+        assert_eq!(store.get(&one).map(|b| ObjectId::hash(&b)), Ok(one));
+        let three = add(b"three");
+        assert!(store.has(&three));
+        assert!(store.has(&two));
+        // A miss that stays a miss is still reported as one.
+        let absent = ObjectId::hash(b"never written");
+        assert!(!store.has(&absent));
+        assert_eq!(store.get(&absent), Err(StoreError::Missing(absent)));
+    }
 
     #[test]
     fn a_store_error_a_peer_may_see_names_no_local_path() {
