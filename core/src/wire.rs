@@ -136,6 +136,11 @@ pub struct SyncComplete {
     pub sync: u64,
     pub objects: u64,
     pub bytes: u64,
+    /// Set when the sender could not read an object it had planned to send:
+    /// the sync ends here, incomplete, and the connection stays up. `objects`
+    /// is then how many were sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A timeline's head moved on the sender.

@@ -121,6 +121,7 @@ impl Arbitrary for ArbMessage {
                 sync: u64::arbitrary(g),
                 objects: u64::arbitrary(g),
                 bytes: u64::arbitrary(g),
+                error: opt(g, text),
             }),
             5 => Message::TimelineUpdate(TimelineUpdate {
                 repo: text(g),

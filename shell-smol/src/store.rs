@@ -5,9 +5,17 @@
 //! its own thread, so fsyncing a pack never stalls heartbeats: a batch's objects
 //! stream into a temporary pack as they arrive, and `Land` renames the pack into
 //! place (after the closure check) and then moves heads by compare-and-set.
+//!
+//! Other processes (`ivaldi seal`, an import) add packs too. A seal writes its
+//! pack before it moves the head, so the store reloads its pack list after
+//! reading a head it cannot find, and once more before it answers that an
+//! object is missing: every head it reports, and every object under one, can
+//! be read (`DiskStore::heads`, `DiskStore::get`).
 
+use std::cell::{Ref, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use hashbrown::HashMap;
 use ivaldi_core::store::{RefName, Store, StoreError, StoreRequest, UpdateResult};
@@ -41,8 +49,12 @@ fn read_failed(e: RepoError) -> StoreError {
 
 /// Read access for the core.
 pub struct DiskStore {
-    repo: Repository,
+    /// In a cell: a read that misses reloads the pack list (`&self` reads).
+    repo: RefCell<Repository>,
     id: String,
+    /// The `objects/` directory's modification time at the last reload: a
+    /// negative `has` reloads only when a pack was added or removed since.
+    seen_mtime: RefCell<Option<SystemTime>>,
 }
 
 impl DiskStore {
@@ -50,17 +62,58 @@ impl DiskStore {
     pub fn open(root: &Path) -> Result<Self, RepoError> {
         let repo = Repository::open(root)?;
         let id = repo.info()?.id;
-        Ok(DiskStore { repo, id })
+        let store = DiskStore {
+            repo: RefCell::new(repo),
+            id,
+            seen_mtime: RefCell::new(None),
+        };
+        store.note_mtime();
+        Ok(store)
     }
 
     /// Picks up packs landed since the last look (after a `Land`, or a local seal).
     pub fn refresh(&mut self) -> Result<(), RepoError> {
-        self.repo.store.refresh()
+        self.reload()
     }
 
     /// The repository.
-    pub fn repo(&self) -> &Repository {
-        &self.repo
+    pub fn repo(&self) -> Ref<'_, Repository> {
+        self.repo.borrow()
+    }
+
+    fn objects_mtime(&self) -> Option<SystemTime> {
+        let dir = self.repo.borrow().store.dir().to_owned();
+        std::fs::metadata(dir).and_then(|m| m.modified()).ok()
+    }
+
+    fn note_mtime(&self) {
+        *self.seen_mtime.borrow_mut() = self.objects_mtime();
+    }
+
+    /// Reloads the pack list. The directory time is taken first, so a pack
+    /// renamed in during the listing makes the next check reload again.
+    fn reload(&self) -> Result<(), RepoError> {
+        let mtime = self.objects_mtime();
+        self.repo.borrow_mut().store.refresh()?;
+        *self.seen_mtime.borrow_mut() = mtime;
+        Ok(())
+    }
+
+    /// Reloads after a miss; a failure is logged and the miss stands.
+    fn reload_on_miss(&self, why: &str) {
+        if let Err(e) = self.reload() {
+            tracing::warn!(error = %e, "cannot reload the pack list after {why}");
+        }
+    }
+
+    /// Reloads only when `objects/` changed since the last reload.
+    fn reload_if_changed(&self, why: &str) -> bool {
+        let now = self.objects_mtime();
+        if now.is_some() && now == *self.seen_mtime.borrow() {
+            return false;
+        }
+        self.reload_on_miss(why);
+        true
     }
 }
 
@@ -69,20 +122,47 @@ impl Store for DiskStore {
         &self.id
     }
 
+    /// The heads, read before the pack list is reloaded: a head moved by
+    /// another process names a seal whose pack was renamed in before, so
+    /// after the reload every head reported is readable.
     fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
-        self.repo.timelines().map_err(read_failed)
+        let heads = self.repo.borrow().timelines().map_err(read_failed)?;
+        if heads
+            .values()
+            .any(|h| !self.repo.borrow().store.contains(h))
+        {
+            self.reload_on_miss("reading a new head");
+        }
+        Ok(heads)
     }
 
     fn head(&self, timeline: &TimelineName) -> Option<ObjectId> {
-        self.repo.timeline(timeline).ok().flatten()
+        let head = self.repo.borrow().timeline(timeline).ok().flatten()?;
+        if !self.repo.borrow().store.contains(&head) {
+            self.reload_on_miss("reading a new head");
+        }
+        Some(head)
     }
 
     fn has(&self, id: &ObjectId) -> bool {
-        self.repo.store.contains(id)
+        // Each borrow ends with its statement: a reload borrows mutably.
+        let held = self.repo.borrow().store.contains(id);
+        if held || !self.reload_if_changed("an object was not found") {
+            return held;
+        }
+        self.repo.borrow().store.contains(id)
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>, StoreError> {
-        match self.repo.store.read_raw(id) {
+        let read = || self.repo.borrow().store.read_raw(id);
+        let result = match read() {
+            Err(RepoError::MissingObject(_)) => {
+                self.reload_on_miss("an object was not found");
+                read()
+            }
+            other => other,
+        };
+        match result {
             Ok(b) => Ok(b),
             Err(RepoError::MissingObject(i)) => Err(StoreError::Missing(i)),
             Err(e) => Err(read_failed(e)),
@@ -93,7 +173,7 @@ impl Store for DiskStore {
     /// unreadable or garbled record reads as none (the pull then resends all);
     /// the core checks that each id is still held before naming it.
     fn resume_hints(&self, peer: &str) -> Vec<ObjectId> {
-        let Some(path) = resume_path(&self.repo, peer) else {
+        let Some(path) = resume_path(&self.repo.borrow(), peer) else {
             return Vec::new();
         };
         let Ok(text) = std::fs::read_to_string(path) else {
@@ -334,6 +414,31 @@ impl DiskWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pack_another_process_wrote_is_read_without_an_explicit_refresh() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Repository::forge(tmp.path()).expect("forge");
+        let store = DiskStore::open(tmp.path()).expect("open");
+        // Another process (`ivaldi seal`) writes two packs after the daemon
+        // opened the store.
+        let mut other = Repository::open(tmp.path()).expect("open again");
+        let mut add = |content: &[u8]| {
+            let mut w = other.store.writer().expect("writer");
+            let id = w.add_blob(content).expect("blob");
+            other.store.commit(w).expect("commit");
+            id
+        };
+        let (one, two) = (add(b"one"), add(b"two"));
+        assert_eq!(store.get(&one).map(|b| ObjectId::hash(&b)), Ok(one));
+        let three = add(b"three");
+        assert!(store.has(&three));
+        assert!(store.has(&two));
+        // A miss that stays a miss is still reported as one.
+        let absent = ObjectId::hash(b"never written");
+        assert!(!store.has(&absent));
+        assert_eq!(store.get(&absent), Err(StoreError::Missing(absent)));
+    }
 
     #[test]
     fn a_store_error_a_peer_may_see_names_no_local_path() {

@@ -33,6 +33,7 @@ mod lz4;
 mod rate;
 pub mod refetch;
 mod relay;
+mod serve_errors;
 
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -328,6 +329,8 @@ pub struct Stats {
     pub violations: u64,
     pub syncs_completed: u64,
     pub syncs_failed: u64,
+    /// Serves ended early because the local store could not read an object.
+    pub serves_failed: u64,
     pub objects_in: u64,
     pub objects_out: u64,
     pub conflicts: u64,
@@ -2489,26 +2492,9 @@ impl Node {
                 );
             }
         }
-        for w in &r.wants {
-            let ok =
-                store.get(w).ok().and_then(|b| object::kind_of(&b).ok()) == Some(ObjectKind::Seal);
-            if !ok {
-                return self.send(
-                    now,
-                    conn,
-                    Message::SyncResponse(refuse(format!("no seal {w} here"))),
-                );
-            }
-        }
-        let plan = match sync::plan_send_resuming(store, &r.wants, &r.haves, &r.resume) {
+        let plan = match serve_errors::plan_serve(store, &r) {
             Ok(p) => p,
-            Err(e) => {
-                return self.send(
-                    now,
-                    conn,
-                    Message::SyncResponse(refuse(format!("store: {e}"))),
-                );
-            }
+            Err(reason) => return self.send(now, conn, Message::SyncResponse(refuse(reason))),
         };
         // With the puller's `sync started`/`completed` events (same peer pair,
         // same sync id) this lets one sync be followed across both logs.
@@ -2759,7 +2745,9 @@ impl Node {
         let ok = c.pull.as_ref().is_some_and(|p| {
             p.sync == s.sync && p.state == PullState::Receiving && p.received == p.expected
         });
-        if !ok {
+        if s.error.is_some() && self.pull_ended_by_peer(now, conn, &s) {
+            return;
+        } else if !ok || s.error.is_some() {
             return self.violation(conn, format!("unexpected sync_complete {}", s.sync));
         }
         self.finish_pull(now, conn, store);
@@ -2796,7 +2784,7 @@ impl Node {
         let mut conflicts = Vec::new();
         let mut resolved = Vec::new();
         let mut merges = Vec::new();
-        let mut error = None;
+        let (mut error, mut local_fault) = (None, false);
         let seen = self
             .peers
             .get(&peer)
@@ -2857,6 +2845,7 @@ impl Node {
                     let keys = (key(l, &mut lookup), key(*remote, &mut lookup));
                     let (Ok(tl), Ok(tr)) = keys else {
                         error = Some("reading the diverged heads".into());
+                        local_fault = true;
                         break;
                     };
                     match conflict::decide(ours, theirs, (&l, tl), (remote, tr)) {
@@ -2887,18 +2876,17 @@ impl Node {
                     }
                 }
                 Err(e) => {
-                    error = Some(format!("reading history: {e}"));
+                    (error, local_fault) = (Some(format!("reading history: {e}")), true);
                     break;
                 }
             }
         }
         if let Some(e) = error {
-            let pull = c.pull.take();
-            let snap = c.snapshot();
-            if let Some(pull) = pull {
-                self.end_pull_with(now, &snap, pull, Err(e));
+            self.pull_failed_locally(now, conn, e);
+            if !local_fault {
+                self.close(conn, "sync failed");
             }
-            return self.close(conn, "sync failed");
+            return;
         }
         pull.state = PullState::Landing;
         pull.updates = updates.clone();
@@ -3261,6 +3249,7 @@ impl Node {
                         sync,
                         objects: total,
                         bytes: 0,
+                        error: None,
                     }),
                 };
                 self.next_msg += 1;
@@ -3298,10 +3287,13 @@ impl Node {
             r.objects_out += objects_sent;
             r.bytes_out += bytes_sent;
         }
-        if let Some(f) = failure {
-            self.close(conn, &f);
+        match failure {
+            Some(f) => {
+                self.serve_failed(now, conn, f);
+                self.fill_transmit(now, conn, store)
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
