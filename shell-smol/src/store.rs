@@ -13,6 +13,7 @@ use hashbrown::HashMap;
 use ivaldi_core::store::{RefName, Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::{ObjectId, TimelineName};
 
+use crate::heads_cache::HeadsCache;
 use crate::repo::{PackWriter, RepoError, Repository, heads_log};
 use ivaldi_core::object::ObjectKind;
 
@@ -43,6 +44,9 @@ fn read_failed(e: RepoError) -> StoreError {
 pub struct DiskStore {
     repo: Repository,
     id: String,
+    /// Every head, read once (`heads_cache`): a sync costs what moved, not
+    /// how many timelines exist.
+    heads: HeadsCache,
 }
 
 impl DiskStore {
@@ -50,12 +54,31 @@ impl DiskStore {
     pub fn open(root: &Path) -> Result<Self, RepoError> {
         let repo = Repository::open(root)?;
         let id = repo.info()?.id;
-        Ok(DiskStore { repo, id })
+        Ok(DiskStore {
+            repo,
+            id,
+            heads: HeadsCache::default(),
+        })
     }
 
-    /// Picks up packs landed since the last look (after a `Land`, or a local seal).
+    /// Picks up what another process changed (a local seal, a timeline
+    /// command, `repair`): packs landed since the last look, and every head
+    /// read again.
     pub fn refresh(&mut self) -> Result<(), RepoError> {
+        self.heads.forget();
         self.repo.store.refresh()
+    }
+
+    /// Picks up packs this process's own [`DiskWriter`] landed. The heads it
+    /// moved are already known if it shares this store's cache
+    /// ([`DiskWriter::share_heads`]); otherwise they are read again.
+    pub fn refresh_landed(&mut self) -> Result<(), RepoError> {
+        self.repo.store.refresh()
+    }
+
+    /// The heads cache, for [`DiskWriter::share_heads`].
+    pub fn heads_cache(&self) -> HeadsCache {
+        self.heads.clone()
     }
 
     /// The repository.
@@ -70,11 +93,11 @@ impl Store for DiskStore {
     }
 
     fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
-        self.repo.timelines().map_err(read_failed)
+        self.heads.heads(&self.repo).map_err(read_failed)
     }
 
     fn head(&self, timeline: &TimelineName) -> Option<ObjectId> {
-        self.repo.timeline(timeline).ok().flatten()
+        self.heads.head(&self.repo, timeline).ok().flatten()
     }
 
     fn has(&self, id: &ObjectId) -> bool {
@@ -127,6 +150,8 @@ pub struct DiskWriter {
     /// Packs each unfinished batch has landed as checkpoints (file names), as
     /// recorded for gc in `tmp/pull-<pid>-<batch>.keep`.
     checkpoints: HashMap<u64, Vec<String>>,
+    /// The reading store's heads cache, kept up to date by landings.
+    heads: Option<HeadsCache>,
 }
 
 impl DiskWriter {
@@ -136,7 +161,14 @@ impl DiskWriter {
             repo: Repository::open(root)?,
             batches: HashMap::new(),
             checkpoints: HashMap::new(),
+            heads: None,
         })
+    }
+
+    /// Keeps `cache` (a [`DiskStore`]'s) up to date with the heads this
+    /// writer moves, so the store need not read every head after a landing.
+    pub fn share_heads(&mut self, cache: HeadsCache) {
+        self.heads = Some(cache);
     }
 
     /// The repository root, for messages.
@@ -225,8 +257,13 @@ impl DiskWriter {
         ) else {
             return;
         };
+        // Settling rewrites heads with the values they have: still current.
+        let current = self.heads.as_ref().is_some_and(HeadsCache::is_current);
         if let Err(e) = heads_log::settle(&self.repo, &lock) {
             tracing::warn!(error = %e, "cannot settle logged head updates");
+        }
+        if let Some(c) = &self.heads {
+            c.landed(&self.repo, current, &[]);
         }
     }
 
@@ -326,7 +363,16 @@ impl DiskWriter {
             writes.push((rel, u.new));
             results.push(UpdateResult::Applied);
         }
-        heads_log::land(&self.repo, &lock, &writes).map_err(failed)?;
+        let current = self.heads.as_ref().is_some_and(HeadsCache::is_current);
+        let landed = heads_log::land(&self.repo, &lock, &writes).map_err(failed);
+        if let Some(c) = &self.heads {
+            let moved: Vec<(TimelineName, ObjectId)> = after
+                .into_iter()
+                .filter_map(|(t, h)| Some((t, h?)))
+                .collect();
+            c.landed(&self.repo, current && landed.is_ok(), &moved);
+        }
+        landed?;
         Ok(results)
     }
 }
