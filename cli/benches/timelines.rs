@@ -39,7 +39,13 @@ fn build(n: usize) -> Repo {
     }
     for i in 1..n {
         let from = &seals[seals.len() - 1 - i % 10];
-        a.ok(&["timeline", "create", &format!("branch/{i:04}"), "--from", from]);
+        a.ok(&[
+            "timeline",
+            "create",
+            &format!("branch/{i:04}"),
+            "--from",
+            from,
+        ]);
     }
     a
 }

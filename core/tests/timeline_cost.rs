@@ -83,3 +83,51 @@ fn every_head_is_still_in_the_have_list() {
         assert!(haves.contains(h), "head {h} missing from the haves");
     }
 }
+
+/// Head updates B lands to pull one new seal on `main` from A, both holding
+/// the same `n` timelines and B the tracking names of an earlier run.
+fn updates_for_one_seal(n: usize) -> u64 {
+    use ivaldi_core::config::Config;
+    use ivaldi_core::node::Command;
+    use ivaldi_core::testkit::TestNet;
+    use std::time::Duration;
+
+    let cfg = || Config {
+        heartbeat_interval: Duration::from_secs(5),
+        sync_interval: Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut net = TestNet::new();
+    let source = repo(n).inner;
+    let a = net.add(cfg(), source.clone(), 1);
+    let a_id = net.nodes[a].node.node_id().to_owned();
+    let mut copy = source.clone();
+    for (t, h) in &source.timelines {
+        copy.tracking.insert((a_id.clone(), t.clone()), *h);
+    }
+    let b = net.add(cfg(), copy, 2);
+    net.connect(b, a);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(a, b)
+        && n.connected(b, a)));
+    net.run_for(Duration::from_secs(1));
+    let before = net.nodes[b].head_updates;
+
+    let main = TimelineName::new("main").expect("name");
+    let s = &mut net.nodes[a].store;
+    let head = s.timelines[&main];
+    let files = BTreeMap::from([("f.txt".to_owned(), b"new\n".to_vec())]);
+    let next = seal_files(s, &files, vec![head], 100, "next");
+    s.timelines.insert(main.clone(), next);
+    net.command(a, Command::LocalHeadsChanged);
+    assert!(net.run_until(Duration::from_secs(5), |n| {
+        n.nodes[b].store.timelines.get(&main) == Some(&next)
+    }));
+    net.nodes[b].head_updates - before
+}
+
+#[test]
+fn the_first_pull_after_a_restart_writes_only_what_moved() {
+    // `main` and its tracking name, however many timelines exist.
+    assert_eq!(updates_for_one_seal(10), 2);
+    assert_eq!(updates_for_one_seal(1000), 2);
+}

@@ -127,6 +127,12 @@ impl Store for DiskStore {
             .take(ivaldi_core::sync::MAX_RESUME_HINTS)
             .collect()
     }
+
+    /// `.ivaldi/tracking/<peer>/`: read when the peer connects. Unreadable
+    /// names read as absent (the pull then rewrites them).
+    fn tracking(&self, peer: &str) -> BTreeMap<TimelineName, ObjectId> {
+        self.repo.tracking_of(peer).unwrap_or_default()
+    }
 }
 
 /// Where the resume record for `peer` lives: `.ivaldi/p2p/resume/<node id>`.
