@@ -12,10 +12,13 @@
 //! would be). Each repetition copies it twice (A, the source, and B, a synced
 //! copy), starts both daemons on 127.0.0.1 (discovery off, B with auto-sync
 //! off), makes them trust each other (`ivaldi p2p trust`) and connects B to A
-//! (`ivaldi p2p add-peer`). Then, twice: A seals one change on `main`; once
-//! B's daemon has received A's `timeline_update`, the clock runs around
-//! `ivaldi p2p sync` on B, and B's `main` must name the new seal afterwards.
-//! The first is the first sync after the daemons start, the second a later one.
+//! (`ivaldi p2p add-peer`), and B pulls one new seal (its first sync with A,
+//! which records a tracking name per timeline). Both daemons are then stopped
+//! and started again (`ivaldi p2p stop`), B connects again, and twice: A seals
+//! one change on `main`; once B's daemon has received A's `timeline_update`,
+//! the clock runs around `ivaldi p2p sync` on B, and B's `main` must name the
+//! new seal afterwards. The first is the first sync after the daemons start,
+//! the second a later one.
 //!
 //! Medians of the repetitions (5, or 1 in a quick run) are reported, with the
 //! ratio of 1,000 timelines to 10 (goal: at most 1.2 for both).
@@ -74,6 +77,18 @@ fn one_seal(a: &Repo, b: &Repo, db: &Daemon, step: usize) -> Duration {
     took
 }
 
+/// Connects B's daemon to A's and waits until both list the other.
+fn connect(db: &Daemon, da: &Daemon, b: &Repo) {
+    let (a_id, b_id) = (da.node_id(), db.node_id());
+    b.ok(&["p2p", "add-peer", &da.addr()]);
+    wait_until(
+        Duration::from_secs(30),
+        "the daemons to connect",
+        || da.peer_ids().contains(&b_id) && db.peer_ids().contains(&a_id),
+        String::new,
+    );
+}
+
 /// One repetition: (first sync after start, a later one).
 fn run_once(source: &Repo) -> (Duration, Duration) {
     let a = p2p_repo(source.copy_of());
@@ -82,16 +97,16 @@ fn run_once(source: &Repo) -> (Duration, Duration) {
     configure_loopback(&b, &["--auto-sync", "off"]);
     let da = Daemon::start("A", &a);
     let db = Daemon::start("B", &b);
-    let (a_id, b_id) = (da.node_id(), db.node_id());
-    a.ok(&["p2p", "trust", &b_id]);
-    b.ok(&["p2p", "trust", &a_id]);
-    b.ok(&["p2p", "add-peer", &da.addr()]);
-    wait_until(
-        Duration::from_secs(30),
-        "the daemons to connect",
-        || da.peer_ids().contains(&b_id) && db.peer_ids().contains(&a_id),
-        || String::new(),
-    );
+    a.ok(&["p2p", "trust", &db.node_id()]);
+    b.ok(&["p2p", "trust", &da.node_id()]);
+    connect(&db, &da, &b);
+    // B's first sync ever with A records a tracking name per timeline.
+    one_seal(&a, &b, &db, 0);
+    a.ok(&["p2p", "stop"]);
+    b.ok(&["p2p", "stop"]);
+    da.restart();
+    db.restart();
+    connect(&db, &da, &b);
     let first = one_seal(&a, &b, &db, 1);
     let later = one_seal(&a, &b, &db, 2);
     (first, later)

@@ -121,11 +121,19 @@ impl Repository {
 
     /// Finds the repository containing `start` (or a parent of it).
     pub fn discover(start: &Path) -> Result<Self> {
+        Self::open(&Self::find_root(start)?)
+    }
+
+    /// The root of the repository containing `start` (or a parent of it),
+    /// without opening it: for commands that only talk to the daemon, which
+    /// owns the repository (opening it walks every head's directory for
+    /// leftovers of interrupted writes).
+    pub fn find_root(start: &Path) -> Result<PathBuf> {
         let start = start.canonicalize().at(start)?;
         let mut cur: &Path = &start;
         loop {
             if cur.join(DOT_DIR).join("format").exists() {
-                return Self::open(cur);
+                return Ok(cur.to_owned());
             }
             match cur.parent() {
                 Some(p) => cur = p,
