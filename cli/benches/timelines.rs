@@ -69,7 +69,7 @@ fn one_seal(a: &Repo, b: &Repo, db: &Daemon, step: usize) -> Duration {
         Duration::from_secs(30),
         "B to hear of the new seal",
         || updates(db) > before,
-        || String::new(),
+        String::new,
     );
     let start = Instant::now();
     b.ok(&["p2p", "sync"]);
