@@ -198,9 +198,14 @@ fn run(cli: Cli) -> Result<(), Failed> {
     {
         return p2p::clone_cmd(&here, source, dir.as_deref());
     }
+    let cmd = match cli.cmd {
+        // The daemon owns the repository: find it, do not open it.
+        Cmd::P2p { cmd } => return p2p::run(&Repository::find_root(&here)?, *cmd),
+        cmd => cmd,
+    };
     let mut repo = Repository::discover(&here)?;
-    match cli.cmd {
-        Cmd::Forge { .. } => Ok(()),
+    match cmd {
+        Cmd::Forge { .. } | Cmd::P2p { .. } => Ok(()),
         Cmd::Status { json } => status(&mut repo, json),
         Cmd::Seal { message, author } => {
             seal(&mut repo, &message, author)?;
@@ -247,11 +252,6 @@ fn run(cli: Cli) -> Result<(), Failed> {
                 ),
             }
             Ok(())
-        }
-        Cmd::P2p { cmd } => {
-            let root = repo.root().to_owned();
-            drop(repo);
-            p2p::run(&root, *cmd)
         }
     }
 }

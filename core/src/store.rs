@@ -51,6 +51,14 @@ pub trait Store {
         Vec::new()
     }
 
+    /// The tracking names recorded for `peer` ([`RefName::Tracking`]): the
+    /// heads last seen from it. Read once per peer per run, so a pull need not
+    /// rewrite the ones that did not move. A store that answers nothing only
+    /// costs rewriting them.
+    fn tracking(&self, _peer: &str) -> BTreeMap<TimelineName, ObjectId> {
+        BTreeMap::new()
+    }
+
     /// Reads and decodes a seal.
     fn seal(&self, id: &ObjectId) -> Result<Seal, StoreError> {
         let raw = self.get(id)?;
@@ -241,5 +249,12 @@ impl Store for MemStore {
     }
     fn resume_hints(&self, peer: &str) -> Vec<ObjectId> {
         self.resume.get(peer).cloned().unwrap_or_default()
+    }
+    fn tracking(&self, peer: &str) -> BTreeMap<TimelineName, ObjectId> {
+        self.tracking
+            .iter()
+            .filter(|((p, _), _)| p == peer)
+            .map(|((_, t), h)| (t.clone(), *h))
+            .collect()
     }
 }

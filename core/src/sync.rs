@@ -31,6 +31,11 @@ fn failed(e: impl std::fmt::Display) -> StoreError {
 /// The requester's "have" list: each head and its first-parent ancestors at
 /// exponentially growing distances, plus `extra` ids it holds (such as the heads
 /// last seen from this peer, which the peer is certain to know).
+///
+/// A walk stops at a seal an earlier head's walk already went through: what
+/// lies below was sampled then. So the seals read are about the distinct
+/// first-parent history, not one walk per head (1,000 timelines on one
+/// history cost one walk, not 1,000).
 pub fn haves(
     store: &dyn Store,
     heads: &[ObjectId],
@@ -38,6 +43,7 @@ pub fn haves(
 ) -> Result<Vec<ObjectId>, StoreError> {
     let mut out = Vec::new();
     let mut seen = IdSet::default();
+    let mut walked = IdSet::default();
     for id in extra {
         if store.has(id) && seen.insert(*id) {
             out.push(*id);
@@ -50,6 +56,13 @@ pub fn haves(
         let mut samples = 0;
         while let Some(id) = cur {
             if !store.has(&id) || samples >= HAVES_PER_HEAD {
+                break;
+            }
+            if !walked.insert(id) {
+                // The head itself is listed; below it was walked before.
+                if dist == 0 && seen.insert(id) {
+                    out.push(id);
+                }
                 break;
             }
             if dist == next_sample {

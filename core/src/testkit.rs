@@ -30,6 +30,8 @@ pub struct TestNode {
     /// Most bytes one `poll_transmit` call handed over: what the node held ready
     /// for one connection at that moment.
     pub peak_transmit: usize,
+    /// Head updates (timelines, tracking and kept names) the node landed.
+    pub head_updates: u64,
 }
 
 struct Link {
@@ -164,6 +166,7 @@ impl TestNet {
             peak_queued: 0,
             dials: 0,
             peak_transmit: 0,
+            head_updates: 0,
         });
         i
     }
@@ -415,11 +418,12 @@ impl TestNet {
             let (due, i, _) = &self.pending_store[k];
             if *due <= now && !self.frozen.contains(i) {
                 let (_, i, req) = self.pending_store.remove(k);
-                let batch = match &req {
-                    StoreRequest::Land { batch, .. } => Some(*batch),
-                    _ => None,
+                let (batch, updates) = match &req {
+                    StoreRequest::Land { batch, updates } => (Some(*batch), updates.len()),
+                    _ => (None, 0),
                 };
                 let n = &mut self.nodes[i];
+                n.head_updates += updates as u64;
                 let result = n.store.apply(req);
                 if let Some(b) = batch {
                     n.node.handle_store_done(now, b, result, &n.store);

@@ -6,6 +6,7 @@
 pub mod clone_dir;
 pub mod control;
 pub mod daemon;
+pub mod heads_cache;
 pub mod oneshot;
 pub mod repo;
 pub mod store;

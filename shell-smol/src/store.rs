@@ -21,6 +21,7 @@ use hashbrown::HashMap;
 use ivaldi_core::store::{RefName, Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::{ObjectId, TimelineName};
 
+use crate::heads_cache::HeadsCache;
 use crate::repo::{PackWriter, RepoError, Repository, heads_log};
 use ivaldi_core::object::ObjectKind;
 
@@ -55,6 +56,9 @@ pub struct DiskStore {
     /// The `objects/` directory's modification time at the last reload: a
     /// negative `has` reloads only when a pack was added or removed since.
     seen_mtime: RefCell<Option<SystemTime>>,
+    /// Every head, read once (`heads_cache`): a sync costs what moved, not
+    /// how many timelines exist.
+    heads: HeadsCache,
 }
 
 impl DiskStore {
@@ -66,14 +70,30 @@ impl DiskStore {
             repo: RefCell::new(repo),
             id,
             seen_mtime: RefCell::new(None),
+            heads: HeadsCache::default(),
         };
         store.note_mtime();
         Ok(store)
     }
 
-    /// Picks up packs landed since the last look (after a `Land`, or a local seal).
+    /// Picks up what another process changed (a local seal, a timeline
+    /// command, `repair`): packs landed since the last look, and every head
+    /// read again.
     pub fn refresh(&mut self) -> Result<(), RepoError> {
+        self.heads.forget();
         self.reload()
+    }
+
+    /// Picks up packs this process's own [`DiskWriter`] landed. The heads it
+    /// moved are already known if it shares this store's cache
+    /// ([`DiskWriter::share_heads`]); otherwise they are read again.
+    pub fn refresh_landed(&mut self) -> Result<(), RepoError> {
+        self.reload()
+    }
+
+    /// The heads cache, for [`DiskWriter::share_heads`].
+    pub fn heads_cache(&self) -> HeadsCache {
+        self.heads.clone()
     }
 
     /// The repository.
@@ -126,7 +146,7 @@ impl Store for DiskStore {
     /// another process names a seal whose pack was renamed in before, so
     /// after the reload every head reported is readable.
     fn heads(&self) -> Result<BTreeMap<TimelineName, ObjectId>, StoreError> {
-        let heads = self.repo.borrow().timelines().map_err(read_failed)?;
+        let heads = self.heads.heads(&self.repo.borrow()).map_err(read_failed)?;
         if heads
             .values()
             .any(|h| !self.repo.borrow().store.contains(h))
@@ -137,7 +157,11 @@ impl Store for DiskStore {
     }
 
     fn head(&self, timeline: &TimelineName) -> Option<ObjectId> {
-        let head = self.repo.borrow().timeline(timeline).ok().flatten()?;
+        let head = self
+            .heads
+            .head(&self.repo.borrow(), timeline)
+            .ok()
+            .flatten()?;
         if !self.repo.borrow().store.contains(&head) {
             self.reload_on_miss("reading a new head");
         }
@@ -184,6 +208,12 @@ impl Store for DiskStore {
             .take(ivaldi_core::sync::MAX_RESUME_HINTS)
             .collect()
     }
+
+    /// `.ivaldi/tracking/<peer>/`: read when the peer connects. Unreadable
+    /// names read as absent (the pull then rewrites them).
+    fn tracking(&self, peer: &str) -> BTreeMap<TimelineName, ObjectId> {
+        self.repo.borrow().tracking_of(peer).unwrap_or_default()
+    }
 }
 
 /// Where the resume record for `peer` lives: `.ivaldi/p2p/resume/<node id>`.
@@ -207,6 +237,8 @@ pub struct DiskWriter {
     /// Packs each unfinished batch has landed as checkpoints (file names), as
     /// recorded for gc in `tmp/pull-<pid>-<batch>.keep`.
     checkpoints: HashMap<u64, Vec<String>>,
+    /// The reading store's heads cache, kept up to date by landings.
+    heads: Option<HeadsCache>,
 }
 
 impl DiskWriter {
@@ -216,7 +248,14 @@ impl DiskWriter {
             repo: Repository::open(root)?,
             batches: HashMap::new(),
             checkpoints: HashMap::new(),
+            heads: None,
         })
+    }
+
+    /// Keeps `cache` (a [`DiskStore`]'s) up to date with the heads this
+    /// writer moves, so the store need not read every head after a landing.
+    pub fn share_heads(&mut self, cache: HeadsCache) {
+        self.heads = Some(cache);
     }
 
     /// The repository root, for messages.
@@ -305,8 +344,13 @@ impl DiskWriter {
         ) else {
             return;
         };
+        // Settling rewrites heads with the values they have: still current.
+        let current = self.heads.as_ref().is_some_and(HeadsCache::is_current);
         if let Err(e) = heads_log::settle(&self.repo, &lock) {
             tracing::warn!(error = %e, "cannot settle logged head updates");
+        }
+        if let Some(c) = &self.heads {
+            c.landed(&self.repo, current, &[]);
         }
     }
 
@@ -406,7 +450,16 @@ impl DiskWriter {
             writes.push((rel, u.new));
             results.push(UpdateResult::Applied);
         }
-        heads_log::land(&self.repo, &lock, &writes).map_err(failed)?;
+        let current = self.heads.as_ref().is_some_and(HeadsCache::is_current);
+        let landed = heads_log::land(&self.repo, &lock, &writes).map_err(failed);
+        if let Some(c) = &self.heads {
+            let moved: Vec<(TimelineName, ObjectId)> = after
+                .into_iter()
+                .filter_map(|(t, h)| Some((t, h?)))
+                .collect();
+            c.landed(&self.repo, current && landed.is_ok(), &moved);
+        }
+        landed?;
         Ok(results)
     }
 }

@@ -34,6 +34,7 @@ mod rate;
 pub mod refetch;
 mod relay;
 mod serve_errors;
+mod tracked;
 
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -370,6 +371,9 @@ pub struct PeerRecord {
     pub last_error: Option<String>,
     /// Timelines this peer created here since the node started ([`limits`]).
     pub timelines_created: u64,
+    /// Its tracking names here, once read from the store ([`tracked`]).
+    #[serde(skip)]
+    pub tracked: Option<BTreeMap<TimelineName, ObjectId>>,
 }
 
 /// A recorded divergence.
@@ -1533,9 +1537,7 @@ impl Node {
                             self.conflicts.remove(&(t.clone(), peer.clone()));
                         }
                         (RefName::Tracking { timeline, .. }, UpdateResult::Applied) => {
-                            if let Some(rec) = self.peers.get_mut(&peer) {
-                                rec.heads_seen.insert(timeline.clone(), u.new);
-                            }
+                            self.tracking_landed(&peer, timeline, u.new)
                         }
                         (RefName::Kept { .. }, UpdateResult::Applied) => {}
                         (_, UpdateResult::Moved(_)) => retry = true,
@@ -2221,6 +2223,7 @@ impl Node {
             self.send_database(now, conn);
             self.send_peer_list(now, conn);
         }
+        self.load_tracked(&peer, store);
         let record = self.peers.entry(peer.clone()).or_default();
         record.last_seen = Some(now);
         for d in self.dialers.values_mut() {
@@ -2370,18 +2373,7 @@ impl Node {
             // Everything is here already: only the heads need deciding.
             return self.finish_pull(now, conn, store);
         }
-        let local: Vec<ObjectId> = store
-            .heads()
-            .unwrap_or_default()
-            .values()
-            .copied()
-            .collect();
-        let seen: Vec<ObjectId> = self
-            .peers
-            .get(&peer)
-            .map(|r| r.heads_seen.values().copied().collect())
-            .unwrap_or_default();
-        let haves = match sync::haves(store, &local, &seen) {
+        let haves = match self.pull_haves(&peer, store) {
             Ok(h) => h,
             Err(e) => {
                 let c = self.conns.get_mut(&conn);
@@ -2760,10 +2752,13 @@ impl Node {
             return;
         }
         let local = store.heads().unwrap_or_default();
+        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+            return;
+        };
+        let seen = self.tracked(&peer, store);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let peer = c.peer.clone().unwrap_or_default();
         let Some(pull) = c.pull.as_mut() else { return };
         pull.last_progress = now;
         if pull.checkpoint.is_some() {
@@ -2785,11 +2780,6 @@ impl Node {
         let mut resolved = Vec::new();
         let mut merges = Vec::new();
         let (mut error, mut local_fault) = (None, false);
-        let seen = self
-            .peers
-            .get(&peer)
-            .map(|r| r.heads_seen.clone())
-            .unwrap_or_default();
         for (timeline, remote) in &pull.targets {
             if !store.has(remote) && !seals.contains_key(remote) {
                 error = Some(format!("peer did not send seal {remote} of {timeline}"));

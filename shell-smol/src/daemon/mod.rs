@@ -215,7 +215,8 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
     let keypair = setup::load_or_create_identity(&paths)?;
     let seed = setup::random32()?;
     let store = DiskStore::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
-    let writer = DiskWriter::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
+    let mut writer = DiskWriter::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
+    writer.share_heads(store.heads_cache());
     smol::block_on(async move {
         let bind: IpAddr = cfg
             .bind_addr
@@ -556,7 +557,7 @@ impl Driver {
             Input::Datagram(from, data) => self.on_datagram(now, from, &data),
             Input::Control(req, reply) => self.on_control(now, req, reply),
             Input::StoreDone(batch, result) => {
-                if let Err(e) = self.store.refresh() {
+                if let Err(e) = self.store.refresh_landed() {
                     tracing::error!(error = %e, "cannot reload the object store after a landing");
                 }
                 self.node.handle_store_done(now, batch, result, &self.store);

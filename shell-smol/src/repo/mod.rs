@@ -136,11 +136,19 @@ impl Repository {
 
     /// Finds the repository containing `start` (or a parent of it).
     pub fn discover(start: &Path) -> Result<Self> {
+        Self::open(&Self::find_root(start)?)
+    }
+
+    /// The root of the repository containing `start` (or a parent of it),
+    /// without opening it: for commands that only talk to the daemon, which
+    /// owns the repository (opening it walks every head's directory for
+    /// leftovers of interrupted writes).
+    pub fn find_root(start: &Path) -> Result<PathBuf> {
         let start = start.canonicalize().at(start)?;
         let mut cur: &Path = &start;
         loop {
             if cur.join(DOT_DIR).join("format").exists() {
-                return Self::open(cur);
+                return Ok(cur.to_owned());
             }
             match cur.parent() {
                 Some(p) => cur = p,
@@ -433,10 +441,14 @@ impl Repository {
     }
 
     pub(crate) fn tracking_path(&self, peer: &str, name: &TimelineName) -> Result<PathBuf> {
+        Ok(self.tracking_dir(peer)?.join(name.as_str()))
+    }
+
+    fn tracking_dir(&self, peer: &str) -> Result<PathBuf> {
         if peer.len() != 64 || !id::is_hex(peer) {
             return Err(RepoError::Refused(format!("{peer:?} is not a node id")));
         }
-        Ok(self.dir.join("tracking").join(peer).join(name.as_str()))
+        Ok(self.dir.join("tracking").join(peer))
     }
 
     /// Records the head a peer last offered for a timeline. Tracking names keep
@@ -457,6 +469,36 @@ impl Repository {
             fs::create_dir_all(parent).at(parent)?;
         }
         self.write_id_file(&path, Some(id))
+    }
+
+    /// The tracking names of one peer: timeline → head.
+    pub fn tracking_of(&self, peer: &str) -> Result<BTreeMap<TimelineName, ObjectId>> {
+        let root = self.tracking_dir(peer)?;
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&dir),
+            };
+            for entry in entries {
+                let entry = entry.at(&dir)?;
+                let path = entry.path();
+                if entry.file_type().at(&path)?.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(&root).ok().and_then(|r| r.to_str());
+                let Some(name) = rel.and_then(|r| TimelineName::new(r).ok()) else {
+                    continue;
+                };
+                if let Some(id) = self.read_id_file(&path)? {
+                    out.insert(name, id);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Every tracking name: (peer, timeline) → head.

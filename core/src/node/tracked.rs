@@ -1,0 +1,69 @@
+//! Which tracking names a peer already has here, so a pull writes only those
+//! that moved.
+//!
+//! A pull records the head each of the peer's timelines had (a tracking name,
+//! `RefName::Tracking`) unless it is recorded already. What this node wrote
+//! since it started is in the peer's `heads_seen`, but that starts empty: the
+//! first pull after a restart used to rewrite every tracking name, one file
+//! per timeline (1,000 writes for a repository with 1,000 timelines, for one
+//! new seal). So the names the store holds for the peer are read once, when
+//! the peer connects ([`Store::tracking`]), and kept up to date with every
+//! tracking update that lands.
+
+use std::collections::BTreeMap;
+
+use super::Node;
+use crate::id::ObjectId;
+use crate::store::{Store, StoreError};
+use crate::sync;
+use crate::timeline::TimelineName;
+
+impl Node {
+    /// Reads the tracking names the store holds for `peer`, once per run.
+    pub(super) fn load_tracked(&mut self, peer: &str, store: &dyn Store) {
+        let rec = self.peers.entry(peer.to_owned()).or_default();
+        if rec.tracked.is_none() {
+            rec.tracked = Some(store.tracking(peer));
+        }
+    }
+
+    /// The tracking names recorded for `peer`: what the store held when it
+    /// connected, with what this node wrote since on top.
+    pub(super) fn tracked(
+        &mut self,
+        peer: &str,
+        store: &dyn Store,
+    ) -> BTreeMap<TimelineName, ObjectId> {
+        self.load_tracked(peer, store);
+        let rec = &self.peers[peer];
+        let mut out = rec.tracked.clone().unwrap_or_default();
+        out.extend(rec.heads_seen.iter().map(|(t, h)| (t.clone(), *h)));
+        out
+    }
+
+    /// A tracking update for `peer` landed.
+    pub(super) fn tracking_landed(&mut self, peer: &str, timeline: &TimelineName, head: ObjectId) {
+        if let Some(rec) = self.peers.get_mut(peer) {
+            rec.heads_seen.insert(timeline.clone(), head);
+            if let Some(t) = rec.tracked.as_mut() {
+                t.insert(timeline.clone(), head);
+            }
+        }
+    }
+
+    /// The "have" list of a pull from `peer` ([`sync::haves`]): this node's
+    /// heads and the heads last seen from the peer.
+    pub(super) fn pull_haves(
+        &self,
+        peer: &str,
+        store: &dyn Store,
+    ) -> Result<Vec<ObjectId>, StoreError> {
+        let local: Vec<ObjectId> = store.heads().unwrap_or_default().into_values().collect();
+        let seen: Vec<ObjectId> = self
+            .peers
+            .get(peer)
+            .map(|r| r.heads_seen.values().copied().collect())
+            .unwrap_or_default();
+        sync::haves(store, &local, &seen)
+    }
+}
