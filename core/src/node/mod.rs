@@ -2502,18 +2502,24 @@ impl Node {
             objects = plan.len(),
             "serving sync request"
         );
+        self.accept_serve(now, conn, r.sync, plan);
+    }
+
+    /// Accepts a sync request: the response announces `plan`'s size, and the
+    /// objects go out as the socket drains (`fill_transmit`).
+    fn accept_serve(&mut self, now: Instant, conn: ConnId, sync: u64, plan: Vec<ObjectId>) {
         self.send(
             now,
             conn,
             Message::SyncResponse(wire::SyncResponse {
-                sync: r.sync,
+                sync,
                 error: None,
                 objects: plan.len() as u64,
                 bytes: 0,
             }),
         );
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.serving.push_back(Serve::new(r.sync, plan));
+            c.serving.push_back(Serve::new(sync, plan));
         }
     }
 

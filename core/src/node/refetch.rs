@@ -420,19 +420,7 @@ impl Node {
             objects = plan.len(),
             "serving a refetch"
         );
-        self.send(
-            now,
-            conn,
-            Message::SyncResponse(wire::SyncResponse {
-                sync: r.sync,
-                error: None,
-                objects: plan.len() as u64,
-                bytes: 0,
-            }),
-        );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.serving.push_back(super::Serve::new(r.sync, plan));
-        }
+        self.accept_serve(now, conn, r.sync, plan);
     }
 
     fn refetch_done(&mut self, r: Refetch) {
