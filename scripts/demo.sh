@@ -45,7 +45,8 @@ step "$ivaldi" -C A seal -m "First seal in A"
 configure A
 step "$ivaldi" -C A p2p start
 printf '\n\033[1m$ %s\033[0m\n' "$ivaldi -C A p2p invite --uses 2"
-ticket=$("$ivaldi" -C A p2p invite --uses 2 | head -1)
+out=$("$ivaldi" -C A p2p invite --uses 2)
+ticket=${out%%$'\n'*}   # the ticket is the first line
 echo "$ticket"
 step "$ivaldi" p2p clone "$ticket" B
 step "$ivaldi" p2p clone "$ticket" C
@@ -53,7 +54,8 @@ configure B && configure C
 step "$ivaldi" -C B p2p start
 step "$ivaldi" -C C p2p start
 printf '\n\033[1m$ %s\033[0m\n' "$ivaldi -C C p2p invite"
-ticket=$("$ivaldi" -C C p2p invite | head -1)
+out=$("$ivaldi" -C C p2p invite)
+ticket=${out%%$'\n'*}
 echo "$ticket"
 step "$ivaldi" -C B p2p join "$ticket"
 
