@@ -408,7 +408,6 @@ pub struct Trust {
     /// ticket was spent rather than unknown (bounded).
     spent: std::collections::VecDeque<String>,
     pending: BTreeMap<String, Pending>,
-    refused: u64,
 }
 
 impl Trust {
@@ -483,12 +482,6 @@ impl Trust {
             .collect();
     }
 
-    /// Whether an unknown key might still prove an invitation, so its
-    /// connection is held open for a `redeem` instead of refused at once.
-    pub fn has_open_invites(&self, now: Instant) -> bool {
-        self.invites.values().any(|i| i.uses > 0 && now < i.expires)
-    }
-
     /// Checks a `redeem` and, if it holds, admits `joiner` with the
     /// invitation's access and spends one use.
     pub fn redeem(
@@ -540,7 +533,6 @@ impl Trust {
 
     /// Records a refused key (bounded: the least recently seen is forgotten).
     pub fn record_refusal(&mut self, now: Instant, id: &str, addr: SocketAddr) {
-        self.refused += 1;
         let id = id.to_ascii_lowercase();
         if let Some(p) = self.pending.get_mut(&id) {
             p.last = now;
@@ -574,11 +566,6 @@ impl Trust {
         let mut v: Vec<Pending> = self.pending.values().cloned().collect();
         v.sort_by(|a, b| b.last.cmp(&a.last).then_with(|| a.id.cmp(&b.id)));
         v
-    }
-
-    /// How many connections were refused for want of trust.
-    pub fn refused(&self) -> u64 {
-        self.refused
     }
 }
 
@@ -700,7 +687,6 @@ mod tests {
         let good = *proof(&secret, &hh, &joiner, &inviter).as_bytes();
         let other_session = *proof(&secret, &[4u8; 32], &joiner, &inviter).as_bytes();
         let now = Instant::from_micros(10);
-        assert!(t.has_open_invites(now));
         assert_eq!(
             t.redeem(now, &inv, &other_session, &hh, &joiner, &inviter),
             Err(RedeemError::BadProof(inv.clone()))
@@ -712,7 +698,6 @@ mod tests {
             t.redeem(now, &inv, &good, &hh, &joiner, &inviter),
             Err(RedeemError::Spent(_))
         ));
-        assert!(!t.has_open_invites(now));
     }
 
     #[test]
@@ -726,7 +711,6 @@ mod tests {
             uses: 3,
         }]);
         let late = Instant::from_micros(100);
-        assert!(!t.has_open_invites(late));
         let p = *proof(&secret, &[0; 32], &[1; 32], &[2; 32]).as_bytes();
         assert!(matches!(
             t.redeem(late, &invite_id(&secret), &p, &[0; 32], &[1; 32], &[2; 32]),
@@ -746,7 +730,6 @@ mod tests {
         assert_eq!(p.len(), MAX_PENDING);
         assert_eq!(p[0].id, format!("{:064x}", 70));
         assert_eq!(p[0].attempts, 2);
-        assert_eq!(t.refused(), MAX_PENDING as u64 + 11);
         t.configure(
             OpenMode::Off,
             &[TrustedPeer::write(&format!("{:064x}", 70))],

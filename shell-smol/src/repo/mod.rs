@@ -515,26 +515,13 @@ impl Repository {
             let Some(peer_name) = peer.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            let root = peer.path();
-            let mut stack = vec![root.clone()];
-            while let Some(dir) = stack.pop() {
-                for entry in fs::read_dir(&dir).at(&dir)? {
-                    let entry = entry.at(&dir)?;
-                    let path = entry.path();
-                    if entry.file_type().at(&path)?.is_dir() {
-                        stack.push(path);
-                        continue;
-                    }
-                    let Some(rel) = path.strip_prefix(&root).ok().and_then(|r| r.to_str()) else {
-                        continue;
-                    };
-                    let Ok(name) = TimelineName::new(rel) else {
-                        continue;
-                    };
-                    if let Some(id) = self.read_id_file(&path)? {
-                        out.insert((peer_name.clone(), name), id);
-                    }
-                }
+            // Only directories named by a node id hold tracking names
+            // (`set_tracking` makes no others).
+            if peer_name.len() != 64 || !id::is_hex(&peer_name) {
+                continue;
+            }
+            for (name, id) in self.tracking_of(&peer_name)? {
+                out.insert((peer_name.clone(), name), id);
             }
         }
         Ok(out)
