@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod chunk;
+pub mod codec;
 pub mod config;
 pub mod conflict;
 pub mod discovery;

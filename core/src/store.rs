@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use crate::id::{IdMap, IdSet};
 use thiserror::Error;
 
+use crate::codec::Stored;
 use crate::id::ObjectId;
 use crate::object::{self, ObjectKind, Seal};
 use crate::timeline::TimelineName;
@@ -25,6 +26,11 @@ pub enum StoreError {
     Missing(ObjectId),
     #[error("store failure: {0}")]
     Failed(String),
+    /// An object a peer sent did not verify (a bad hash, a wrong kind, a
+    /// delta that does not decode or whose base is missing). The peer's
+    /// fault, not the store's: the core treats it as a protocol violation.
+    #[error("invalid object from the peer: {0}")]
+    Invalid(String),
 }
 
 /// Read access to one repository.
@@ -57,6 +63,21 @@ pub trait Store {
     /// costs rewriting them.
     fn tracking(&self, _peer: &str) -> BTreeMap<TimelineName, ObjectId> {
         BTreeMap::new()
+    }
+
+    /// An object as stored, so a server can send compressed and delta forms
+    /// as they are. A raw answer means "compression does not pay" and is sent
+    /// raw; a store that keeps encodings whole compresses them here.
+    fn get_stored(&self, id: &ObjectId) -> Result<Stored, StoreError> {
+        let raw = self.get(id)?;
+        let kind = object::kind_of(&raw).map_err(|e| StoreError::Failed(format!("{id}: {e}")))?;
+        Stored::encode(kind, &raw, None)
+            .ok_or_else(|| StoreError::Failed(format!("object {id} is too large")))
+    }
+
+    /// An object's kind, without reading its content where the store can.
+    fn kind(&self, id: &ObjectId) -> Option<ObjectKind> {
+        self.get(id).ok().and_then(|b| object::kind_of(&b).ok())
     }
 
     /// Reads and decodes a seal.
@@ -101,6 +122,14 @@ pub enum StoreRequest {
     Put {
         batch: u64,
         objects: Vec<(ObjectId, Vec<u8>)>,
+        /// Blobs as they arrived from a peer with `zstd-delta`, still in
+        /// their stored form and NOT yet verified: the store decodes each
+        /// (a delta's base is in the store, or earlier in the same pull),
+        /// checks it against its id and kind, and fails the batch with
+        /// [`StoreError::Invalid`] if one does not. Blobs have no children,
+        /// so they may be written before `objects`. Decoding and hashing
+        /// bulk data here keeps it off the thread that drives connections.
+        blobs: Vec<(ObjectId, Stored)>,
     },
     /// Make the batch's objects durable and visible (checking closure), then apply
     /// `updates` in order. Answered by `Node::handle_store_done` with one result per
@@ -124,6 +153,52 @@ pub enum UpdateResult {
     Applied,
     /// The compare-and-set failed: the head had moved to this.
     Moved(Option<ObjectId>),
+}
+
+/// Decodes and verifies blobs that arrived in stored form
+/// ([`StoreRequest::Put`]'s `blobs`), in order: a delta's base is found with
+/// `lookup` (the store and its staged objects) or among the blobs before it.
+/// The first that does not verify fails them all with [`StoreError::Invalid`].
+pub fn resolve_blobs(
+    blobs: Vec<(ObjectId, Stored)>,
+    lookup: &dyn Fn(&ObjectId) -> Option<Vec<u8>>,
+) -> Result<Vec<(ObjectId, Vec<u8>)>, StoreError> {
+    let mut out: Vec<(ObjectId, Vec<u8>)> = Vec::with_capacity(blobs.len());
+    let mut here: IdMap<usize> = IdMap::default();
+    for (id, stored) in blobs {
+        let base = match stored.base {
+            Some(b) if stored.codec == crate::codec::Codec::Delta => {
+                match here
+                    .get(&b)
+                    .map(|i| out[*i].1.clone())
+                    .or_else(|| lookup(&b))
+                {
+                    Some(v) => Some(v),
+                    None => {
+                        return Err(StoreError::Invalid(format!(
+                            "the delta base {b} of blob {id} is neither held nor sent before it"
+                        )));
+                    }
+                }
+            }
+            _ => None,
+        };
+        let enc = stored
+            .decode(base.as_deref())
+            .map_err(|e| StoreError::Invalid(format!("blob {id}: {e}")))?;
+        match object::verify(&id, &enc) {
+            Ok(ObjectKind::Blob) => {}
+            Ok(k) => {
+                return Err(StoreError::Invalid(format!(
+                    "{id} was sent as a blob but is a {k:?}"
+                )));
+            }
+            Err(e) => return Err(StoreError::Invalid(format!("bad object {id}: {e}"))),
+        }
+        here.insert(id, out.len());
+        out.push((id, enc));
+    }
+    Ok(out)
 }
 
 /// An in-memory store: the reference implementation of the store contract, used by
@@ -161,8 +236,21 @@ impl MemStore {
     /// Performs a write request; returns the per-update results for `Land`.
     pub fn apply(&mut self, req: StoreRequest) -> Result<Vec<UpdateResult>, StoreError> {
         match req {
-            StoreRequest::Put { batch, objects } => {
-                self.staged.entry(batch).or_default().extend(objects);
+            StoreRequest::Put {
+                batch,
+                objects,
+                blobs,
+            } => {
+                let staged = self.staged.entry(batch).or_default();
+                let held: IdMap<usize> = staged.iter().enumerate().map(|(i, o)| (o.0, i)).collect();
+                let resolved = resolve_blobs(blobs, &|b| {
+                    self.objects
+                        .get(b)
+                        .cloned()
+                        .or_else(|| held.get(b).map(|i| staged[*i].1.clone()))
+                })?;
+                staged.extend(resolved);
+                staged.extend(objects);
                 Ok(Vec::new())
             }
             StoreRequest::Abort { batch } => {

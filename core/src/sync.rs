@@ -113,6 +113,26 @@ pub fn plan_send_resuming(
     haves: &[ObjectId],
     present: &[ObjectId],
 ) -> Result<Vec<ObjectId>, StoreError> {
+    Ok(plan_send_with_bases(store, wants, haves, present)?.order)
+}
+
+/// What to send, and for each new blob or tree the natural delta base: the
+/// object at the same path in a parent seal's tree. The puller holds that base,
+/// or receives it earlier in the same stream (parents are planned first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendPlan {
+    /// In landing order, every object after all it refers to.
+    pub order: Vec<ObjectId>,
+    pub bases: IdMap<ObjectId>,
+}
+
+/// [`plan_send_resuming`], with the delta base of each blob and tree.
+pub fn plan_send_with_bases(
+    store: &dyn Store,
+    wants: &[ObjectId],
+    haves: &[ObjectId],
+    present: &[ObjectId],
+) -> Result<SendPlan, StoreError> {
     let mut seal_haves = haves.to_vec();
     let mut skip = IdSet::default();
     for id in present {
@@ -155,6 +175,7 @@ pub fn plan_send_resuming(
         store,
         sent: skip,
         out: Vec::new(),
+        bases: IdMap::default(),
     };
     for id in order {
         let seal = store.seal(&id)?;
@@ -165,13 +186,17 @@ pub fn plan_send_resuming(
         plan.tree(seal.tree, &parent_trees, 0)?;
         plan.push(id);
     }
-    Ok(plan.out)
+    Ok(SendPlan {
+        order: plan.out,
+        bases: plan.bases,
+    })
 }
 
 struct Plan<'a> {
     store: &'a dyn Store,
     sent: IdSet,
     out: Vec<ObjectId>,
+    bases: IdMap<ObjectId>,
 }
 
 impl Plan<'_> {
@@ -191,6 +216,9 @@ impl Plan<'_> {
             )));
         }
         let tree = Tree::decode(&self.store.get(&id)?).map_err(failed)?;
+        if let Some(old) = olds.first() {
+            self.bases.insert(id, *old);
+        }
         let mut old_trees = Vec::with_capacity(olds.len());
         for o in olds {
             old_trees.push(Tree::decode(&self.store.get(o)?).map_err(failed)?);
@@ -234,8 +262,14 @@ impl Plan<'_> {
     /// A file's content: a blob, or a chunk-list tree sent without the chunks
     /// (and lists) the previous version of the file already had.
     fn file(&mut self, id: ObjectId, olds: &[ObjectId]) -> Result<(), StoreError> {
-        let raw = self.store.get(&id)?;
-        if object::kind_of(&raw).map_err(failed)? != ObjectKind::ChunkList {
+        let kind = self.store.kind(&id).ok_or(StoreError::Missing(id))?;
+        if kind != ObjectKind::ChunkList {
+            if let Some(old) = olds
+                .iter()
+                .find(|o| self.store.kind(o) == Some(ObjectKind::Blob))
+            {
+                self.bases.insert(id, *old);
+            }
             self.push(id);
             return Ok(());
         }

@@ -418,14 +418,18 @@ impl TestNet {
             let (due, i, _) = &self.pending_store[k];
             if *due <= now && !self.frozen.contains(i) {
                 let (_, i, req) = self.pending_store.remove(k);
-                let (batch, updates) = match &req {
-                    StoreRequest::Land { batch, updates } => (Some(*batch), updates.len()),
-                    _ => (None, 0),
+                let (batch, updates, put) = match &req {
+                    StoreRequest::Land { batch, updates } => (Some(*batch), updates.len(), None),
+                    StoreRequest::Put { batch, .. } => (None, 0, Some(*batch)),
+                    _ => (None, 0, None),
                 };
                 let n = &mut self.nodes[i];
                 n.head_updates += updates as u64;
                 let result = n.store.apply(req);
                 if let Some(b) = batch {
+                    n.node.handle_store_done(now, b, result, &n.store);
+                } else if let Some(b) = put.filter(|_| result.is_err()) {
+                    // A failed put is answered, like the daemon's writer does.
                     n.node.handle_store_done(now, b, result, &n.store);
                 }
             } else {

@@ -128,7 +128,14 @@ pub struct ObjectsHeader {
     /// `Some("lz4")` when the binary section is LZ4-compressed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
+    /// `Some("stored")` (capability `zstd-delta`): each object is in its
+    /// stored form ([`push_stored`]) instead of `id · length · encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
+
+/// [`ObjectsHeader::format`] of a section of stored forms.
+pub const FORMAT_STORED: &str = "stored";
 
 /// The end of a sync's object stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -565,6 +572,102 @@ pub fn push_object(out: &mut Vec<u8>, id: &ObjectId, encoding: &[u8]) {
     out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(&(encoding.len() as u32).to_be_bytes());
     out.extend_from_slice(encoding);
+}
+
+/// Appends one object in its stored form to an objects frame's binary section:
+/// `id (32) · kind u8 · codec u8 · encoding length u32 · [base id (32), deltas
+/// only] · stored length u32 · stored bytes`.
+pub fn push_stored(out: &mut Vec<u8>, id: &ObjectId, s: &crate::codec::Stored) {
+    out.extend_from_slice(id.as_bytes());
+    out.push(s.kind as u8);
+    out.push(s.codec as u8);
+    out.extend_from_slice(&s.len.to_be_bytes());
+    if let Some(b) = s.base.filter(|_| s.codec == crate::codec::Codec::Delta) {
+        out.extend_from_slice(b.as_bytes());
+    }
+    out.extend_from_slice(&(s.bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&s.bytes);
+}
+
+/// Splits a section of stored forms ([`push_stored`]). Checks the framing,
+/// the kind and codec bytes, that only blobs and trees come as deltas, and
+/// that no object claims more than `max_len` bytes decoded; decoding and the
+/// check against the id come later.
+pub fn split_stored(
+    mut data: &[u8],
+    count: u32,
+    max_len: u32,
+) -> Result<Vec<(ObjectId, crate::codec::Stored)>, WireError> {
+    use crate::codec::{Codec, Stored};
+    use crate::object::ObjectKind;
+    if count as usize > MAX_OBJECTS_PER_FRAME {
+        return Err(WireError::Objects("too many objects in one frame"));
+    }
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], WireError> {
+        if data.len() < n {
+            return Err(WireError::Objects("stored object cut short"));
+        }
+        let (head, rest) = data.split_at(n);
+        *data = rest;
+        Ok(head)
+    }
+    fn id_of(b: &[u8]) -> ObjectId {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(b);
+        ObjectId(id)
+    }
+    fn u32_of(b: &[u8]) -> u32 {
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+    let mut out = Vec::with_capacity((count as usize).min(data.len() / 42));
+    for _ in 0..count {
+        let head = take(&mut data, 38)?;
+        let id = id_of(&head[..32]);
+        let kind =
+            ObjectKind::from_byte(head[32]).ok_or(WireError::Objects("unknown object kind"))?;
+        let codec = Codec::from_byte(head[33]).ok_or(WireError::Objects("unknown codec"))?;
+        let len = u32_of(&head[34..38]);
+        if len > max_len {
+            return Err(WireError::Objects("object larger than the frame limit"));
+        }
+        let base = if codec == Codec::Delta {
+            if !matches!(kind, ObjectKind::Blob | ObjectKind::Tree) {
+                return Err(WireError::Objects(
+                    "a delta that is neither a blob nor a tree",
+                ));
+            }
+            let b = id_of(take(&mut data, 32)?);
+            if b == id {
+                return Err(WireError::Objects(
+                    "an object sent as a delta against itself",
+                ));
+            }
+            Some(b)
+        } else {
+            None
+        };
+        let stored_len = u32_of(take(&mut data, 4)?) as usize;
+        let bytes = take(&mut data, stored_len)?.to_vec();
+        if codec == Codec::Raw && bytes.len() != len as usize {
+            return Err(WireError::Objects(
+                "a raw object whose length is not its size",
+            ));
+        }
+        out.push((
+            id,
+            Stored {
+                kind,
+                codec,
+                len,
+                base,
+                bytes,
+            },
+        ));
+    }
+    if !data.is_empty() {
+        return Err(WireError::Objects("bytes after the last object"));
+    }
+    Ok(out)
 }
 
 /// Splits an objects frame's binary section into `(id, encoding)` pairs; the

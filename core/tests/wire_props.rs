@@ -116,6 +116,7 @@ impl Arbitrary for ArbMessage {
                 sync: u64::arbitrary(g),
                 count: u32::arbitrary(g),
                 compression: opt(g, text),
+                format: opt(g, text),
             }),
             4 => Message::SyncComplete(SyncComplete {
                 sync: u64::arbitrary(g),

@@ -2,7 +2,9 @@
 //! entry decoder, and arbitrary data and base to the encoder.
 //!
 //! Decoding never panics and never returns anything but exactly the declared
-//! length; whatever the encoder produces decodes back to its input.
+//! length; whatever the encoder produces decodes back to its input. The same
+//! bytes are also read as a `zstd-delta` objects section (`split_stored`), and
+//! every entry it accepts is decoded against the fuzzed base.
 #![no_main]
 
 use ivaldi_shell_smol::repo::codec::{self, Codec};
@@ -19,6 +21,14 @@ fuzz_target!(|data: &[u8]| {
     for b in [Some(base), None] {
         if let Ok(out) = codec::decode(codec, stored, len, b) {
             assert_eq!(out.len(), len, "decoded to a length other than declared");
+        }
+    }
+    if let Ok(entries) = ivaldi_core::wire::split_stored(data, u32::from(data[0] % 4), 1 << 16) {
+        for (_, entry) in entries {
+            assert!(entry.len <= 1 << 16, "an entry above the limit was accepted");
+            if let Ok(out) = entry.decode(Some(base)) {
+                assert_eq!(out.len(), entry.len as usize, "decoded to another length");
+            }
         }
     }
     let (c, enc) = codec::encode(stored, Some(base));

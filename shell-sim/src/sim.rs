@@ -1285,16 +1285,32 @@ impl Sim {
             return;
         };
         match req {
-            StoreRequest::Put { batch, objects } => {
+            StoreRequest::Put {
+                batch,
+                objects,
+                blobs,
+            } => {
                 let sn = &mut self.nodes[i];
-                sn.store.put(batch, objects);
-                let (_, bytes) = sn.store.staged();
-                if bytes > STAGED_BOUND {
-                    self.violation(
-                        Kind::Unbounded,
-                        Some(i),
-                        format!("{bytes} bytes staged in the store"),
-                    );
+                let resolved = {
+                    let store = &sn.store;
+                    ivaldi_core::store::resolve_blobs(blobs, &|b| store.lookup(batch, b))
+                };
+                match resolved {
+                    Ok(r) => {
+                        sn.store.put(batch, r);
+                        sn.store.put(batch, objects);
+                        let (_, bytes) = sn.store.staged();
+                        if bytes > STAGED_BOUND {
+                            self.violation(
+                                Kind::Unbounded,
+                                Some(i),
+                                format!("{bytes} bytes staged in the store"),
+                            );
+                        }
+                    }
+                    // A peer's blob that does not verify: answered like any
+                    // failed put, so the node can blame the peer.
+                    Err(e) => self.input(i, |n, s, now| n.handle_store_done(now, batch, Err(e), s)),
                 }
             }
             StoreRequest::Abort { batch } => self.nodes[i].store.abort(batch),

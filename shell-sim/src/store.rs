@@ -181,6 +181,20 @@ impl SimStore {
         self.staged.entry(batch).or_default().extend(objects);
     }
 
+    /// An object's encoding, landed or staged in `batch`: where the blobs of a
+    /// `zstd-delta` pull find their delta bases.
+    pub fn lookup(&self, batch: u64, id: &ObjectId) -> Option<Vec<u8>> {
+        if let Some(b) = self.objects.get(id) {
+            return Some(b.to_vec());
+        }
+        self.staged
+            .get(&batch)?
+            .iter()
+            .rev()
+            .find(|o| o.0 == *id)
+            .map(|o| o.1.clone())
+    }
+
     /// `Abort`: drop a staged batch.
     pub fn abort(&mut self, batch: u64) {
         if let Some(b) = self.staged.remove(&batch) {

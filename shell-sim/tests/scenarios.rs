@@ -382,6 +382,7 @@ fn invariant_checker_catches_injected_bugs() {
         StoreRequest::Put {
             batch: 9_001,
             objects: vec![(bad_id, bad)],
+            blobs: Vec::new(),
         },
     );
     sim.inject_store_request(

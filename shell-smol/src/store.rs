@@ -193,6 +193,30 @@ impl Store for DiskStore {
         }
     }
 
+    fn get_stored(&self, id: &ObjectId) -> Result<ivaldi_core::codec::Stored, StoreError> {
+        let read = || self.repo.borrow().store.read_stored(id);
+        let result = match read() {
+            Err(RepoError::MissingObject(_)) => {
+                self.reload_on_miss("an object was not found");
+                read()
+            }
+            other => other,
+        };
+        match result {
+            Ok(s) => Ok(s),
+            Err(RepoError::MissingObject(i)) => Err(StoreError::Missing(i)),
+            Err(e) => Err(read_failed(e)),
+        }
+    }
+
+    fn kind(&self, id: &ObjectId) -> Option<ObjectKind> {
+        let kind = self.repo.borrow().store.kind(id);
+        if kind.is_some() || !self.reload_if_changed("an object kind was not found") {
+            return kind;
+        }
+        self.repo.borrow().store.kind(id)
+    }
+
     /// The record `StoreRequest::Resume` wrote: one id a line. A missing,
     /// unreadable or garbled record reads as none (the pull then resends all);
     /// the core checks that each id is still held before naming it.
@@ -271,7 +295,11 @@ impl DiskWriter {
         req: StoreRequest,
     ) -> Option<(u64, Result<Vec<UpdateResult>, StoreError>)> {
         match req {
-            StoreRequest::Put { batch, objects } => {
+            StoreRequest::Put {
+                batch,
+                objects,
+                blobs,
+            } => {
                 let writer = match self.batches.entry(batch) {
                     hashbrown::hash_map::Entry::Occupied(o) => o.into_mut(),
                     hashbrown::hash_map::Entry::Vacant(v) => {
@@ -286,6 +314,21 @@ impl DiskWriter {
                         }
                     }
                 };
+                for (id, stored) in blobs {
+                    if self.repo.store.contains(&id) {
+                        continue;
+                    }
+                    // Decoded and verified here, off the connection thread;
+                    // kept in the form it arrived in.
+                    if let Err(e) = writer.add_received_blob(id, &stored, &self.repo.store) {
+                        self.batches.remove(&batch);
+                        let e = match e {
+                            RepoError::Received(r) => StoreError::Invalid(r),
+                            e => failed(e),
+                        };
+                        return Some((batch, Err(e)));
+                    }
+                }
                 for (id, bytes) in objects {
                     if self.repo.store.contains(&id) {
                         continue;

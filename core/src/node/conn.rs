@@ -86,6 +86,8 @@ pub(super) struct Pull {
     pub complete: bool,
     /// A refetch round (`refetch.rs`): the ids asked; no other object is taken.
     pub refetch: Option<IdSet>,
+    /// Decodes stored forms (`zstd-delta`).
+    pub thin: super::thin::ThinReceiver,
 }
 
 impl Pull {
@@ -114,6 +116,7 @@ impl Pull {
             checkpoint: None,
             complete: false,
             refetch: None,
+            thin: Default::default(),
         }
     }
 }
@@ -123,16 +126,23 @@ pub(super) struct Serve {
     pub sync: u64,
     pub plan: Vec<ObjectId>,
     pub next: usize,
+    /// With `zstd-delta`: how each object is encoded for the puller.
+    pub thin: Option<super::thin::ThinSender>,
+    /// An object already encoded (and counted by `thin`) that did not fit the
+    /// last frame: it opens the next one.
+    pub carry: Vec<u8>,
     /// Frames to skip before trying compression again after it did not pay.
     skip_compression: u32,
 }
 
 impl Serve {
-    pub fn new(sync: u64, plan: Vec<ObjectId>) -> Serve {
+    pub fn new(sync: u64, plan: Vec<ObjectId>, thin: Option<super::thin::ThinSender>) -> Serve {
         Serve {
             sync,
             plan,
             next: 0,
+            thin,
+            carry: Vec::new(),
             skip_compression: 0,
         }
     }
@@ -203,6 +213,8 @@ pub(super) struct Conn {
     pub shares_repo: bool,
     pub encrypted: bool,
     pub lz4: bool,
+    /// Both sides speak `zstd-delta`: objects travel in stored form (`thin.rs`).
+    pub zdelta: bool,
     pub remote_heads: BTreeMap<TimelineName, ObjectId>,
     /// New timeline names from this peer already refused and counted
     /// (`limits`), so each is counted once per connection.
@@ -267,6 +279,7 @@ impl Conn {
             shares_repo: false,
             encrypted: true,
             lz4: false,
+            zdelta: false,
             remote_heads: BTreeMap::new(),
             refused_timelines: Default::default(),
             remote_repos: Vec::new(),

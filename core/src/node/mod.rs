@@ -34,6 +34,7 @@ mod rate;
 pub mod refetch;
 mod relay;
 mod serve_errors;
+mod thin;
 mod tracked;
 
 use core::net::SocketAddr;
@@ -455,8 +456,9 @@ const CHECKPOINT_OBJECTS: usize = 16_384;
 /// on a connection only when both ends offer it, so nodes lacking one still
 /// sync over the common subset: `lz4` compresses object frames;
 /// `topology-summary` exchanges database summaries on connect instead of the
-/// whole link-state database.
-pub const FEATURES: &[&str] = &["lz4", "topology-summary"];
+/// whole link-state database; `zstd-delta` sends objects in stored form,
+/// compressed and as deltas against objects the puller holds (`thin.rs`).
+pub const FEATURES: &[&str] = &["lz4", "topology-summary", thin::FEATURE];
 
 /// The protocol state machine of one peer. See the module documentation for how
 /// to drive it.
@@ -1476,6 +1478,11 @@ impl Node {
             self.merge_landed(now, conn, conflict, result, store);
             return;
         }
+        if let Err(StoreError::Invalid(reason)) = &result
+            && self.invalid_from_peer(batch, reason)
+        {
+            return;
+        }
         if let Some(checkpoint) = self.checkpoints.remove(&batch) {
             return self.checkpoint_landed(now, batch, checkpoint, result, store);
         }
@@ -1656,6 +1663,7 @@ impl Node {
                 self.outputs.push_back(Output::Store(StoreRequest::Put {
                     batch,
                     objects: m.objects,
+                    blobs: Vec::new(),
                 }));
                 self.outputs.push_back(Output::Store(StoreRequest::Land {
                     batch,
@@ -2104,7 +2112,7 @@ impl Node {
             }
             Message::SyncRequest(r) => self.on_sync_request(now, conn, r, store),
             Message::SyncResponse(r) => self.on_sync_response(now, conn, r, store),
-            Message::Objects(h) => self.on_objects(now, conn, h, &bin),
+            Message::Objects(h) => self.on_objects(now, conn, h, &bin, store),
             Message::SyncComplete(s) => self.on_sync_complete(now, conn, s, store),
             Message::ConflictResolve(r) => {
                 // A peer resolved a divergence with us: its result is its new head.
@@ -2139,6 +2147,8 @@ impl Node {
         c.lz4 = self.cfg.compression
             && !self.cfg.features_off.iter().any(|f| f == "lz4")
             && h.features.iter().any(|f| f == "lz4");
+        c.zdelta = !self.cfg.features_off.iter().any(|f| f == thin::FEATURE)
+            && h.features.iter().any(|f| f == thin::FEATURE);
         c.remote_features = h.features.clone();
         c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
         c.remote_repos = h.repos.iter().map(|r| r.id.clone()).collect();
@@ -2499,7 +2509,7 @@ impl Node {
             ),
             sync = r.sync,
             conn,
-            objects = plan.len(),
+            objects = plan.order.len(),
             "serving sync request"
         );
         self.accept_serve(now, conn, r.sync, plan);
@@ -2507,19 +2517,20 @@ impl Node {
 
     /// Accepts a sync request: the response announces `plan`'s size, and the
     /// objects go out as the socket drains (`fill_transmit`).
-    fn accept_serve(&mut self, now: Instant, conn: ConnId, sync: u64, plan: Vec<ObjectId>) {
+    fn accept_serve(&mut self, now: Instant, conn: ConnId, sync: u64, plan: sync::SendPlan) {
         self.send(
             now,
             conn,
             Message::SyncResponse(wire::SyncResponse {
                 sync,
                 error: None,
-                objects: plan.len() as u64,
+                objects: plan.order.len() as u64,
                 bytes: 0,
             }),
         );
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.serving.push_back(Serve::new(sync, plan));
+            let thin = c.zdelta.then(|| thin::ThinSender::new(&plan));
+            c.serving.push_back(Serve::new(sync, plan.order, thin));
         }
     }
 
@@ -2556,11 +2567,19 @@ impl Node {
         }
     }
 
-    fn on_objects(&mut self, now: Instant, conn: ConnId, h: wire::ObjectsHeader, bin: &[u8]) {
+    fn on_objects(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        h: wire::ObjectsHeader,
+        bin: &[u8],
+        store: &dyn Store,
+    ) {
         let max = self.cfg.max_message_size as usize;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        let zdelta = c.zdelta;
         let Some(pull) = c
             .pull
             .as_mut()
@@ -2580,36 +2599,70 @@ impl Node {
             },
             Some(other) => return self.violation(conn, format!("unknown compression {other:?}")),
         };
-        let objects = match wire::split_objects(data, h.count) {
-            Ok(o) => o,
-            Err(e) => return self.violation(conn, e.to_string()),
-        };
-        let mut batch = Vec::with_capacity(objects.len());
-        let mut bytes = 0u64;
-        for (id, enc) in objects {
-            match object::verify(&id, enc) {
-                Ok(ObjectKind::Seal) => {
-                    if let Ok(s) = Seal::decode(enc) {
-                        pull.seals.insert(id, s);
-                    }
-                }
-                Ok(_) if pull.refetch.as_ref().is_some_and(|a| !a.contains(&id)) => {
-                    return self.violation(conn, format!("object {id} was not asked for"));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let reason = format!("bad object {id}: {e}");
-                    return self.violation(conn, reason);
+        let received = if h.format.as_deref() == Some(wire::FORMAT_STORED) {
+            if !zdelta {
+                return self.violation(conn, "stored objects without zstd-delta".into());
+            }
+            let entries = match wire::split_stored(data, h.count, max as u32) {
+                Ok(e) => e,
+                Err(e) => return self.violation(conn, e.to_string()),
+            };
+            match pull.thin.receive(store, entries) {
+                Ok(r) => r,
+                Err(e) => return self.violation(conn, e),
+            }
+        } else if let Some(f) = &h.format {
+            return self.violation(conn, format!("unknown objects format {f:?}"));
+        } else {
+            let objects = match wire::split_objects(data, h.count) {
+                Ok(o) => o,
+                Err(e) => return self.violation(conn, e.to_string()),
+            };
+            let mut out = Vec::with_capacity(objects.len());
+            for (id, enc) in objects {
+                match object::verify(&id, enc) {
+                    Ok(kind) => out.push(thin::Received::Object(id, enc.to_vec(), kind)),
+                    Err(e) => return self.violation(conn, format!("bad object {id}: {e}")),
                 }
             }
-            bytes += enc.len() as u64;
-            batch.push((id, enc.to_vec()));
+            out
+        };
+        let mut batch = Vec::with_capacity(received.len());
+        let mut blobs = Vec::new();
+        let mut bytes = 0u64;
+        for r in received {
+            let (id, kind) = match &r {
+                thin::Received::Object(id, _, kind) => (*id, *kind),
+                thin::Received::Blob(id, _) => (*id, ObjectKind::Blob),
+            };
+            if kind != ObjectKind::Seal && pull.refetch.as_ref().is_some_and(|a| !a.contains(&id)) {
+                return self.violation(conn, format!("object {id} was not asked for"));
+            }
+            match r {
+                thin::Received::Object(id, enc, kind) => {
+                    if kind == ObjectKind::Seal
+                        && let Ok(s) = Seal::decode(&enc)
+                    {
+                        pull.seals.insert(id, s);
+                    }
+                    bytes += enc.len() as u64;
+                    batch.push((id, enc));
+                }
+                thin::Received::Blob(id, stored) => {
+                    bytes += u64::from(stored.len);
+                    blobs.push((id, stored));
+                }
+            }
         }
-        pull.received += batch.len() as u64;
+        pull.received += (batch.len() + blobs.len()) as u64;
         pull.bytes += bytes;
         pull.last_progress = now;
         if pull.received > pull.expected {
             return self.violation(conn, "more objects than announced".into());
+        }
+        // Blobs have no children, and the store writes them first.
+        for (id, _) in &blobs {
+            pull.staged.push((*id, Vec::new()));
         }
         for (id, enc) in &batch {
             let children = if object::kind_of(enc) == Ok(ObjectKind::Blob) {
@@ -2622,7 +2675,7 @@ impl Node {
             pull.staged.push((*id, children));
         }
         pull.staged_bytes += bytes;
-        let (sync, batch_id, count) = (pull.sync, pull.batch, batch.len() as u64);
+        let (sync, batch_id, count) = (pull.sync, pull.batch, (batch.len() + blobs.len()) as u64);
         let peer = c.peer.clone().unwrap_or_default();
         self.stats.objects_in += count;
         if let Some(r) = self.peers.get_mut(&peer) {
@@ -2632,6 +2685,7 @@ impl Node {
         self.outputs.push_back(Output::Store(StoreRequest::Put {
             batch: batch_id,
             objects: batch,
+            blobs,
         }));
         // A checkpoint: land what arrived so far on its own, so a cut transfer
         // keeps it. Objects arrive children first, so every prefix of the
@@ -3163,7 +3217,14 @@ impl Node {
             let mut bin = std::mem::take(&mut c.bin_buf);
             bin.clear();
             let mut count = 0u32;
-            while let Some(id) = job.plan.get(job.next).copied() {
+            let stored_form = job.thin.is_some();
+            if stored_form {
+                let (n, b, e) = job.fill_stored(store, &mut bin, max_frame);
+                count = n;
+                bytes_sent += b;
+                failure = e;
+            }
+            while let Some(id) = job.plan.get(job.next).copied().filter(|_| !stored_form) {
                 let enc = match store.get(&id) {
                     Ok(e) => e,
                     Err(e) => {
@@ -3186,10 +3247,10 @@ impl Node {
                 break;
             }
             let sync = job.sync;
-            let done = job.next >= job.plan.len();
+            let done = job.next >= job.plan.len() && job.carry.is_empty();
             if count > 0 {
                 objects_sent += u64::from(count);
-                let compressed = if c.lz4 && job.try_compress() {
+                let compressed = if c.lz4 && !stored_form && job.try_compress() {
                     let z = compress(&bin);
                     if z.is_none() {
                         job.compress_failed();
@@ -3208,6 +3269,7 @@ impl Node {
                         sync,
                         count,
                         compression,
+                        format: stored_form.then(|| wire::FORMAT_STORED.to_owned()),
                     }),
                 };
                 self.next_msg += 1;

@@ -420,6 +420,10 @@ impl Node {
             objects = plan.len(),
             "serving a refetch"
         );
+        let plan = crate::sync::SendPlan {
+            order: plan,
+            bases: Default::default(),
+        };
         self.accept_serve(now, conn, r.sync, plan);
     }
 

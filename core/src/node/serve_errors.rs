@@ -21,7 +21,6 @@
 //! which is what it did before.
 
 use super::{ConnId, Node, PullState, short};
-use crate::id::ObjectId;
 use crate::object::{self, ObjectKind};
 use crate::store::{Store, StoreError};
 use crate::sync;
@@ -34,7 +33,7 @@ use crate::wire::{self, Message};
 pub(super) fn plan_serve(
     store: &dyn Store,
     r: &wire::SyncRequest,
-) -> Result<Vec<ObjectId>, String> {
+) -> Result<sync::SendPlan, String> {
     for w in &r.wants {
         match store.get(w).map(|b| object::kind_of(&b)) {
             Ok(Ok(ObjectKind::Seal)) => {}
@@ -42,7 +41,7 @@ pub(super) fn plan_serve(
             Err(e) => return Err(format!("store: {e}")),
         }
     }
-    sync::plan_send_resuming(store, &r.wants, &r.haves, &r.resume)
+    sync::plan_send_with_bases(store, &r.wants, &r.haves, &r.resume)
         .map_err(|e| format!("store: {e}"))
 }
 

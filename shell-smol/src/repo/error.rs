@@ -70,6 +70,9 @@ pub enum RepoError {
     WorkTree { path: PathBuf, reason: String },
     #[error("{0}")]
     Refused(String),
+    /// An object a peer sent does not decode or verify: the peer's fault.
+    #[error("invalid object from a peer: {0}")]
+    Received(String),
 }
 
 /// Shorthand used across the repository code.

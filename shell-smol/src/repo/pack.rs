@@ -36,6 +36,8 @@ use ivaldi_core::object::{self, ChunkList, Object, ObjectKind, Seal, Tree};
 use super::codec::{self, Codec};
 use super::error::{IoContext, RepoError, Result};
 
+mod received;
+
 const MAGIC_V1: &[u8; 8] = b"IVPACK01";
 const END_MAGIC_V1: &[u8; 8] = b"IVPKEND1";
 const INDEX_ENTRY_V1: usize = 45;
@@ -615,7 +617,15 @@ impl PackWriter {
     fn new(tmp: &Path) -> Result<Self> {
         fs::create_dir_all(tmp).at(tmp)?;
         let tmp_path = tmp.join(format!("pack-{}-{}.tmp", std::process::id(), unique()));
-        let file = File::create(&tmp_path).at(&tmp_path)?;
+        // Readable too: a peer's delta may name a base earlier in this batch
+        // (`received.rs` reads it back).
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp_path)
+            .at(&tmp_path)?;
         let mut w = PackWriter {
             tmp_path,
             out: Some(BufWriter::with_capacity(1 << 20, file)),
