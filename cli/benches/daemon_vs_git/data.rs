@@ -146,7 +146,12 @@ pub fn edit(rng: &mut Rng, old: &[u8], binary: bool) -> Vec<u8> {
 }
 
 /// Picks `n` distinct files and computes their edited contents from `root`.
-pub fn plan_edits(rng: &mut Rng, root: &Path, paths: &[String], n: usize) -> Vec<(String, Vec<u8>)> {
+pub fn plan_edits(
+    rng: &mut Rng,
+    root: &Path,
+    paths: &[String],
+    n: usize,
+) -> Vec<(String, Vec<u8>)> {
     let mut picked = BTreeSet::new();
     while picked.len() < n.min(paths.len()) {
         picked.insert(rng.below(paths.len()));

@@ -20,12 +20,19 @@ pub struct History {
     pub tree_bytes: u64,
 }
 
-/// Removes the caches of other binaries for the same parameters (`prefix`).
+/// Removes the caches other binaries wrote for the same parameters (`prefix`)
+/// more than a day ago; younger ones may belong to a run in progress.
 pub fn prune_stale(cache: &Path, prefix: &str, keep: &Path) {
     let Ok(rd) = fs::read_dir(cache) else { return };
+    let day = std::time::Duration::from_secs(24 * 3600);
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) && e.path() != keep {
+        let old = fs::metadata(e.path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > day);
+        if name.starts_with(prefix) && e.path() != keep && old {
             eprintln!("- removing the stale cache {}", e.path().display());
             let _ = fs::remove_dir_all(e.path());
         }

@@ -111,9 +111,9 @@ use serde_json::Value;
 use data::{Rng, apply_edits, plan_edits, write_big};
 use history::{History, history};
 use procs::{
-    Daemon, GitDaemon, RssSampler, Scratch, children_cpu, copy_dir, cpu_pressure_us, dir_size,
-    git, git_at, git_head, git_quiet_config, ivaldi, ivaldi_at, ivaldi_head, proc_cpu, repo_id,
-    run, run_rusage, timed, wait_head,
+    Daemon, GitDaemon, RssSampler, Scratch, children_cpu, copy_dir, cpu_pressure_us, dir_size, git,
+    git_at, git_head, git_quiet_config, ivaldi, ivaldi_at, ivaldi_head, proc_cpu, repo_id, run,
+    run_rusage, timed, wait_head,
 };
 use proxy::Proxy;
 use stats::{Samples, fmt_ms, human_bytes, ms};
@@ -210,7 +210,9 @@ fn binary_key() -> String {
         .trim()
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_");
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    fs::read(IVALDI).expect("read the ivaldi binary").hash(&mut h);
+    fs::read(IVALDI)
+        .expect("read the ivaldi binary")
+        .hash(&mut h);
     format!("{version}-{:016x}", h.finish())
 }
 
@@ -222,7 +224,10 @@ fn disk_case(h: &History, th: &TextHistory, work: &Path, s: &mut Samples) {
             &format!("{tag} ivaldi disk"),
             dir_size(&idir.join(".ivaldi")) as f64,
         );
-        s.push(&format!("{tag} git disk"), dir_size(&gdir.join(".git")) as f64);
+        s.push(
+            &format!("{tag} git disk"),
+            dir_size(&gdir.join(".git")) as f64,
+        );
         let copy = work.join(format!("gc-{tag}"));
         copy_dir(idir, &copy);
         let wall = timed(ivaldi(&copy).arg("gc"));

@@ -313,7 +313,13 @@ impl Daemon {
     }
 
     /// Like `start`, with extra `ivaldi p2p config` arguments.
-    pub fn start_with(dir: &Path, name: &str, auto_sync: bool, extra: &[&str], logs: &Path) -> Daemon {
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        auto_sync: bool,
+        extra: &[&str],
+        logs: &Path,
+    ) -> Daemon {
         run(ivaldi(dir)
             .args([
                 "p2p",
@@ -583,4 +589,3 @@ impl Drop for Scratch {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
-

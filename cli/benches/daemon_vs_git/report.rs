@@ -8,7 +8,14 @@ use crate::timelines;
 const KIB: f64 = 1024.0;
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn row(case: impl Into<String>, ivaldi: String, git: String, ratio: String, goal: &str, met: Option<bool>) -> Row {
+fn row(
+    case: impl Into<String>,
+    ivaldi: String,
+    git: String,
+    ratio: String,
+    goal: &str,
+    met: Option<bool>,
+) -> Row {
     Row {
         case: case.into(),
         ivaldi,
@@ -22,7 +29,14 @@ fn row(case: impl Into<String>, ivaldi: String, git: String, ratio: String, goal
 /// A time row: ratio ivaldi / git, met when at most `limit`.
 fn time_row(case: impl Into<String>, a: f64, b: f64, goal: &str, limit: Option<f64>) -> Row {
     let r = a / b;
-    row(case, fmt_ms(a), fmt_ms(b), format!("{r:.2}×"), goal, limit.map(|l| r <= l))
+    row(
+        case,
+        fmt_ms(a),
+        fmt_ms(b),
+        format!("{r:.2}×"),
+        goal,
+        limit.map(|l| r <= l),
+    )
 }
 
 /// A size row: ratio ivaldi / git, met when at most `limit`.
@@ -144,7 +158,9 @@ pub fn report(cfg: &Config, s: &Samples) {
         s.med("3 chacha MB/s"),
     );
     rows.push(row(
-        format!("G. one {big} incompressible file: throughput of the sync (`p2p sync` vs `git fetch`)"),
+        format!(
+            "G. one {big} incompressible file: throughput of the sync (`p2p sync` vs `git fetch`)"
+        ),
         format!("{mi:.0} MB/s ({})", fmt_ms(s.med("3 ivaldi ms"))),
         format!("{mg:.0} MB/s ({})", fmt_ms(s.med("3 git ms"))),
         format!("{:.2}× the cipher ({:.1}× git)", mi / mc, mi / mg),
@@ -310,7 +326,10 @@ pub fn report(cfg: &Config, s: &Samples) {
             None,
         ),
         time_row(
-            format!("sync of the last {} seals: time (through the proxy)", cfg.text_tail),
+            format!(
+                "sync of the last {} seals: time (through the proxy)",
+                cfg.text_tail
+            ),
             s.med("tt ivaldi ms"),
             s.med("tt git ms"),
             "(informational)",

@@ -51,10 +51,7 @@ pub fn measure(cfg: &Config, work: &Path, s: &mut Samples) {
         run(git(&gdir).args(["init", "-q", "-b", "main"]));
         git_quiet_config(&gdir);
         for d in [&idir, &gdir] {
-            run(Command::new("cp")
-                .arg("-a")
-                .arg(template.join("."))
-                .arg(d));
+            run(Command::new("cp").arg("-a").arg(template.join(".")).arg(d));
         }
         sync_all();
         std::thread::sleep(SETTLE);

@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::IVALDI;
 use crate::data::apply_edits;
 use crate::procs::{
-    Daemon, GitDaemon, children_cpu, copy_dir, git, ivaldi, ivaldi_at, ivaldi_head, proc_cpu,
-    run, timed, vm_hwm_kib, wait_head,
+    Daemon, GitDaemon, children_cpu, copy_dir, git, ivaldi, ivaldi_at, ivaldi_head, proc_cpu, run,
+    timed, vm_hwm_kib, wait_head,
 };
 use crate::proxy::Proxy;
 

@@ -100,7 +100,10 @@ fn write_files(roots: &[&Path], files: &[Vec<String>]) -> u64 {
 }
 
 pub fn text_history(cfg: &Config, cache: &Path, version: &str) -> TextHistory {
-    let prefix = format!("text-{}s-{}t-{TEXT_GENERATOR}-", cfg.text_seals, cfg.text_tail);
+    let prefix = format!(
+        "text-{}s-{}t-{TEXT_GENERATOR}-",
+        cfg.text_seals, cfg.text_tail
+    );
     let dir = cache.join(format!("{prefix}{version}"));
     let mut h = TextHistory {
         ivaldi: dir.join("ivaldi"),
@@ -131,7 +134,9 @@ pub fn text_history(cfg: &Config, cache: &Path, version: &str) -> TextHistory {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&h.git).expect("create cache dir");
     let t = Instant::now();
-    run(std::process::Command::new(IVALDI).arg("forge").arg(&h.ivaldi));
+    run(std::process::Command::new(IVALDI)
+        .arg("forge")
+        .arg(&h.ivaldi));
     run(git(&h.git).args(["init", "-q", "-b", "main"]));
     git_quiet_config(&h.git);
     let mut rng = Rng(0x7E47_10C4);
