@@ -460,6 +460,8 @@ impl DiskWriter {
             c.landed(&self.repo, current && landed.is_ok(), &moved);
         }
         landed?;
+        // Under the same lock: keep the pack count logarithmic (`repo::repack`).
+        crate::repo::repack::after_write(&mut self.repo, &lock);
         Ok(results)
     }
 }

@@ -76,7 +76,7 @@ pub fn checkpoint_record(repo: &Repository, batch: u64) -> PathBuf {
 }
 
 /// Checkpoint packs of pulls whose process is still running.
-fn protected_packs(repo: &Repository) -> Vec<PathBuf> {
+pub(super) fn protected_packs(repo: &Repository) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir(repo.dot_dir().join("tmp")) else {
         return out;

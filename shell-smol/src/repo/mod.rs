@@ -9,6 +9,8 @@ pub mod heads_log;
 pub mod lock;
 pub mod ops;
 pub mod pack;
+pub mod pack_files;
+pub mod repack;
 pub mod repair;
 pub mod worktree;
 

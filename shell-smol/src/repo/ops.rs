@@ -159,6 +159,8 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
     repo.set_fuse_head(&lock, None)?;
     fault::point("seal.base-written");
     scan.save_cache(repo)?;
+    // The seal is complete; consolidating packs can only fail harmlessly.
+    super::repack::after_write(repo, &lock);
     Ok(SealOutcome::Sealed {
         id,
         timeline,
