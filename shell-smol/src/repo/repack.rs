@@ -321,6 +321,113 @@ mod tests {
         assert_eq!(plan(&[1000, 300, 300]).len(), 3);
     }
 
+    /// A repository with `n` packs of one delta-encoded blob each (versions
+    /// of one text), written without repacking.
+    fn many_packs(n: usize) -> (tempfile::TempDir, Repository, Vec<ivaldi_core::ObjectId>) {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut repo = Repository::forge(d.path()).expect("forge");
+        let mut ids: Vec<ivaldi_core::ObjectId> = Vec::new();
+        for v in 0..n {
+            let text: String = (0..400)
+                .map(|i| format!("line {i} of version {}\n", if i == v { v } else { 0 }))
+                .collect();
+            let mut w = repo.store.writer().expect("writer");
+            let base = ids.last().and_then(|b| repo.store.offer_base(b));
+            let id = ivaldi_core::object::blob_id(text.as_bytes());
+            let mut enc = vec![ivaldi_core::object::ObjectKind::Blob as u8];
+            enc.extend_from_slice(text.as_bytes());
+            w.add_with_base(id, &enc, base.as_ref()).expect("add");
+            repo.store.commit(w).expect("commit");
+            ids.push(id);
+        }
+        (d, repo, ids)
+    }
+
+    #[test]
+    fn a_repack_copies_entries_as_stored_and_loses_nothing() {
+        let (_d, mut repo, ids) = many_packs(12);
+        assert_eq!(repo.store.pack_paths().len(), 12);
+        let before: Vec<_> = ids
+            .iter()
+            .map(|id| (repo.store.encoded_len(id), repo.store.delta_base_of(id)))
+            .collect();
+        assert!(before.iter().skip(1).all(|(_, b)| b.is_some()), "deltas");
+        let lock = repo.lock().expect("lock");
+        let report = repack(&mut repo, &lock).expect("repack");
+        assert!(report.merged >= 2, "{report:?}");
+        let packs = repo.store.pack_paths().len();
+        assert!(packs <= 4, "{packs} packs after repacking 12 equal ones");
+        let after: Vec<_> = ids
+            .iter()
+            .map(|id| (repo.store.encoded_len(id), repo.store.delta_base_of(id)))
+            .collect();
+        assert_eq!(before, after, "entries are copied as they are stored");
+        let (mut problems, mut bad) = (Vec::new(), hashbrown::HashSet::new());
+        repo.store.verify_all(&mut problems, &mut bad);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!repo.dot_dir().join(PENDING).exists());
+        // Already geometric: a second repack does nothing.
+        let again = repack(&mut repo, &lock).expect("repack");
+        assert_eq!(again.merged, 0);
+    }
+
+    #[test]
+    fn a_reader_whose_pack_was_merged_away_reads_from_the_new_pack() {
+        let (d, mut writer, ids) = many_packs(16);
+        // Another process (the daemon's store) loaded every pack, and keeps
+        // one file open, so its reads must reopen.
+        let mut reader = Repository::open(d.path()).expect("open");
+        reader.store.set_open_pack_limit(1);
+        assert_eq!(reader.store.read_raw(&ids[0]).map(|_| ()).ok(), Some(()));
+        let lock = writer.lock().expect("lock");
+        let report = repack(&mut writer, &lock).expect("repack");
+        assert!(report.merged >= 8, "{report:?}");
+        // Every object, deltas and their bases included, still reads, with
+        // no refresh: from the pack each one moved to.
+        for id in ids.iter().rev() {
+            let raw = reader.store.read_raw(id).expect("read after the repack");
+            assert_eq!(ivaldi_core::ObjectId::hash(&raw), *id);
+        }
+        assert!(reader.store.open_pack_files() <= 1);
+        reader.store.refresh().expect("refresh");
+        assert_eq!(reader.store.pack_paths(), writer.store.pack_paths());
+        for id in &ids {
+            reader.store.read_raw(id).expect("read after refresh");
+        }
+    }
+
+    #[test]
+    fn an_interrupted_repack_is_finished_by_the_next_one() {
+        let (_d, mut repo, ids) = many_packs(4);
+        let lock = repo.lock().expect("lock");
+        // As a crash after publishing left it: the merged pack, the old packs
+        // and the record.
+        let old = repo.store.pack_paths();
+        let mut w = repo.store.writer().expect("writer");
+        for p in &old {
+            let f = File::open(p).expect("open");
+            for e in pack::read_index(&f, p).expect("index") {
+                let mut buf = vec![0u8; e.len as usize];
+                f.read_exact_at(&mut buf, e.offset).expect("read");
+                w.add_stored(&e, &buf).expect("add");
+            }
+        }
+        repo.store.commit(w).expect("commit");
+        let new = repo.store.pack_paths().last().cloned().expect("new pack");
+        write_pending(&repo, &new, &old).expect("record");
+        let report = repack(&mut repo, &lock).expect("repack");
+        assert_eq!(report.finished, 4);
+        assert_eq!(repo.store.pack_paths(), vec![new]);
+        for id in &ids {
+            repo.store.read_raw(id).expect("read");
+        }
+        // A record whose new pack is gone deletes nothing.
+        let only = repo.store.pack_paths();
+        write_pending(&repo, &repo.store.dir().join("pack-gone.ivp"), &only).expect("record");
+        assert_eq!(repack(&mut repo, &lock).expect("repack").finished, 0);
+        assert_eq!(repo.store.pack_paths(), only);
+    }
+
     #[test]
     fn a_geometric_set_is_left_alone() {
         assert!(plan(&[]).is_empty());
