@@ -108,7 +108,9 @@ impl Repository {
                 // Version-2 readers read version-1 packs as they are, so the
                 // upgrade is one atomic rewrite of `format`; `gc` later rewrites
                 // the old packs compressed.
+                fault::point("upgrade.started");
                 write_atomic(&format_path, FORMAT.as_bytes(), true)?;
+                fault::point("upgrade.format-written");
                 eprintln!(
                     "ivaldi: upgraded the repository at {} to format 2 (compressed packs); \
                      run `ivaldi gc` to compress existing history",
@@ -727,6 +729,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     if name == "config.json" {
         // Both config files (the user's and the daemon's) share this point.
         fault::point("config.before-rename");
+    } else if name == "format" {
+        fault::point("upgrade.before-rename");
     }
     fs::rename(&tmp, path).at(path)?;
     if durable {
