@@ -198,3 +198,66 @@ fn the_upgrade_killed_at_each_fault_point_leaves_a_repository_that_opens() {
         r.ok(&["verify"]);
     }
 }
+
+/// Version `n` of a source-like file: 2000 lines, a few edited per version.
+fn source(n: usize) -> String {
+    (0..2000)
+        .map(|i| {
+            if i % 89 == n % 89 || i == n * 13 % 2000 {
+                format!("    let edited_{i} = compute({n}, {i}); // change {n}\n")
+            } else {
+                format!("    let value_{i} = compute(base, {i}); // line {i}\n")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn gc_with_its_deeper_delta_search_is_no_bigger_and_keeps_chains_bounded() {
+    const VERSIONS: usize = 60;
+    let r = Repo::forged();
+    let mut seals = Vec::new();
+    for n in 0..VERSIONS {
+        // Every third version goes back to the one before last (a revert the
+        // previous version is a worse base for), and from version 20 a copy
+        // of the file lives under a second name (a base only the size window
+        // finds).
+        let main = if n % 3 == 2 { source(n - 2) } else { source(n) };
+        r.write("src/main.rs", &main);
+        if n >= 20 {
+            r.write("src/copy.rs", format!("// copy {n}\n{main}"));
+        }
+        seals.push(r.seal(&format!("version {n}")));
+    }
+    let before = r.objects_size();
+    let report = r.json(&["gc", "--json"]);
+    let after = r.objects_size();
+    eprintln!(
+        "{VERSIONS} versions: objects/ {before} bytes before gc, {after} after; {} deltas, \
+         longest chain {}",
+        report["deltas"], report["max_delta_depth"]
+    );
+    assert!(after <= before, "gc grew objects/ from {before} to {after}");
+    assert_eq!(r.pack_files().len(), 1, "gc repacks fully");
+    let depth = report["max_delta_depth"].as_u64().expect("max_delta_depth");
+    assert!(
+        (1..=ivaldi_shell_smol::repo::pack::MAX_CHAIN as u64).contains(&depth),
+        "{report}"
+    );
+    // The chains as the store reads them, independently of the report.
+    let store = Store::open(&r.dot().join("objects"), &r.dot().join("tmp")).expect("open");
+    let deepest = store.ids().map(|id| store.delta_depth(id)).max();
+    assert!(
+        deepest <= Some(ivaldi_shell_smol::repo::pack::MAX_CHAIN),
+        "{deepest:?}"
+    );
+    drop(store);
+    r.ok(&["verify"]);
+    for n in (0..VERSIONS).step_by(7) {
+        let name = format!("v{n}");
+        r.ok(&["timeline", "create", &name, "--from", &seals[n]]);
+        r.ok(&["timeline", "switch", &name]);
+        let main = if n % 3 == 2 { source(n - 2) } else { source(n) };
+        assert_eq!(r.read_string("src/main.rs"), main, "version {n}");
+    }
+}

@@ -5,6 +5,7 @@ pub mod codec;
 pub mod error;
 pub mod fault;
 pub mod gc;
+pub mod gc_delta;
 pub mod heads_log;
 pub mod lock;
 pub mod ops;
