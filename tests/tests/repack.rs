@@ -42,7 +42,10 @@ fn three_hundred_seals_leave_a_logarithmic_number_of_packs() {
     const SEALS: usize = 300;
     let r = Repo::forged();
     for i in 0..20 {
-        r.write(&format!("src/file{i}.txt"), format!("file {i}\n").repeat(50));
+        r.write(
+            &format!("src/file{i}.txt"),
+            format!("file {i}\n").repeat(50),
+        );
     }
     let started = Instant::now();
     let mut most = 0;
@@ -111,7 +114,11 @@ fn a_repack_killed_at_each_fault_point_loses_nothing_and_the_next_seal_finishes_
         );
         assert!(duplicates(&r) > 0, "{point}: the merged pack landed");
         r.ok(&["verify"]);
-        assert_eq!(r.log(None).len(), seals.len(), "{point}: every seal is there");
+        assert_eq!(
+            r.log(None).len(),
+            seals.len(),
+            "{point}: every seal is there"
+        );
         for (n, s) in seals.iter().enumerate() {
             r.ok(&["show", s]);
             let name = format!("at{n}");

@@ -22,10 +22,10 @@ use hashbrown::{HashMap, HashSet};
 use ivaldi_core::ObjectId;
 use ivaldi_core::object::{Mode, ObjectKind};
 
+use super::Repository;
 use super::codec::{self, Codec};
 use super::error::Result;
 use super::pack::{IndexEntry, MAX_CHAIN, PackWriter};
-use super::Repository;
 
 /// Earlier versions of the same path tried as bases.
 pub const PATH_WINDOW: usize = 3;
@@ -149,7 +149,11 @@ impl Search<'_> {
                 && self.depth.get(c).is_some_and(|d| *d < MAX_CHAIN)
                 && seen.insert(*c)
         });
-        let limit = if len > SEARCH_LIMIT { 1 } else { MAX_CANDIDATES };
+        let limit = if len > SEARCH_LIMIT {
+            1
+        } else {
+            MAX_CANDIDATES
+        };
         candidates.truncate(limit);
         let mut bases = Vec::with_capacity(candidates.len());
         for c in candidates.iter() {
