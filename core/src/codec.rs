@@ -188,6 +188,30 @@ pub fn encode(data: &[u8], base: Option<&[u8]>) -> (Codec, Option<Vec<u8>>) {
     }
 }
 
+/// Like [`encode`], trying each of `bases` and keeping the smallest delta
+/// (under the same rule: at most 3/4 of plain zstd). Returns which base was
+/// used, if a delta won. `gc` uses it for its deeper search.
+pub fn encode_best(data: &[u8], bases: &[&[u8]]) -> (Codec, Option<Vec<u8>>, Option<usize>) {
+    let plain = compress_plain(data);
+    let mut best: Option<(usize, Vec<u8>)> = None;
+    if data.len() >= MIN_COMPRESS {
+        for (i, base) in bases.iter().enumerate() {
+            if let Some(delta) = compress_delta(data, base)
+                && pays(delta.len(), data.len())
+                && best.as_ref().is_none_or(|(_, b)| delta.len() < b.len())
+            {
+                best = Some((i, delta));
+            }
+        }
+    }
+    match (best, plain) {
+        (Some((_, d)), Some(z)) if d.len() * 4 > z.len() * 3 => (Codec::Zstd, Some(z), None),
+        (Some((i, d)), _) => (Codec::Delta, Some(d), Some(i)),
+        (None, Some(z)) => (Codec::Zstd, Some(z), None),
+        (None, None) => (Codec::Raw, None, None),
+    }
+}
+
 /// Decodes stored bytes back to the `len`-byte encoding. `base` is the base's
 /// encoding, required for [`Codec::Delta`]. Output never exceeds `len` bytes.
 pub fn decode(

@@ -194,7 +194,7 @@ impl Store for DiskStore {
     }
 
     fn get_stored(&self, id: &ObjectId) -> Result<ivaldi_core::codec::Stored, StoreError> {
-        let read = || self.repo.borrow().store.read_stored(id);
+        let read = || self.repo.borrow().store.read_stored_form(id);
         let result = match read() {
             Err(RepoError::MissingObject(_)) => {
                 self.reload_on_miss("an object was not found");
@@ -503,6 +503,8 @@ impl DiskWriter {
             c.landed(&self.repo, current && landed.is_ok(), &moved);
         }
         landed?;
+        // Under the same lock: keep the pack count logarithmic (`repo::repack`).
+        crate::repo::repack::after_write(&mut self.repo, &lock);
         Ok(results)
     }
 }

@@ -39,3 +39,13 @@ pub const SYNC_POINTS: &[&str] = &[
 /// Crash point of an atomic config write (`config.json`, the user's or the
 /// daemon's): the new content is durable in a temporary sibling, not yet renamed.
 pub const CONFIG_POINTS: &[&str] = &["config.before-rename"];
+
+/// Crash points of the upgrade from format 1 to 2 on open, in order. The
+/// upgrade is one atomic rewrite of `.ivaldi/format` (version-2 code reads
+/// version-1 packs as they are), so any interruption leaves format 1 or 2,
+/// each of which opens.
+pub const UPGRADE_POINTS: &[&str] = &[
+    "upgrade.started",
+    "upgrade.before-rename",
+    "upgrade.format-written",
+];

@@ -66,6 +66,10 @@ pub struct GcReport {
     /// Pack file sizes on disk, before and after (after is estimated on a dry run).
     pub pack_bytes_before: u64,
     pub pack_bytes_after: u64,
+    /// Objects the new pack stores as deltas, and the longest chain of bases
+    /// (at most `pack::MAX_CHAIN`); zero on a dry run.
+    pub deltas: usize,
+    pub max_delta_depth: usize,
 }
 
 /// Where this process records the checkpoint packs of an unfinished pull.
@@ -76,7 +80,7 @@ pub fn checkpoint_record(repo: &Repository, batch: u64) -> PathBuf {
 }
 
 /// Checkpoint packs of pulls whose process is still running.
-fn protected_packs(repo: &Repository) -> Vec<PathBuf> {
+pub(super) fn protected_packs(repo: &Repository) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir(repo.dot_dir().join("tmp")) else {
         return out;
@@ -247,11 +251,16 @@ pub fn gc(repo: &mut Repository, dry_run: bool) -> Result<GcReport> {
         packs_after: old_packs.len(),
         pack_bytes_before,
         pack_bytes_after: pack_bytes_before,
+        deltas: 0,
+        max_delta_depth: 0,
     };
     // Version-1 packs (raw objects) are rewritten compressed even when
     // nothing is garbage: that finishes a repository's upgrade to format 2.
     let upgrade = old_packs.iter().any(|p| pack::is_v1(p));
-    if dead.is_empty() && !upgrade {
+    // A full repack: several packs (other than a running pull's) become one,
+    // with the deeper delta search of `gc_delta`.
+    let unprotected = old_packs.iter().filter(|p| !protected.contains(p)).count();
+    if dead.is_empty() && !upgrade && unprotected <= 1 {
         tracing::info!("gc: every object is reachable; nothing to do");
         return Ok(report);
     }
@@ -273,19 +282,9 @@ pub fn gc(repo: &mut Repository, dry_run: bool) -> Result<GcReport> {
         None
     } else {
         let mut writer = repo.store.writer()?;
-        let mut ids: Vec<ObjectId> = live.iter().copied().collect();
-        ids.sort_unstable();
-        for id in &ids {
-            let raw = repo.store.read_raw(id)?;
-            // A delta stays a delta when its base stays; a base that goes
-            // (unreachable) leaves the object whole.
-            let base = repo
-                .store
-                .delta_base_of(id)
-                .filter(|b| live.contains(b))
-                .and_then(|b| repo.store.offer_base(&b));
-            writer.add_with_base(*id, &raw, base.as_ref())?;
-        }
+        let stats = super::gc_delta::write_live(repo, &live, &mut writer)?;
+        report.deltas = stats.deltas;
+        report.max_delta_depth = stats.max_depth;
         repo.store.commit(writer)?;
         repo.store.pack_paths().last().cloned()
     };

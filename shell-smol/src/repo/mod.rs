@@ -5,10 +5,13 @@ pub mod codec;
 pub mod error;
 pub mod fault;
 pub mod gc;
+pub mod gc_delta;
 pub mod heads_log;
 pub mod lock;
 pub mod ops;
 pub mod pack;
+pub mod pack_files;
+pub mod repack;
 pub mod repair;
 pub mod worktree;
 
@@ -106,7 +109,9 @@ impl Repository {
                 // Version-2 readers read version-1 packs as they are, so the
                 // upgrade is one atomic rewrite of `format`; `gc` later rewrites
                 // the old packs compressed.
+                fault::point("upgrade.started");
                 write_atomic(&format_path, FORMAT.as_bytes(), true)?;
+                fault::point("upgrade.format-written");
                 eprintln!(
                     "ivaldi: upgraded the repository at {} to format 2 (compressed packs); \
                      run `ivaldi gc` to compress existing history",
@@ -725,6 +730,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     if name == "config.json" {
         // Both config files (the user's and the daemon's) share this point.
         fault::point("config.before-rename");
+    } else if name == "format" {
+        fault::point("upgrade.before-rename");
     }
     fs::rename(&tmp, path).at(path)?;
     if durable {

@@ -159,6 +159,8 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
     repo.set_fuse_head(&lock, None)?;
     fault::point("seal.base-written");
     scan.save_cache(repo)?;
+    // The seal is complete; consolidating packs can only fail harmlessly.
+    super::repack::after_write(repo, &lock);
     Ok(SealOutcome::Sealed {
         id,
         timeline,
@@ -477,11 +479,13 @@ pub fn fuse(repo: &mut Repository, other: &str, sig: &Signature) -> Result<FuseO
         repo.update_timeline(&lock, &timeline, Some(&ours), &id)?;
         worktree::checkout(repo, &ours_flat, &result.files)?;
         repo.set_base(&lock, Some(&id))?;
+        super::repack::after_write(repo, &lock);
         return Ok(FuseOutcome::Merged { id });
     }
     repo.store.commit(writer)?;
     worktree::checkout(repo, &ours_flat, &result.files)?;
     repo.set_fuse_head(&lock, Some(&theirs))?;
+    super::repack::after_write(repo, &lock);
     Ok(FuseOutcome::Conflicted {
         paths: result.conflicted,
     })
@@ -771,6 +775,7 @@ pub fn resolve(
     if checked_out {
         repo.set_base(&lock, Some(&id))?;
     }
+    super::repack::after_write(repo, &lock);
     Ok(Resolved {
         timeline: timeline.clone(),
         local,

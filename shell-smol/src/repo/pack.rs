@@ -35,6 +35,7 @@ use ivaldi_core::object::{self, ChunkList, Object, ObjectKind, Seal, Tree};
 
 use super::codec::{self, Codec};
 use super::error::{IoContext, RepoError, Result};
+use super::pack_files::{OpenPacks, Stored};
 
 mod received;
 
@@ -68,14 +69,14 @@ struct Loc {
 
 /// One index entry, as read from or written to a pack.
 #[derive(Clone, Copy, Debug)]
-struct IndexEntry {
-    id: ObjectId,
-    offset: u64,
-    len: u32,
-    kind: ObjectKind,
-    codec: Codec,
-    ulen: u32,
-    base: Option<ObjectId>,
+pub(super) struct IndexEntry {
+    pub id: ObjectId,
+    pub offset: u64,
+    pub len: u32,
+    pub kind: ObjectKind,
+    pub codec: Codec,
+    pub ulen: u32,
+    pub base: Option<ObjectId>,
 }
 
 /// A delta base the writer may encode against: its canonical encoding and the
@@ -117,10 +118,11 @@ impl BaseCache {
     }
 }
 
+/// A loaded pack. Its file is opened on demand ([`OpenPacks`]), so the
+/// number of open descriptors does not grow with the number of packs.
 #[derive(Debug)]
 struct Pack {
     path: PathBuf,
-    file: File,
 }
 
 /// An open object store: every pack's index in one hash map, so a lookup is one
@@ -135,6 +137,8 @@ pub struct Store {
     /// The base of every stored delta.
     bases: HashMap<ObjectId, ObjectId>,
     cache: std::sync::Mutex<BaseCache>,
+    /// Open pack files, bounded; and where objects of vanished packs went.
+    files: OpenPacks,
     /// Packs that could not be read whole (a truncated file, a damaged index),
     /// and why. Their readable entries are loaded; the store keeps working for
     /// everything else, and `verify` and `repair` report them.
@@ -152,6 +156,7 @@ impl Store {
             index: HashMap::new(),
             bases: HashMap::new(),
             cache: Default::default(),
+            files: OpenPacks::default(),
             damaged: Vec::new(),
         };
         store.refresh()?;
@@ -194,6 +199,7 @@ impl Store {
             self.index.clear();
             self.bases.clear();
             self.damaged.clear();
+            self.files.clear();
             if let Ok(mut c) = self.cache.lock() {
                 *c = BaseCache::default();
             }
@@ -272,7 +278,8 @@ impl Store {
             }
         }
         self.known_packs.insert(path.clone());
-        self.packs.push(Arc::new(Pack { path, file }));
+        self.files.insert(pack, file);
+        self.packs.push(Arc::new(Pack { path }));
         Ok(())
     }
 
@@ -361,24 +368,61 @@ impl Store {
         Ok(v)
     }
 
+    /// How many pack files this store holds open now (at most
+    /// [`MAX_OPEN_PACKS`](super::pack_files::MAX_OPEN_PACKS)).
+    pub fn open_pack_files(&self) -> usize {
+        self.files.open_count()
+    }
+
+    /// Changes how many pack files this store keeps open (tests use 1 to
+    /// force reopening).
+    pub fn set_open_pack_limit(&mut self, limit: usize) {
+        self.files.set_limit(limit);
+    }
+
+    /// Reads `id`'s stored bytes. If its pack is gone (another process's
+    /// repack or gc merged it into a newer pack), reads it from the pack it
+    /// moved to: a read never fails because a pack was consolidated.
+    fn read_stored(&self, id: &ObjectId, loc: &Loc) -> Result<Stored> {
+        let pack = &self.packs[loc.pack as usize];
+        match self.files.read(loc.pack, &pack.path, loc.offset, loc.len) {
+            Ok(bytes) => Ok(Stored {
+                bytes,
+                codec: loc.codec,
+                ulen: loc.ulen,
+                base: self.bases.get(id).copied(),
+                path: pack.path.clone(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match self.files.read_moved(&self.dir, &self.known_packs, id) {
+                    Ok(Some(s)) => Ok(s),
+                    Ok(None) => Err(e).at(&pack.path),
+                    Err(e) => Err(e).at(&self.dir),
+                }
+            }
+            Err(e) => Err(e).at(&pack.path),
+        }
+    }
+
     /// Reads and decodes `id`, `depth` links down a delta chain.
     fn decode_at(&self, id: &ObjectId, depth: usize) -> Result<Vec<u8>> {
         let loc = self.index.get(id).ok_or(RepoError::MissingObject(*id))?;
-        let pack = &self.packs[loc.pack as usize];
-        let mut stored = vec![0u8; loc.len as usize];
-        pack.file
-            .read_exact_at(&mut stored, loc.offset)
-            .at(&pack.path)?;
-        let base = match loc.codec {
+        let Stored {
+            bytes: stored,
+            codec: loc_codec,
+            ulen,
+            base: base_id,
+            path: pack_path,
+        } = self.read_stored(id, loc)?;
+        let base = match loc_codec {
             Codec::Delta => {
                 if depth >= MAX_CHAIN {
                     return Err(
                         self.corrupt(id, format!("its delta chain is longer than {MAX_CHAIN}"))
                     );
                 }
-                let b = self
-                    .bases
-                    .get(id)
+                let b = base_id
+                    .as_ref()
                     .ok_or_else(|| self.corrupt(id, "a delta without a base id"))?;
                 match self.base_encoding(b, depth + 1) {
                     Ok(v) => Some(v),
@@ -393,16 +437,16 @@ impl Store {
             _ => None,
         };
         let buf = codec::decode(
-            loc.codec,
+            loc_codec,
             &stored,
-            loc.ulen as usize,
+            ulen as usize,
             base.as_deref().map(|v| v.as_slice()),
         )
         .map_err(|r| self.corrupt(id, r))?;
         if ObjectId::hash(&buf) != *id {
             return Err(RepoError::CorruptObject {
                 id: *id,
-                path: pack.path.clone(),
+                path: pack_path,
                 reason: "content does not match its id".into(),
             });
         }
@@ -563,8 +607,16 @@ impl Store {
             problems.push(format!("damaged pack {}: {reason}", path.display()));
         }
         for pack in &self.packs {
-            if let Err(e) = verify_pack_checksum(&pack.file, &pack.path) {
-                problems.push(e.to_string());
+            let checked = File::open(&pack.path)
+                .at(&pack.path)
+                .and_then(|f| verify_pack_checksum(&f, &pack.path));
+            match checked {
+                Ok(()) => {}
+                // Merged by a repack since this store loaded it: its objects
+                // are checked where they are now.
+                Err(RepoError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => problems.push(e.to_string()),
             }
         }
         for id in self.index.keys() {
@@ -720,6 +772,24 @@ impl PackWriter {
             base: base_id,
         });
         self.seen.insert(id);
+        Ok(())
+    }
+
+    /// Adds an entry copied from another pack as it is stored (codec, bytes
+    /// and delta base unchanged): a repack moves objects without decoding
+    /// them. The delta base joins the closure check; children need none,
+    /// since the object was already in a closed store.
+    pub(super) fn add_stored(&mut self, e: &IndexEntry, bytes: &[u8]) -> Result<()> {
+        if self.seen.contains(&e.id) {
+            return Ok(());
+        }
+        if let Some(b) = e.base {
+            self.needs.push((e.id, b));
+        }
+        let offset = self.offset;
+        self.write(bytes)?;
+        self.entries.push(IndexEntry { offset, ..*e });
+        self.seen.insert(e.id);
         Ok(())
     }
 
@@ -929,7 +999,7 @@ fn parse_entry(e: &[u8], index_offset: u64) -> Option<IndexEntry> {
     })
 }
 
-fn read_index(file: &File, path: &Path) -> Result<Vec<IndexEntry>> {
+pub(super) fn read_index(file: &File, path: &Path) -> Result<Vec<IndexEntry>> {
     match read_index_lenient(file, path)? {
         (entries, 0) => Ok(entries),
         _ => Err(bad(path, "index entry is invalid")),
@@ -1004,7 +1074,7 @@ pub fn pack_ids(path: &Path) -> Result<Vec<ObjectId>> {
     Ok(read_index(&file, path)?.into_iter().map(|e| e.id).collect())
 }
 
-fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
+pub(super) fn verify_pack_checksum(file: &File, path: &Path) -> Result<()> {
     let Layout {
         size, sum, entry, ..
     } = read_trailer(file, path)?;

@@ -24,24 +24,16 @@ impl Store {
     /// An object as stored, for a peer with `zstd-delta`. The object is
     /// decoded and checked against its id first (its chain's bases come from
     /// the cache), so a flipped bit on disk is reported here, never served.
-    pub fn read_stored(&self, id: &ObjectId) -> Result<Stored> {
+    pub fn read_stored_form(&self, id: &ObjectId) -> Result<Stored> {
         self.decode_at(id, 0)?;
         let loc = self.index.get(id).ok_or(RepoError::MissingObject(*id))?;
-        let pack = &self.packs[loc.pack as usize];
-        let mut bytes = vec![0u8; loc.len as usize];
-        pack.file
-            .read_exact_at(&mut bytes, loc.offset)
-            .at(&pack.path)?;
+        let s = self.read_stored(id, loc)?;
         Ok(Stored {
             kind: loc.kind,
-            codec: loc.codec,
-            len: loc.ulen,
-            base: self
-                .bases
-                .get(id)
-                .copied()
-                .filter(|_| loc.codec == Codec::Delta),
-            bytes,
+            codec: s.codec,
+            len: s.ulen,
+            base: s.base.filter(|_| s.codec == Codec::Delta),
+            bytes: s.bytes,
         })
     }
 }
