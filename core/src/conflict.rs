@@ -147,6 +147,16 @@ pub type Encoded = Vec<(ObjectId, Vec<u8>)>;
 /// Encodes the trees of a flat snapshot; returns the root id and every tree's
 /// encoding, children first.
 pub fn build_trees(files: &FlatTree) -> Result<(ObjectId, Encoded), StoreError> {
+    let (root, trees) = build_trees_at(files)?;
+    Ok((root, trees.into_iter().map(|(_, id, b)| (id, b)).collect()))
+}
+
+/// [`build_trees`], with each tree's directory path (`""` for the root): a
+/// store offers the tree at the same path in the previous snapshot as the
+/// delta base of the new one.
+pub fn build_trees_at(
+    files: &FlatTree,
+) -> Result<(ObjectId, Vec<(String, ObjectId, Vec<u8>)>), StoreError> {
     enum Node {
         File(Mode, ObjectId),
         Dir(BTreeMap<String, Node>),
@@ -171,13 +181,21 @@ pub fn build_trees(files: &FlatTree) -> Result<(ObjectId, Encoded), StoreError> 
     }
     fn encode(
         dir: &BTreeMap<String, Node>,
-        out: &mut Vec<(ObjectId, Vec<u8>)>,
+        path: &str,
+        out: &mut Vec<(String, ObjectId, Vec<u8>)>,
     ) -> Result<ObjectId, StoreError> {
         let mut entries = Vec::with_capacity(dir.len());
         for (name, node) in dir {
             let (mode, id) = match node {
                 Node::File(m, id) => (*m, *id),
-                Node::Dir(d) => (Mode::Tree, encode(d, out)?),
+                Node::Dir(d) => {
+                    let sub = if path.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{path}/{name}")
+                    };
+                    (Mode::Tree, encode(d, &sub, out)?)
+                }
             };
             entries.push(TreeEntry {
                 name: name.clone(),
@@ -187,11 +205,11 @@ pub fn build_trees(files: &FlatTree) -> Result<(ObjectId, Encoded), StoreError> 
         }
         let bytes = Tree::new(entries).map_err(failed)?.encode();
         let id = ObjectId::hash(&bytes);
-        out.push((id, bytes));
+        out.push((path.to_owned(), id, bytes));
         Ok(id)
     }
     let mut out = Vec::new();
-    let id = encode(&root, &mut out)?;
+    let id = encode(&root, "", &mut out)?;
     Ok((id, out))
 }
 

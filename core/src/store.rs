@@ -130,6 +130,10 @@ pub enum StoreRequest {
         /// so they may be written before `objects`. Decoding and hashing
         /// bulk data here keeps it off the thread that drives connections.
         blobs: Vec<(ObjectId, Stored)>,
+        /// The delta forms some of `objects` arrived in (verified by the
+        /// core with the rest of `objects`): a store may keep them as they
+        /// are instead of encoding those objects again.
+        forms: Vec<(ObjectId, Stored)>,
     },
     /// Make the batch's objects durable and visible (checking closure), then apply
     /// `updates` in order. Answered by `Node::handle_store_done` with one result per
@@ -240,6 +244,7 @@ impl MemStore {
                 batch,
                 objects,
                 blobs,
+                forms: _,
             } => {
                 let staged = self.staged.entry(batch).or_default();
                 let held: IdMap<usize> = staged.iter().enumerate().map(|(i, o)| (o.0, i)).collect();

@@ -1289,6 +1289,7 @@ impl Sim {
                 batch,
                 objects,
                 blobs,
+                forms: _,
             } => {
                 let sn = &mut self.nodes[i];
                 let resolved = {

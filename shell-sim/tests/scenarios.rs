@@ -383,6 +383,7 @@ fn invariant_checker_catches_injected_bugs() {
             batch: 9_001,
             objects: vec![(bad_id, bad)],
             blobs: Vec::new(),
+            forms: Vec::new(),
         },
     );
     sim.inject_store_request(

@@ -299,6 +299,7 @@ impl DiskWriter {
                 batch,
                 objects,
                 blobs,
+                forms,
             } => {
                 let writer = match self.batches.entry(batch) {
                     hashbrown::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -329,13 +330,20 @@ impl DiskWriter {
                         return Some((batch, Err(e)));
                     }
                 }
+                let forms: hashbrown::HashMap<ObjectId, ivaldi_core::codec::Stored> =
+                    forms.into_iter().collect();
                 for (id, bytes) in objects {
                     if self.repo.store.contains(&id) {
                         continue;
                     }
                     // The core verified every object; the writer checks kinds and
-                    // sizes and records children for the closure check.
-                    if let Err(e) = writer.add_trusted(id, &bytes) {
+                    // sizes and records children for the closure check, and
+                    // keeps a delta form as it came when it can.
+                    let added = match forms.get(&id) {
+                        Some(form) => writer.add_with_form(id, &bytes, form, &self.repo.store),
+                        None => writer.add_trusted(id, &bytes),
+                    };
+                    if let Err(e) = added {
                         self.batches.remove(&batch);
                         return Some((batch, Err(failed(e))));
                     }

@@ -202,3 +202,35 @@ fn a_large_random_file_is_stored_raw_and_a_large_text_file_compressed() {
     assert!(r.read("random.bin") == random, "random file changed");
     assert!(r.read_string("big.txt") == text, "text file changed");
 }
+
+/// A wide tree where each seal edits one file: the new versions of the
+/// directories on that file's path are stored as deltas against their
+/// previous versions, so a seal costs about its change, not the size of its
+/// directories (their 32-byte ids do not compress otherwise).
+#[test]
+fn directories_are_stored_as_deltas_against_their_previous_versions() {
+    let r = Repo::forged();
+    for d in 0..4 {
+        for f in 0..150 {
+            r.write(
+                &format!("src/dir{d}/file{f:03}.rs"),
+                &format!("fn f{d}_{f}() {{}}\n"),
+            );
+        }
+    }
+    r.seal("wide tree");
+    let before = objects_size(&r);
+    for n in 0..30 {
+        r.write(
+            &format!("src/dir{}/file007.rs", n % 4),
+            &format!("fn edit() {{ {n} }}\n"),
+        );
+        r.seal(&format!("edit {n}"));
+    }
+    let grown = objects_size(&r) - before;
+    // Each seal rewrites a 150-entry directory (about 7 KB, ids included),
+    // `src` and the root: whole, 30 seals would add well over 200 KB.
+    eprintln!("30 one-file seals added {grown} bytes to objects/");
+    assert!(grown < 60_000, "30 one-file seals added {grown} bytes");
+    r.ok(&["verify"]);
+}

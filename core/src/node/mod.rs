@@ -1664,6 +1664,7 @@ impl Node {
                     batch,
                     objects: m.objects,
                     blobs: Vec::new(),
+                    forms: Vec::new(),
                 }));
                 self.outputs.push_back(Output::Store(StoreRequest::Land {
                     batch,
@@ -2621,7 +2622,7 @@ impl Node {
             let mut out = Vec::with_capacity(objects.len());
             for (id, enc) in objects {
                 match object::verify(&id, enc) {
-                    Ok(kind) => out.push(thin::Received::Object(id, enc.to_vec(), kind)),
+                    Ok(kind) => out.push(thin::Received::Object(id, enc.to_vec(), kind, None)),
                     Err(e) => return self.violation(conn, format!("bad object {id}: {e}")),
                 }
             }
@@ -2629,17 +2630,21 @@ impl Node {
         };
         let mut batch = Vec::with_capacity(received.len());
         let mut blobs = Vec::new();
+        let mut forms = Vec::new();
         let mut bytes = 0u64;
         for r in received {
             let (id, kind) = match &r {
-                thin::Received::Object(id, _, kind) => (*id, *kind),
+                thin::Received::Object(id, _, kind, _) => (*id, *kind),
                 thin::Received::Blob(id, _) => (*id, ObjectKind::Blob),
             };
             if kind != ObjectKind::Seal && pull.refetch.as_ref().is_some_and(|a| !a.contains(&id)) {
                 return self.violation(conn, format!("object {id} was not asked for"));
             }
             match r {
-                thin::Received::Object(id, enc, kind) => {
+                thin::Received::Object(id, enc, kind, form) => {
+                    if let Some(f) = form {
+                        forms.push((id, f));
+                    }
                     if kind == ObjectKind::Seal
                         && let Ok(s) = Seal::decode(&enc)
                     {
@@ -2686,6 +2691,7 @@ impl Node {
             batch: batch_id,
             objects: batch,
             blobs,
+            forms,
         }));
         // A checkpoint: land what arrived so far on its own, so a cut transfer
         // keeps it. Objects arrive children first, so every prefix of the

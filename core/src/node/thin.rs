@@ -259,8 +259,9 @@ fn decoded(store: &dyn Store, id: &ObjectId, stored: &Stored) -> Result<Vec<u8>,
 
 /// One object of a received frame.
 pub(super) enum Received {
-    /// Decoded and verified here: its canonical encoding and kind.
-    Object(ObjectId, Vec<u8>, ObjectKind),
+    /// Decoded and verified here: its canonical encoding and kind, and the
+    /// delta form it came in, which the store may keep.
+    Object(ObjectId, Vec<u8>, ObjectKind, Option<Stored>),
     /// A blob for the store to decode and verify.
     Blob(ObjectId, Stored),
 }
@@ -312,7 +313,8 @@ impl ThinReceiver {
             if kind == ObjectKind::Tree {
                 self.trees.push(id, stored.len, enc.clone());
             }
-            out.push(Received::Object(id, enc, kind));
+            let form = (stored.codec == Codec::Delta).then_some(stored);
+            out.push(Received::Object(id, enc, kind, form));
         }
         Ok(out)
     }
@@ -377,7 +379,7 @@ mod tests {
         let mut blobs = Vec::new();
         for r in got {
             match r {
-                Received::Object(id, enc, _) => objects.push((id, enc)),
+                Received::Object(id, enc, _, _) => objects.push((id, enc)),
                 Received::Blob(id, s) => blobs.push((id, s)),
             }
         }

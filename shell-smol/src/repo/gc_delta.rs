@@ -11,6 +11,11 @@
 //! always already in the new pack and its chain depth is known: a base whose
 //! new chain is [`MAX_CHAIN`] long is not offered.
 //!
+//! Trees get the same search by directory path (the last versions of the
+//! same directory, no size window): a directory's new version differs from
+//! its old one by the entries that changed, and its 32-byte ids do not
+//! compress any other way.
+//!
 //! Bounded: at most [`MAX_CANDIDATES`] trials per blob, blobs above
 //! [`SEARCH_LIMIT`] bytes get one, and decoded encodings kept for reuse as
 //! bases are capped at [`WINDOW_BYTES`].
@@ -87,7 +92,8 @@ pub fn write_live(
                 .take(PATH_WINDOW)
                 .copied()
                 .collect();
-            s.write_blob(*id, &mut candidates, writer)?;
+            let kind = repo.store.kind(id).unwrap_or(ObjectKind::Blob);
+            s.write_versioned(*id, kind, &mut candidates, writer)?;
         }
     }
     // Everything else (trees, seals, chunk lists, chunks of large files) in id
@@ -111,8 +117,8 @@ pub fn write_live(
             if s.depth.contains_key(&id) {
                 continue;
             }
-            if repo.store.kind(&id) == Some(ObjectKind::Blob) {
-                s.write_blob(id, &mut Vec::new(), writer)?;
+            if let Some(kind @ (ObjectKind::Blob | ObjectKind::Tree)) = repo.store.kind(&id) {
+                s.write_versioned(id, kind, &mut Vec::new(), writer)?;
             } else {
                 let raw = repo.store.read_raw(&id)?;
                 writer.add_with_base(id, &raw, None)?;
@@ -124,11 +130,12 @@ pub fn write_live(
 }
 
 impl Search<'_> {
-    /// Writes blob `id`, trying `candidates` (most promising first), its
-    /// current base and the size window.
-    fn write_blob(
+    /// Writes blob or tree `id`, trying `candidates` (most promising first),
+    /// its current base and, for a blob, the size window.
+    fn write_versioned(
         &mut self,
         id: ObjectId,
+        kind: ObjectKind,
         candidates: &mut Vec<ObjectId>,
         writer: &mut PackWriter,
     ) -> Result<()> {
@@ -137,11 +144,13 @@ impl Search<'_> {
             candidates.push(b);
         }
         let len = enc.len();
-        let below = self.by_size.range(..(len, id)).rev().take(SIZE_WINDOW);
-        let above = self.by_size.range((len, id)..).take(SIZE_WINDOW);
-        let mut near: Vec<(usize, ObjectId)> = below.chain(above).map(|(k, _)| *k).collect();
-        near.sort_by_key(|(l, _)| l.abs_diff(len));
-        candidates.extend(near.into_iter().map(|(_, i)| i).take(SIZE_WINDOW));
+        if kind == ObjectKind::Blob {
+            let below = self.by_size.range(..(len, id)).rev().take(SIZE_WINDOW);
+            let above = self.by_size.range((len, id)..).take(SIZE_WINDOW);
+            let mut near: Vec<(usize, ObjectId)> = below.chain(above).map(|(k, _)| *k).collect();
+            near.sort_by_key(|(l, _)| l.abs_diff(len));
+            candidates.extend(near.into_iter().map(|(_, i)| i).take(SIZE_WINDOW));
+        }
         let mut seen = HashSet::new();
         candidates.retain(|c| {
             *c != id
@@ -168,7 +177,7 @@ impl Search<'_> {
             id,
             offset: 0,
             len: bytes.len() as u32,
-            kind: ObjectKind::Blob,
+            kind,
             codec,
             ulen: enc.len() as u32,
             base: if codec == Codec::Delta { base } else { None },
@@ -179,7 +188,9 @@ impl Search<'_> {
             self.stats.max_depth = self.stats.max_depth.max(depth);
         }
         self.depth.insert(id, depth);
-        self.by_size.insert((len, id), ());
+        if kind == ObjectKind::Blob {
+            self.by_size.insert((len, id), ());
+        }
         Ok(())
     }
 
@@ -208,7 +219,9 @@ impl Search<'_> {
 }
 
 /// Each live blob that is a file's content, under the first path it appears
-/// at, with every path's versions oldest first (seals in time order).
+/// at, and each live tree under its directory path (`""` for roots, `"a/b/"`
+/// for others: never a file's path), with every path's versions oldest first
+/// (seals in time order).
 fn path_versions(
     repo: &Repository,
     live: &HashSet<ObjectId>,
@@ -229,6 +242,9 @@ fn path_versions(
         while let Some((prefix, tree)) = stack.pop() {
             if !trees.insert(tree) {
                 continue;
+            }
+            if live.contains(&tree) && placed.insert(tree) {
+                out.entry(prefix.clone()).or_default().push(tree);
             }
             for e in repo.store.tree(&tree)?.entries() {
                 let path = format!("{prefix}{}", e.name);

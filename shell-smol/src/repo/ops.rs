@@ -84,7 +84,7 @@ fn reconcile_base(
         && base.as_ref() != Some(h)
     {
         let seal = repo.store.seal(h)?;
-        if worktree::tree_id(files, &repo.store)? == seal.tree {
+        if worktree::tree_id(files)? == seal.tree {
             tracing::info!(head = %h.short(), "working tree matches the timeline head; recording it as the base");
             repo.set_base(lock, Some(h))?;
             base = Some(*h);
@@ -133,7 +133,11 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
         scan.save_cache(repo)?;
         return Ok(SealOutcome::NothingToSeal);
     }
-    let tree = worktree::build_tree(&scan.files, &repo.store, &mut writer)?;
+    let old_root = match base.as_ref() {
+        Some(b) => Some(repo.store.seal(b)?.tree),
+        None => None,
+    };
+    let tree = worktree::build_tree(&scan.files, &repo.store, &mut writer, old_root.as_ref())?;
     let seal = Seal {
         tree,
         parents: base.iter().chain(fuse.iter()).copied().collect(),
@@ -464,7 +468,8 @@ pub fn fuse(repo: &mut Repository, other: &str, sig: &Signature) -> Result<FuseO
     let result = merge_snapshots(repo, &base_flat, &ours_flat, &theirs_flat, &labels)?;
     let mut writer = result.writer;
     if result.conflicted.is_empty() {
-        let tree = worktree::build_tree(&result.files, &repo.store, &mut writer)?;
+        let old_root = repo.store.seal(&ours)?.tree;
+        let tree = worktree::build_tree(&result.files, &repo.store, &mut writer, Some(&old_root))?;
         let seal = Seal {
             tree,
             parents: vec![ours, theirs],

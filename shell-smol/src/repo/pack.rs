@@ -338,10 +338,11 @@ impl Store {
         self.bases.get(id).copied()
     }
 
-    /// `id` as a delta base for a new blob, if it is a stored blob whose chain
-    /// leaves room for one more link and whose bytes read back intact.
+    /// `id` as a delta base for a new blob or tree, if it is a stored blob or
+    /// tree whose chain leaves room for one more link and whose bytes read
+    /// back intact.
     pub fn offer_base(&self, id: &ObjectId) -> Option<DeltaBase> {
-        if self.kind(id) != Some(ObjectKind::Blob) {
+        if !matches!(self.kind(id), Some(ObjectKind::Blob | ObjectKind::Tree)) {
             return None;
         }
         let depth = self.delta_depth(id);

@@ -469,32 +469,66 @@ fn hash_large_file(
 }
 
 /// Builds the trees of a snapshot, adding the ones the store lacks to `writer`,
-/// and returns the root tree's id.
-pub fn build_tree(files: &Flat, store: &Store, writer: &mut PackWriter) -> Result<ObjectId> {
-    build_tree_into(files, store, Some(writer))
-}
-
-/// The id the root tree of a snapshot has, without storing anything.
-pub fn tree_id(files: &Flat, store: &Store) -> Result<ObjectId> {
-    build_tree_into(files, store, None)
-}
-
-fn build_tree_into(
+/// and returns the root tree's id. Each new tree is offered the tree at the
+/// same path under `old_root` (the snapshot it replaces) as its delta base:
+/// a directory's new version differs from its old one by the entries that
+/// changed, and its 32-byte ids do not compress any other way.
+pub fn build_tree(
     files: &Flat,
     store: &Store,
-    writer: Option<&mut PackWriter>,
+    writer: &mut PackWriter,
+    old_root: Option<&ObjectId>,
 ) -> Result<ObjectId> {
     // The core encodes the trees (one implementation for the CLI, the merge
     // strategies and the tests); here they are only stored.
-    let (root, trees) =
-        ivaldi_core::conflict::build_trees(files).map_err(|e| RepoError::Refused(e.to_string()))?;
-    if let Some(w) = writer {
-        for (id, bytes) in trees {
-            if !store.contains(&id) {
-                w.add_trusted(id, &bytes)?;
-            }
+    let (root, trees) = ivaldi_core::conflict::build_trees_at(files)
+        .map_err(|e| RepoError::Refused(e.to_string()))?;
+    let mut old = OldTrees::new(store, old_root);
+    for (path, id, bytes) in trees {
+        if !store.contains(&id) && !writer.holds(&id) {
+            let base = old.at(&path).and_then(|b| store.offer_base(&b));
+            writer.add_with_base(id, &bytes, base.as_ref())?;
         }
     }
+    Ok(root)
+}
+
+/// The trees of an earlier snapshot by directory path, read only along the
+/// paths asked for (a seal that changes 50 files reads their directories,
+/// not the whole tree).
+struct OldTrees<'a> {
+    store: &'a Store,
+    dirs: HashMap<String, Option<ObjectId>>,
+}
+
+impl<'a> OldTrees<'a> {
+    fn new(store: &'a Store, root: Option<&ObjectId>) -> Self {
+        let mut dirs = HashMap::new();
+        dirs.insert(String::new(), root.copied());
+        OldTrees { store, dirs }
+    }
+
+    /// The old tree at directory `path` (`""` is the root), if there was one.
+    fn at(&mut self, path: &str) -> Option<ObjectId> {
+        if let Some(known) = self.dirs.get(path) {
+            return *known;
+        }
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let found = self.at(parent).and_then(|p| {
+            let tree = self.store.tree(&p).ok()?;
+            tree.get(name)
+                .filter(|e| e.mode == Mode::Tree)
+                .map(|e| e.id)
+        });
+        self.dirs.insert(path.to_owned(), found);
+        found
+    }
+}
+
+/// The id the root tree of a snapshot has, without storing anything.
+pub fn tree_id(files: &Flat) -> Result<ObjectId> {
+    let (root, _) =
+        ivaldi_core::conflict::build_trees(files).map_err(|e| RepoError::Refused(e.to_string()))?;
     Ok(root)
 }
 

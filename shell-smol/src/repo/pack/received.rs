@@ -97,6 +97,75 @@ impl PackWriter {
         Ok(())
     }
 
+    /// Adds an object the core verified (`encoding`), keeping `form`, the
+    /// delta it arrived as, when its base is in the store or this batch and
+    /// the chain stays within [`MAX_CHAIN`]; otherwise as
+    /// [`PackWriter::add_trusted`] would.
+    pub fn add_with_form(
+        &mut self,
+        id: ObjectId,
+        encoding: &[u8],
+        form: &Stored,
+        store: &Store,
+    ) -> Result<()> {
+        let depth = match form.base.filter(|_| form.codec == Codec::Delta) {
+            Some(b) if self.seen.contains(&b) => self.chain_in_batch(&b, store),
+            Some(b) if store.contains(&b) => Some(store.delta_depth(&b)),
+            _ => None,
+        };
+        let keep = depth.is_some_and(|d| d < MAX_CHAIN)
+            && form.len as usize == encoding.len()
+            && object::kind_of(encoding).ok() == Some(form.kind);
+        if !keep || self.seen.contains(&id) {
+            return self.add_trusted(id, encoding);
+        }
+        if form.kind != ObjectKind::Blob {
+            for child in object::Object::decode(encoding)?.children() {
+                self.needs.push((id, child));
+            }
+        }
+        let base = form.base;
+        if let Some(b) = base {
+            self.needs.push((id, b));
+        }
+        let offset = self.offset;
+        self.write(&form.bytes)?;
+        self.entries.push(IndexEntry {
+            id,
+            offset,
+            len: form.bytes.len() as u32,
+            kind: form.kind,
+            codec: form.codec,
+            ulen: form.len,
+            base,
+        });
+        self.seen.insert(id);
+        Ok(())
+    }
+
+    /// The chain length of an object of this batch (its bases may continue
+    /// in the store); `None` when a link is missing.
+    fn chain_in_batch(&self, id: &ObjectId, store: &Store) -> Option<usize> {
+        let mut depth = 0;
+        let mut cur = *id;
+        loop {
+            let e = self.entries.iter().rev().find(|e| e.id == cur)?;
+            match e.base.filter(|_| e.codec == Codec::Delta) {
+                None => return Some(depth),
+                Some(b) => {
+                    depth += 1;
+                    if depth > MAX_CHAIN {
+                        return Some(depth);
+                    }
+                    if !self.seen.contains(&b) {
+                        return store.contains(&b).then(|| depth + store.delta_depth(&b));
+                    }
+                    cur = b;
+                }
+            }
+        }
+    }
+
     /// A base's encoding and the length of its own chain, from this batch or
     /// the store; `None` when neither holds it.
     fn base_for(&mut self, id: &ObjectId, store: &Store) -> Result<Option<(Vec<u8>, usize)>> {
