@@ -144,6 +144,9 @@ pub fn flatten(store: &dyn Store, tree: &ObjectId) -> Result<FlatTree, StoreErro
 /// Encoded objects with their ids, in landing order.
 pub type Encoded = Vec<(ObjectId, Vec<u8>)>;
 
+/// Encoded trees with their directory paths and ids, in landing order.
+pub type EncodedAt = Vec<(String, ObjectId, Vec<u8>)>;
+
 /// Encodes the trees of a flat snapshot; returns the root id and every tree's
 /// encoding, children first.
 pub fn build_trees(files: &FlatTree) -> Result<(ObjectId, Encoded), StoreError> {
@@ -154,9 +157,7 @@ pub fn build_trees(files: &FlatTree) -> Result<(ObjectId, Encoded), StoreError> 
 /// [`build_trees`], with each tree's directory path (`""` for the root): a
 /// store offers the tree at the same path in the previous snapshot as the
 /// delta base of the new one.
-pub fn build_trees_at(
-    files: &FlatTree,
-) -> Result<(ObjectId, Vec<(String, ObjectId, Vec<u8>)>), StoreError> {
+pub fn build_trees_at(files: &FlatTree) -> Result<(ObjectId, EncodedAt), StoreError> {
     enum Node {
         File(Mode, ObjectId),
         Dir(BTreeMap<String, Node>),
@@ -182,7 +183,7 @@ pub fn build_trees_at(
     fn encode(
         dir: &BTreeMap<String, Node>,
         path: &str,
-        out: &mut Vec<(String, ObjectId, Vec<u8>)>,
+        out: &mut EncodedAt,
     ) -> Result<ObjectId, StoreError> {
         let mut entries = Vec::with_capacity(dir.len());
         for (name, node) in dir {

@@ -214,7 +214,7 @@ fn directories_are_stored_as_deltas_against_their_previous_versions() {
         for f in 0..150 {
             r.write(
                 &format!("src/dir{d}/file{f:03}.rs"),
-                &format!("fn f{d}_{f}() {{}}\n"),
+                format!("fn f{d}_{f}() {{}}\n"),
             );
         }
     }
@@ -223,7 +223,7 @@ fn directories_are_stored_as_deltas_against_their_previous_versions() {
     for n in 0..30 {
         r.write(
             &format!("src/dir{}/file007.rs", n % 4),
-            &format!("fn edit() {{ {n} }}\n"),
+            format!("fn edit() {{ {n} }}\n"),
         );
         r.seal(&format!("edit {n}"));
     }
