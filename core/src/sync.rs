@@ -41,6 +41,16 @@ pub fn haves(
     heads: &[ObjectId],
     extra: &[ObjectId],
 ) -> Result<Vec<ObjectId>, StoreError> {
+    haves_sampled(store, heads, extra, HAVES_PER_HEAD)
+}
+
+/// [`haves`] with at most `per_head` samples per head (1: the heads only).
+pub fn haves_sampled(
+    store: &dyn Store,
+    heads: &[ObjectId],
+    extra: &[ObjectId],
+    per_head: usize,
+) -> Result<Vec<ObjectId>, StoreError> {
     let mut out = Vec::new();
     let mut seen = IdSet::default();
     let mut walked = IdSet::default();
@@ -55,7 +65,7 @@ pub fn haves(
         let mut next_sample = 0usize;
         let mut samples = 0;
         while let Some(id) = cur {
-            if !store.has(&id) || samples >= HAVES_PER_HEAD {
+            if !store.has(&id) || samples >= per_head {
                 break;
             }
             if !walked.insert(id) {

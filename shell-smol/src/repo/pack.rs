@@ -664,6 +664,10 @@ pub struct PackWriter {
     /// For seal: each path's previous blob, offered as the delta base of its
     /// new version.
     path_bases: HashMap<String, ObjectId>,
+    /// Where each of the first `indexed` entries is (`received.rs` looks up
+    /// delta bases in the batch; entries are only appended until `finish`).
+    positions: HashMap<ObjectId, usize>,
+    indexed: usize,
 }
 
 impl PackWriter {
@@ -689,6 +693,8 @@ impl PackWriter {
             seen: HashSet::new(),
             needs: Vec::new(),
             path_bases: HashMap::new(),
+            positions: HashMap::new(),
+            indexed: 0,
         };
         w.write(MAGIC)?;
         Ok(w)

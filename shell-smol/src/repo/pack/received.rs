@@ -143,13 +143,23 @@ impl PackWriter {
         Ok(())
     }
 
+    /// The batch's entry for `id`, indexing entries added since the last look.
+    fn entry_of(&mut self, id: &ObjectId) -> Option<IndexEntry> {
+        while self.indexed < self.entries.len() {
+            let e = &self.entries[self.indexed];
+            self.positions.insert(e.id, self.indexed);
+            self.indexed += 1;
+        }
+        self.positions.get(id).map(|i| self.entries[*i])
+    }
+
     /// The chain length of an object of this batch (its bases may continue
     /// in the store); `None` when a link is missing.
-    fn chain_in_batch(&self, id: &ObjectId, store: &Store) -> Option<usize> {
+    fn chain_in_batch(&mut self, id: &ObjectId, store: &Store) -> Option<usize> {
         let mut depth = 0;
         let mut cur = *id;
         loop {
-            let e = self.entries.iter().rev().find(|e| e.id == cur)?;
+            let e = self.entry_of(&cur)?;
             match e.base.filter(|_| e.codec == Codec::Delta) {
                 None => return Some(depth),
                 Some(b) => {
@@ -189,12 +199,7 @@ impl PackWriter {
         store: &Store,
         depth: usize,
     ) -> Result<(Vec<u8>, usize)> {
-        let e = *self
-            .entries
-            .iter()
-            .rev()
-            .find(|e| e.id == *id)
-            .ok_or(RepoError::MissingObject(*id))?;
+        let e = self.entry_of(id).ok_or(RepoError::MissingObject(*id))?;
         if depth > MAX_CHAIN {
             return Err(invalid(format!("a delta chain through {id} is too long")));
         }
