@@ -105,6 +105,8 @@ fn cut_transfer(
     let before = bytes_of(&b_store);
     let a = net.add(cfg(), a_store, 1);
     let b = net.add(cfg(), b_store, 2);
+    // Checkpoints small enough that some land before the cut.
+    net.nodes[b].node.set_checkpoint_bytes(8 * MIB as u64);
     net.connect(b, a);
     assert!(net.run_until(Duration::from_secs(120), |n| n.traffic().get(a, b) > cut));
     assert_ne!(

@@ -59,6 +59,8 @@ pub struct DiskStore {
     /// Every head, read once (`heads_cache`): a sync costs what moved, not
     /// how many timelines exist.
     heads: HeadsCache,
+    /// Reads objects for serves ahead of the driver (`prefetch.rs`).
+    prefetch: Option<crate::prefetch::Prefetcher>,
 }
 
 impl DiskStore {
@@ -71,6 +73,7 @@ impl DiskStore {
             id,
             seen_mtime: RefCell::new(None),
             heads: HeadsCache::default(),
+            prefetch: None,
         };
         store.note_mtime();
         Ok(store)
@@ -89,6 +92,17 @@ impl DiskStore {
     /// ([`DiskWriter::share_heads`]); otherwise they are read again.
     pub fn refresh_landed(&mut self) -> Result<(), RepoError> {
         self.reload()
+    }
+
+    /// Reads objects for serves ahead, on a thread of its own (the daemon:
+    /// its driver thread then only encrypts and frames them). Without it,
+    /// every read happens on the caller's thread.
+    pub fn read_ahead(&mut self) {
+        let root = self.repo.borrow().root().to_owned();
+        match crate::prefetch::Prefetcher::start(root) {
+            Ok(p) => self.prefetch = Some(p),
+            Err(e) => tracing::warn!(error = %e, "no reading ahead: cannot start its thread"),
+        }
     }
 
     /// The heads cache, for [`DiskWriter::share_heads`].
@@ -193,7 +207,16 @@ impl Store for DiskStore {
         }
     }
 
+    fn prefetch(&self, ids: &[ObjectId]) {
+        if let Some(p) = &self.prefetch {
+            p.request(ids.to_vec());
+        }
+    }
+
     fn get_stored(&self, id: &ObjectId) -> Result<ivaldi_core::codec::Stored, StoreError> {
+        if let Some(s) = self.prefetch.as_ref().and_then(|p| p.take(id)) {
+            return Ok(s);
+        }
         let read = || self.repo.borrow().store.read_stored_form(id);
         let result = match read() {
             Err(RepoError::MissingObject(_)) => {
@@ -252,7 +275,10 @@ fn resume_path(repo: &Repository, peer: &str) -> Option<PathBuf> {
 /// A pull's objects land in checkpoints of about this size, so a transfer that
 /// is interrupted (the daemon killed, the connection lost) keeps what arrived
 /// before the last checkpoint on disk instead of dropping the whole batch.
-pub const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// Each costs fsyncs (see the core's `CHECKPOINT_BYTES`: half of it, so the
+/// writer's own checkpoints land first); [`DiskWriter::set_checkpoint_bytes`]
+/// changes it.
+pub const CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Carries out the core's store requests against the repository.
 pub struct DiskWriter {
@@ -263,6 +289,7 @@ pub struct DiskWriter {
     checkpoints: HashMap<u64, Vec<String>>,
     /// The reading store's heads cache, kept up to date by landings.
     heads: Option<HeadsCache>,
+    checkpoint_bytes: u64,
 }
 
 impl DiskWriter {
@@ -273,7 +300,13 @@ impl DiskWriter {
             batches: HashMap::new(),
             checkpoints: HashMap::new(),
             heads: None,
+            checkpoint_bytes: CHECKPOINT_BYTES,
         })
+    }
+
+    /// Lands a batch's closed prefix as a checkpoint every `bytes`.
+    pub fn set_checkpoint_bytes(&mut self, bytes: u64) {
+        self.checkpoint_bytes = bytes.max(1);
     }
 
     /// Keeps `cache` (a [`DiskStore`]'s) up to date with the heads this
@@ -348,7 +381,7 @@ impl DiskWriter {
                         return Some((batch, Err(failed(e))));
                     }
                 }
-                let full = writer.bytes() >= CHECKPOINT_BYTES;
+                let full = writer.bytes() >= self.checkpoint_bytes;
                 if full && self.repo.store.is_closed(writer) {
                     // Land what arrived so far (closed, so it keeps the closure
                     // invariant; unreachable until the heads move, so gc may

@@ -311,6 +311,9 @@ fn gc_during_a_landing_sync_loses_nothing_and_the_sync_completes() {
     // The clone remembers A's own address; this test goes through the relay only.
     b.ok(&["p2p", "remove-peer", &da.addr()]);
     b.ok(&["p2p", "add-peer", &relay.addr().to_string()]);
+    // The writer's checkpoints at 4 MiB (the old default), so one lands
+    // well before the end.
+    b.set_env("IVALDI_CHECKPOINT_MIB", "8");
     let db = Daemon::start("B", &b);
     let record = || -> Option<PathBuf> {
         std::fs::read_dir(b.dot().join("tmp"))

@@ -194,6 +194,8 @@ fn daemon_killed_at_each_sync_fault_point_stays_consistent_and_resyncs() {
         let (da, old, head) = behind(&a, &b);
 
         b.set_env("IVALDI_CRASH_AT", point);
+        // Checkpoints small enough that the transfer lands some.
+        b.set_env("IVALDI_CHECKPOINT_MIB", "8");
         let db = Daemon::start("B", &b);
         let crashed_pid = db.pid();
         // Dial A: the pull starts at once and B aborts at the point.

@@ -69,6 +69,8 @@ fn a_resumed_sync_does_not_resend_what_landed() {
     // The clone remembers A's own address; this test goes through the relay only.
     b.ok(&["p2p", "remove-peer", &da.addr()]);
     b.ok(&["p2p", "add-peer", &relay.addr().to_string()]);
+    // Checkpoints of 8 MiB (the old default), so several land before the kill.
+    b.set_env("IVALDI_CHECKPOINT_MIB", "8");
     let db = Daemon::start("B", &b);
     // Kill once three quarters arrived and a checkpoint's resume record was
     // written (after its landing).

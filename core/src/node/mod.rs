@@ -448,8 +448,11 @@ const MAX_SERVES_PER_CONN: usize = 4;
 /// whole frame must fit, with room for the replies queued behind it.
 const MAX_QUEUED_MIN: usize = 16 * 1024 * 1024;
 /// A pull lands what it received so far once this many bytes of objects
-/// arrived (a checkpoint), so an interrupted transfer keeps them.
-const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+/// arrived (a checkpoint), so an interrupted transfer keeps them. Each landing
+/// costs fsyncs that stall the pull; at 8 MiB a 256 MiB transfer ran at 140
+/// MB/s, at 32 MiB at 210 MB/s (`docs/benchmarks.md`). An interruption costs
+/// at most this much resent. [`Node::set_checkpoint_bytes`] changes it.
+pub const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 /// ... or this many objects, for histories of many small ones.
 const CHECKPOINT_OBJECTS: usize = 16_384;
 /// Protocol features this version offers in its handshake. A feature is used
@@ -464,6 +467,8 @@ pub const FEATURES: &[&str] = &["lz4", "topology-summary", thin::FEATURE];
 /// to drive it.
 pub struct Node {
     cfg: Config,
+    /// Bytes of a pull landed as one checkpoint ([`CHECKPOINT_BYTES`]).
+    checkpoint_bytes: u64,
     keypair: Keypair,
     node_id: String,
     rng: Rng,
@@ -542,11 +547,18 @@ pub struct Node {
 
 impl Node {
     /// A node with its configuration, static identity, random seed and the time now.
+    /// Lands pulls in checkpoints of `bytes` (tests of interrupted
+    /// transfers use small ones; see [`CHECKPOINT_BYTES`]).
+    pub fn set_checkpoint_bytes(&mut self, bytes: u64) {
+        self.checkpoint_bytes = bytes.max(1);
+    }
+
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
         let node_id = hex(&keypair.public);
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
         let mut node = Node {
             next_auto_sync: now + cfg.sync_interval,
+            checkpoint_bytes: CHECKPOINT_BYTES,
             cfg,
             keypair,
             node_id,
@@ -2699,7 +2711,8 @@ impl Node {
         // checks closure again). One checkpoint at a time: a later batch never
         // refers to objects of one whose landing might still fail. No head
         // moves; the last batch lands in `finish_pull`.
-        let due = pull.staged_bytes >= CHECKPOINT_BYTES || pull.staged.len() >= CHECKPOINT_OBJECTS;
+        let due =
+            pull.staged_bytes >= self.checkpoint_bytes || pull.staged.len() >= CHECKPOINT_OBJECTS;
         if due
             && pull.checkpoint.is_none()
             && pull.received < pull.expected

@@ -214,9 +214,14 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
     let cfg = setup::effective_config(&paths)?;
     let keypair = setup::load_or_create_identity(&paths)?;
     let seed = setup::random32()?;
-    let store = DiskStore::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
+    let mut store = DiskStore::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
+    store.read_ahead();
     let mut writer = DiskWriter::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
     writer.share_heads(store.heads_cache());
+    let checkpoint = checkpoint_override();
+    if let Some(bytes) = checkpoint {
+        writer.set_checkpoint_bytes(bytes / 2);
+    }
     smol::block_on(async move {
         let bind: IpAddr = cfg
             .bind_addr
@@ -277,6 +282,9 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
 
         let origin = WallInstant::now();
         let mut node = Node::new(cfg.clone(), keypair, seed, Instant::ZERO);
+        if let Some(bytes) = checkpoint {
+            node.set_checkpoint_bytes(bytes);
+        }
         // Message headers are always traced (a small record per frame), so
         // `p2p trace` can show what just happened without having been started first.
         node.set_trace(TraceMode::Headers);
@@ -350,6 +358,19 @@ fn bind_discovery(port: u16) -> std::io::Result<Async<UdpSocket>> {
     s.set_broadcast(true)?;
     s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
     Async::new(UdpSocket::from(s))
+}
+
+/// `IVALDI_CHECKPOINT_MIB`: the size of the core's checkpoints of a pull, in
+/// MiB (the disk writer's are half of it, as by default). Tests that kill a
+/// daemon in the middle of a transfer use small ones; unset (or not a
+/// positive number), the defaults apply.
+fn checkpoint_override() -> Option<u64> {
+    let mib: u64 = std::env::var("IVALDI_CHECKPOINT_MIB")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (mib > 0).then(|| mib.saturating_mul(1024 * 1024))
 }
 
 fn disk_loop(
