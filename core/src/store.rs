@@ -135,9 +135,9 @@ pub enum StoreRequest {
         /// so they may be written before `objects`. Decoding and hashing
         /// bulk data here keeps it off the thread that drives connections.
         blobs: Vec<(ObjectId, Stored)>,
-        /// The delta forms some of `objects` arrived in (verified by the
-        /// core with the rest of `objects`): a store may keep them as they
-        /// are instead of encoding those objects again.
+        /// The compressed forms (zstd or delta) some of `objects` arrived in
+        /// (verified by the core with the rest of `objects`): a store may
+        /// keep them as they are instead of compressing those objects again.
         forms: Vec<(ObjectId, Stored)>,
     },
     /// Make the batch's objects durable and visible (checking closure), then apply

@@ -259,19 +259,23 @@ fn too_large(id: &ObjectId) -> StoreError {
     StoreError::Failed(format!("object {id} is too large to send"))
 }
 
-/// The canonical encoding of an object whose stored form is `stored`.
+/// The canonical encoding of an object whose stored form is `stored` (which
+/// the store checked against its id when it read it): decoded here when
+/// that needs no base, read again otherwise.
 fn decoded(store: &dyn Store, id: &ObjectId, stored: &Stored) -> Result<Vec<u8>, StoreError> {
-    if stored.codec == Codec::Raw {
-        Ok(stored.bytes.clone())
-    } else {
-        store.get(id)
+    match stored.codec {
+        Codec::Raw => Ok(stored.bytes.clone()),
+        Codec::Zstd => stored
+            .decode(None)
+            .map_err(|e| StoreError::Failed(format!("object {id}: {e}"))),
+        Codec::Delta => store.get(id),
     }
 }
 
 /// One object of a received frame.
 pub(super) enum Received {
     /// Decoded and verified here: its canonical encoding and kind, and the
-    /// delta form it came in, which the store may keep.
+    /// compressed form it came in, which the store may keep.
     Object(ObjectId, Vec<u8>, ObjectKind, Option<Stored>),
     /// A blob for the store to decode and verify.
     Blob(ObjectId, Stored),
@@ -324,7 +328,7 @@ impl ThinReceiver {
             if kind == ObjectKind::Tree {
                 self.trees.push(id, stored.len, enc.clone());
             }
-            let form = (stored.codec == Codec::Delta).then_some(stored);
+            let form = (stored.codec != Codec::Raw).then_some(stored);
             out.push(Received::Object(id, enc, kind, form));
         }
         Ok(out)

@@ -98,9 +98,9 @@ impl PackWriter {
     }
 
     /// Adds an object the core verified (`encoding`), keeping `form`, the
-    /// delta it arrived as, when its base is in the store or this batch and
-    /// the chain stays within [`MAX_CHAIN`]; otherwise as
-    /// [`PackWriter::add_trusted`] would.
+    /// compressed form it arrived as: a zstd frame always, a delta when its
+    /// base is in the store or this batch and the chain stays within
+    /// [`MAX_CHAIN`]; otherwise as [`PackWriter::add_trusted`] would.
     pub fn add_with_form(
         &mut self,
         id: ObjectId,
@@ -108,9 +108,10 @@ impl PackWriter {
         form: &Stored,
         store: &Store,
     ) -> Result<()> {
-        let depth = match form.base.filter(|_| form.codec == Codec::Delta) {
-            Some(b) if self.seen.contains(&b) => self.chain_in_batch(&b, store),
-            Some(b) if store.contains(&b) => Some(store.delta_depth(&b)),
+        let depth = match (form.codec, form.base) {
+            (Codec::Zstd, _) => Some(0),
+            (Codec::Delta, Some(b)) if self.seen.contains(&b) => self.chain_in_batch(&b, store),
+            (Codec::Delta, Some(b)) if store.contains(&b) => Some(store.delta_depth(&b)),
             _ => None,
         };
         let keep = depth.is_some_and(|d| d < MAX_CHAIN)
@@ -124,7 +125,7 @@ impl PackWriter {
                 self.needs.push((id, child));
             }
         }
-        let base = form.base;
+        let base = form.base.filter(|_| form.codec == Codec::Delta);
         if let Some(b) = base {
             self.needs.push((id, b));
         }
