@@ -75,11 +75,6 @@ pub trait Store {
             .ok_or_else(|| StoreError::Failed(format!("object {id} is too large")))
     }
 
-    /// The objects a serve will read next, in order: a store may prepare
-    /// them on another thread ([`Store::get_stored`] then only takes them).
-    /// A hint; doing nothing is correct.
-    fn prefetch(&self, _ids: &[ObjectId]) {}
-
     /// An object's kind, without reading its content where the store can.
     fn kind(&self, id: &ObjectId) -> Option<ObjectKind> {
         self.get(id).ok().and_then(|b| object::kind_of(&b).ok())

@@ -8,6 +8,5 @@ pub mod control;
 pub mod daemon;
 pub mod heads_cache;
 pub mod oneshot;
-pub mod prefetch;
 pub mod repo;
 pub mod store;

@@ -59,8 +59,6 @@ pub struct DiskStore {
     /// Every head, read once (`heads_cache`): a sync costs what moved, not
     /// how many timelines exist.
     heads: HeadsCache,
-    /// Reads objects for serves ahead of the driver (`prefetch.rs`).
-    prefetch: Option<crate::prefetch::Prefetcher>,
 }
 
 impl DiskStore {
@@ -73,7 +71,6 @@ impl DiskStore {
             id,
             seen_mtime: RefCell::new(None),
             heads: HeadsCache::default(),
-            prefetch: None,
         };
         store.note_mtime();
         Ok(store)
@@ -92,17 +89,6 @@ impl DiskStore {
     /// ([`DiskWriter::share_heads`]); otherwise they are read again.
     pub fn refresh_landed(&mut self) -> Result<(), RepoError> {
         self.reload()
-    }
-
-    /// Reads objects for serves ahead, on a thread of its own (the daemon:
-    /// its driver thread then only encrypts and frames them). Without it,
-    /// every read happens on the caller's thread.
-    pub fn read_ahead(&mut self) {
-        let root = self.repo.borrow().root().to_owned();
-        match crate::prefetch::Prefetcher::start(root) {
-            Ok(p) => self.prefetch = Some(p),
-            Err(e) => tracing::warn!(error = %e, "no reading ahead: cannot start its thread"),
-        }
     }
 
     /// The heads cache, for [`DiskWriter::share_heads`].
@@ -207,16 +193,7 @@ impl Store for DiskStore {
         }
     }
 
-    fn prefetch(&self, ids: &[ObjectId]) {
-        if let Some(p) = &self.prefetch {
-            p.request(ids.to_vec());
-        }
-    }
-
     fn get_stored(&self, id: &ObjectId) -> Result<ivaldi_core::codec::Stored, StoreError> {
-        if let Some(s) = self.prefetch.as_ref().and_then(|p| p.take(id)) {
-            return Ok(s);
-        }
         let read = || self.repo.borrow().store.read_stored_form(id);
         let result = match read() {
             Err(RepoError::MissingObject(_)) => {
@@ -510,6 +487,11 @@ impl DiskWriter {
             self.repo.store.commit(writer).map_err(failed)?;
         }
         crate::repo::fault::point("sync.objects-landed");
+        // A landing that moves no head is a checkpoint of a pull still
+        // running: repacking now would rewrite the transfer's own packs
+        // again at every checkpoint (and make the reading store reload its
+        // indexes); the pull's last landing repacks once.
+        let checkpoint = updates.is_empty();
         // Compare-and-set against the heads as this batch leaves them, then
         // move them all as one logged batch (`repo::heads_log`).
         let mut after: HashMap<TimelineName, Option<ObjectId>> = HashMap::new();
@@ -545,7 +527,9 @@ impl DiskWriter {
         }
         landed?;
         // Under the same lock: keep the pack count logarithmic (`repo::repack`).
-        crate::repo::repack::after_write(&mut self.repo, &lock);
+        if !checkpoint {
+            crate::repo::repack::after_write(&mut self.repo, &lock);
+        }
         Ok(results)
     }
 }

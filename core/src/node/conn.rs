@@ -131,8 +131,7 @@ pub(super) struct Serve {
     /// An object already encoded (and counted by `thin`) that did not fit the
     /// last frame: it opens the next one.
     pub carry: Vec<u8>,
-    /// How far into `plan` the store was asked to read ahead.
-    pub prefetched: usize,
+
     /// Frames to skip before trying compression again after it did not pay.
     skip_compression: u32,
 }
@@ -145,7 +144,7 @@ impl Serve {
             next: 0,
             thin,
             carry: Vec::new(),
-            prefetched: 0,
+
             skip_compression: 0,
         }
     }

@@ -41,8 +41,6 @@ pub const FEATURE: &str = "zstd-delta";
 pub const TREE_WINDOW: usize = 8 << 20;
 /// Larger trees never enter the window.
 pub const TREE_WINDOW_OBJECT: u32 = 256 << 10;
-/// Objects of a serve the store is asked to read ahead of the one being sent.
-const READ_AHEAD: usize = 512;
 
 /// The trees of a stream recent enough to be delta bases, bounded in bytes.
 #[derive(Debug)]
@@ -224,15 +222,7 @@ impl super::conn::Serve {
             bin.append(&mut self.carry);
             count += 1;
         }
-        // Keep the store reading ahead of what is sent (another core's work).
-        if self.prefetched < self.next + READ_AHEAD / 2 {
-            let from = self.prefetched.max(self.next);
-            let to = self.plan.len().min(self.next + READ_AHEAD);
-            if to > from {
-                store.prefetch(&self.plan[from..to]);
-                self.prefetched = to;
-            }
-        }
+
         let mut one = Vec::new();
         while (count as usize) < wire::MAX_OBJECTS_PER_FRAME && bin.len() < max_frame {
             let Some(id) = self.plan.get(self.next).copied() else {

@@ -214,8 +214,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
     let cfg = setup::effective_config(&paths)?;
     let keypair = setup::load_or_create_identity(&paths)?;
     let seed = setup::random32()?;
-    let mut store = DiskStore::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
-    store.read_ahead();
+    let store = DiskStore::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
     let mut writer = DiskWriter::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
     writer.share_heads(store.heads_cache());
     let checkpoint = checkpoint_override();

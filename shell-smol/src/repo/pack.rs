@@ -668,6 +668,9 @@ pub struct PackWriter {
     /// delta bases in the batch; entries are only appended until `finish`).
     positions: HashMap<ObjectId, usize>,
     indexed: usize,
+    /// Recently received blobs, decoded: the likely bases of the next ones
+    /// (`received.rs`), so a chain is not decoded again link by link.
+    recent: received::Recent,
 }
 
 impl PackWriter {
@@ -695,6 +698,7 @@ impl PackWriter {
             path_bases: HashMap::new(),
             positions: HashMap::new(),
             indexed: 0,
+            recent: Default::default(),
         };
         w.write(MAGIC)?;
         Ok(w)

@@ -16,6 +16,40 @@ use ivaldi_core::object::{self, ObjectKind};
 use super::{Codec, IndexEntry, MAX_CHAIN, MAX_OBJECT, PackWriter, Store, codec};
 use crate::repo::error::{IoContext, RepoError, Result};
 
+/// Bytes of decoded blobs a batch keeps as likely delta bases.
+const RECENT_BYTES: usize = 16 << 20;
+
+/// Recently received blobs of a batch, decoded, oldest dropped first.
+#[derive(Default)]
+pub(super) struct Recent {
+    map: hashbrown::HashMap<ObjectId, std::sync::Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<ObjectId>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn get(&self, id: &ObjectId) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.map.get(id).cloned()
+    }
+
+    fn put(&mut self, id: ObjectId, v: std::sync::Arc<Vec<u8>>) {
+        if v.len() > RECENT_BYTES / 8 || self.map.contains_key(&id) {
+            return;
+        }
+        self.bytes += v.len();
+        self.order.push_back(id);
+        self.map.insert(id, v);
+        while self.bytes > RECENT_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = self.map.remove(&old) {
+                self.bytes -= v.len();
+            }
+        }
+    }
+}
+
 fn invalid(reason: String) -> RepoError {
     RepoError::Received(reason)
 }
@@ -76,7 +110,9 @@ impl PackWriter {
         }
         if s.codec == Codec::Delta && depth >= MAX_CHAIN {
             // Too deep to keep as a delta: store it whole.
-            return self.store_entry(id, ObjectKind::Blob, &enc, None);
+            self.store_entry(id, ObjectKind::Blob, &enc, None)?;
+            self.recent.put(id, std::sync::Arc::new(enc));
+            return Ok(());
         }
         let offset = self.offset;
         self.write(&s.bytes)?;
@@ -94,6 +130,7 @@ impl PackWriter {
             base: base_id,
         });
         self.seen.insert(id);
+        self.recent.put(id, std::sync::Arc::new(enc));
         Ok(())
     }
 
@@ -181,11 +218,23 @@ impl PackWriter {
     /// the store; `None` when neither holds it.
     fn base_for(&mut self, id: &ObjectId, store: &Store) -> Result<Option<(Vec<u8>, usize)>> {
         if self.seen.contains(id) {
-            return self.read_back(id, store, 0).map(Some);
+            let Some(depth) = self.chain_in_batch(id, store) else {
+                return Ok(None);
+            };
+            let enc = match self.recent.get(id) {
+                Some(v) => v.as_ref().clone(),
+                None => self.read_back(id, store, 0)?.0,
+            };
+            return Ok(Some((enc, depth)));
         }
         if store.contains(id) {
             if store.kind(id) != Some(ObjectKind::Blob) {
                 return Err(invalid(format!("the delta base {id} is not a blob")));
+            }
+            // Through the store's cache of decoded bases when the chain
+            // leaves room; read whole otherwise.
+            if let Some(b) = store.offer_base(id) {
+                return Ok(Some((b.encoding.as_ref().clone(), b.depth)));
             }
             return Ok(Some((store.read_raw(id)?, store.delta_depth(id))));
         }
