@@ -283,14 +283,16 @@ impl ThinReceiver {
     pub fn receive(
         &mut self,
         store: &dyn Store,
-        entries: Vec<(ObjectId, Stored)>,
+        entries: Vec<(Option<ObjectId>, Stored)>,
     ) -> Result<Vec<Received>, String> {
         let mut out = Vec::with_capacity(entries.len());
-        for (id, stored) in entries {
+        for (sent_id, stored) in entries {
             if stored.kind == ObjectKind::Blob {
+                let id = sent_id.ok_or("a blob without its id")?;
                 out.push(Received::Blob(id, stored));
                 continue;
             }
+            let what = format!("a {:?}", stored.kind);
             let base = match stored.base.filter(|_| stored.codec == Codec::Delta) {
                 None => None,
                 Some(b) => match self.trees.get(&b) {
@@ -299,7 +301,7 @@ impl ThinReceiver {
                         Ok(v) => Some(v),
                         Err(_) => {
                             return Err(format!(
-                                "the delta base {b} of {id} is neither held nor among the recent trees"
+                                "the delta base {b} of {what} is neither held nor among the recent trees"
                             ));
                         }
                     },
@@ -307,7 +309,10 @@ impl ThinReceiver {
             };
             let enc = stored
                 .decode(base.as_deref())
-                .map_err(|e| format!("object {id}: {e}"))?;
+                .map_err(|e| format!("{what}: {e}"))?;
+            // Sent without its id: its id is its hash; decoding checks that
+            // it is well formed.
+            let id = ObjectId::hash(&enc);
             let kind = object::verify(&id, &enc).map_err(|e| format!("bad object {id}: {e}"))?;
             if kind != stored.kind {
                 return Err(format!(
