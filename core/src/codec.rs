@@ -32,19 +32,6 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// A canonical encoding, stored as it is. `None` for bytes that are not an
-    /// object encoding.
-    pub fn raw(encoding: Vec<u8>) -> Option<Stored> {
-        let kind = crate::object::kind_of(&encoding).ok()?;
-        Some(Stored {
-            kind,
-            codec: Codec::Raw,
-            len: u32::try_from(encoding.len()).ok()?,
-            base: None,
-            bytes: encoding,
-        })
-    }
-
     /// The form [`encode`] chooses for `encoding`, against `base` (its id and
     /// encoding) when one is offered.
     pub fn encode(

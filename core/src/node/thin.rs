@@ -472,7 +472,9 @@ mod tests {
         let mut src = MemStore::new("r");
         let a = src.insert(blob("hello"));
         let mut bin = Vec::new();
-        let mut s = Stored::raw(blob("hellO")).unwrap();
+        // Small enough to travel raw.
+        let mut s = Stored::encode(ObjectKind::Blob, &blob("hellO"), None).unwrap();
+        assert_eq!(s.codec, Codec::Raw);
         wire::push_stored(&mut bin, &a, &s);
         let entries = wire::split_stored(&bin, 1, 1 << 20).unwrap();
         let got = ThinReceiver::default().receive(&src, entries).unwrap();

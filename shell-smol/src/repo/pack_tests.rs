@@ -3,7 +3,8 @@
 
 use super::*;
 
-fn store() -> (tempfile::TempDir, Store) {
+/// An empty store in a temporary directory (also used by `received.rs`'s tests).
+pub(super) fn store() -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().expect("tempdir");
     fs::create_dir_all(d.path().join("objects")).expect("mkdir");
     let s = Store::open(&d.path().join("objects"), &d.path().join("tmp")).expect("open");

@@ -278,15 +278,8 @@ impl PackWriter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::store;
     use super::*;
-    use std::fs;
-
-    fn store() -> (tempfile::TempDir, Store) {
-        let d = tempfile::tempdir().expect("tempdir");
-        fs::create_dir_all(d.path().join("objects")).expect("mkdir");
-        let s = Store::open(&d.path().join("objects"), &d.path().join("tmp")).expect("open");
-        (d, s)
-    }
 
     fn version(n: usize) -> Vec<u8> {
         let mut s = String::new();
