@@ -579,18 +579,42 @@ pub fn push_object(out: &mut Vec<u8>, id: &ObjectId, encoding: &[u8]) {
 /// (32), deltas only] · stored length u32 · stored bytes`. A tree, seal or
 /// chunk list goes without its id: the receiver decodes it anyway, and hashes
 /// it to learn the id (32 bytes saved on each).
-pub fn push_stored(out: &mut Vec<u8>, id: &ObjectId, s: &crate::codec::Stored) {
+///
+/// `back` names a delta's base by its distance back in the stream instead
+/// (codec byte 3, then the distance as u16): 2 bytes instead of 32, for the
+/// common case of a base sent earlier in the same sync.
+pub fn push_stored(out: &mut Vec<u8>, id: &ObjectId, s: &crate::codec::Stored, back: Option<u16>) {
     out.push(s.kind as u8);
     if s.kind == crate::object::ObjectKind::Blob {
         out.extend_from_slice(id.as_bytes());
     }
-    out.push(s.codec as u8);
+    let delta = s.codec == crate::codec::Codec::Delta;
+    match back.filter(|d| delta && *d > 0) {
+        Some(_) => out.push(CODEC_DELTA_BACK),
+        None => out.push(s.codec as u8),
+    }
     out.extend_from_slice(&s.len.to_be_bytes());
-    if let Some(b) = s.base.filter(|_| s.codec == crate::codec::Codec::Delta) {
-        out.extend_from_slice(b.as_bytes());
+    match (back.filter(|d| delta && *d > 0), s.base.filter(|_| delta)) {
+        (Some(d), _) => out.extend_from_slice(&d.to_be_bytes()),
+        (None, Some(b)) => out.extend_from_slice(b.as_bytes()),
+        (None, None) => {}
     }
     out.extend_from_slice(&(s.bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(&s.bytes);
+}
+
+/// The wire-only codec byte of a delta whose base is named by distance.
+const CODEC_DELTA_BACK: u8 = 3;
+
+/// One object of a section of stored forms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// Blobs only: everything else is hashed on arrival.
+    pub id: Option<ObjectId>,
+    pub stored: crate::codec::Stored,
+    /// A delta whose base is the object this many places back in the stream
+    /// (`stored.base` is then unset until the receiver fills it in).
+    pub back: Option<u16>,
 }
 
 /// Splits a section of stored forms ([`push_stored`]): each blob with its id,
@@ -598,12 +622,11 @@ pub fn push_stored(out: &mut Vec<u8>, id: &ObjectId, s: &crate::codec::Stored) {
 /// framing, the kind and codec bytes, that only blobs and trees come as
 /// deltas, and that no object claims more than `max_len` bytes decoded;
 /// decoding and the check against the id come later.
-#[allow(clippy::type_complexity)]
 pub fn split_stored(
     mut data: &[u8],
     count: u32,
     max_len: u32,
-) -> Result<Vec<(Option<ObjectId>, crate::codec::Stored)>, WireError> {
+) -> Result<Vec<StoredEntry>, WireError> {
     use crate::codec::{Codec, Stored};
     use crate::object::ObjectKind;
     if count as usize > MAX_OBJECTS_PER_FRAME {
@@ -635,7 +658,12 @@ pub fn split_stored(
             None
         };
         let head = take(&mut data, 5)?;
-        let codec = Codec::from_byte(head[0]).ok_or(WireError::Objects("unknown codec"))?;
+        let by_distance = head[0] == CODEC_DELTA_BACK;
+        let codec = if by_distance {
+            Codec::Delta
+        } else {
+            Codec::from_byte(head[0]).ok_or(WireError::Objects("unknown codec"))?
+        };
         let len = u32_of(&head[1..5]);
         if len > max_len {
             return Err(WireError::Objects("object larger than the frame limit"));
@@ -646,13 +674,26 @@ pub fn split_stored(
                     "a delta that is neither a blob nor a tree",
                 ));
             }
-            let b = id_of(take(&mut data, 32)?);
-            if Some(b) == id {
-                return Err(WireError::Objects(
-                    "an object sent as a delta against itself",
-                ));
+            if by_distance {
+                None
+            } else {
+                let b = id_of(take(&mut data, 32)?);
+                if Some(b) == id {
+                    return Err(WireError::Objects(
+                        "an object sent as a delta against itself",
+                    ));
+                }
+                Some(b)
             }
-            Some(b)
+        } else {
+            None
+        };
+        let back = if by_distance {
+            let d = take(&mut data, 2)?;
+            match u16::from_be_bytes([d[0], d[1]]) {
+                0 => return Err(WireError::Objects("a delta against itself (distance 0)")),
+                d => Some(d),
+            }
         } else {
             None
         };
@@ -663,16 +704,17 @@ pub fn split_stored(
                 "a raw object whose length is not its size",
             ));
         }
-        out.push((
+        out.push(StoredEntry {
             id,
-            Stored {
+            stored: Stored {
                 kind,
                 codec,
                 len,
                 base,
                 bytes,
             },
-        ));
+            back,
+        });
     }
     if !data.is_empty() {
         return Err(WireError::Objects("bytes after the last object"));

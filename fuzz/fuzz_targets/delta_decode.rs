@@ -24,10 +24,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(entries) = ivaldi_core::wire::split_stored(data, u32::from(data[0] % 4), 1 << 16) {
-        for (_, entry) in entries {
-            assert!(entry.len <= 1 << 16, "an entry above the limit was accepted");
-            if let Ok(out) = entry.decode(Some(base)) {
-                assert_eq!(out.len(), entry.len as usize, "decoded to another length");
+        for e in entries {
+            assert!(e.stored.len <= 1 << 16, "an entry above the limit was accepted");
+            assert_ne!(e.back, Some(0), "a delta against itself was accepted");
+            if let Ok(out) = e.stored.decode(Some(base)) {
+                assert_eq!(out.len(), e.stored.len as usize, "decoded to another length");
             }
         }
     }

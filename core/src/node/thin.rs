@@ -171,7 +171,14 @@ impl ThinSender {
             }
             _ => {}
         }
-        wire::push_stored(out, id, &stored);
+        // A base sent earlier in this stream is named by its distance back.
+        let back = stored
+            .base
+            .filter(|_| stored.codec == Codec::Delta)
+            .and_then(|b| self.position.get(&b))
+            .and_then(|p| pos.checked_sub(*p as usize))
+            .and_then(|d| u16::try_from(d).ok());
+        wire::push_stored(out, id, &stored, back);
         if kind == ObjectKind::Tree {
             self.trees.push(*id, stored.len, ());
         }
@@ -275,6 +282,9 @@ pub(super) enum Received {
 #[derive(Debug, Default)]
 pub(super) struct ThinReceiver {
     trees: Window<Vec<u8>>,
+    /// The ids of the last objects of the stream, for bases named by
+    /// distance (at most `u16::MAX` back).
+    recent: VecDeque<ObjectId>,
 }
 
 impl ThinReceiver {
@@ -283,12 +293,23 @@ impl ThinReceiver {
     pub fn receive(
         &mut self,
         store: &dyn Store,
-        entries: Vec<(Option<ObjectId>, Stored)>,
+        entries: Vec<wire::StoredEntry>,
     ) -> Result<Vec<Received>, String> {
         let mut out = Vec::with_capacity(entries.len());
-        for (sent_id, stored) in entries {
+        for e in entries {
+            let mut stored = e.stored;
+            if let Some(d) = e.back {
+                let d = usize::from(d);
+                if d > self.recent.len() {
+                    return Err(format!(
+                        "a delta names its base {d} objects back, before the stream"
+                    ));
+                }
+                stored.base = Some(self.recent[self.recent.len() - d]);
+            }
             if stored.kind == ObjectKind::Blob {
-                let id = sent_id.ok_or("a blob without its id")?;
+                let id = e.id.ok_or("a blob without its id")?;
+                self.note(id);
                 out.push(Received::Blob(id, stored));
                 continue;
             }
@@ -323,10 +344,19 @@ impl ThinReceiver {
             if kind == ObjectKind::Tree {
                 self.trees.push(id, stored.len, enc.clone());
             }
+            self.note(id);
             let form = (stored.codec != Codec::Raw).then_some(stored);
             out.push(Received::Object(id, enc, kind, form));
         }
         Ok(out)
+    }
+
+    /// Records the next object of the stream.
+    fn note(&mut self, id: ObjectId) {
+        if self.recent.len() == usize::from(u16::MAX) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
     }
 }
 
@@ -475,7 +505,7 @@ mod tests {
         // Small enough to travel raw.
         let mut s = Stored::encode(ObjectKind::Blob, &blob("hellO"), None).unwrap();
         assert_eq!(s.codec, Codec::Raw);
-        wire::push_stored(&mut bin, &a, &s);
+        wire::push_stored(&mut bin, &a, &s, None);
         let entries = wire::split_stored(&bin, 1, 1 << 20).unwrap();
         let got = ThinReceiver::default().receive(&src, entries).unwrap();
         let Received::Blob(id, st) = &got[0] else {
@@ -486,13 +516,44 @@ mod tests {
         s.kind = ObjectKind::Tree;
         s.bytes = blob("hello");
         let mut bin = Vec::new();
-        wire::push_stored(&mut bin, &a, &s);
+        wire::push_stored(&mut bin, &a, &s, None);
         let entries = wire::split_stored(&bin, 1, 1 << 20).unwrap();
         let e = ThinReceiver::default()
             .receive(&src, entries)
             .err()
             .unwrap_or_default();
         assert!(e.contains("sent as a Tree"), "{e}");
+    }
+
+    #[test]
+    fn a_base_named_by_distance_is_the_object_that_far_back_and_never_before_the_stream() {
+        let a = blob(&lines(3000, 5));
+        let b = blob(&lines(3000, 1500));
+        let (ia, ib) = (ObjectId::hash(&a), ObjectId::hash(&b));
+        let whole = Stored::encode(ObjectKind::Blob, &a, None).unwrap();
+        let delta = Stored::encode(ObjectKind::Blob, &b, Some((ia, &a))).unwrap();
+        assert_eq!(delta.codec, Codec::Delta);
+        let mut bin = Vec::new();
+        wire::push_stored(&mut bin, &ia, &whole, None);
+        wire::push_stored(&mut bin, &ib, &delta, Some(1));
+        let entries = wire::split_stored(&bin, 2, 1 << 20).unwrap();
+        assert_eq!(entries[1].back, Some(1));
+        let got = ThinReceiver::default()
+            .receive(&MemStore::new("r"), entries)
+            .unwrap();
+        let Received::Blob(id, s) = &got[1] else {
+            panic!("a blob passes through")
+        };
+        assert_eq!((*id, s.base), (ib, Some(ia)));
+        // Only the delta: its base would be before the stream.
+        let mut bin = Vec::new();
+        wire::push_stored(&mut bin, &ib, &delta, Some(1));
+        let entries = wire::split_stored(&bin, 1, 1 << 20).unwrap();
+        let e = ThinReceiver::default()
+            .receive(&MemStore::new("r"), entries)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("before the stream"), "{e}");
     }
 
     #[test]
