@@ -30,12 +30,7 @@ impl ObjectId {
 
     /// Full lowercase hex, the form used in files and JSON.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        s
+        to_hex(&self.0)
     }
 
     /// The abbreviated form users see in logs and type back.
@@ -61,6 +56,16 @@ impl ObjectId {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Lowercase hex of any bytes: the one encoder for ids, keys and digests.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
 /// Why a string is not an object id.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ParseIdError {
@@ -79,19 +84,21 @@ fn nibble(c: u8) -> Option<u8> {
     }
 }
 
-/// Whether `s` could be (a prefix of) an id: only hex digits.
-/// 64 hex digits back to 32 bytes, or `None` if they are not that.
+/// 64 hex digits (either case) back to 32 bytes, or `None` if they are not
+/// that. Digit by digit: `from_str_radix` would also take a leading `+`.
 pub fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
+    let b = s.as_bytes();
+    if b.len() != 64 {
         return None;
     }
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
 }
 
+/// Whether `s` could be (a prefix of) an id: only hex digits.
 pub fn is_hex(s: &str) -> bool {
     s.bytes().all(|c| nibble(c).is_some())
 }
@@ -152,6 +159,15 @@ mod tests {
         assert_eq!(id.short().len(), SHORT_HEX_LEN);
         assert!("abc".parse::<ObjectId>().is_err());
         assert!("g".repeat(64).parse::<ObjectId>().is_err());
+    }
+
+    #[test]
+    fn unhex32_takes_digits_only() {
+        let hex = to_hex(&[0xab; 32]);
+        assert_eq!(unhex32(&hex), Some([0xab; 32]));
+        assert_eq!(unhex32(&hex.to_uppercase()), Some([0xab; 32]));
+        assert_eq!(unhex32(&"+f".repeat(32)), None);
+        assert_eq!(unhex32(&hex[..62]), None);
     }
 }
 

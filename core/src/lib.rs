@@ -17,6 +17,7 @@ pub mod id;
 pub mod merge;
 pub mod mesh;
 pub mod node;
+pub mod node_id;
 pub mod noise;
 pub mod object;
 pub mod rng;
@@ -29,5 +30,6 @@ pub mod trust;
 pub mod wire;
 
 pub use id::ObjectId;
+pub use node_id::NodeId;
 pub use object::{ChunkList, Mode, Object, ObjectKind, Seal, Timestamp, Tree, TreeEntry};
 pub use timeline::TimelineName;
