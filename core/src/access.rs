@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use thiserror::Error;
 
 /// What a peer may do with a timeline. Ordered: `None < Read < Write`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,8 +79,18 @@ pub fn access_for(
         .map_or(Access::Write, |r| r.access)
 }
 
-fn invalid(field: &'static str, reason: String) -> ConfigError {
-    ConfigError::Invalid { field, reason }
+/// A rule or group that cannot be right; `config` wraps it with the file's
+/// other errors. Kept here so the rules do not depend on the configuration
+/// that holds them.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct AccessError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: String) -> AccessError {
+    AccessError { field, reason }
 }
 
 fn is_node_id(s: &str) -> bool {
@@ -93,7 +103,7 @@ fn is_node_id(s: &str) -> bool {
 pub fn validate(
     rules: &[AccessRule],
     groups: &BTreeMap<String, Vec<String>>,
-) -> Result<(), ConfigError> {
+) -> Result<(), AccessError> {
     for (name, members) in groups {
         if name.is_empty()
             || !name

@@ -73,6 +73,15 @@ pub enum ConfigError {
     File(String),
 }
 
+impl From<crate::access::AccessError> for ConfigError {
+    fn from(e: crate::access::AccessError) -> Self {
+        ConfigError::Invalid {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 fn did_you_mean(suggestion: &Option<String>) -> String {
     suggestion
         .as_ref()

@@ -24,15 +24,16 @@
 use std::collections::BTreeMap;
 
 use crate::config::ConflictStrategy;
+use crate::history;
 use crate::id::{IdMap, ObjectId};
 use crate::merge::{self, ConflictKind, FlatTree, MergeLabels};
 use crate::object::{self, Mode, ObjectKind, Seal, Timestamp, Tree, TreeEntry};
 use crate::store::{Store, StoreError};
-use crate::sync::{self, MAX_TREE_DEPTH};
+use crate::sync::MAX_TREE_DEPTH;
 use crate::timeline::TimelineName;
 
-/// The author recorded in automatic merge seals.
-pub const MERGE_AUTHOR: &str = "ivaldi auto-merge <auto-merge@ivaldi>";
+/// Automatic merges are recognised by their author (see [`crate::history`]).
+pub use crate::history::{MERGE_AUTHOR, is_auto_merge};
 
 /// What to do about one divergence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,15 +221,6 @@ pub struct MergeResult {
     pub objects: Vec<(ObjectId, Vec<u8>)>,
 }
 
-/// Whether a seal is an automatic merge (made by [`auto_merge`], on any node).
-///
-/// Such a seal holds nothing of its own: its tree is a function of its parents.
-/// That is what lets a newer automatic merge of a superset of its parents
-/// replace it (see [`crate::sync::relate`]) without losing anything.
-pub fn is_auto_merge(seal: &Seal) -> bool {
-    seal.author == MERGE_AUTHOR && seal.parents.len() >= 2
-}
-
 /// How deep the virtual merge bases of criss-cross histories may nest before
 /// the newest single base is used instead (which may make the merge unclean, so
 /// manual: never wrong, only less automatic).
@@ -336,7 +328,7 @@ fn ancestors_of_all(
         if all.contains_key(s) {
             continue;
         }
-        for (id, parents) in sync::ancestors(*s, None, lookup)? {
+        for (id, parents) in history::ancestors(*s, None, lookup)? {
             all.insert(id, parents);
         }
     }
@@ -359,10 +351,10 @@ fn merge_set(
         return Ok(Some(FlatTree::new()));
     };
     let mut files = flatten(store, &store.seal(first)?.tree)?;
-    let mut merged_anc = sync::ancestors(*first, None, &mut lookup)?;
+    let mut merged_anc = history::ancestors(*first, None, &mut lookup)?;
     for next in rest {
-        let next_anc = sync::ancestors(*next, None, &mut lookup)?;
-        let bases = sync::best_common_ancestors(&merged_anc, &next_anc);
+        let next_anc = history::ancestors(*next, None, &mut lookup)?;
+        let bases = history::best_common_ancestors(&merged_anc, &next_anc);
         let base = match bases.as_slice() {
             [] => FlatTree::new(),
             [one] => flatten(store, &store.seal(one)?.tree)?,

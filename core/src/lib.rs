@@ -13,6 +13,7 @@ pub mod codec;
 pub mod config;
 pub mod conflict;
 pub mod discovery;
+pub mod history;
 pub mod id;
 pub mod merge;
 pub mod mesh;

@@ -67,6 +67,13 @@ impl NodeId {
     }
 }
 
+/// The first [`SHORT_LEN`] digits of an id still held as text (a claimed id
+/// not parsed yet, or one read from a log); never panics on short or
+/// non-ASCII input.
+pub fn short(id: &str) -> &str {
+    id.get(..SHORT_LEN).unwrap_or(id)
+}
+
 fn clip(s: &str) -> String {
     s.chars().take(80).collect()
 }

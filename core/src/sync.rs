@@ -1,5 +1,5 @@
-//! The sync engine's pure parts: what to advertise, what to send, and what a
-//! remote head means for a local timeline.
+//! The sync engine's pure parts: what to advertise and what to send. What a
+//! remote head means for a local timeline is [`crate::history`].
 //!
 //! A pull costs one round trip after the handshake. The requester names the seals
 //! it wants and sends "haves": its heads, the heads it last saw from this peer, and
@@ -11,8 +11,12 @@
 use std::collections::VecDeque;
 
 use crate::id::{IdMap, IdSet, ObjectId};
-use crate::object::{self, ChunkList, Mode, ObjectKind, Seal, Tree};
+use crate::object::{self, ChunkList, Mode, ObjectKind, Tree};
 use crate::store::{Store, StoreError};
+
+// The history walks moved to `history`; these paths stay until their last
+// callers in `node` move over.
+pub use crate::history::{Relation, generation, relate};
 
 /// Deepest directory nesting the sender walks; deeper trees are refused rather
 /// than risking the stack.
@@ -334,162 +338,6 @@ impl Plan<'_> {
         }
         Ok(())
     }
-}
-
-/// How a remote head relates to the local head of the same timeline.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Relation {
-    /// The timeline does not exist locally.
-    Missing,
-    Same,
-    /// The local head already contains the remote one.
-    Ahead,
-    /// The remote head contains the local one: fast-forward.
-    Behind,
-    /// Neither contains the other; `base` is their best common ancestor.
-    Diverged {
-        base: Option<ObjectId>,
-    },
-}
-
-/// Relates `remote` to `local`, reading seals through `seal` (which may consult
-/// seals received in a batch that has not landed yet).
-pub fn relate(
-    local: Option<ObjectId>,
-    remote: ObjectId,
-    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
-) -> Result<Relation, StoreError> {
-    let Some(local) = local else {
-        return Ok(Relation::Missing);
-    };
-    if local == remote {
-        return Ok(Relation::Same);
-    }
-    let remote_anc = ancestors(remote, Some(local), seal)?;
-    if remote_anc.contains_key(&local) || superseded(&local, &remote_anc, seal)? {
-        return Ok(Relation::Behind);
-    }
-    let local_anc = ancestors(local, Some(remote), seal)?;
-    if local_anc.contains_key(&remote) || superseded(&remote, &local_anc, seal)? {
-        return Ok(Relation::Ahead);
-    }
-    // Both walks went to the roots (neither found the other head), so both
-    // ancestries are complete. Of several best common ancestors (after
-    // criss-cross merges) the newest is recorded; the id breaks ties, so every
-    // node picks the same one.
-    let mut base: Option<(i64, ObjectId)> = None;
-    for id in best_common_ancestors(&local_anc, &remote_anc) {
-        let key = (seal(&id)?.time.seconds, id);
-        if base.is_none_or(|b| key > b) {
-            base = Some(key);
-        }
-    }
-    Ok(Relation::Diverged {
-        base: base.map(|b| b.1),
-    })
-}
-
-/// Whether `head` is an automatic merge whose parents all lie in `other`'s
-/// (complete) ancestry: `other` then holds all of its work, and since an
-/// automatic merge's tree is a function of its parents, moving from `head` to
-/// `other` loses nothing. This is what ends merging: a newer merge of more work
-/// replaces an older merge instead of being merged with it again.
-fn superseded(
-    head: &ObjectId,
-    other: &IdMap<Vec<ObjectId>>,
-    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
-) -> Result<bool, StoreError> {
-    let s = seal(head)?;
-    Ok(crate::conflict::is_auto_merge(&s) && s.parents.iter().all(|p| other.contains_key(p)))
-}
-
-/// The best common ancestors of two heads, given each head's complete ancestry
-/// (seal → parents): the common ancestors that are not an ancestor of another
-/// common ancestor, sorted by id.
-///
-/// The choice is structural on purpose. Seal times come from the authors'
-/// clocks, which may be far apart, so "the newest common ancestor" can be an
-/// old seal; a merge from such a base sees every later edit as made on both
-/// sides and reports conflicts that are not there. Usually there is one best
-/// ancestor; after criss-cross merges there can be several.
-pub fn best_common_ancestors(a: &IdMap<Vec<ObjectId>>, b: &IdMap<Vec<ObjectId>>) -> Vec<ObjectId> {
-    // The common ancestors are closed under "parent of", so a common ancestor
-    // is an ancestor of another exactly when it is a parent of a common one.
-    let common: Vec<(&ObjectId, &Vec<ObjectId>)> =
-        a.iter().filter(|(id, _)| b.contains_key(*id)).collect();
-    let mut covered = IdSet::default();
-    for (_, parents) in &common {
-        covered.extend(parents.iter().copied());
-    }
-    let mut best: Vec<ObjectId> = common
-        .into_iter()
-        .map(|(id, _)| *id)
-        .filter(|id| !covered.contains(id))
-        .collect();
-    best.sort();
-    best
-}
-
-/// The generation of `head`: the number of seals on the longest chain from a
-/// root up to and including it (a root is 1). Every seal's generation exceeds
-/// its parents', so it orders heads consistently with ancestry (see
-/// `conflict::HeadKey`).
-pub fn generation(
-    head: ObjectId,
-    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
-) -> Result<u64, StoreError> {
-    let graph = ancestors(head, None, seal)?;
-    let mut depth: IdMap<u64> = IdMap::default();
-    // Iterative post-order: a seal's generation once all its parents have one.
-    let mut stack = vec![(head, false)];
-    while let Some((id, expanded)) = stack.pop() {
-        if depth.contains_key(&id) {
-            continue;
-        }
-        let parents = graph.get(&id).map(Vec::as_slice).unwrap_or_default();
-        if expanded {
-            let g = parents
-                .iter()
-                .filter_map(|p| depth.get(p))
-                .max()
-                .copied()
-                .unwrap_or(0);
-            depth.insert(id, g + 1);
-        } else {
-            stack.push((id, true));
-            stack.extend(
-                parents
-                    .iter()
-                    .filter(|p| !depth.contains_key(*p))
-                    .map(|p| (*p, false)),
-            );
-        }
-    }
-    Ok(depth.get(&head).copied().unwrap_or(1))
-}
-
-/// The ancestry of `from` (itself included), each seal with its parents; stops
-/// early once `stop_at` is found (whose parents are then not read).
-pub fn ancestors(
-    from: ObjectId,
-    stop_at: Option<ObjectId>,
-    seal: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>,
-) -> Result<IdMap<Vec<ObjectId>>, StoreError> {
-    let mut seen: IdMap<Vec<ObjectId>> = IdMap::default();
-    let mut stack = vec![from];
-    while let Some(id) = stack.pop() {
-        if seen.contains_key(&id) {
-            continue;
-        }
-        if Some(id) == stop_at {
-            seen.insert(id, Vec::new());
-            return Ok(seen);
-        }
-        let parents = seal(&id)?.parents;
-        stack.extend(parents.iter().copied());
-        seen.insert(id, parents);
-    }
-    Ok(seen)
 }
 
 /// The roots of what landed from a peer's pulls that did not finish: the

@@ -146,7 +146,7 @@ pub fn is_node_id(s: &str) -> bool {
 /// the secret itself never travels.
 pub fn invite_id(secret: &[u8; 32]) -> String {
     let key = blake3::derive_key("ivaldi-p2p 2026-12 invitation id", secret);
-    crate::node::hex(&key[..8])
+    crate::id::to_hex(&key[..8])
 }
 
 /// The proof that the sender of a `redeem` holds an invitation's secret,
@@ -200,7 +200,7 @@ impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret, not even in a debug log.
         f.debug_struct("Ticket")
-            .field("node", &crate::node::hex(&self.node))
+            .field("node", &crate::id::to_hex(&self.node))
             .field("addrs", &self.addrs)
             .field("repo", &self.repo)
             .field("invite", &invite_id(&self.secret))
@@ -213,7 +213,7 @@ const BASE32: data_encoding::Encoding = data_encoding::BASE32_NOPAD;
 impl Ticket {
     /// The inviter's node id as hex.
     pub fn node_id(&self) -> String {
-        crate::node::hex(&self.node)
+        crate::id::to_hex(&self.node)
     }
 
     /// The ticket as one copy-pasteable string. Binary form: version byte 1,
@@ -523,7 +523,7 @@ impl Trust {
             }
             self.spent.push_back(key);
         }
-        let id = crate::node::hex(joiner);
+        let id = crate::id::to_hex(joiner);
         self.pending.remove(&id);
         if !self.configured.contains_key(&id) {
             self.redeemed.insert(id, granted.access);
@@ -573,8 +573,8 @@ impl Trust {
 pub fn refusal_text(stranger: &str, own: &str) -> String {
     format!(
         "node {}… is not trusted by {}…; ask its owner to run `ivaldi p2p trust {stranger}`, or use an invitation (`ivaldi p2p invite` there, then `ivaldi p2p join TICKET` here)",
-        crate::node::short(stranger),
-        crate::node::short(own),
+        crate::node_id::short(stranger),
+        crate::node_id::short(own),
     )
 }
 
@@ -609,7 +609,7 @@ mod tests {
             Ticket::parse(&format!("  {}\n", text.to_ascii_uppercase())).unwrap(),
             t
         );
-        assert!(!format!("{t:?}").contains(&crate::node::hex(&t.secret)));
+        assert!(!format!("{t:?}").contains(&crate::id::to_hex(&t.secret)));
     }
 
     #[test]
@@ -693,7 +693,7 @@ mod tests {
         );
         let g = t.redeem(now, &inv, &good, &hh, &joiner, &inviter).unwrap();
         assert_eq!((g.access, g.uses_left), (Access::Read, 0));
-        assert_eq!(t.admits(&crate::node::hex(&joiner)), Some(Access::Read));
+        assert_eq!(t.admits(&crate::id::to_hex(&joiner)), Some(Access::Read));
         assert!(matches!(
             t.redeem(now, &inv, &good, &hh, &joiner, &inviter),
             Err(RedeemError::Spent(_))
