@@ -158,8 +158,30 @@ impl OnOff {
     }
 }
 
+/// `ivaldi p2p config get|set|unset KEY`: any setting by its name in
+/// `config.json`, so a new setting needs no flag of its own.
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print one setting: a key of config.json, or `KEY.NAME` for one entry
+    /// of a map setting (`peer_rates.NODE_ID`, `timeline_strategies.NAME`).
+    Get {
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change one setting, checked as config.json is, and apply it to a
+    /// running daemon. VALUE is JSON or plain text (`5s`, `10M`, `on`); a list
+    /// takes commas, and `none` empties it.
+    Set { key: String, value: String },
+    /// Put one setting back to its default, or remove one entry of a map setting.
+    Unset { key: String },
+}
+
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ConfigArgs {
+    #[command(subcommand)]
+    action: Option<ConfigAction>,
     #[arg(long)]
     json: bool,
     /// Restore every default.
@@ -1021,6 +1043,9 @@ fn init_daemon_logging(paths: &P2pPaths, cfg: &Config) -> Result<(), Failed> {
 }
 
 fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
+    if let Some(action) = a.action {
+        return config_action(paths, action);
+    }
     let changing = a.reset
         || a.port.is_some()
         || a.discovery_port.is_some()
@@ -1217,6 +1242,37 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
         }
     }
     Ok(())
+}
+
+fn config_action(paths: &P2pPaths, action: ConfigAction) -> Result<(), Failed> {
+    use ivaldi_core::config::edit;
+    let (key, changed) = match action {
+        ConfigAction::Get { key, json } => {
+            let cfg = setup::load_config(paths).map_err(setup_err)?;
+            let v = edit::get(&cfg, &key).map_err(fail)?;
+            match v {
+                serde_json::Value::String(s) if !json => println!("{s}"),
+                v => print_json(&v),
+            }
+            return Ok(());
+        }
+        ConfigAction::Set { key, value } => {
+            let c = edit_config(paths, |c| {
+                *c = edit::set(c, &key, &value).map_err(fail)?;
+                Ok(())
+            })?;
+            (key, c)
+        }
+        ConfigAction::Unset { key } => {
+            let c = edit_config(paths, |c| {
+                *c = edit::unset(c, &key).map_err(fail)?;
+                Ok(())
+            })?;
+            (key, c)
+        }
+    };
+    let now = edit::get(&changed, &key).map_err(fail)?;
+    applied(paths, &format!("{key} = {now}"))
 }
 
 /// `ivaldi p2p clone ADDRESS:PORT [DIR]`; runs outside any repository.

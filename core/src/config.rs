@@ -6,6 +6,7 @@
 //! any value is out of bounds (see [`check`]).
 
 pub mod check;
+pub mod edit;
 pub use check::{field_names, from_json};
 
 use std::time::Duration;
@@ -62,6 +63,13 @@ pub enum ConfigError {
     /// nearest one, when one is near.
     #[error("unknown key {key:?} in config.json{}", did_you_mean(.suggestion))]
     UnknownKey {
+        key: String,
+        suggestion: Option<String>,
+    },
+    /// A setting named on the command line (`config get/set/unset`) that
+    /// does not exist.
+    #[error("there is no setting {key:?}{}", did_you_mean(.suggestion))]
+    UnknownSetting {
         key: String,
         suggestion: Option<String>,
     },

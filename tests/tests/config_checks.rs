@@ -326,3 +326,62 @@ fn a_running_daemon_applies_file_edits_and_keeps_its_config_when_they_are_invali
     );
     assert!(d.is_alive());
 }
+
+/// `ivaldi p2p config get/set/unset KEY`: any setting by its config.json
+/// name, checked as the file is, and applied to a running daemon.
+#[test]
+fn any_setting_is_read_and_changed_by_name_through_the_file_checks() {
+    let r = p2p_forged();
+    configure_loopback(&r, &[]);
+    let d = Daemon::start("a", &r);
+
+    let out = r.ok(&["p2p", "config", "set", "sync_interval", "7s"]);
+    assert!(out.contains("applied to the running daemon"), "{out}");
+    assert_eq!(d.status()["sync_interval"], "7s");
+    assert_eq!(
+        r.ok(&["p2p", "config", "get", "sync_interval"]).trim(),
+        "7s"
+    );
+    assert_eq!(config_file(&r)["sync_interval"], "7s");
+
+    // A setting with no flag of its own, a list, and a map entry.
+    r.ok(&["p2p", "config", "set", "max_new_timelines_per_sync", "12"]);
+    assert_eq!(config_file(&r)["max_new_timelines_per_sync"], 12);
+    r.ok(&[
+        "p2p",
+        "config",
+        "set",
+        "known_peers",
+        "127.0.0.1:1,127.0.0.1:2",
+    ]);
+    assert_eq!(
+        config_file(&r)["known_peers"],
+        json!(["127.0.0.1:1", "127.0.0.1:2"])
+    );
+    r.ok(&[
+        "p2p",
+        "config",
+        "set",
+        "timeline_strategies.release/*",
+        "prefer_local",
+    ]);
+    assert_eq!(
+        config_file(&r)["timeline_strategies"],
+        json!({"release/*": "prefer_local"})
+    );
+    r.ok(&["p2p", "config", "unset", "timeline_strategies.release/*"]);
+    assert_eq!(config_file(&r)["timeline_strategies"], json!({}));
+
+    // Refused like the file refuses it, and nothing is written.
+    let before = config_file(&r);
+    let err = r.fails(&["p2p", "config", "set", "sync_intervall", "5s"]);
+    assert!(err.contains(r#"did you mean "sync_interval"?"#), "{err}");
+    let err = r.fails(&["p2p", "config", "set", "max_peers", "0"]);
+    assert!(err.contains("max_peers"), "{err}");
+    let err = r.fails(&["p2p", "config", "set", "port", "many"]);
+    assert!(err.contains("port"), "{err}");
+    assert_eq!(config_file(&r), before);
+
+    r.ok(&["p2p", "config", "unset", "sync_interval"]);
+    assert_eq!(d.status()["sync_interval"], "30s");
+}
