@@ -45,10 +45,8 @@
 //! dials only ids it would admit; discovery is a hint about addresses, nothing
 //! more.
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -99,185 +97,15 @@ pub use announce::{
 };
 use announce::{is_digest, is_node_id};
 
+mod network;
+mod rate;
+
+use network::mask;
+pub use network::{Cidr, NetworkFilter, cidr_contains};
+use rate::{Limits, SourceLimiter};
+
 fn is_repo_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_REPO_ID && s.bytes().all(|c| c.is_ascii_graphic())
-}
-
-// ----- CIDR -----
-
-/// A network in CIDR notation (`10.1.0.0/16`, `fd00::/8`), IPv4 or IPv6.
-///
-/// Written by hand rather than pulled in as a dependency: it is a few lines, and
-/// it is strict where a general-purpose parser might guess (host bits set after
-/// the prefix are refused, since `10.1.2.3/16` is more likely a typo than intent).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// A network from its address and prefix length. IPv4-mapped IPv6 networks
-    /// (`::ffff:10.0.0.0/104`) become the IPv4 network they denote, because
-    /// addresses are compared in canonical form (see [`contains`](Self::contains)).
-    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, DiscoveryError> {
-        let err = |reason: String| DiscoveryError::InvalidCidr {
-            cidr: format!("{addr}/{prefix}"),
-            reason,
-        };
-        let max = max_prefix(addr);
-        if prefix > max {
-            return Err(err(format!("prefix /{prefix} is longer than {max} bits")));
-        }
-        let (addr, prefix) = match addr {
-            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
-                Some(v4) => (IpAddr::V4(v4), prefix - 96),
-                None => (addr, prefix),
-            },
-            _ => (addr, prefix),
-        };
-        let masked = mask(addr, prefix);
-        if masked != addr {
-            return Err(err(format!(
-                "host bits are set after the prefix; did you mean {masked}/{prefix}?"
-            )));
-        }
-        Ok(Cidr { addr, prefix })
-    }
-
-    /// The network address.
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// The prefix length in bits.
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    /// Whether `ip` is in this network. IPv4-mapped IPv6 addresses (what a
-    /// dual-stack socket reports for IPv4 senders) count as the IPv4 address they
-    /// carry; an IPv4 network never contains a native IPv6 address or vice versa.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = DiscoveryError;
-
-    /// Parses `addr/prefix`, or a bare address as a single host (`/32`, `/128`).
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = |reason: &str| DiscoveryError::InvalidCidr {
-            cidr: text.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let t = text.trim();
-        let (addr_text, prefix_text) = match t.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (t, None),
-        };
-        let addr: IpAddr = if addr_text.contains(':') {
-            Ipv6Addr::from_str(addr_text)
-                .map(IpAddr::V6)
-                .map_err(|_| err("not an IPv6 address before the '/'"))?
-        } else {
-            Ipv4Addr::from_str(addr_text)
-                .map(IpAddr::V4)
-                .map_err(|_| err("not an IPv4 address before the '/'"))?
-        };
-        let prefix = match prefix_text {
-            None => max_prefix(addr),
-            Some(p) => {
-                if p.is_empty() || p.len() > 3 || !p.bytes().all(|c| c.is_ascii_digit()) {
-                    return Err(err("the prefix length must be a decimal number"));
-                }
-                p.parse::<u8>()
-                    .map_err(|_| err("the prefix length is out of range"))?
-            }
-        };
-        Cidr::new(addr, prefix).map_err(|e| match e {
-            DiscoveryError::InvalidCidr { reason, .. } => DiscoveryError::InvalidCidr {
-                cidr: text.to_owned(),
-                reason,
-            },
-            other => other,
-        })
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-fn max_prefix(addr: IpAddr) -> u8 {
-    if addr.is_ipv4() { 32 } else { 128 }
-}
-
-/// `addr` with every bit after the first `prefix` cleared.
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(v4) => {
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & m))
-        }
-        IpAddr::V6(v6) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & m))
-        }
-    }
-}
-
-/// Whether `ip` is in the network `cidr` (parsed with [`Cidr::from_str`]).
-pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Result<bool, DiscoveryError> {
-    Ok(cidr.parse::<Cidr>()?.contains(ip))
-}
-
-/// The `allowed_networks` setting, parsed once. Empty allows everything, so a
-/// default configuration works on any LAN; the Node can use the same filter for
-/// inbound connections.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NetworkFilter {
-    nets: Vec<Cidr>,
-    /// Set only by [`NetworkFilter::deny_all`].
-    deny: bool,
-}
-
-impl NetworkFilter {
-    /// Parses every entry; the first invalid one is the error.
-    pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Self, DiscoveryError> {
-        let nets = list
-            .iter()
-            .map(|s| s.as_ref().parse())
-            .collect::<Result<Vec<Cidr>, _>>()?;
-        Ok(NetworkFilter { nets, deny: false })
-    }
-
-    /// A filter no address passes: the fallback for a list that cannot be
-    /// parsed, so a mistake closes the node instead of opening it.
-    pub fn deny_all() -> Self {
-        NetworkFilter {
-            nets: Vec::new(),
-            deny: true,
-        }
-    }
-
-    /// Whether `ip` may be heard from (and connect).
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        !self.deny && (self.nets.is_empty() || self.nets.iter().any(|n| n.contains(ip)))
-    }
-
-    /// The parsed networks.
-    pub fn networks(&self) -> &[Cidr] {
-        &self.nets
-    }
 }
 
 // ----- heads digest -----
@@ -523,15 +351,6 @@ pub struct DiscoveryStats {
     pub stale_removed: u64,
 }
 
-/// A token bucket, in millionths of a token so integer arithmetic is exact.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    micro_tokens: u64,
-    updated: Instant,
-}
-
-const MICRO: u64 = 1_000_000;
-
 /// The discovery sub-machine. See the module documentation.
 #[derive(Debug)]
 pub struct Discovery {
@@ -549,8 +368,8 @@ pub struct Discovery {
     /// first, oldest first, which is eviction order; the oldest of each half gives
     /// the next expiry.
     index: BTreeSet<(bool, Instant, String)>,
-    buckets: BTreeMap<IpAddr, Bucket>,
-    last_bucket_prune: Option<Instant>,
+    /// The per-source rate limit on what we hear.
+    limiter: SourceLimiter,
     next_announce: Instant,
     last_announce: Option<Instant>,
     outbox: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -587,8 +406,7 @@ impl Discovery {
             keys: Vec::new(),
             table: BTreeMap::new(),
             index: BTreeSet::new(),
-            buckets: BTreeMap::new(),
-            last_bucket_prune: None,
+            limiter: SourceLimiter::default(),
             next_announce: now,
             last_announce: None,
             outbox: VecDeque::new(),
@@ -796,7 +614,7 @@ impl Discovery {
             self.stats.not_allowed += 1;
             return Err(DiscoveryError::NotAllowed(ip));
         }
-        if !self.take_token(now, ip) {
+        if !self.limiter.take(now, ip, self.limits()) {
             self.stats.rate_limited += 1;
             return Err(DiscoveryError::RateLimited(ip));
         }
@@ -912,12 +730,8 @@ impl Discovery {
         }
         // Idle buckets are full ones, the same as absent: dropping them keeps the
         // map as small as the current traffic.
-        if self
-            .last_bucket_prune
-            .is_none_or(|t| now.saturating_since(t) >= self.cfg.interval)
-        {
-            self.prune_buckets(now);
-        }
+        self.limiter
+            .prune_every(now, self.cfg.interval, self.limits());
     }
 
     // ----- internals -----
@@ -1048,83 +862,17 @@ impl Discovery {
         self.oldest_key().map(|k| k.1)
     }
 
-    /// The rate limiter's key: IPv4 addresses are per host; IPv6 hosts choose
-    /// freely within their /64, so that is one source.
-    fn source_key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(_) => mask(ip, 64),
+    /// The rate limit as configured now.
+    fn limits(&self) -> Limits {
+        Limits {
+            burst: self.cfg.rate_burst,
+            per_sec: self.cfg.rate_per_sec,
+            max_sources: self.cfg.max_sources,
         }
-    }
-
-    /// Takes a token from the source's bucket; false if it is empty (or a new
-    /// source would overflow the tracked set).
-    fn take_token(&mut self, now: Instant, ip: IpAddr) -> bool {
-        let key = Self::source_key(ip);
-        let cap = u64::from(self.cfg.rate_burst) * MICRO;
-        let rate = u64::from(self.cfg.rate_per_sec);
-        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.cfg.max_sources {
-            // At most one pruning pass a second: a flood from ever-new sources
-            // must not make every datagram scan the whole map.
-            if self
-                .last_bucket_prune
-                .is_none_or(|t| now.saturating_since(t) >= Duration::from_secs(1))
-            {
-                self.prune_buckets(now);
-            }
-            if self.buckets.len() >= self.cfg.max_sources {
-                return false;
-            }
-        }
-        let b = self.buckets.entry(key).or_insert(Bucket {
-            micro_tokens: cap,
-            updated: now,
-        });
-        let elapsed =
-            u64::try_from(now.saturating_since(b.updated).as_micros()).unwrap_or(u64::MAX);
-        b.micro_tokens = b
-            .micro_tokens
-            .saturating_add(elapsed.saturating_mul(rate))
-            .min(cap);
-        b.updated = b.updated.max(now);
-        if b.micro_tokens >= MICRO {
-            b.micro_tokens -= MICRO;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn prune_buckets(&mut self, now: Instant) {
-        let cap = u64::from(self.cfg.rate_burst) * MICRO;
-        let rate = u64::from(self.cfg.rate_per_sec);
-        self.buckets.retain(|_, b| {
-            let elapsed =
-                u64::try_from(now.saturating_since(b.updated).as_micros()).unwrap_or(u64::MAX);
-            b.micro_tokens.saturating_add(elapsed.saturating_mul(rate)) < cap
-        });
-        self.last_bucket_prune = Some(now);
     }
 }
 
 /// The first 12 digits of a node id, for logs.
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masks() {
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        assert_eq!(mask(ip, 0), "0.0.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask(ip, 16), "10.1.0.0".parse::<IpAddr>().unwrap());
-        assert_eq!(mask(ip, 32), ip);
-        let v6: IpAddr = "fd00:1:2:3:4:5:6:7".parse().unwrap();
-        assert_eq!(mask(v6, 64), "fd00:1:2:3::".parse::<IpAddr>().unwrap());
-        assert_eq!(mask(v6, 128), v6);
-        assert_eq!(mask(v6, 0), "::".parse::<IpAddr>().unwrap());
-    }
 }

@@ -114,3 +114,87 @@ fn bad_id(field: &'static str, id: &str) -> MeshError {
 pub(super) fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    fn lsa() -> Lsa {
+        Lsa {
+            origin: id(1),
+            seq: 1,
+            links: vec![LinkInfo {
+                peer: id(2),
+                rtt_us: 10,
+            }],
+            repos: vec!["r".into()],
+            hops_left: 8,
+            sig: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_well_formed_advertisement_passes() {
+        assert_eq!(lsa().validate(1), Ok(()));
+    }
+
+    #[test]
+    fn each_broken_rule_is_refused_by_name() {
+        let check = |f: &dyn Fn(&mut Lsa)| {
+            let mut l = lsa();
+            f(&mut l);
+            l.validate(2).unwrap_err()
+        };
+        assert!(matches!(
+            check(&|l| l.origin = id(0xab).to_uppercase()),
+            MeshError::InvalidNodeId {
+                field: "origin",
+                ..
+            }
+        ));
+        assert!(matches!(
+            check(&|l| l.hops_left = MAX_HOPS_LIMIT + 1),
+            MeshError::HopsOutOfRange { .. }
+        ));
+        assert!(matches!(
+            check(&|l| l.links = vec![l.links[0].clone(); 3]),
+            MeshError::TooManyLinks { count: 3, max: 2 }
+        ));
+        assert!(matches!(
+            check(&|l| l.links.push(l.links[0].clone())),
+            MeshError::DuplicateLink(_)
+        ));
+        assert_eq!(check(&|l| l.links[0].peer = id(1)), MeshError::SelfLink);
+        assert!(matches!(
+            check(&|l| l.links[0].peer = "x".into()),
+            MeshError::InvalidNodeId {
+                field: "links.peer",
+                ..
+            }
+        ));
+        assert!(matches!(
+            check(&|l| l.repos = vec!["r".into(); MAX_REPOS_PER_LSA + 1]),
+            MeshError::TooManyRepos { .. }
+        ));
+        assert!(matches!(
+            check(&|l| l.repos.push("a b".into())),
+            MeshError::InvalidRepo(_)
+        ));
+        assert!(matches!(
+            check(&|l| l.repos.push("r".into())),
+            MeshError::DuplicateRepo(_)
+        ));
+    }
+
+    #[test]
+    fn peer_strings_are_clipped_and_ids_shortened() {
+        assert_eq!(clip(&"a".repeat(1000)).len(), 80);
+        assert_eq!(short(&id(0xab)), "abababababab");
+        assert_eq!(short("abc"), "abc");
+        assert!(!is_repo_id("") && !is_repo_id(&"r".repeat(MAX_REPO_ID + 1)));
+    }
+}
