@@ -14,18 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-/// How a diverged timeline is resolved (the strategies arrive with issue 6; until
-/// then every strategy behaves as `Manual`: detect, record, keep both heads).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ConflictStrategy {
-    #[default]
-    Manual,
-    AutoMerge,
-    PreferRemote,
-    PreferLocal,
-}
+pub use crate::conflict::ConflictStrategy;
 
+/// Here rather than beside the type: its error is a configuration error.
 impl std::str::FromStr for ConflictStrategy {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -258,6 +249,18 @@ impl Config {
         self.peer_rates
             .get(peer)
             .map_or(self.peer_download_rate, |r| r.download)
+    }
+}
+
+impl crate::discovery::DiscoveryConfig {
+    /// The discovery defaults, with the node configuration's
+    /// `allowed_networks`. Written here, not in `discovery`, so discovery does
+    /// not depend on the node's configuration.
+    pub fn from_config(cfg: &Config) -> Self {
+        crate::discovery::DiscoveryConfig {
+            allowed_networks: cfg.allowed_networks.clone(),
+            ..Self::default()
+        }
     }
 }
 

@@ -23,7 +23,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::ConflictStrategy;
+use serde::{Deserialize, Serialize};
+
 use crate::history;
 use crate::id::{IdMap, ObjectId};
 use crate::merge::{self, ConflictKind, FlatTree, MergeLabels};
@@ -31,6 +32,18 @@ use crate::object::{self, Mode, ObjectKind, Seal, Timestamp, Tree, TreeEntry};
 use crate::store::{Store, StoreError};
 use crate::sync::MAX_TREE_DEPTH;
 use crate::timeline::TimelineName;
+
+/// How a diverged timeline is resolved: kept for the user (`manual`),
+/// merged, or settled for one side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictStrategy {
+    #[default]
+    Manual,
+    AutoMerge,
+    PreferRemote,
+    PreferLocal,
+}
 
 /// Automatic merges are recognised by their author (see [`crate::history`]).
 pub use crate::history::{MERGE_AUTHOR, is_auto_merge};

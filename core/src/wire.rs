@@ -76,9 +76,9 @@ pub struct Handshake {
 /// A node's conflict strategies, as advertised in its handshake.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StrategyAdvert {
-    pub default: crate::config::ConflictStrategy,
+    pub default: crate::conflict::ConflictStrategy,
     #[serde(default)]
-    pub timelines: BTreeMap<String, crate::config::ConflictStrategy>,
+    pub timelines: BTreeMap<String, crate::conflict::ConflictStrategy>,
 }
 
 /// A request for the objects behind some seals.

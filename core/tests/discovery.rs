@@ -735,7 +735,10 @@ fn allowed_networks_are_enforced() {
         "10.0.0.0/0008",
     ] {
         assert!(
-            matches!(bad.parse::<Cidr>(), Err(DiscoveryError::InvalidCidr { .. })),
+            matches!(
+                bad.parse::<Cidr>(),
+                Err(ivaldi_core::network::InvalidCidr { .. })
+            ),
             "{bad:?}"
         );
         let r = Discovery::new(
@@ -749,7 +752,9 @@ fn allowed_networks_are_enforced() {
             Instant::ZERO,
         );
         match r {
-            Err(DiscoveryError::InvalidCidr { cidr, .. }) => assert_eq!(cidr, bad),
+            Err(DiscoveryError::InvalidCidr(ivaldi_core::network::InvalidCidr {
+                cidr, ..
+            })) => assert_eq!(cidr, bad),
             other => panic!("{bad:?}: {:?}", other.map(|_| ())),
         }
     }

@@ -52,14 +52,12 @@ use std::time::Duration;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::Config;
 use crate::id::ObjectId;
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::timeline::TimelineName;
 
-/// Longest repository id that can be announced, in bytes.
-pub const MAX_REPO_ID: usize = 128;
+pub use crate::repo_id::MAX_REPO_ID;
 /// Hex digits of a heads digest as [`heads_digest`] makes it.
 pub const DIGEST_HEX_LEN: usize = 16;
 
@@ -84,8 +82,8 @@ pub enum DiscoveryError {
     RateLimited(IpAddr),
     #[error("discovery table full ({0} entries, none evictable)")]
     TableFull(usize),
-    #[error("invalid CIDR {cidr:?}: {reason}")]
-    InvalidCidr { cidr: String, reason: String },
+    #[error(transparent)]
+    InvalidCidr(#[from] InvalidCidr),
     #[error("discovery config: {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
 }
@@ -97,16 +95,13 @@ pub use announce::{
 };
 use announce::{is_digest, is_node_id};
 
-mod network;
 mod rate;
 
-use network::mask;
-pub use network::{Cidr, NetworkFilter, cidr_contains};
+use crate::network::mask;
+pub use crate::network::{Cidr, InvalidCidr, NetworkFilter, cidr_contains};
 use rate::{Limits, SourceLimiter};
 
-fn is_repo_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_REPO_ID && s.bytes().all(|c| c.is_ascii_graphic())
-}
+use crate::repo_id::is_repo_id;
 
 // ----- heads digest -----
 
@@ -134,7 +129,7 @@ pub fn heads_digest(heads: &BTreeMap<TimelineName, ObjectId>) -> String {
 // ----- configuration -----
 
 /// How the discovery machine behaves. [`Default`] gives the values;
-/// [`DiscoveryConfig::from_config`] takes what the node configuration holds.
+/// `DiscoveryConfig::from_config` (in `config`) takes what the node configuration holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiscoveryConfig {
     /// Time between regular announcements (before jitter).
@@ -200,14 +195,6 @@ impl DiscoveryConfig {
         }
     }
 
-    /// The defaults, with the node configuration's `allowed_networks`.
-    pub fn from_config(cfg: &Config) -> Self {
-        DiscoveryConfig {
-            allowed_networks: cfg.allowed_networks.clone(),
-            ..Self::default()
-        }
-    }
-
     /// Checks every value and parses `allowed_networks`.
     pub fn validate(&self) -> Result<NetworkFilter, DiscoveryError> {
         let invalid = |field, reason: &str| {
@@ -243,7 +230,7 @@ impl DiscoveryConfig {
         if self.redial_max < self.redial_min {
             return invalid("redial_max", "must not be below redial_min");
         }
-        NetworkFilter::parse(&self.allowed_networks)
+        NetworkFilter::parse(&self.allowed_networks).map_err(DiscoveryError::from)
     }
 }
 

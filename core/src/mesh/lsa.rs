@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_HOPS_LIMIT, MAX_REPO_ID, MAX_REPOS_PER_LSA, MeshError};
+use super::{MAX_HOPS_LIMIT, MAX_REPOS_PER_LSA, MeshError};
+use crate::repo_id::is_repo_id;
 
 /// One node's announcement of its direct links (a link-state advertisement).
 /// See the module documentation for the layout and the rules.
@@ -93,10 +94,6 @@ pub(super) fn is_node_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-pub(super) fn is_repo_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_REPO_ID && s.bytes().all(|c| c.is_ascii_graphic())
-}
-
 /// A peer-supplied string cut short for an error message, so a hostile
 /// megabyte-long id does not end up in every log line.
 pub(super) fn clip(s: &str) -> String {
@@ -118,6 +115,7 @@ pub(super) fn short(id: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo_id::MAX_REPO_ID;
 
     fn id(n: u8) -> String {
         format!("{n:02x}").repeat(32)

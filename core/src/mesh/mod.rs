@@ -78,7 +78,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use crate::discovery::MAX_REPO_ID;
+pub use crate::repo_id::MAX_REPO_ID;
 use crate::time::Instant;
 
 mod config;

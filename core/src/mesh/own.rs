@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::graph::keys_of;
-use super::lsa::{clip, is_node_id, is_repo_id};
+use super::lsa::{clip, is_node_id};
 use super::summary::content_digest;
 use super::{
     LinkInfo, Lsa, MAX_LINK_RTT_US, MAX_REPOS_PER_LSA, MIN_ANNOUNCE_GAP, RTT_CHANGE_FLOOR_US,
     RTT_CHANGE_PERCENT, sign,
 };
+use crate::repo_id::is_repo_id;
 use crate::time::Instant;
 
 /// How a new set of links differs from the advertised one.

@@ -5,7 +5,17 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::fmt;
 use std::str::FromStr;
 
-use super::DiscoveryError;
+use thiserror::Error;
+
+/// A CIDR that cannot be a network. Discovery, admission and the
+/// configuration check all parse `allowed_networks`, so the error is theirs
+/// to share rather than discovery's.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("invalid CIDR {cidr:?}: {reason}")]
+pub struct InvalidCidr {
+    pub cidr: String,
+    pub reason: String,
+}
 
 /// A network in CIDR notation (`10.1.0.0/16`, `fd00::/8`), IPv4 or IPv6.
 ///
@@ -22,8 +32,8 @@ impl Cidr {
     /// A network from its address and prefix length. IPv4-mapped IPv6 networks
     /// (`::ffff:10.0.0.0/104`) become the IPv4 network they denote, because
     /// addresses are compared in canonical form (see [`contains`](Self::contains)).
-    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, DiscoveryError> {
-        let err = |reason: String| DiscoveryError::InvalidCidr {
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, InvalidCidr> {
+        let err = |reason: String| InvalidCidr {
             cidr: format!("{addr}/{prefix}"),
             reason,
         };
@@ -67,11 +77,11 @@ impl Cidr {
 }
 
 impl FromStr for Cidr {
-    type Err = DiscoveryError;
+    type Err = InvalidCidr;
 
     /// Parses `addr/prefix`, or a bare address as a single host (`/32`, `/128`).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = |reason: &str| DiscoveryError::InvalidCidr {
+        let err = |reason: &str| InvalidCidr {
             cidr: text.to_owned(),
             reason: reason.to_owned(),
         };
@@ -99,12 +109,9 @@ impl FromStr for Cidr {
                     .map_err(|_| err("the prefix length is out of range"))?
             }
         };
-        Cidr::new(addr, prefix).map_err(|e| match e {
-            DiscoveryError::InvalidCidr { reason, .. } => DiscoveryError::InvalidCidr {
-                cidr: text.to_owned(),
-                reason,
-            },
-            other => other,
+        Cidr::new(addr, prefix).map_err(|InvalidCidr { reason, .. }| InvalidCidr {
+            cidr: text.to_owned(),
+            reason,
         })
     }
 }
@@ -138,7 +145,7 @@ pub(super) fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
 }
 
 /// Whether `ip` is in the network `cidr` (parsed with [`Cidr::from_str`]).
-pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Result<bool, DiscoveryError> {
+pub fn cidr_contains(cidr: &str, ip: IpAddr) -> Result<bool, InvalidCidr> {
     Ok(cidr.parse::<Cidr>()?.contains(ip))
 }
 
@@ -154,7 +161,7 @@ pub struct NetworkFilter {
 
 impl NetworkFilter {
     /// Parses every entry; the first invalid one is the error.
-    pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Self, DiscoveryError> {
+    pub fn parse<S: AsRef<str>>(list: &[S]) -> Result<Self, InvalidCidr> {
         let nets = list
             .iter()
             .map(|s| s.as_ref().parse())
