@@ -118,6 +118,25 @@ impl Reply {
     }
 }
 
+impl Line {
+    /// The line as the daemon writes it (without the newline).
+    pub fn to_line(&self) -> String {
+        match self {
+            Line::Reply(r) => r.to_line(),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        }
+    }
+}
+
+impl Reply {
+    /// The reply as the daemon writes it (without the newline). A reply that
+    /// cannot be encoded still ends the client's wait, as a failure.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| "{\"ok\":false,\"error\":\"serialisation\"}".into())
+    }
+}
+
 /// Why talking to the daemon failed.
 #[derive(Debug, Error)]
 pub enum ControlError {
