@@ -14,13 +14,17 @@ use std::time::{Duration, SystemTime};
 use ivaldi_core::node::{Command, CommandId};
 use ivaldi_core::store::Store;
 use ivaldi_core::time::Instant;
-use serde_json::json;
 use smol::channel::Sender;
 use smol::io::AsyncWriteExt;
 use smol::{Async, Timer};
 
 use super::driver::{Driver, Input};
 use super::fanout::SUBSCRIBER_QUEUE;
+use crate::control::replies::{
+    Admission, Bandwidth, ConflictView, Conflicts, Count, Discovered, DiscoveredView,
+    DiscoveryStatus, Done, EventCounts, MeshStatus, PeerView, Peers, Pending, PendingKey, Route,
+    Status, SyncStatus, TopologyReply, Whoami, view,
+};
 use crate::control::{Line, Reply, Request};
 
 /// Accepts control connections; each reads one request line and then writes
@@ -99,7 +103,9 @@ impl Commands {
     pub(super) fn finish(&mut self, id: CommandId, ok: bool, message: &str) {
         if let Some(reply) = self.waiting.remove(&id) {
             let r = if ok {
-                Reply::ok(json!({ "message": message }))
+                Reply::with(&Done {
+                    message: message.to_owned(),
+                })
             } else {
                 Reply::err(message)
             };
@@ -163,31 +169,25 @@ impl Driver {
             let _ = reply.try_send(r.to_line());
         };
         match req {
-            Request::Status => send(Reply::ok(self.status_json(now))),
-            Request::Whoami => send(Reply::ok(json!({
-                "node_id": self.started_info.node_id,
-                "port": self.started_info.port,
-                "discovery_port": self.started_info.discovery_port,
-                "pid": self.started_info.pid,
-                "repo": self.store.repo_id(),
-            }))),
-            Request::Peers { verbose } => send(Reply::ok(self.peers_json(verbose))),
-            Request::Discovered => {
-                let list: Vec<serde_json::Value> = self
-                    .node
-                    .discovered()
-                    .into_iter()
-                    .map(|p| {
-                        let mut v = serde_json::to_value(&p).unwrap_or_default();
-                        v["last_seen_ago_ms"] =
-                            json!(now.saturating_since(p.last_seen).as_millis() as u64);
-                        v
-                    })
-                    .collect();
-                send(Reply::ok(
-                    json!({ "discovered": list, "stats": self.node.discovery_stats() }),
-                ));
-            }
+            Request::Status => send(match self.status(now) {
+                Ok(status) => Reply::with(&status),
+                Err(e) => Reply::err(format!("cannot encode the status: {e}")),
+            }),
+            Request::Whoami => send(Reply::with(&Whoami {
+                node_id: self.started_info.node_id.clone(),
+                port: self.started_info.port,
+                discovery_port: self.started_info.discovery_port,
+                pid: self.started_info.pid,
+                repo: self.store.repo_id().to_owned(),
+            })),
+            Request::Peers { verbose } => send(match self.peer_views(verbose) {
+                Ok(peers) => Reply::with(&Peers { peers }),
+                Err(e) => Reply::err(format!("cannot encode the peers: {e}")),
+            }),
+            Request::Discovered => send(match self.discovered(now) {
+                Ok(d) => Reply::with(&d),
+                Err(e) => Reply::err(format!("cannot encode the discovered peers: {e}")),
+            }),
             Request::Connect { addr } => match addr.parse::<SocketAddr>() {
                 Ok(a) => self.command(now, Command::Connect(a), reply),
                 Err(_) => send(Reply::err(format!("{addr:?} is not an ip:port address"))),
@@ -210,18 +210,17 @@ impl Driver {
                     Err(e) => send(Reply::err(e)),
                 }
             }
-            Request::SyncStatus => send(Reply::ok(json!({
-                "peers": self.node.peer_records(),
-                "stats": self.node.stats(),
-            "admission": {
-                "pool": self.node.admission_pool_len(),
-                "frame_budget_reserved": self.node.frame_budget_reserved(),
-            },
-            }))),
-            Request::Conflicts => send(Reply::ok(json!({ "conflicts": self.node.conflicts() }))),
+            Request::SyncStatus => send(match self.sync_status() {
+                Ok(s) => Reply::with(&s),
+                Err(e) => Reply::err(format!("cannot encode the sync status: {e}")),
+            }),
+            Request::Conflicts => send(match view::<Vec<ConflictView>>(&self.node.conflicts()) {
+                Ok(conflicts) => Reply::with(&Conflicts { conflicts }),
+                Err(e) => Reply::err(format!("cannot encode the conflicts: {e}")),
+            }),
             Request::Events { follow } => {
                 if let Some(count) = self.fanout.replay_events(reply.clone(), follow) {
-                    send(Reply::ok(json!({ "count": count })));
+                    send(Reply::with(&Count { count }));
                 }
             }
             Request::Trace {
@@ -234,7 +233,7 @@ impl Driver {
                     .replay_trace(reply.clone(), peer, follow, payloads);
                 self.node.set_trace(mode);
                 if let Some(count) = count {
-                    send(Reply::ok(json!({ "count": count })));
+                    send(Reply::with(&Count { count }));
                 }
             }
             Request::ReloadConfig => {
@@ -248,23 +247,29 @@ impl Driver {
                 }
                 self.command(now, Command::LocalHeadsChanged, reply);
             }
-            Request::Pending => send(Reply::ok(json!({
-                "pending": self.node.pending().into_iter().map(|p| json!({
-                    "id": p.id,
-                    "addr": p.addr.to_string(),
-                    "attempts": p.attempts,
-                    "last_seen_ago_ms": now.saturating_since(p.last).as_millis() as u64,
-                })).collect::<Vec<_>>(),
-                "refused": self.node.stats().untrusted_refused,
-            }))),
+            Request::Pending => send(Reply::with(&Pending {
+                pending: self
+                    .node
+                    .pending()
+                    .into_iter()
+                    .map(|p| PendingKey {
+                        id: p.id,
+                        addr: p.addr.to_string(),
+                        attempts: p.attempts,
+                        last_seen_ago_ms: ago_ms(now, p.last),
+                    })
+                    .collect(),
+                refused: self.node.stats().untrusted_refused,
+            })),
             Request::Join { ticket } => match ivaldi_core::trust::Ticket::parse(&ticket) {
                 Ok(t) => self.command(now, Command::Join(Box::new(t)), reply),
                 Err(e) => send(Reply::err(e.to_string())),
             },
             Request::Topology => {
-                let graph = self.node.topology();
-                let dot = self.node.topology_dot();
-                send(Reply::ok(json!({ "topology": graph, "dot": dot })));
+                send(Reply::with(&TopologyReply {
+                    topology: self.node.topology(),
+                    dot: self.node.topology_dot(),
+                }));
             }
             Request::Route { peer } => {
                 let peer = match self.resolve_peer(&peer) {
@@ -283,9 +288,12 @@ impl Driver {
                     }
                 };
                 match self.node.route_to(now, &peer) {
-                    Some((path, cost)) => send(Reply::ok(
-                        json!({ "peer": peer, "path": path, "cost_micros": cost, "hops": path.len().saturating_sub(1) }),
-                    )),
+                    Some((path, cost_micros)) => send(Reply::with(&Route {
+                        hops: path.len().saturating_sub(1),
+                        peer,
+                        path,
+                        cost_micros,
+                    })),
                     None => send(Reply::err(format!(
                         "no route to {}",
                         &peer[..12.min(peer.len())]
@@ -293,7 +301,9 @@ impl Driver {
                 }
             }
             Request::Stop => {
-                send(Reply::ok(json!({ "message": "stopping" })));
+                send(Reply::with(&Done {
+                    message: "stopping".into(),
+                }));
                 self.stop = Some("stop requested".into());
                 // Kept so shutdown can wait until the reply has been written.
                 self.stop_reply = Some(reply);
@@ -312,74 +322,120 @@ impl Driver {
         unique_prefix(ids, prefix, "peer")
     }
 
-    fn peers_json(&self, verbose: bool) -> serde_json::Value {
+    fn peer_views(&self, verbose: bool) -> Result<Vec<PeerView>, serde_json::Error> {
         let now = self.now();
-        let peers: Vec<serde_json::Value> = self
-            .node
+        self.node
             .peers()
             .into_iter()
             .filter(|p| verbose || p.peer.is_some())
             .map(|p| {
-                let mut v = serde_json::to_value(&p).unwrap_or_default();
-                v["last_seen_ago_ms"] = json!(now.saturating_since(p.last_seen).as_millis() as u64);
-                v
+                let mut v: PeerView = view(&p)?;
+                v.last_seen_ago_ms = ago_ms(now, p.last_seen);
+                Ok(v)
             })
-            .collect();
-        json!({ "peers": peers })
+            .collect()
     }
 
-    fn status_json(&mut self, now: Instant) -> serde_json::Value {
-        let uptime = now.saturating_since(Instant::ZERO);
-        let started = self
+    fn discovered(&self, now: Instant) -> Result<Discovered, serde_json::Error> {
+        let discovered = self
+            .node
+            .discovered()
+            .into_iter()
+            .map(|p| {
+                let mut v: DiscoveredView = view(&p)?;
+                v.last_seen_ago_ms = ago_ms(now, p.last_seen);
+                Ok(v)
+            })
+            .collect::<Result<_, serde_json::Error>>()?;
+        let stats = self.node.discovery_stats().map(|s| view(&s)).transpose()?;
+        Ok(Discovered { discovered, stats })
+    }
+
+    fn admission(&self) -> Admission {
+        Admission {
+            pool: self.node.admission_pool_len(),
+            frame_budget_reserved: self.node.frame_budget_reserved(),
+        }
+    }
+
+    fn sync_status(&self) -> Result<SyncStatus, serde_json::Error> {
+        Ok(SyncStatus {
+            peers: view(self.node.peer_records())?,
+            stats: view(self.node.stats())?,
+            admission: self.admission(),
+        })
+    }
+
+    fn status(&mut self, now: Instant) -> Result<Status, serde_json::Error> {
+        let started_unix = self
             .started
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let cfg = self.node.config();
+        let bandwidth = Bandwidth {
+            upload_rate: cfg.upload_rate,
+            download_rate: cfg.download_rate,
+            peer_upload_rate: cfg.peer_upload_rate,
+            peer_download_rate: cfg.peer_download_rate,
+            peer_rates: cfg.peer_rates.clone(),
+        };
+        let (open, trusted_peers, auto_sync) = (cfg.open, cfg.trusted_peers.len(), cfg.auto_sync);
+        let sync_interval = ivaldi_core::config::format_duration(cfg.sync_interval);
+        let routing_table_size = self.node.routing_table_size(now);
+        let stats = self.node.stats();
+        let mesh = MeshStatus {
+            routing_table_size,
+            relayed_bytes: stats.relayed_bytes,
+            relayed_frames: stats.relayed_frames,
+            relay_dropped: stats.relay_dropped,
+            known_nodes: self.node.topology().map(|t| t.nodes.len()).unwrap_or(0),
+            forged_advertisements: self.node.mesh_stats().map_or(0, |s| s.forged),
+        };
         let events = self.fanout.stats();
-        json!({
-            "node_id": self.started_info.node_id,
-            "pid": self.started_info.pid,
-            "port": self.started_info.port,
-            "discovery_port": self.started_info.discovery_port,
-            "repo": self.store.repo_id(),
-            "started_unix": started,
-            "uptime_secs": uptime.as_secs(),
-            "open": self.node.config().open,
-            "trusted_peers": self.node.config().trusted_peers.len(),
-            "pending": self.node.pending().len(),
-            "auto_sync": self.node.config().auto_sync,
-            "sync_interval": ivaldi_core::config::format_duration(self.node.config().sync_interval),
-            "bandwidth": {
-                "upload_rate": self.node.config().upload_rate,
-                "download_rate": self.node.config().download_rate,
-                "peer_upload_rate": self.node.config().peer_upload_rate,
-                "peer_download_rate": self.node.config().peer_download_rate,
-                "peer_rates": self.node.config().peer_rates,
+        Ok(Status {
+            node_id: self.started_info.node_id.clone(),
+            pid: self.started_info.pid,
+            port: self.started_info.port,
+            discovery_port: self.started_info.discovery_port,
+            repo: self.store.repo_id().to_owned(),
+            started_unix,
+            uptime_secs: now.saturating_since(Instant::ZERO).as_secs(),
+            open,
+            trusted_peers,
+            pending: self.node.pending().len(),
+            auto_sync,
+            sync_interval,
+            bandwidth,
+            peers: self.peer_views(false)?,
+            stats: view(self.node.stats())?,
+            admission: self.admission(),
+            conflicts: self.node.conflicts().len(),
+            mesh,
+            discovery: DiscoveryStatus {
+                enabled: self.udp.is_some(),
+                peers: self.node.discovered().len(),
+                stats: self.node.discovery_stats().map(|s| view(&s)).transpose()?,
+                targets: self.targets.iter().map(|t| t.to_string()).collect(),
             },
-            "peers": self.peers_json(false)["peers"],
-            "stats": self.node.stats(),
-            "admission": {
-                "pool": self.node.admission_pool_len(),
-                "frame_budget_reserved": self.node.frame_budget_reserved(),
+            events: EventCounts {
+                dropped: events.dropped,
+                emitted: events.emitted,
+                subscribers: events.subscribers,
             },
-                        "conflicts": self.node.conflicts().len(),
-            "mesh": {
-                "routing_table_size": self.node.routing_table_size(now),
-                "relayed_bytes": self.node.stats().relayed_bytes,
-                "relayed_frames": self.node.stats().relayed_frames,
-                "relay_dropped": self.node.stats().relay_dropped,
-                "known_nodes": self.node.topology().map(|t| t.nodes.len()).unwrap_or(0),
-                "forged_advertisements": self.node.mesh_stats().map_or(0, |s| s.forged),
-            },
-            "discovery": { "enabled": self.udp.is_some(), "targets": self.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(), "peers": self.node.discovered().len(), "stats": self.node.discovery_stats() },
-            "events": { "emitted": events.emitted, "dropped": events.dropped, "subscribers": events.subscribers },
         })
     }
+}
+
+/// How long ago `then` was, in milliseconds, on the node's clock.
+fn ago_ms(now: Instant, then: Instant) -> u64 {
+    u64::try_from(now.saturating_since(then).as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn ids(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
