@@ -340,3 +340,47 @@ fn put_file(objects: &mut Vec<(ObjectId, Vec<u8>)>, content: &[u8]) -> ObjectId 
     }
     last.expect("a large file has chunks")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_of_the_own_workload_starts_on_its_main_line() {
+        let store = SimStore::new("repo", 1);
+        let mut users = Users::default();
+        let mut rng = Rng::from_u64(3);
+        let t = users.pick_timeline(Workload::Own, &mut rng, 4, &store);
+        assert_eq!(t.as_str(), "n4/main");
+        assert!(is_writer(&SimConfig::default(), 4));
+    }
+
+    #[test]
+    fn a_built_seal_comes_last_names_its_parent_and_is_the_same_for_the_same_draws() {
+        let store = SimStore::new("repo", 1);
+        let cfg = SimConfig::default();
+        let parent = Some(ObjectId::hash(b"parent"));
+        let build = |seed| {
+            let mut rng = Rng::from_u64(seed);
+            build_seal(
+                &store,
+                &cfg,
+                &mut rng,
+                2,
+                &tl("main"),
+                parent,
+                false,
+                7,
+                5_000_000,
+            )
+        };
+        let (objects, id) = build(9);
+        let (last_id, last) = objects.last().expect("objects were written");
+        assert_eq!(*last_id, id);
+        let seal = Seal::decode(last).expect("the last object is the seal");
+        assert_eq!(seal.parents, parent.into_iter().collect::<Vec<_>>());
+        assert!(seal.message.contains("seal 7 by n2 on main"));
+        assert_eq!(build(9).1, id);
+        assert_ne!(build(10).1, id);
+    }
+}
