@@ -256,7 +256,7 @@ fn run(cli: Cli) -> Result<(), Failed> {
     }
 }
 
-pub(crate) fn print_json(v: &serde_json::Value) {
+pub(crate) fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

@@ -8,8 +8,13 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use ivaldi_core::config::{Config, ConflictStrategy, parse_duration};
+use ivaldi_shell_smol::control::replies::{
+    self, Conflicts, Count, Discovered, Done, PeerView, Peers, Route, Status, SyncStatus,
+    TopologyReply,
+};
 use ivaldi_shell_smol::control::{self, ControlError, Line, Reply, Request};
 use ivaldi_shell_smol::daemon::{self, P2pPaths, setup};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{Failed, fail, print_json};
@@ -284,18 +289,21 @@ fn ctl_err(e: ControlError) -> Failed {
     }
 }
 
-pub(crate) fn ask(paths: &P2pPaths, req: &Request) -> Result<Value, Failed> {
+/// Asks the daemon and reads its reply as `T`, the reply type of `req`
+/// (see `control::replies`).
+pub(crate) fn ask<T: DeserializeOwned>(paths: &P2pPaths, req: &Request) -> Result<T, Failed> {
     let r = control::request(&paths.socket, req, Some(Duration::from_secs(30)), |_| {})
         .map_err(ctl_err)?;
     reply_data(r)
 }
 
-fn reply_data(r: Reply) -> Result<Value, Failed> {
-    if r.ok {
-        Ok(r.data.unwrap_or(Value::Null))
-    } else {
-        Err(fail(r.error.unwrap_or_else(|| "the daemon refused".into())))
-    }
+fn reply_data<T: DeserializeOwned>(r: Reply) -> Result<T, Failed> {
+    r.data_as().map_err(fail)
+}
+
+/// The objects and bytes a progress line reports.
+fn progress_of(progress: &Value) -> replies::Progress {
+    serde_json::from_value(progress.clone()).unwrap_or_default()
 }
 
 /// What a running daemon made of `repair`'s request to refetch objects.
@@ -324,7 +332,7 @@ pub fn refetch(
     let mut objects = 0u64;
     let r = control::request(&paths.socket, &req, None, |l| {
         if let Line::Progress { progress } = l {
-            objects += progress["objects"].as_u64().unwrap_or(0);
+            objects += progress_of(progress).objects;
             if tty {
                 eprint!("\rfetching {asked} missing objects from peers: {objects} received   ");
             }
@@ -337,10 +345,10 @@ pub fn refetch(
         Err(ControlError::NotRunning) => Ok(Refetched::NotRunning),
         Err(e) => Err(fail(e)),
         Ok(r) => Ok(Refetched::Answered {
-            message: match (r.data, r.error) {
-                (_, Some(e)) => e,
-                (Some(d), None) => d["message"].as_str().unwrap_or("done").to_owned(),
-                (None, None) => "done".into(),
+            message: match r.data_as::<Done>() {
+                Ok(d) => d.message,
+                Err(ControlError::Refused(e)) => e,
+                Err(_) => "done".into(),
             },
             objects,
         }),
@@ -366,7 +374,7 @@ pub(crate) fn reload_if_running(paths: &P2pPaths) -> Result<bool, Failed> {
         Some(Duration::from_secs(10)),
         |_| {},
     ) {
-        Ok(r) => reply_data(r).map(|_| true),
+        Ok(r) => reply_data::<Done>(r).map(|_| true),
         Err(ControlError::NotRunning) => Ok(false),
         Err(e) => Err(ctl_err(e)),
     }
@@ -411,7 +419,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
         P2pCmd::Start { foreground } => start(root, &paths, foreground),
         P2pCmd::Stop => stop(&paths),
         P2pCmd::Status(j) => {
-            let v = ask(&paths, &Request::Status)?;
+            let v: Status = ask(&paths, &Request::Status)?;
             if j.json {
                 print_json(&v);
             } else {
@@ -420,31 +428,27 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             Ok(())
         }
         P2pCmd::Peers { json, verbose } => {
-            let v = ask(&paths, &Request::Peers { verbose })?;
+            let v: Peers = ask(&paths, &Request::Peers { verbose })?;
             if json {
                 print_json(&v);
             } else {
-                print_peers(&v["peers"], verbose);
+                print_peers(&v.peers, verbose);
             }
             Ok(())
         }
         P2pCmd::Discovered(j) => {
-            let v = ask(&paths, &Request::Discovered)?;
+            let v: Discovered = ask(&paths, &Request::Discovered)?;
             if j.json {
                 print_json(&v);
             } else {
-                let list = v["discovered"].as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
+                if v.discovered.is_empty() {
                     println!("No peers discovered yet");
                 }
-                for p in list {
+                for p in v.discovered {
                     // Announcements name repositories by tags only a holder can
                     // recognise: ours are shown by id, the rest only counted.
-                    let ours: Vec<&str> = p["repos"]
-                        .as_object()
-                        .map(|m| m.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    let unknown = p["unknown_repos"].as_u64().unwrap_or(0);
+                    let ours: Vec<&str> = p.repos.keys().map(String::as_str).collect();
+                    let unknown = p.unknown_repos;
                     let mut what = if ours.is_empty() {
                         "no repository of ours".to_owned()
                     } else {
@@ -455,10 +459,10 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                     }
                     println!(
                         "{}  {}  {}  seen {} ms ago",
-                        short(&p["node_id"]),
-                        p["addr"].as_str().unwrap_or("?"),
+                        short(&p.node_id),
+                        p.addr,
                         what,
-                        p["last_seen_ago_ms"]
+                        p.last_seen_ago_ms
                     );
                 }
             }
@@ -470,13 +474,13 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 .parse::<std::net::SocketAddr>()
                 .map(|a| a.to_string())
                 .map_err(|_| fail(format!("{address} {port}: not an IP address and port")))?;
-            let v = ask(&paths, &Request::Connect { addr })?;
-            println!("{}", v["message"].as_str().unwrap_or("connected"));
+            let v: Done = ask(&paths, &Request::Connect { addr })?;
+            println!("{}", v.message);
             Ok(())
         }
         P2pCmd::Disconnect { peer } => {
-            let v = ask(&paths, &Request::Disconnect { peer })?;
-            println!("{}", v["message"].as_str().unwrap_or("disconnected"));
+            let v: Done = ask(&paths, &Request::Disconnect { peer })?;
+            println!("{}", v.message);
             Ok(())
         }
         P2pCmd::AddPeer { address } => {
@@ -534,26 +538,24 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             )
         }
         P2pCmd::SyncStatus(j) => {
-            let v = ask(&paths, &Request::SyncStatus)?;
+            let v: SyncStatus = ask(&paths, &Request::SyncStatus)?;
             if j.json {
                 print_json(&v);
             } else {
-                let peers = v["peers"].as_object().cloned().unwrap_or_default();
-                if peers.is_empty() {
+                if v.peers.is_empty() {
                     println!("No peer has synced yet");
                 }
-                for (id, r) in peers {
+                for (id, r) in v.peers {
                     println!(
                         "{}  syncs {}  failures {}  in {} objects / {} B  out {} objects / {} B{}",
                         &id[..12.min(id.len())],
-                        r["syncs"],
-                        r["failures"],
-                        r["objects_in"],
-                        r["bytes_in"],
-                        r["objects_out"],
-                        r["bytes_out"],
-                        r["last_error"]
-                            .as_str()
+                        r.syncs,
+                        r.failures,
+                        r.objects_in,
+                        r.bytes_in,
+                        r.objects_out,
+                        r.bytes_out,
+                        r.last_error
                             .map(|e| format!("  last error: {e}"))
                             .unwrap_or_default()
                     );
@@ -562,22 +564,21 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             Ok(())
         }
         P2pCmd::Conflicts(j) => {
-            let v = ask(&paths, &Request::Conflicts)?;
+            let v: Conflicts = ask(&paths, &Request::Conflicts)?;
             if j.json {
                 print_json(&v);
             } else {
-                let list = v["conflicts"].as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
+                if v.conflicts.is_empty() {
                     println!("No diverged timelines");
                 }
-                for c in list {
+                for c in v.conflicts {
                     println!(
                         "{}: local {} vs remote {} from {} (base {})",
-                        c["timeline"].as_str().unwrap_or("?"),
-                        short(&c["local"]),
-                        short(&c["remote"]),
-                        short(&c["peer"]),
-                        short(&c["base"])
+                        c.timeline,
+                        c.local.short(),
+                        c.remote.short(),
+                        short(&c.peer),
+                        c.base.map_or_else(|| "-".to_owned(), |b| b.short())
                     );
                 }
             }
@@ -606,34 +607,28 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
         P2pCmd::Join { ticket } => crate::pairing::join(&paths, &ticket),
         P2pCmd::Clone { source, dir } => clone_cmd(root, &source, dir.as_deref()),
         P2pCmd::Topology { json, dot } => {
-            let v = ask(&paths, &Request::Topology)?;
+            let v: TopologyReply = ask(&paths, &Request::Topology)?;
             if dot {
-                println!("{}", v["dot"].as_str().unwrap_or("digraph mesh {}"));
+                println!("{}", v.dot.as_deref().unwrap_or("digraph mesh {}"));
             } else if json {
-                print_json(&v["topology"]);
+                print_json(&v.topology);
             } else {
-                let t = &v["topology"];
-                let nodes = t["nodes"].as_array().cloned().unwrap_or_default();
+                let (nodes, edges, me) = v
+                    .topology
+                    .map(|t| (t.nodes, t.edges, t.me))
+                    .unwrap_or_default();
                 println!("{} nodes known", nodes.len());
                 for n in &nodes {
-                    let me = if n["id"] == t["me"] {
-                        " (this node)"
-                    } else {
-                        ""
-                    };
-                    println!(
-                        "  {}{me}  repos {}",
-                        short(&n["id"]),
-                        n["repos"].as_array().map(Vec::len).unwrap_or(0)
-                    );
+                    let me = if n.id == me { " (this node)" } else { "" };
+                    println!("  {}{me}  repos {}", short(&n.id), n.repos.len());
                 }
-                for e in t["edges"].as_array().cloned().unwrap_or_default() {
+                for e in edges {
                     println!(
                         "  {} -- {}  {:.1} ms{}",
-                        short(&e["a"]),
-                        short(&e["b"]),
-                        e["rtt_us"].as_f64().unwrap_or(0.0) / 1000.0,
-                        if e["usable"] == json!(true) {
+                        short(&e.a),
+                        short(&e.b),
+                        e.rtt_us as f64 / 1000.0,
+                        if e.usable {
                             ""
                         } else {
                             "  (one-sided, unused)"
@@ -644,22 +639,16 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
             Ok(())
         }
         P2pCmd::Route { peer, json } => {
-            let v = ask(&paths, &Request::Route { peer })?;
+            let v: Route = ask(&paths, &Request::Route { peer })?;
             if json {
                 print_json(&v);
             } else {
-                let path: Vec<String> = v["path"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(short)
-                    .collect();
+                let path: Vec<String> = v.path.iter().map(|p| short(p)).collect();
                 println!(
                     "{} ({} hops, cost {:.1} ms)",
                     path.join(" -> "),
-                    v["hops"],
-                    v["cost_micros"].as_f64().unwrap_or(0.0) / 1000.0
+                    v.hops,
+                    v.cost_micros as f64 / 1000.0
                 );
             }
             Ok(())
@@ -690,7 +679,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 }
             })
             .map_err(ctl_err)?;
-            reply_data(r).map(|_| ())
+            reply_data::<Count>(r).map(|_| ())
         }
         P2pCmd::Events { follow, json } => {
             let timeout = if follow {
@@ -708,16 +697,19 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 }
             })
             .map_err(ctl_err)?;
-            reply_data(r).map(|_| ())
+            reply_data::<Count>(r).map(|_| ())
         }
     }
 }
 
-fn short(v: &Value) -> String {
-    match v.as_str() {
-        Some(s) => s.get(..12).unwrap_or(s).to_owned(),
-        None => "-".into(),
-    }
+/// The first 12 characters of an id, as the CLI shows ids.
+fn short(id: &str) -> String {
+    id.get(..12).unwrap_or(id).to_owned()
+}
+
+/// [`short`] of a string in a streamed event, `-` if there is none.
+fn short_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| "-".to_owned(), short)
 }
 
 /// One traced message as a line: `out sync_request 312 B peer 1a2b3c4d sync 7`.
@@ -727,7 +719,7 @@ fn describe_message(m: &Value) -> String {
         m["dir"].as_str().unwrap_or("?"),
         m["kind"].as_str().unwrap_or("?"),
         m["bytes"],
-        short(&m["peer"])
+        short_of(&m["peer"])
     );
     if let Some(s) = m["sync"].as_u64() {
         line.push_str(&format!("  sync {s}"));
@@ -744,51 +736,57 @@ fn describe_event(e: &Value) -> String {
     match kind {
         "peer_connected" => format!(
             "peer connected: {} at {}",
-            short(&e["peer"]),
+            short_of(&e["peer"]),
             e["addr"].as_str().unwrap_or("?")
         ),
         "peer_disconnected" => format!(
             "peer disconnected: {} ({})",
-            short(&e["peer"]),
+            short_of(&e["peer"]),
             e["reason"].as_str().unwrap_or("")
         ),
         "timeline_updated" => format!(
             "timeline {} moved to {} (from {})",
             e["timeline"].as_str().unwrap_or("?"),
-            short(&e["new"]),
-            short(&e["peer"])
+            short_of(&e["new"]),
+            short_of(&e["peer"])
         ),
         "conflict_detected" => format!(
             "conflict on {}: local {} vs remote {} from {}",
             e["timeline"].as_str().unwrap_or("?"),
-            short(&e["local"]),
-            short(&e["remote"]),
-            short(&e["peer"])
+            short_of(&e["local"]),
+            short_of(&e["remote"]),
+            short_of(&e["peer"])
         ),
         "access_refused" => format!(
             "refused {} from {}",
             e["what"].as_str().unwrap_or("?"),
-            short(&e["peer"])
+            short_of(&e["peer"])
         ),
         _ => format!("{kind}: {e}"),
     }
 }
 
-fn print_status(v: &Value) {
-    println!("Node      {}", v["node_id"].as_str().unwrap_or("?"));
-    match v["open"].as_str() {
-        Some("off") | None => println!(
+fn print_status(v: &Status) {
+    use ivaldi_core::trust::OpenMode;
+    println!("Node      {}", v.node_id);
+    match v.open {
+        OpenMode::Off => println!(
             "Trust     {} trusted node(s); strangers refused: {}{}",
-            v["trusted_peers"],
-            v["stats"]["untrusted_refused"],
-            match v["pending"].as_u64() {
-                Some(n) if n > 0 => format!(" ({n} waiting: `ivaldi p2p pending`)"),
+            v.trusted_peers,
+            v.stats.untrusted_refused,
+            match v.pending {
+                n if n > 0 => format!(" ({n} waiting: `ivaldi p2p pending`)"),
                 _ => String::new(),
             }
         ),
-        Some(mode) => println!(
-            "Trust     OPEN MODE ({mode}): ANY node that reaches this one may {}. Turn it off with `ivaldi p2p config --open off`",
-            if mode == "read" {
+        mode => println!(
+            "Trust     OPEN MODE ({}): ANY node that reaches this one may {}. Turn it off with `ivaldi p2p config --open off`",
+            if mode == OpenMode::Read {
+                "read"
+            } else {
+                "write"
+            },
+            if mode == OpenMode::Read {
                 "read every timeline"
             } else {
                 "read and write every timeline"
@@ -797,73 +795,64 @@ fn print_status(v: &Value) {
     }
     println!(
         "Listening tcp {}  discovery {}",
-        v["port"], v["discovery_port"]
+        v.port,
+        v.discovery_port
+            .map_or_else(|| "null".to_owned(), |p| p.to_string())
     );
     println!(
         "Uptime    {} s   auto-sync {} every {}",
-        v["uptime_secs"],
-        if v["auto_sync"] == json!(true) {
-            "on"
-        } else {
-            "off"
-        },
-        v["sync_interval"].as_str().unwrap_or("?")
+        v.uptime_secs,
+        if v.auto_sync { "on" } else { "off" },
+        v.sync_interval
     );
-    let s = &v["stats"];
+    let s = &v.stats;
     println!(
         "Traffic   in {} B / out {} B   syncs ok {} failed {}   conflicts {}",
-        s["bytes_in"], s["bytes_out"], s["syncs_completed"], s["syncs_failed"], v["conflicts"]
+        s.bytes_in, s.bytes_out, s.syncs_completed, s.syncs_failed, v.conflicts
     );
     println!(
         "Messages  in {}  out {}",
-        s["messages_in"], s["messages_out"]
+        json!(s.messages_in),
+        json!(s.messages_out)
     );
     println!(
         "Access    {} refused (heads from peers without write access, requests without read access)",
-        s["access_refused"]
+        s.access_refused
     );
-    println!("Discovery {}", v["discovery"]);
-    println!("Events    {}", v["events"]);
-    print_peers(&v["peers"], false);
+    println!("Discovery {}", json!(v.discovery));
+    println!("Events    {}", json!(v.events));
+    print_peers(&v.peers, false);
 }
 
-fn print_peers(peers: &Value, verbose: bool) {
-    let list = peers.as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+fn print_peers(peers: &[PeerView], verbose: bool) {
+    if peers.is_empty() {
         println!("No peers connected");
         return;
     }
-    for p in list {
-        let rtt = p["rtt_micros"]
-            .as_u64()
+    for p in peers {
+        let rtt = p
+            .rtt_micros
             .map(|r| format!("{:.1} ms", r as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         print!(
             "{}  {}  {}  rtt {}  seen {} ms ago",
-            short(&p["peer"]),
-            p["addr"].as_str().unwrap_or("?"),
-            p["direction"].as_str().unwrap_or("?"),
+            p.peer.as_deref().map_or_else(|| "-".to_owned(), short),
+            p.addr,
+            p.direction,
             rtt,
-            p["last_seen_ago_ms"]
+            p.last_seen_ago_ms
         );
         if verbose {
             print!(
                 "\n    handshake {}  sync {}  serving {}  queued {} B  encrypted {}  routed {}\n    features {}  last error {}",
-                p["state"].as_str().unwrap_or("?"),
-                p["sync_phase"].as_str().unwrap_or("?"),
-                p["serving"],
-                p["queued_bytes"],
-                p["encrypted"],
-                p["routed_via_mesh"],
-                p["features"]
-                    .as_array()
-                    .map(|f| f
-                        .iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","))
-                    .unwrap_or_default(),
-                p["last_error"].as_str().unwrap_or("none"),
+                p.state,
+                p.sync_phase,
+                p.serving,
+                p.queued_bytes,
+                p.encrypted,
+                p.routed_via_mesh,
+                p.features.join(","),
+                p.last_error.as_deref().unwrap_or("none"),
             );
         }
         println!();
@@ -877,8 +866,9 @@ fn sync(paths: &P2pPaths, peer: Option<String>, json: bool) -> Result<(), Failed
     let mut bytes = 0u64;
     let r = control::request(paths.socket.as_path(), &Request::Sync { peer }, None, |l| {
         if let Line::Progress { progress } = l {
-            objects += progress["objects"].as_u64().unwrap_or(0);
-            bytes += progress["bytes"].as_u64().unwrap_or(0);
+            let p = progress_of(progress);
+            objects += p.objects;
+            bytes += p.bytes;
             if tty {
                 let secs = start.elapsed().as_secs_f64().max(0.001);
                 eprint!(
@@ -893,13 +883,11 @@ fn sync(paths: &P2pPaths, peer: Option<String>, json: bool) -> Result<(), Failed
     if tty && objects > 0 {
         eprintln!();
     }
-    let v = reply_data(r)?;
+    let v: Done = reply_data(r)?;
     if json {
-        print_json(
-            &json!({"ok": true, "message": v["message"], "objects": objects, "bytes": bytes}),
-        );
+        print_json(&json!({"ok": true, "message": v.message, "objects": objects, "bytes": bytes}));
     } else {
-        println!("{}", v["message"].as_str().unwrap_or("sync complete"));
+        println!("{}", v.message);
     }
     Ok(())
 }
@@ -908,7 +896,7 @@ fn stop(paths: &P2pPaths) -> Result<(), Failed> {
     let pid = std::fs::read_to_string(&paths.pid)
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok());
-    ask(paths, &Request::Stop)?;
+    ask::<Done>(paths, &Request::Stop)?;
     let deadline = Instant::now() + Duration::from_secs(15);
     if let Some(pid) = pid {
         while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
@@ -980,21 +968,20 @@ fn start(root: &Path, paths: &P2pPaths, foreground: bool) -> Result<(), Failed> 
         .map_err(|e| fail(format!("cannot start the daemon: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(r) = control::request(
+        if let Ok(d) = control::request(
             &paths.socket,
             &Request::Whoami,
             Some(Duration::from_secs(2)),
             |_| {},
-        ) && r.ok
+        )
+        .and_then(Reply::data_as::<replies::Whoami>)
         {
-            let d = r.data.unwrap_or_default();
             println!(
                 "Daemon started (pid {}): node {} on tcp port {}{}",
-                d["pid"],
-                d["node_id"].as_str().unwrap_or("?"),
-                d["port"],
-                d["discovery_port"]
-                    .as_u64()
+                d.pid,
+                d.node_id,
+                d.port,
+                d.discovery_port
                     .map(|p| format!(", discovery port {p}"))
                     .unwrap_or_default()
             );

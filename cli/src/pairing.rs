@@ -8,6 +8,7 @@ use ivaldi_core::access::Access;
 use ivaldi_core::config::{format_duration, parse_duration};
 use ivaldi_core::trust::{Ticket, TrustedPeer};
 use ivaldi_shell_smol::control::Request;
+use ivaldi_shell_smol::control::replies::{Done, Pending, Status};
 use ivaldi_shell_smol::daemon::{P2pPaths, invites, setup};
 use serde_json::{Value, json};
 
@@ -176,8 +177,8 @@ fn ticket_addrs(paths: &P2pPaths, given: &[String]) -> Result<Vec<std::net::Sock
             .collect();
     }
     let cfg = setup::effective_config(paths).map_err(setup_err)?;
-    let port = match ask(paths, &Request::Status) {
-        Ok(v) => v["port"].as_u64().unwrap_or(0) as u16,
+    let port = match ask::<Status>(paths, &Request::Status) {
+        Ok(v) => v.port,
         Err(_) => cfg.port,
     };
     if port == 0 {
@@ -242,22 +243,21 @@ fn list_invites(paths: &P2pPaths, json_out: bool) -> Result<(), Failed> {
 }
 
 pub fn pending(paths: &P2pPaths, json_out: bool) -> Result<(), Failed> {
-    let v = ask(paths, &Request::Pending)?;
+    let v: Pending = ask(paths, &Request::Pending)?;
     if json_out {
         print_json(&v);
         return Ok(());
     }
-    let list = v["pending"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+    if v.pending.is_empty() {
         println!("No node was refused lately");
     }
-    for p in list {
-        let id = p["id"].as_str().unwrap_or("?");
+    for p in v.pending {
+        let id = p.id;
         println!(
             "{id}  from {}  {} attempt(s), last {} s ago",
-            p["addr"].as_str().unwrap_or("?"),
-            p["attempts"],
-            p["last_seen_ago_ms"].as_u64().unwrap_or(0) / 1000
+            p.addr,
+            p.attempts,
+            p.last_seen_ago_ms / 1000
         );
         println!("    trust it with: ivaldi p2p trust {id}");
     }
@@ -288,7 +288,7 @@ pub fn join(paths: &P2pPaths, text: &str) -> Result<(), Failed> {
             "no daemon is running for this repository; start it with `ivaldi p2p start`, then run join again",
         ));
     }
-    let v = ask(
+    let v: Done = ask(
         paths,
         &Request::Join {
             ticket: text.trim().to_owned(),
@@ -306,9 +306,6 @@ pub fn join(paths: &P2pPaths, text: &str) -> Result<(), Failed> {
     })
     .map_err(setup_err)?;
     reload_if_running(paths)?;
-    println!(
-        "{}",
-        v["message"].as_str().unwrap_or("joined through the ticket")
-    );
+    println!("{}", v.message);
     Ok(())
 }

@@ -26,6 +26,9 @@ pub mod repo_id;
 pub mod rng;
 pub mod store;
 pub mod sync;
+// Test drivers and fixtures: for tests and benchmarks only, so a release
+// build of the daemon does not carry them.
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod time;
 pub mod timeline;

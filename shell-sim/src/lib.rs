@@ -6,7 +6,10 @@
 //! a failure is reproduced from its seed (and the command the report prints).
 //!
 //! - [`sim`]: the world: the event queue, the nodes, the pump that turns their
-//!   outputs into events, streams and datagrams.
+//!   outputs into events. Its children carry out what the leaves below
+//!   decide: `sim/streams.rs` (dials, pipes, datagrams), `sim/faults_applied.rs`,
+//!   `sim/users.rs`, `sim/routes.rs` (routes against the graph) and
+//!   `sim/checks.rs` (invariants as the run goes, convergence at its end).
 //! - [`net`]: addresses, broadcast domains, FIFO pipes, partitions and holds.
 //! - [`graph`]: random-graph topologies (who may connect to whom) and the
 //!   ground truth the mesh's routes are checked against.
@@ -14,7 +17,11 @@
 //!   and crashes between two writes.
 //! - [`clock`]: per-node skewed clocks that never run backwards.
 //! - [`faults`] and [`workload`]: what happens to the nodes, and what their
-//!   users do.
+//!   users do, each with its own state type.
+//!
+//! The leaves ([`net`], [`graph`], [`store`], [`clock`], [`faults`],
+//! [`workload`], [`trace`], [`invariants`], [`config`]) never import [`sim`]:
+//! they decide, the world applies.
 //! - [`invariants`]: closure, no seal lost, convergence, no panics, bounded
 //!   queues.
 //! - [`scenario`]: a run's phases (faults, heal, liveness) and its [`Report`].

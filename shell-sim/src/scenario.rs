@@ -268,11 +268,6 @@ impl Sim {
         converged
     }
 
-    /// Stops injecting random faults (those in force stay until healed).
-    pub fn stop_faults(&mut self) {
-        self.faults_on = false;
-    }
-
     /// The report of the run so far.
     pub fn report(&mut self, converged_after: Option<u64>) -> Report {
         self.trace.flush();

@@ -5,6 +5,9 @@
 
 use std::io::Write;
 
+use ivaldi_core::id::ObjectId;
+use ivaldi_core::node::Event;
+
 use crate::config::TraceMode;
 
 /// Formats virtual microseconds as `seconds.millis`.
@@ -70,5 +73,80 @@ impl Trace {
         if let Some(out) = self.out.as_mut() {
             let _ = out.flush();
         }
+    }
+}
+
+/// One node event as a trace line; `name` gives a peer's short name.
+pub(crate) fn describe(e: &Event, name: &dyn Fn(&str) -> String) -> String {
+    let short = |o: &Option<ObjectId>| o.map_or("none".to_owned(), |id| id.short());
+    match e {
+        Event::PeerConnected {
+            peer,
+            conn,
+            direction,
+            ..
+        } => format!("connected {} conn {conn} {direction:?}", name(peer)),
+        Event::PeerDisconnected { peer, conn, reason } => format!(
+            "disconnected {} conn {conn}: {reason}",
+            peer.as_deref().map_or("?".to_owned(), name)
+        ),
+        Event::TimelineUpdated {
+            timeline,
+            old,
+            new,
+            peer,
+        } => format!(
+            "timeline {timeline} {} -> {} from {}",
+            short(old),
+            new.short(),
+            name(peer)
+        ),
+        Event::SyncStarted { peer, sync } => {
+            format!("sync {sync} started with {}", name(peer))
+        }
+        Event::SyncCompleted {
+            peer,
+            sync,
+            objects,
+            bytes,
+        } => format!(
+            "sync {sync} completed with {}: {objects} objects, {bytes} bytes",
+            name(peer)
+        ),
+        Event::SyncFailed { peer, sync, reason } => {
+            format!("sync {sync} failed with {}: {reason}", name(peer))
+        }
+        Event::ConflictDetected {
+            timeline,
+            local,
+            remote,
+            base,
+            peer,
+        } => format!(
+            "conflict on {timeline}: local {} remote {} base {} from {}",
+            local.short(),
+            remote.short(),
+            short(base),
+            name(peer)
+        ),
+        Event::ObjectReceived {
+            peer,
+            sync,
+            objects,
+            bytes,
+        } => format!(
+            "sync {sync} received {objects} objects, {bytes} bytes from {}",
+            name(peer)
+        ),
+        Event::ProtocolViolation { conn, peer, reason } => format!(
+            "protocol violation by {} conn {conn}: {reason}",
+            peer.as_deref().map_or("?".to_owned(), name)
+        ),
+        Event::CommandDone { id, ok, message } => {
+            format!("command {id} done ok={ok}: {message}")
+        }
+        // Events the core may add later are traced as they debug-print.
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
     }
 }

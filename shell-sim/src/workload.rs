@@ -1,25 +1,29 @@
 //! The simulated users: seals on random nodes and timelines, new timelines,
-//! large files.
+//! large files, and (with `resolvers`) conflicts resolved by hand.
 //!
 //! A user writes straight into its node's store, as the repository does when it
 //! seals: new blobs (large files chunked like the real repository), the trees
 //! on the edited paths, the seal, then the timeline head. The write is durable at
 //! once. Then the node is told with `Command::LocalHeadsChanged`.
+//!
+//! This module decides what the users write (`Users`, `build_seal`,
+//! `open_conflicts`, `resolution`) from a store and the world's random
+//! stream; the world (`sim/users.rs`) commits it and tells the node.
 
 use std::collections::BTreeMap;
 
 use ivaldi_core::chunk;
 use ivaldi_core::conflict;
 use ivaldi_core::id::ObjectId;
-use ivaldi_core::node::Command;
+use ivaldi_core::node::Node;
 use ivaldi_core::object::{Mode, Seal, Timestamp, Tree, TreeEntry, encode_blob};
 use ivaldi_core::rng::Rng;
 use ivaldi_core::store::Store;
 use ivaldi_core::sync::{self, Relation};
 use ivaldi_core::timeline::TimelineName;
 
-use crate::config::Workload;
-use crate::sim::{Ev, Sim};
+use crate::config::{SimConfig, Workload};
+use crate::store::SimStore;
 
 /// Shared timelines of the diverging workloads.
 const SHARED: [&str; 2] = ["main", "dev"];
@@ -28,70 +32,59 @@ fn tl(name: &str) -> TimelineName {
     TimelineName::new(name).expect("simulator timeline names are valid")
 }
 
-impl Sim {
-    /// Starts the users: the first seal comes after `after`.
-    pub fn start_workload(&mut self, after: std::time::Duration) {
-        self.workload_on = true;
-        self.schedule(after, Ev::Workload);
+/// The objects of a new seal, landing order (blobs first, the seal last).
+pub(crate) type Objects = Vec<(ObjectId, Vec<u8>)>;
+
+/// A divergence a user may resolve: `(node, timeline, local head, remote head)`.
+pub(crate) type OpenConflict = (usize, TimelineName, ObjectId, ObjectId);
+
+/// Whether the users are sealing, and each node's count of own timelines.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Users {
+    pub on: bool,
+    own_timelines: BTreeMap<usize, u32>,
+}
+
+/// Whether node `i` has a sealing user: with `writers` = k, one node in
+/// every `nodes / k` (nodes joining later never write).
+pub(crate) fn is_writer(cfg: &SimConfig, i: usize) -> bool {
+    let (n, k) = (cfg.nodes, cfg.writers);
+    if k == 0 || k >= n {
+        return true;
+    }
+    i < n && i.is_multiple_of(n / k)
+}
+
+impl Users {
+    fn next_own_timeline(&mut self, n: usize) -> u32 {
+        let k = self.own_timelines.entry(n).or_default();
+        *k += 1;
+        *k - 1
     }
 
-    /// Stops the users.
-    pub fn stop_workload(&mut self) {
-        self.workload_on = false;
-    }
-
-    pub(crate) fn workload_tick(&mut self) {
-        // Users who resolve conflicts keep at it after the heal: that is when
-        // most conflicts are found.
-        if !self.workload_on && !self.cfg.resolvers {
-            return;
-        }
-        let ups: Vec<usize> = self
-            .up_nodes()
-            .into_iter()
-            .filter(|i| self.is_writer(*i))
-            .collect();
-        if self.workload_on && !ups.is_empty() {
-            let n = ups[self.rng.below(ups.len() as u64) as usize];
-            let timeline = self.pick_timeline(n);
-            let large =
-                self.cfg.large_every > 0 && self.rng.below(u64::from(self.cfg.large_every)) == 0;
-            self.seal(n, &timeline, large);
-        }
-        if self.cfg.resolvers {
-            self.resolve_one(&ups);
-        }
-        let mean = self.cfg.seal_every;
-        let next = self.between(std::time::Duration::ZERO, mean * 2);
-        self.schedule(next, Ev::Workload);
-    }
-
-    /// Whether node `i` has a sealing user: with `writers` = k, one node in
-    /// every `nodes / k` (nodes joining later never write).
-    pub fn is_writer(&self, i: usize) -> bool {
-        let (n, k) = (self.cfg.nodes, self.cfg.writers);
-        if k == 0 || k >= n {
-            return true;
-        }
-        i < n && i.is_multiple_of(n / k)
-    }
-
-    fn pick_timeline(&mut self, n: usize) -> TimelineName {
-        let shared = match self.cfg.workload {
+    /// The timeline node `n`'s user seals on next: a shared one, one of its
+    /// own, or a fresh one, as the workload says.
+    pub(crate) fn pick_timeline(
+        &mut self,
+        workload: Workload,
+        rng: &mut Rng,
+        n: usize,
+        store: &SimStore,
+    ) -> TimelineName {
+        let shared = match workload {
             Workload::Own => false,
             Workload::Shared => true,
-            Workload::Mixed => self.rng.below(4) == 0,
+            Workload::Mixed => rng.below(4) == 0,
         };
-        let fresh = self.rng.below(12) == 0;
+        let fresh = rng.below(12) == 0;
         if shared {
             if fresh {
-                return tl(&format!("topic-{}", self.rng.below(4)));
+                return tl(&format!("topic-{}", rng.below(4)));
             }
-            return tl(SHARED[self.rng.below(SHARED.len() as u64) as usize]);
+            return tl(SHARED[rng.below(SHARED.len() as u64) as usize]);
         }
         let prefix = format!("n{n}/");
-        let own: Vec<TimelineName> = self.nodes[n]
-            .store
+        let own: Vec<TimelineName> = store
             .timelines()
             .keys()
             .filter(|t| t.as_str().starts_with(&prefix))
@@ -105,259 +98,221 @@ impl Sim {
                 tl(&format!("n{n}/t{k}"))
             };
         }
-        own[self.rng.below(own.len() as u64) as usize].clone()
+        own[rng.below(own.len() as u64) as usize].clone()
     }
+}
 
-    /// Node `n`'s user edits a few files (and, if `large`, writes a large file)
-    /// and seals on `timeline`. A timeline that does not exist yet branches off
-    /// the node's main line. Returns the seal.
-    pub fn seal(&mut self, n: usize, timeline: &TimelineName, large: bool) -> Option<ObjectId> {
-        if !self.nodes[n].is_up() {
-            return None;
+/// The parent a seal of node `n` on `timeline` gets: the timeline's head, or
+/// for a new timeline the node's main line (`n{n}/main` for its own
+/// timelines, `main` for shared ones).
+pub(crate) fn parent_of(store: &SimStore, n: usize, timeline: &TimelineName) -> Option<ObjectId> {
+    let heads = store.heads().unwrap_or_default();
+    heads.get(timeline).copied().or_else(|| {
+        if timeline.as_str().starts_with(&format!("n{n}/")) {
+            heads.get(&tl(&format!("n{n}/main"))).copied()
+        } else {
+            heads.get(&tl("main")).copied()
         }
-        let store = &self.nodes[n].store;
-        let heads = store.heads().unwrap_or_default();
-        let parent = heads.get(timeline).copied().or_else(|| {
-            if timeline.as_str().starts_with(&format!("n{n}/")) {
-                heads.get(&tl(&format!("n{n}/main"))).copied()
-            } else {
-                heads.get(&tl("main")).copied()
-            }
-        });
-        if !heads.contains_key(timeline) {
-            self.counters.new_timelines += 1;
-        }
-        let root = parent
-            .and_then(|p| store.raw(&p).and_then(|b| Seal::decode(b).ok()))
-            .and_then(|s| store.raw(&s.tree).and_then(|b| Tree::decode(b).ok()))
-            .unwrap_or_default();
-        let number = self.counters.seals;
-        let mut edits: Vec<(String, String, Vec<u8>)> = Vec::new();
-        for _ in 0..1 + self.rng.below(3) {
-            let dir = format!("d{}", self.rng.below(4));
-            // Under auto_merge, users edit their own files on shared timelines:
-            // the timelines diverge, but the merges are clean (edits clashing on
-            // one file fall back to manual by design, and could never converge).
-            let file = if self.cfg.strategy == ivaldi_core::config::ConflictStrategy::AutoMerge {
-                format!("n{n}-f{}.txt", self.rng.below(8))
-            } else {
-                format!("f{}.txt", self.rng.below(8))
-            };
-            let lines = 4 + self.rng.below(40);
-            let mut text = String::new();
-            for l in 0..lines {
-                text.push_str(&format!(
-                    "n{n} seal {number} line {l}: {:016x}\n",
-                    self.rng.next_u64()
-                ));
-            }
-            edits.push((dir, file, text.into_bytes()));
-        }
-        if large {
-            let mut data = vec![0u8; self.cfg.large_size];
-            Rng::from_u64(self.rng.next_u64()).fill(&mut data);
-            edits.push((
-                "big".into(),
-                format!("n{n}-b{}.bin", self.rng.below(2)),
-                data,
+    })
+}
+
+/// What node `n`'s user writes to seal on `timeline` after `parent`: a few
+/// edited files (and, if `large`, a large file), the trees above them, and
+/// the seal (last). `number` names the seal in its text; `local_us` is the
+/// node's clock, for the seal's time.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_seal(
+    store: &SimStore,
+    cfg: &SimConfig,
+    rng: &mut Rng,
+    n: usize,
+    timeline: &TimelineName,
+    parent: Option<ObjectId>,
+    large: bool,
+    number: u64,
+    local_us: u64,
+) -> (Objects, ObjectId) {
+    let root = parent
+        .and_then(|p| store.raw(&p).and_then(|b| Seal::decode(b).ok()))
+        .and_then(|s| store.raw(&s.tree).and_then(|b| Tree::decode(b).ok()))
+        .unwrap_or_default();
+    let mut edits: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for _ in 0..1 + rng.below(3) {
+        let dir = format!("d{}", rng.below(4));
+        // Under auto_merge, users edit their own files on shared timelines:
+        // the timelines diverge, but the merges are clean (edits clashing on
+        // one file fall back to manual by design, and could never converge).
+        let file = if cfg.strategy == ivaldi_core::config::ConflictStrategy::AutoMerge {
+            format!("n{n}-f{}.txt", rng.below(8))
+        } else {
+            format!("f{}.txt", rng.below(8))
+        };
+        let lines = 4 + rng.below(40);
+        let mut text = String::new();
+        for l in 0..lines {
+            text.push_str(&format!(
+                "n{n} seal {number} line {l}: {:016x}\n",
+                rng.next_u64()
             ));
         }
-        let store = &self.nodes[n].store;
-        let mut objects: Vec<(ObjectId, Vec<u8>)> = Vec::new();
-        let mut by_dir: BTreeMap<String, Vec<(String, ObjectId)>> = BTreeMap::new();
-        for (dir, file, content) in edits {
-            let id = put_file(&mut objects, &content);
-            by_dir.entry(dir).or_default().push((file, id));
-        }
-        let mut root_entries: BTreeMap<String, TreeEntry> = root
+        edits.push((dir, file, text.into_bytes()));
+    }
+    if large {
+        let mut data = vec![0u8; cfg.large_size];
+        Rng::from_u64(rng.next_u64()).fill(&mut data);
+        edits.push(("big".into(), format!("n{n}-b{}.bin", rng.below(2)), data));
+    }
+    let mut objects: Vec<(ObjectId, Vec<u8>)> = Vec::new();
+    let mut by_dir: BTreeMap<String, Vec<(String, ObjectId)>> = BTreeMap::new();
+    for (dir, file, content) in edits {
+        let id = put_file(&mut objects, &content);
+        by_dir.entry(dir).or_default().push((file, id));
+    }
+    let mut root_entries: BTreeMap<String, TreeEntry> = root
+        .entries()
+        .iter()
+        .map(|e| (e.name.clone(), e.clone()))
+        .collect();
+    for (dir, files) in by_dir {
+        let sub = root_entries
+            .get(&dir)
+            .filter(|e| e.mode == Mode::Tree)
+            .and_then(|e| store.raw(&e.id))
+            .and_then(|b| Tree::decode(b).ok())
+            .unwrap_or_default();
+        let mut entries: BTreeMap<String, TreeEntry> = sub
             .entries()
             .iter()
             .map(|e| (e.name.clone(), e.clone()))
             .collect();
-        for (dir, files) in by_dir {
-            let sub = root_entries
-                .get(&dir)
-                .filter(|e| e.mode == Mode::Tree)
-                .and_then(|e| store.raw(&e.id))
-                .and_then(|b| Tree::decode(b).ok())
-                .unwrap_or_default();
-            let mut entries: BTreeMap<String, TreeEntry> = sub
-                .entries()
-                .iter()
-                .map(|e| (e.name.clone(), e.clone()))
-                .collect();
-            for (name, id) in files {
-                entries.insert(
-                    name.clone(),
-                    TreeEntry {
-                        name,
-                        mode: Mode::File,
-                        id,
-                    },
-                );
-            }
-            let tree = Tree::new(entries.into_values().collect()).expect("valid names");
-            let bytes = tree.encode();
-            let id = ObjectId::hash(&bytes);
-            objects.push((id, bytes));
-            root_entries.insert(
-                dir.clone(),
+        for (name, id) in files {
+            entries.insert(
+                name.clone(),
                 TreeEntry {
-                    name: dir,
-                    mode: Mode::Tree,
+                    name,
+                    mode: Mode::File,
                     id,
                 },
             );
         }
-        let tree = Tree::new(root_entries.into_values().collect()).expect("valid names");
-        let tree_bytes = tree.encode();
-        let tree_id = ObjectId::hash(&tree_bytes);
-        objects.push((tree_id, tree_bytes));
-        let local = self.local(n).as_micros();
-        let seal = Seal {
-            tree: tree_id,
-            parents: parent.into_iter().collect(),
-            author: format!("n{n}"),
-            time: Timestamp {
-                seconds: 1_700_000_000 + (local / 1_000_000) as i64,
-                offset_minutes: 0,
-            },
-            message: format!("seal {number} by n{n} on {timeline}"),
-        };
-        let seal_bytes = seal.encode().expect("encodable seal");
-        let seal_id = ObjectId::hash(&seal_bytes);
-        objects.push((seal_id, seal_bytes));
-        let count = objects.len();
-        self.counters.seals += 1;
-        if large {
-            self.counters.large_seals += 1;
-        }
-        let sn = &mut self.nodes[n];
-        let changes = sn
-            .store
-            .commit_local(objects, timeline.clone(), seal_id, &mut self.pool);
-        self.after_changes(n, changes);
-        self.nodes[n].made.push(seal_id);
-        self.made.push((seal_id, n, timeline.clone()));
-        if self.trace.enabled() {
-            self.trace_line(
-                Some(n),
-                &format!(
-                    "SEAL {} on {timeline} ({count} objects{})",
-                    seal_id.short(),
-                    if large { ", large file" } else { "" }
-                ),
-            );
-        }
-        self.command(n, Command::LocalHeadsChanged);
-        Some(seal_id)
-    }
-}
-
-impl Sim {
-    /// One user resolves one conflict its node recorded, as `ivaldi p2p resolve`
-    /// does: a clean three-way merge when there is one (`--take merge`), else
-    /// one side's tree (`--take local` or `remote`, chosen at random), in a seal
-    /// whose parents are both heads. The user is drawn at random among those
-    /// whose node lists a divergence that is still real (the node may have
-    /// fast-forwarded to another user's resolution meanwhile), so with a tick
-    /// every few seconds users act some seconds after the conflict, one at a
-    /// time, as people do.
-    fn resolve_one(&mut self, users: &[usize]) {
-        let mut open: Vec<(usize, TimelineName, ObjectId, ObjectId)> = Vec::new();
-        for &n in users {
-            let Some(node) = self.nodes[n].node.as_ref() else {
-                continue;
-            };
-            let store = &self.nodes[n].store;
-            let heads = store.heads().unwrap_or_default();
-            for c in node.conflicts() {
-                let Some(&head) = heads.get(&c.timeline) else {
-                    continue;
-                };
-                if !store.has(&c.remote) {
-                    continue;
-                }
-                let relation = sync::relate(Some(head), c.remote, &mut |id| store.seal(id));
-                if matches!(relation, Ok(Relation::Diverged { .. }))
-                    && !open.iter().any(|(m, t, ..)| *m == n && *t == c.timeline)
-                {
-                    open.push((n, c.timeline.clone(), head, c.remote));
-                }
-            }
-        }
-        if open.is_empty() {
-            return;
-        }
-        let (n, timeline, local, remote) =
-            open.swap_remove(self.rng.below(open.len() as u64) as usize);
-        let store = &self.nodes[n].store;
-        let merged = conflict::auto_merge(store, &local, &remote).ok().flatten();
-        let (tree, mut objects, how) = match merged {
-            Some(m) => {
-                let Some(tree) = m
-                    .objects
-                    .last()
-                    .and_then(|(_, b)| Seal::decode(b).ok())
-                    .map(|s| s.tree)
-                else {
-                    return;
-                };
-                // The merge's blobs and trees; the user writes its own seal.
-                let mut objects = m.objects;
-                objects.pop();
-                (tree, objects, "merge")
-            }
-            None => {
-                let take_local = self.rng.below(2) == 0;
-                let side = if take_local { local } else { remote };
-                let Some(tree) = store
-                    .raw(&side)
-                    .and_then(|b| Seal::decode(b).ok())
-                    .map(|s| s.tree)
-                else {
-                    return;
-                };
-                (
-                    tree,
-                    Vec::new(),
-                    if take_local { "local" } else { "remote" },
-                )
-            }
-        };
-        let seal = Seal {
-            tree,
-            parents: vec![local, remote],
-            author: format!("n{n}"),
-            time: Timestamp {
-                seconds: 1_700_000_000 + (self.local(n).as_micros() / 1_000_000) as i64,
-                offset_minutes: 0,
-            },
-            message: format!(
-                "Resolve {timeline}: take {how} ({} and {})",
-                local.short(),
-                remote.short()
-            ),
-        };
-        let Ok(bytes) = seal.encode() else { return };
+        let tree = Tree::new(entries.into_values().collect()).expect("valid names");
+        let bytes = tree.encode();
         let id = ObjectId::hash(&bytes);
         objects.push((id, bytes));
-        self.counters.resolutions += 1;
-        let sn = &mut self.nodes[n];
-        let changes = sn
-            .store
-            .commit_local(objects, timeline.clone(), id, &mut self.pool);
-        self.after_changes(n, changes);
-        self.nodes[n].made.push(id);
-        self.made.push((id, n, timeline.clone()));
-        if self.trace.enabled() {
-            self.trace_line(
-                Some(n),
-                &format!("RESOLVE {timeline}: take {how} -> {}", id.short()),
-            );
-        }
-        self.command(n, Command::LocalHeadsChanged);
+        root_entries.insert(
+            dir.clone(),
+            TreeEntry {
+                name: dir,
+                mode: Mode::Tree,
+                id,
+            },
+        );
     }
+    let tree = Tree::new(root_entries.into_values().collect()).expect("valid names");
+    let tree_bytes = tree.encode();
+    let tree_id = ObjectId::hash(&tree_bytes);
+    objects.push((tree_id, tree_bytes));
+    let local = local_us;
+    let seal = Seal {
+        tree: tree_id,
+        parents: parent.into_iter().collect(),
+        author: format!("n{n}"),
+        time: Timestamp {
+            seconds: 1_700_000_000 + (local / 1_000_000) as i64,
+            offset_minutes: 0,
+        },
+        message: format!("seal {number} by n{n} on {timeline}"),
+    };
+    let seal_bytes = seal.encode().expect("encodable seal");
+    let seal_id = ObjectId::hash(&seal_bytes);
+    objects.push((seal_id, seal_bytes));
+    (objects, seal_id)
+}
+
+/// The divergences among `users`' nodes that are still real (a node may
+/// have fast-forwarded to another user's resolution meanwhile), one per node
+/// and timeline.
+pub(crate) fn open_conflicts<'a>(
+    users: impl IntoIterator<Item = (usize, &'a Node, &'a SimStore)>,
+) -> Vec<OpenConflict> {
+    let mut open: Vec<OpenConflict> = Vec::new();
+    for (n, node, store) in users {
+        let heads = store.heads().unwrap_or_default();
+        for c in node.conflicts() {
+            let Some(&head) = heads.get(&c.timeline) else {
+                continue;
+            };
+            if !store.has(&c.remote) {
+                continue;
+            }
+            let relation = sync::relate(Some(head), c.remote, &mut |id| store.seal(id));
+            if matches!(relation, Ok(Relation::Diverged { .. }))
+                && !open.iter().any(|(m, t, ..)| *m == n && *t == c.timeline)
+            {
+                open.push((n, c.timeline.clone(), head, c.remote));
+            }
+        }
+    }
+    open
+}
+
+/// How a user resolves a divergence, as `ivaldi p2p resolve` does: a clean
+/// three-way merge when there is one (`--take merge`), else one side's tree
+/// (`--take local` or `remote`, chosen at random), in a seal whose parents
+/// are both heads. Returns the objects to write (the seal last), the seal,
+/// and which way was taken.
+pub(crate) fn resolution(
+    store: &SimStore,
+    rng: &mut Rng,
+    (n, timeline, local, remote): &OpenConflict,
+    local_us: u64,
+) -> Option<(Objects, ObjectId, &'static str)> {
+    let (n, local, remote) = (*n, *local, *remote);
+    let merged = conflict::auto_merge(store, &local, &remote).ok().flatten();
+    let (tree, mut objects, how) = match merged {
+        Some(m) => {
+            let tree = m
+                .objects
+                .last()
+                .and_then(|(_, b)| Seal::decode(b).ok())
+                .map(|s| s.tree)?;
+            // The merge's blobs and trees; the user writes its own seal.
+            let mut objects = m.objects;
+            objects.pop();
+            (tree, objects, "merge")
+        }
+        None => {
+            let take_local = rng.below(2) == 0;
+            let side = if take_local { local } else { remote };
+            let tree = store
+                .raw(&side)
+                .and_then(|b| Seal::decode(b).ok())
+                .map(|s| s.tree)?;
+            (
+                tree,
+                Vec::new(),
+                if take_local { "local" } else { "remote" },
+            )
+        }
+    };
+    let seal = Seal {
+        tree,
+        parents: vec![local, remote],
+        author: format!("n{n}"),
+        time: Timestamp {
+            seconds: 1_700_000_000 + (local_us / 1_000_000) as i64,
+            offset_minutes: 0,
+        },
+        message: format!(
+            "Resolve {timeline}: take {how} ({} and {})",
+            local.short(),
+            remote.short()
+        ),
+    };
+    let bytes = seal.encode().ok()?;
+    let id = ObjectId::hash(&bytes);
+    objects.push((id, bytes));
+    Some((objects, id, how))
 }
 
 /// Adds a file's objects (chunked above the threshold) and returns the id a tree
@@ -384,4 +339,48 @@ fn put_file(objects: &mut Vec<(ObjectId, Vec<u8>)>, content: &[u8]) -> ObjectId 
         objects.push((node.id, node.bytes));
     }
     last.expect("a large file has chunks")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_of_the_own_workload_starts_on_its_main_line() {
+        let store = SimStore::new("repo", 1);
+        let mut users = Users::default();
+        let mut rng = Rng::from_u64(3);
+        let t = users.pick_timeline(Workload::Own, &mut rng, 4, &store);
+        assert_eq!(t.as_str(), "n4/main");
+        assert!(is_writer(&SimConfig::default(), 4));
+    }
+
+    #[test]
+    fn a_built_seal_comes_last_names_its_parent_and_is_the_same_for_the_same_draws() {
+        let store = SimStore::new("repo", 1);
+        let cfg = SimConfig::default();
+        let parent = Some(ObjectId::hash(b"parent"));
+        let build = |seed| {
+            let mut rng = Rng::from_u64(seed);
+            build_seal(
+                &store,
+                &cfg,
+                &mut rng,
+                2,
+                &tl("main"),
+                parent,
+                false,
+                7,
+                5_000_000,
+            )
+        };
+        let (objects, id) = build(9);
+        let (last_id, last) = objects.last().expect("objects were written");
+        assert_eq!(*last_id, id);
+        let seal = Seal::decode(last).expect("the last object is the seal");
+        assert_eq!(seal.parents, parent.into_iter().collect::<Vec<_>>());
+        assert!(seal.message.contains("seal 7 by n2 on main"));
+        assert_eq!(build(9).1, id);
+        assert_ne!(build(10).1, id);
+    }
 }

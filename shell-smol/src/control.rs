@@ -11,8 +11,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub mod replies;
 
 /// What the CLI asks of the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,27 @@ impl Reply {
         }
     }
 
+    /// A success carrying one of the typed [`replies`].
+    pub fn with(data: &impl Serialize) -> Reply {
+        match serde_json::to_value(data) {
+            Ok(v) => Reply::ok(v),
+            Err(e) => Reply::err(format!("cannot encode the reply: {e}")),
+        }
+    }
+
+    /// The reply's data as the type its request answers with (see
+    /// [`replies`]); a failure is [`ControlError::Refused`].
+    pub fn data_as<T: DeserializeOwned>(self) -> Result<T, ControlError> {
+        if !self.ok {
+            return Err(ControlError::Refused(
+                self.error
+                    .unwrap_or_else(|| "the daemon refused".to_owned()),
+            ));
+        }
+        let data = self.data.unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(data).map_err(|e| ControlError::Malformed(e.to_string()))
+    }
+
     /// A failure with a reason.
     pub fn err(reason: impl Into<String>) -> Reply {
         Reply {
@@ -115,6 +139,25 @@ impl Reply {
             data: None,
             error: Some(reason.into()),
         }
+    }
+}
+
+impl Line {
+    /// The line as the daemon writes it (without the newline).
+    pub fn to_line(&self) -> String {
+        match self {
+            Line::Reply(r) => r.to_line(),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        }
+    }
+}
+
+impl Reply {
+    /// The reply as the daemon writes it (without the newline). A reply that
+    /// cannot be encoded still ends the client's wait, as a failure.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| "{\"ok\":false,\"error\":\"serialisation\"}".into())
     }
 }
 
@@ -133,6 +176,9 @@ pub enum ControlError {
     Malformed(String),
     #[error("the daemon closed the connection without replying")]
     NoReply,
+    /// The daemon answered with a failure; its reason, as the user reads it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Sends `req` to the daemon listening on `socket` and returns its reply,
@@ -179,4 +225,30 @@ pub fn request(
         on_line(&parsed);
     }
     Err(ControlError::NoReply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replies::{Count, Done};
+    use super::*;
+
+    #[test]
+    fn a_typed_reply_reads_back_as_its_type_and_a_refusal_as_its_reason() {
+        let line = Reply::with(&Count { count: 3 }).to_line();
+        assert_eq!(line, r#"{"ok":true,"data":{"count":3}}"#, "the wire format");
+        let Ok(Line::Reply(r)) = serde_json::from_str::<Line>(&line) else {
+            panic!("a reply line: {line}");
+        };
+        assert_eq!(r.data_as::<Count>().ok(), Some(Count { count: 3 }));
+        let refused = Reply::err("no peer id starts with \"ff\"").data_as::<Done>();
+        assert!(
+            matches!(&refused, Err(ControlError::Refused(e)) if e.contains("no peer id")),
+            "{refused:?}"
+        );
+        let wrong = Reply::with(&Count { count: 3 }).data_as::<Done>();
+        assert!(
+            matches!(wrong, Err(ControlError::Malformed(_))),
+            "{wrong:?}"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use ivaldi_core::TimelineName;
 use ivaldi_core::config::Config;
 use ivaldi_core::node::{Command, ConnId, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
-use ivaldi_core::store::{MemStore, Store, StoreRequest};
+use ivaldi_core::store::{MemStore, Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::time::Instant;
 use ivaldi_core::trust::{Ticket, TrustedPeer};
 
@@ -39,6 +39,33 @@ impl StoreSide<'_> {
         match self {
             StoreSide::Mem(m) => &**m,
             StoreSide::Disk(d, _) => &**d,
+        }
+    }
+
+    /// Performs one store request and returns a landed batch's results for
+    /// the node. A failed write ends the one-shot operation instead: the
+    /// daemon fails one sync and serves on, but a one-shot client has
+    /// nothing left to do, and carrying on would report a clone that is
+    /// missing what could not be written.
+    fn write(&mut self, req: StoreRequest) -> Result<Option<(u64, Vec<UpdateResult>)>, StoreError> {
+        match self {
+            StoreSide::Mem(m) => {
+                let landing = match &req {
+                    StoreRequest::Land { batch, .. } => Some(*batch),
+                    _ => None,
+                };
+                let results = m.apply(req)?;
+                Ok(landing.map(|batch| (batch, results)))
+            }
+            StoreSide::Disk(d, w) => match w.apply(req) {
+                None => Ok(None),
+                Some((_, Err(e))) => Err(e),
+                Some((batch, Ok(results))) => {
+                    d.refresh()
+                        .map_err(|e| StoreError::Failed(format!("cannot reload the store: {e}")))?;
+                    Ok(Some((batch, results)))
+                }
+            },
         }
     }
 }
@@ -98,23 +125,12 @@ fn drive<T>(
                 }
                 // Discovery is off for one-shot commands.
                 Output::Datagram { .. } => {}
-                Output::Store(req) => match &mut store {
-                    StoreSide::Mem(m) => {
-                        let batch = match &req {
-                            StoreRequest::Land { batch, .. } => Some(*batch),
-                            _ => None,
-                        };
-                        let r = m.apply(req);
-                        if let Some(b) = batch {
-                            node.handle_store_done(now(), b, r, &**m);
-                        }
+                Output::Store(req) => match store.write(req) {
+                    Ok(Some((batch, results))) => {
+                        node.handle_store_done(now(), batch, Ok(results), store.read());
                     }
-                    StoreSide::Disk(d, w) => {
-                        if let Some((batch, r)) = w.apply(req) {
-                            d.refresh().map_err(|e| e.to_string())?;
-                            node.handle_store_done(now(), batch, r, &**d);
-                        }
-                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("cannot write to the repository: {e}")),
                 },
                 Output::Event(e) => {
                     if let Some(v) = done(node, &e) {
@@ -333,4 +349,61 @@ fn checkout_fresh(repo: &mut Repository, t: &TimelineName) -> Result<(), RepoErr
     drop(lock);
     let _ = ops::status(repo);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ivaldi_core::codec::{Codec, Stored};
+    use ivaldi_core::object::{ObjectKind, blob_id, encode_blob};
+
+    /// A received blob whose bytes do not hash to its id: the store refuses
+    /// to write it.
+    fn bad_put(batch: u64) -> StoreRequest {
+        let encoding = encode_blob(b"what arrived");
+        StoreRequest::Put {
+            batch,
+            objects: Vec::new(),
+            blobs: vec![(
+                blob_id(b"what was promised"),
+                Stored {
+                    kind: ObjectKind::Blob,
+                    codec: Codec::Raw,
+                    len: encoding.len() as u32,
+                    base: None,
+                    bytes: encoding,
+                },
+            )],
+            forms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_store_write_fails_the_operation() {
+        let mut mem = MemStore::new("");
+        let mut store = StoreSide::Mem(&mut mem);
+        let err = store.write(bad_put(7));
+        assert!(
+            matches!(&err, Err(StoreError::Invalid(_))),
+            "the write error reaches the caller: {err:?}"
+        );
+    }
+
+    #[test]
+    fn a_landing_hands_its_results_to_the_node_and_other_writes_nothing() {
+        let mut mem = MemStore::new("");
+        let mut store = StoreSide::Mem(&mut mem);
+        let put = StoreRequest::Put {
+            batch: 1,
+            objects: Vec::new(),
+            blobs: Vec::new(),
+            forms: Vec::new(),
+        };
+        assert_eq!(store.write(put), Ok(None));
+        let land = StoreRequest::Land {
+            batch: 1,
+            updates: Vec::new(),
+        };
+        assert_eq!(store.write(land), Ok(Some((1, Vec::new()))));
+    }
 }
