@@ -29,8 +29,10 @@ mod admit;
 mod api;
 mod budget;
 mod conn;
+mod landing;
 pub mod limits;
 mod lz4;
+mod puller;
 mod rate;
 pub mod refetch;
 mod relay;
@@ -39,22 +41,21 @@ mod thin;
 mod tracked;
 
 use core::net::SocketAddr;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::access::{self, Access};
 use crate::config::Config;
-use crate::conflict::{self, Resolution};
 use crate::discovery::{
     self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
 };
 pub use crate::id::unhex32;
 use crate::id::{IdMap, IdSet, ObjectId};
 use crate::noise::{Keypair, Role, Session};
-use crate::object::{self, ObjectKind, Seal};
+use crate::object::Seal;
 use crate::rng::Rng;
-use crate::store::{HeadUpdate, RefName, Store, StoreError, StoreRequest, UpdateResult};
-use crate::sync::{self, Relation};
+use crate::store::{Store, StoreError, UpdateResult};
+use crate::sync;
 use crate::time::Instant;
 use crate::timeline::TimelineName;
 use crate::wire::{self, Decoded, Envelope, Message, PROTOCOL_VERSION};
@@ -66,7 +67,9 @@ pub use api::{
 };
 use conn::{Conn, Pull, PullState, Serve};
 pub use conn::{ConnState, Direction};
-use lz4::{compress, decompress};
+use lz4::compress;
+pub use puller::CHECKPOINT_BYTES;
+use puller::{Batch, Puller, SyncWaiter};
 
 struct Dialer {
     conn: Option<ConnId>,
@@ -78,16 +81,6 @@ struct Dialer {
     is_self: bool,
 }
 
-struct SyncWaiter {
-    id: CommandId,
-    remaining: BTreeSet<ConnId>,
-    failed: Vec<String>,
-    objects: u64,
-}
-
-/// Objects of a checkpoint with their children, in landing order.
-type Landed = Vec<(ObjectId, Vec<ObjectId>)>;
-
 /// Largest objects frame the node builds (bounded further by `max_message_size`).
 const OBJECT_FRAME_TARGET: usize = 1024 * 1024;
 /// Bytes produced for one connection per `poll_transmit` call.
@@ -98,14 +91,6 @@ const MAX_SERVES_PER_CONN: usize = 4;
 /// reading (the limit is twice `max_message_size` when that is larger): a
 /// whole frame must fit, with room for the replies queued behind it.
 const MAX_QUEUED_MIN: usize = 16 * 1024 * 1024;
-/// A pull lands what it received so far once this many bytes of objects
-/// arrived (a checkpoint), so an interrupted transfer keeps them. Each landing
-/// costs fsyncs that stall the pull; at 8 MiB a 256 MiB transfer ran at 140
-/// MB/s, at 32 MiB at 210 MB/s (`docs/benchmarks.md`). An interruption costs
-/// at most this much resent. [`Node::set_checkpoint_bytes`] changes it.
-pub const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
-/// ... or this many objects, for histories of many small ones.
-const CHECKPOINT_OBJECTS: usize = 16_384;
 /// Protocol features this version offers in its handshake. A feature is used
 /// on a connection only when both ends offer it, so nodes lacking one still
 /// sync over the common subset: `lz4` compresses object frames;
@@ -118,8 +103,6 @@ pub const FEATURES: &[&str] = &["lz4", "topology-summary", thin::FEATURE];
 /// to drive it.
 pub struct Node {
     cfg: Config,
-    /// Bytes of a pull landed as one checkpoint ([`CHECKPOINT_BYTES`]).
-    checkpoint_bytes: u64,
     keypair: Keypair,
     node_id: String,
     rng: Rng,
@@ -127,12 +110,9 @@ pub struct Node {
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
     next_msg: u64,
-    next_sync: u64,
     dialers: BTreeMap<SocketAddr, Dialer>,
     peers: BTreeMap<String, PeerRecord>,
-    conflicts: BTreeMap<(TimelineName, String), Conflict>,
     announced: BTreeMap<TimelineName, ObjectId>,
-    waiters: Vec<SyncWaiter>,
     connect_waiters: BTreeMap<ConnId, CommandId>,
     next_auto_sync: Instant,
     outputs: VecDeque<Output>,
@@ -140,22 +120,9 @@ pub struct Node {
     last_rr: ConnId,
     last_timeout_reason: Option<TimeoutReason>,
     initialised: bool,
-    restart_pulls: bool,
-    refetch: Option<refetch::Refetch>,
     discovery: Option<Discovery>,
     filter: NetworkFilter,
-    /// Merge seals being landed (auto_merge), by batch.
-    merges: BTreeMap<u64, (Conflict, ConnId)>,
-    /// Connections whose divergence was left undecided (see `start_merge`):
-    /// the next interval sync with them is forced.
-    redecide: BTreeSet<ConnId>,
-    /// Checkpoints of pulls being landed, by batch: the peer and the objects
-    /// with their children (for its [`sync::LandedRoots`]). Kept here, not in
-    /// the pull, so a checkpoint that lands after its pull was cut still counts.
-    checkpoints: BTreeMap<u64, (String, Landed)>,
-    /// Per peer, the roots of what landed from pulls that did not finish
-    /// (persisted through `StoreRequest::Resume`; read back on first use).
-    resume: BTreeMap<String, sync::LandedRoots>,
+    puller: Puller,
     /// Addresses of nodes other peers told us about (`peer_discovery`), for
     /// healing a split mesh.
     heard: BTreeMap<String, (SocketAddr, Instant)>,
@@ -201,7 +168,7 @@ impl Node {
     /// Lands pulls in checkpoints of `bytes` (tests of interrupted
     /// transfers use small ones; see [`CHECKPOINT_BYTES`]).
     pub fn set_checkpoint_bytes(&mut self, bytes: u64) {
-        self.checkpoint_bytes = bytes.max(1);
+        self.puller.checkpoint_bytes = bytes.max(1);
     }
 
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
@@ -209,7 +176,6 @@ impl Node {
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
         let mut node = Node {
             next_auto_sync: now + cfg.sync_interval,
-            checkpoint_bytes: CHECKPOINT_BYTES,
             cfg,
             keypair,
             node_id,
@@ -218,26 +184,18 @@ impl Node {
             conns: BTreeMap::new(),
             next_conn: 1,
             next_msg: 1,
-            next_sync: 1,
             dialers: BTreeMap::new(),
             peers: BTreeMap::new(),
-            conflicts: BTreeMap::new(),
             announced: BTreeMap::new(),
-            waiters: Vec::new(),
             connect_waiters: BTreeMap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
             last_rr: 0,
             last_timeout_reason: None,
             initialised: false,
-            restart_pulls: false,
-            refetch: None,
             discovery: None,
             filter: NetworkFilter::default(),
-            merges: BTreeMap::new(),
-            redecide: BTreeSet::new(),
-            checkpoints: BTreeMap::new(),
-            resume: BTreeMap::new(),
+            puller: Puller::default(),
             mesh: None,
             heard: BTreeMap::new(),
             heal_retry: BTreeMap::new(),
@@ -329,7 +287,7 @@ impl Node {
 
     /// Divergences seen and not since resolved by a later sync.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        self.conflicts.values().cloned().collect()
+        self.puller.conflicts.values().cloned().collect()
     }
 
     /// Addresses the node keeps reconnecting to.
@@ -496,7 +454,7 @@ impl Node {
         if !self.initialised {
             consider(self.started, TimeoutReason::Reconnect);
         }
-        if self.restart_pulls {
+        if self.puller.restart {
             consider(self.started, TimeoutReason::QueuedSync);
         }
         if let Some(t) = self.discovery.as_ref().and_then(|d| d.poll_timeout()) {
@@ -838,7 +796,7 @@ impl Node {
             return;
         };
         self.forget_buffers(conn);
-        self.redecide.remove(&conn);
+        self.puller.redecide.remove(&conn);
         if c.was_ready && c.route.is_none() {
             self.update_links(now);
         }
@@ -961,11 +919,11 @@ impl Node {
                 // Where a decision was left undone (a merge skipped because
                 // the head moved, or its landing failed), pull even though
                 // nothing is new, so the strategy decides again.
-                let again = self.redecide.remove(&id);
+                let again = self.puller.redecide.remove(&id);
                 self.request_pull(now, id, store, again);
             }
         }
-        if self.restart_pulls {
+        if self.puller.restart {
             self.start_queued_pulls_with(now, store);
         }
         let due: Vec<SocketAddr> = self
@@ -1074,7 +1032,7 @@ impl Node {
                     self.done(id, false, what);
                     return;
                 }
-                self.waiters.push(SyncWaiter {
+                self.puller.waiters.push(SyncWaiter {
                     id,
                     remaining: targets.iter().copied().collect(),
                     failed: Vec::new(),
@@ -1129,7 +1087,8 @@ impl Node {
         }
     }
 
-    /// The owner finished a store write the node asked for.
+    /// The owner finished a store write the node asked for. The batch's
+    /// purpose is one look-up in the puller's registry.
     pub fn handle_store_done(
         &mut self,
         now: Instant,
@@ -1137,8 +1096,10 @@ impl Node {
         result: Result<Vec<UpdateResult>, StoreError>,
         store: &dyn Store,
     ) {
-        if let Some((conflict, conn)) = self.merges.remove(&batch) {
-            self.merge_landed(now, conn, conflict, result, store);
+        if let Some(Batch::Merge { .. }) = self.puller.batch(batch) {
+            if let Some(Batch::Merge { conflict, conn }) = self.puller.take(batch) {
+                self.merge_landed(now, conn, conflict, result, store);
+            }
             return;
         }
         if let Err(StoreError::Invalid(reason)) = &result
@@ -1146,257 +1107,36 @@ impl Node {
         {
             return;
         }
-        if let Some(checkpoint) = self.checkpoints.remove(&batch) {
-            return self.checkpoint_landed(now, batch, checkpoint, result, store);
-        }
-        let Some(conn) = self
-            .conns
-            .values()
-            .find(|c| {
-                c.pull
-                    .as_ref()
-                    .is_some_and(|p| p.batch == batch && p.state == PullState::Landing)
-            })
-            .map(|c| c.id)
-        else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Some(pull) = c.pull.take() else { return };
-        let peer = c.peer.clone().unwrap_or_default();
-        match result {
-            Err(e) => {
-                let c = &self.conns[&conn];
-                let snapshot = c.snapshot();
-                self.end_pull_with(now, &snapshot, pull, Err(format!("store: {e}")));
-            }
-            Ok(results) => {
-                let mut retry = false;
-                // Timelines whose head update lost its compare-and-set (another
-                // landing moved the head in between): the peer's head there was
-                // not decided, so it must not count as seen. Otherwise the
-                // retry below, and every later interval sync, would find
-                // nothing to do (the objects are here, the head "seen") and the
-                // node would stay on the older head for good.
-                let moved: Vec<TimelineName> = pull
-                    .updates
-                    .iter()
-                    .zip(results.iter())
-                    .filter_map(|(u, r)| match (&u.name, r) {
-                        (RefName::Timeline(t), UpdateResult::Moved(_)) => Some(t.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                for (u, r) in pull.updates.iter().zip(results.iter()) {
-                    match (&u.name, r) {
-                        (RefName::Timeline(t), UpdateResult::Applied) => {
-                            if u.expected.is_none() {
-                                self.peers
-                                    .entry(peer.clone())
-                                    .or_default()
-                                    .timelines_created += 1;
-                            }
-                            self.emit(Event::TimelineUpdated {
-                                timeline: t.clone(),
-                                old: u.expected,
-                                new: u.new,
-                                peer: peer.clone(),
-                            });
-                            self.conflicts.remove(&(t.clone(), peer.clone()));
-                        }
-                        (RefName::Tracking { timeline, .. }, UpdateResult::Applied) => {
-                            self.tracking_landed(&peer, timeline, u.new)
-                        }
-                        (RefName::Kept { .. }, UpdateResult::Applied) => {}
-                        (_, UpdateResult::Moved(_)) => retry = true,
-                    }
-                }
-                if let Some(rec) = self.peers.get_mut(&peer) {
-                    for t in moved {
-                        rec.heads_seen.remove(&t);
-                    }
-                }
-                for conflict in &pull.conflicts {
-                    let key = (conflict.timeline.clone(), peer.clone());
-                    if self.conflicts.get(&key) != Some(conflict) {
-                        self.stats.conflicts += 1;
-                        self.conflicts.insert(key, conflict.clone());
-                        self.emit(Event::ConflictDetected {
-                            timeline: conflict.timeline.clone(),
-                            local: conflict.local,
-                            remote: conflict.remote,
-                            base: conflict.base,
-                            peer: peer.clone(),
-                        });
-                    }
-                }
-                for (conflict, head) in &pull.resolved {
-                    self.conflicts
-                        .remove(&(conflict.timeline.clone(), peer.clone()));
-                    self.tell_resolution(now, conn, store, conflict, *head);
-                }
-                // Everything the peer offered has landed, under its heads or
-                // tracking names: nothing is left to resume.
-                if pull.refetch.is_none()
-                    && self.resume.remove(&peer).is_some_and(|r| !r.is_empty())
+        match self.puller.batch(batch) {
+            Some(Batch::Checkpoint { .. }) => {
+                if let Some(Batch::Checkpoint {
+                    conn,
+                    peer,
+                    objects,
+                }) = self.puller.take(batch)
                 {
-                    self.outputs.push_back(Output::Store(StoreRequest::Resume {
-                        peer: peer.clone(),
-                        roots: Vec::new(),
-                    }));
-                }
-                let merges = pull.merges.clone();
-                let snapshot = self.conns[&conn].snapshot();
-                self.end_pull_with(now, &snapshot, pull, Ok(()));
-                for m in merges {
-                    self.start_merge(now, conn, m, store);
-                }
-                self.announce_heads(now, store);
-                if retry {
-                    self.request_pull(now, conn, store, false);
+                    self.checkpoint_landed(now, batch, conn, (peer, objects), result, store);
                 }
             }
+            Some(Batch::Pull(conn)) => {
+                let conn = *conn;
+                // A failed `Put` answered while the pull still receives is
+                // not its landing: the `Land` answer is still to come.
+                let landing = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.pull.as_ref())
+                    .is_some_and(|p| p.batch == batch && p.state == PullState::Landing);
+                if landing {
+                    self.puller.take(batch);
+                    self.pull_landed(now, conn, result, store);
+                }
+            }
+            _ => {}
         }
-        self.start_queued_pulls_with(now, store);
     }
 
     // ----- internals -----
-
-    /// Tells the peer how a divergence with it was resolved, so it adopts the
-    /// same head at once instead of at its next sync.
-    fn tell_resolution(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        store: &dyn Store,
-        c: &Conflict,
-        head: ObjectId,
-    ) {
-        let strategy = conflict::strategy_for(
-            &c.timeline,
-            self.cfg.conflict_strategy,
-            &self.cfg.timeline_strategies,
-        );
-        let name = serde_json::to_value(strategy)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        self.emit(Event::ConflictResolved {
-            timeline: c.timeline.clone(),
-            strategy: name.clone(),
-            head,
-            peer: c.peer.clone(),
-        });
-        if self
-            .conns
-            .get(&conn)
-            .is_some_and(|x| x.state == ConnState::Ready)
-        {
-            self.send(
-                now,
-                conn,
-                Message::ConflictResolve(wire::ConflictResolve {
-                    repo: store.repo_id().to_owned(),
-                    timeline: c.timeline.clone(),
-                    local: c.local,
-                    remote: c.remote,
-                    strategy: name,
-                    resolution: Some(head),
-                }),
-            );
-        }
-    }
-
-    /// Builds the deterministic merge of a divergence and asks the store to land
-    /// it; a merge that is not clean is recorded for the user instead.
-    fn start_merge(&mut self, now: Instant, conn: ConnId, c: Conflict, store: &dyn Store) {
-        // The head may have moved since the divergence was seen.
-        let current = store.heads().ok().and_then(|h| h.get(&c.timeline).copied());
-        if current != Some(c.local) {
-            // Decide again against the new head at the next interval sync.
-            self.redecide.insert(conn);
-            return;
-        }
-        match conflict::auto_merge(store, &c.local, &c.remote) {
-            Ok(Some(m)) => {
-                let batch = self.next_sync;
-                self.next_sync += 1;
-                self.outputs.push_back(Output::Store(StoreRequest::Put {
-                    batch,
-                    objects: m.objects,
-                    blobs: Vec::new(),
-                    forms: Vec::new(),
-                }));
-                self.outputs.push_back(Output::Store(StoreRequest::Land {
-                    batch,
-                    updates: vec![HeadUpdate {
-                        name: RefName::Timeline(c.timeline.clone()),
-                        expected: Some(c.local),
-                        new: m.seal,
-                    }],
-                }));
-                let mut c = c;
-                c.remote = m.seal;
-                self.merges.insert(batch, (c, conn));
-            }
-            Ok(None) => self.record_conflict(c),
-            Err(e) => {
-                tracing::warn!(timeline = %c.timeline, error = %e, "automatic merge failed; recording the conflict");
-                self.record_conflict(c);
-            }
-        }
-        let _ = now;
-    }
-
-    fn record_conflict(&mut self, conflict: Conflict) {
-        let key = (conflict.timeline.clone(), conflict.peer.clone());
-        if self.conflicts.get(&key) != Some(&conflict) {
-            self.stats.conflicts += 1;
-            self.emit(Event::ConflictDetected {
-                timeline: conflict.timeline.clone(),
-                local: conflict.local,
-                remote: conflict.remote,
-                base: conflict.base,
-                peer: conflict.peer.clone(),
-            });
-            self.conflicts.insert(key, conflict);
-        }
-    }
-
-    fn merge_landed(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        c: Conflict,
-        result: Result<Vec<UpdateResult>, StoreError>,
-        store: &dyn Store,
-    ) {
-        match result {
-            Ok(r) if r.first() == Some(&UpdateResult::Applied) => {
-                self.conflicts.remove(&(c.timeline.clone(), c.peer.clone()));
-                self.emit(Event::TimelineUpdated {
-                    timeline: c.timeline.clone(),
-                    old: Some(c.local),
-                    new: c.remote,
-                    peer: c.peer.clone(),
-                });
-                let merge = c.remote;
-                self.tell_resolution(now, conn, store, &c, merge);
-                self.announce_heads(now, store);
-            }
-            Ok(_) => {
-                // The head moved meanwhile; the next sync decides again.
-                self.restart_pulls = true;
-                self.redecide.insert(conn);
-            }
-            Err(e) => {
-                tracing::warn!(timeline = %c.timeline, error = %e, "landing a merge failed; retrying at the next interval sync");
-                self.redecide.insert(conn);
-            }
-        }
-    }
 
     fn lost_after(&self) -> Duration {
         self.cfg.heartbeat_interval * self.cfg.heartbeat_misses
@@ -1957,137 +1697,10 @@ impl Node {
         if ours {
             // Both heads agree now: a divergence with this peer is resolved
             // (what `request_pull` would have found).
-            self.conflicts.remove(&(timeline, peer));
+            self.puller.conflicts.remove(&(timeline, peer));
         } else if self.cfg.auto_sync {
             self.request_pull(now, conn, store, false);
         }
-    }
-
-    /// Starts (or queues) a pull from a connection. With `force`, reconciles even
-    /// when nothing is missing (a user-requested sync).
-    fn request_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store, force: bool) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.state != ConnState::Ready || !c.shares_repo {
-            return;
-        }
-        if c.pull.is_some() {
-            c.pull_again = true;
-            return;
-        }
-        let peer = c.peer.clone().unwrap_or_default();
-        let local = store.heads().unwrap_or_default();
-        let seen = self
-            .peers
-            .get(&peer)
-            .map(|r| r.heads_seen.clone())
-            .unwrap_or_default();
-        let c = &self.conns[&conn];
-        let needs_work = self
-            .timeline_plan(conn, &local)
-            .targets
-            .iter()
-            .any(|(t, h)| !store.has(h) || (local.get(t) != Some(h) && seen.get(t) != Some(h)));
-        // A divergence the user (or a peer) already resolved: both heads agree now.
-        let agreed: Vec<TimelineName> = c
-            .remote_heads
-            .iter()
-            .filter(|(t, h)| local.get(*t) == Some(*h))
-            .map(|(t, _)| t.clone())
-            .collect();
-        for t in agreed {
-            self.conflicts.remove(&(t, peer.clone()));
-        }
-        if !needs_work && !force {
-            self.release_waiters(conn, None);
-            return;
-        }
-        let active = self.conns.values().filter(|c| c.pull.is_some()).count();
-        if active >= self.cfg.max_concurrent_syncs {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.pull_wanted = true;
-            }
-            return;
-        }
-        self.start_pull(now, conn, store);
-    }
-
-    fn start_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
-        let sync = self.next_sync;
-        self.next_sync += 1;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.pull_wanted = false;
-        c.pull_again = false;
-        let peer = c.peer.clone().unwrap_or_default();
-        let Some(targets) = self.limit_targets(conn, sync, store) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let wants: Vec<ObjectId> = {
-            let mut w: Vec<ObjectId> = targets
-                .values()
-                .filter(|h| !store.has(h))
-                .copied()
-                .collect();
-            w.sort();
-            w.dedup();
-            w
-        };
-        c.pull = Some(Pull::new(sync, sync, targets, now));
-        self.emit(Event::SyncStarted {
-            peer: peer.clone(),
-            sync,
-        });
-        if wants.is_empty() {
-            // Everything is here already: only the heads need deciding.
-            return self.finish_pull(now, conn, store);
-        }
-        let haves = match self.pull_haves(&peer, store) {
-            Ok(h) => h,
-            Err(e) => {
-                let c = self.conns.get_mut(&conn);
-                if let Some(pull) = c.and_then(|c| c.pull.take()) {
-                    let snap = self.conns[&conn].snapshot();
-                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
-                }
-                return;
-            }
-        };
-        // Resuming: name the roots of what landed from this peer's interrupted
-        // pulls (read back from the store after a restart).
-        let resume: Vec<ObjectId> = self
-            .resume
-            .entry(peer.clone())
-            .or_insert_with(|| sync::LandedRoots::from_ids(&store.resume_hints(&peer)))
-            .ids()
-            .into_iter()
-            .filter(|id| store.has(id))
-            .collect();
-        if !resume.is_empty() {
-            tracing::debug!(
-                peer = short(&peer),
-                sync,
-                roots = resume.len(),
-                "resuming an interrupted pull"
-            );
-        }
-        self.send(
-            now,
-            conn,
-            Message::SyncRequest(wire::SyncRequest {
-                sync,
-                repo: store.repo_id().to_owned(),
-                wants,
-                haves,
-                resume,
-                refetch: Vec::new(),
-            }),
-        );
     }
 
     fn on_sync_request(
@@ -2195,535 +1808,6 @@ impl Node {
         if let Some(c) = self.conns.get_mut(&conn) {
             let thin = c.zdelta.then(|| thin::ThinSender::new(&plan));
             c.serving.push_back(Serve::new(sync, plan.order, thin));
-        }
-    }
-
-    fn on_sync_response(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        r: wire::SyncResponse,
-        _store: &dyn Store,
-    ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Some(pull) = c
-            .pull
-            .as_mut()
-            .filter(|p| p.sync == r.sync && p.state == PullState::Requested)
-        else {
-            return self.violation(conn, format!("unexpected sync_response {}", r.sync));
-        };
-        pull.last_progress = now;
-        match r.error {
-            Some(e) => {
-                let pull = c.pull.take();
-                let snap = c.snapshot();
-                if let Some(pull) = pull {
-                    self.end_pull_with(now, &snap, pull, Err(format!("peer refused: {e}")));
-                }
-            }
-            None => {
-                pull.expected = r.objects;
-                pull.state = PullState::Receiving;
-            }
-        }
-    }
-
-    fn on_objects(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        h: wire::ObjectsHeader,
-        bin: &[u8],
-        store: &dyn Store,
-    ) {
-        let max = self.cfg.max_message_size as usize;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let zdelta = c.zdelta;
-        let Some(pull) = c
-            .pull
-            .as_mut()
-            .filter(|p| p.sync == h.sync && p.state == PullState::Receiving)
-        else {
-            return self.violation(conn, format!("objects for unexpected sync {}", h.sync));
-        };
-        let decompressed;
-        let data: &[u8] = match h.compression.as_deref() {
-            None => bin,
-            Some("lz4") => match decompress(bin, max) {
-                Ok(d) => {
-                    decompressed = d;
-                    &decompressed
-                }
-                Err(e) => return self.violation(conn, e),
-            },
-            Some(other) => return self.violation(conn, format!("unknown compression {other:?}")),
-        };
-        let received = if h.format.as_deref() == Some(wire::FORMAT_STORED) {
-            if !zdelta {
-                return self.violation(conn, "stored objects without zstd-delta".into());
-            }
-            let entries = match wire::split_stored(data, h.count, max as u32) {
-                Ok(e) => e,
-                Err(e) => return self.violation(conn, e.to_string()),
-            };
-            match pull.thin.receive(store, entries) {
-                Ok(r) => r,
-                Err(e) => return self.violation(conn, e),
-            }
-        } else if let Some(f) = &h.format {
-            return self.violation(conn, format!("unknown objects format {f:?}"));
-        } else {
-            let objects = match wire::split_objects(data, h.count) {
-                Ok(o) => o,
-                Err(e) => return self.violation(conn, e.to_string()),
-            };
-            let mut out = Vec::with_capacity(objects.len());
-            for (id, enc) in objects {
-                match object::verify(&id, enc) {
-                    Ok(kind) => out.push(thin::Received::Object(id, enc.to_vec(), kind, None)),
-                    Err(e) => return self.violation(conn, format!("bad object {id}: {e}")),
-                }
-            }
-            out
-        };
-        let mut batch = Vec::with_capacity(received.len());
-        let mut blobs = Vec::new();
-        let mut forms = Vec::new();
-        let mut bytes = 0u64;
-        for r in received {
-            let (id, kind) = match &r {
-                thin::Received::Object(id, _, kind, _) => (*id, *kind),
-                thin::Received::Blob(id, _) => (*id, ObjectKind::Blob),
-            };
-            if kind != ObjectKind::Seal && pull.refetch.as_ref().is_some_and(|a| !a.contains(&id)) {
-                return self.violation(conn, format!("object {id} was not asked for"));
-            }
-            match r {
-                thin::Received::Object(id, enc, kind, form) => {
-                    if let Some(f) = form {
-                        forms.push((id, f));
-                    }
-                    if kind == ObjectKind::Seal
-                        && let Ok(s) = Seal::decode(&enc)
-                    {
-                        pull.seals.insert(id, s);
-                    }
-                    bytes += enc.len() as u64;
-                    batch.push((id, enc));
-                }
-                thin::Received::Blob(id, stored) => {
-                    bytes += u64::from(stored.len);
-                    blobs.push((id, stored));
-                }
-            }
-        }
-        pull.received += (batch.len() + blobs.len()) as u64;
-        pull.bytes += bytes;
-        pull.last_progress = now;
-        if pull.received > pull.expected {
-            return self.violation(conn, "more objects than announced".into());
-        }
-        // Blobs have no children, and the store writes them first.
-        for (id, _) in &blobs {
-            pull.staged.push((*id, Vec::new()));
-        }
-        for (id, enc) in &batch {
-            let children = if object::kind_of(enc) == Ok(ObjectKind::Blob) {
-                Vec::new()
-            } else {
-                object::Object::decode(enc)
-                    .map(|o| o.children())
-                    .unwrap_or_default()
-            };
-            pull.staged.push((*id, children));
-        }
-        pull.staged_bytes += bytes;
-        let (sync, batch_id, count) = (pull.sync, pull.batch, (batch.len() + blobs.len()) as u64);
-        let peer = c.peer.clone().unwrap_or_default();
-        self.stats.objects_in += count;
-        if let Some(r) = self.peers.get_mut(&peer) {
-            r.objects_in += count;
-            r.bytes_in += bytes;
-        }
-        self.outputs.push_back(Output::Store(StoreRequest::Put {
-            batch: batch_id,
-            objects: batch,
-            blobs,
-            forms,
-        }));
-        // A checkpoint: land what arrived so far on its own, so a cut transfer
-        // keeps it. Objects arrive children first, so every prefix of the
-        // stream is closed given what the store already holds (the store
-        // checks closure again). One checkpoint at a time: a later batch never
-        // refers to objects of one whose landing might still fail. No head
-        // moves; the last batch lands in `finish_pull`.
-        let due =
-            pull.staged_bytes >= self.checkpoint_bytes || pull.staged.len() >= CHECKPOINT_OBJECTS;
-        if due
-            && pull.checkpoint.is_none()
-            && pull.received < pull.expected
-            && pull.refetch.is_none()
-        {
-            let landing = pull.batch;
-            pull.batch = self.next_sync;
-            self.next_sync += 1;
-            pull.checkpoint = Some(landing);
-            pull.staged_bytes = 0;
-            let objects = std::mem::take(&mut pull.staged);
-            tracing::debug!(
-                conn,
-                sync,
-                batch = landing,
-                objects = objects.len(),
-                "landing a checkpoint"
-            );
-            self.checkpoints.insert(landing, (peer.clone(), objects));
-            self.outputs.push_back(Output::Store(StoreRequest::Land {
-                batch: landing,
-                updates: Vec::new(),
-            }));
-        }
-        self.emit(Event::ObjectReceived {
-            peer,
-            sync,
-            objects: count,
-            bytes,
-        });
-    }
-
-    /// A checkpoint's landing finished. On success its objects join the peer's
-    /// resume record (persisted, so even a restart resumes); the pull, if it
-    /// is still running, may land its next checkpoint or finish. On failure the
-    /// pull fails: its later objects may refer to the checkpoint's.
-    fn checkpoint_landed(
-        &mut self,
-        now: Instant,
-        batch: u64,
-        (peer, objects): (String, Landed),
-        result: Result<Vec<UpdateResult>, StoreError>,
-        store: &dyn Store,
-    ) {
-        let conn = self
-            .conns
-            .values()
-            .find(|c| c.pull.as_ref().is_some_and(|p| p.checkpoint == Some(batch)))
-            .map(|c| c.id);
-        match result {
-            Ok(_) => {
-                let roots = self.resume.entry(peer.clone()).or_default();
-                for (id, children) in &objects {
-                    roots.land(*id, children);
-                }
-                let roots = roots.ids();
-                tracing::debug!(
-                    peer = short(&peer),
-                    batch,
-                    objects = objects.len(),
-                    roots = roots.len(),
-                    "checkpoint landed"
-                );
-                self.outputs
-                    .push_back(Output::Store(StoreRequest::Resume { peer, roots }));
-                let Some(conn) = conn else { return };
-                let Some(pull) = self.conns.get_mut(&conn).and_then(|c| c.pull.as_mut()) else {
-                    return;
-                };
-                pull.checkpoint = None;
-                pull.last_progress = now;
-                if pull.complete {
-                    self.finish_pull(now, conn, store);
-                }
-            }
-            Err(e) => {
-                let Some(conn) = conn else { return };
-                let Some(c) = self.conns.get_mut(&conn) else {
-                    return;
-                };
-                let pull = c.pull.take();
-                let snap = c.snapshot();
-                if let Some(pull) = pull {
-                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
-                }
-                self.close(conn, "sync failed");
-            }
-        }
-    }
-
-    fn on_sync_complete(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        s: wire::SyncComplete,
-        store: &dyn Store,
-    ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let ok = c.pull.as_ref().is_some_and(|p| {
-            p.sync == s.sync && p.state == PullState::Receiving && p.received == p.expected
-        });
-        if s.error.is_some() && self.pull_ended_by_peer(now, conn, &s) {
-            return;
-        } else if !ok || s.error.is_some() {
-            return self.violation(conn, format!("unexpected sync_complete {}", s.sync));
-        }
-        self.finish_pull(now, conn, store);
-    }
-
-    /// All objects are in (or were already): decide each timeline and ask the store
-    /// to land the batch and move heads.
-    fn finish_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
-        if self.refetch_round_end(conn, store) {
-            return;
-        }
-        let local = store.heads().unwrap_or_default();
-        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
-            return;
-        };
-        let seen = self.tracked(&peer, store);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Some(pull) = c.pull.as_mut() else { return };
-        pull.last_progress = now;
-        if pull.checkpoint.is_some() {
-            // The last batch may refer to the checkpoint's objects: land it
-            // only once the checkpoint has (`checkpoint_landed`).
-            pull.complete = true;
-            return;
-        }
-        pull.staged = Vec::new();
-        let seals = &pull.seals;
-        let mut lookup = |id: &ObjectId| -> Result<Seal, StoreError> {
-            match seals.get(id) {
-                Some(s) => Ok(s.clone()),
-                None => store.seal(id),
-            }
-        };
-        let mut updates = Vec::new();
-        let mut conflicts = Vec::new();
-        let mut resolved = Vec::new();
-        let mut merges = Vec::new();
-        let (mut error, mut local_fault) = (None, false);
-        for (timeline, remote) in &pull.targets {
-            if !store.has(remote) && !seals.contains_key(remote) {
-                error = Some(format!("peer did not send seal {remote} of {timeline}"));
-                break;
-            }
-            if seen.get(timeline) != Some(remote) {
-                updates.push(HeadUpdate {
-                    name: RefName::Tracking {
-                        peer: peer.clone(),
-                        timeline: timeline.clone(),
-                    },
-                    expected: None,
-                    new: *remote,
-                });
-            }
-            let l = local.get(timeline).copied();
-            match sync::relate(l, *remote, &mut lookup) {
-                Ok(Relation::Missing) => updates.push(HeadUpdate {
-                    name: RefName::Timeline(timeline.clone()),
-                    expected: None,
-                    new: *remote,
-                }),
-                Ok(Relation::Behind) => updates.push(HeadUpdate {
-                    name: RefName::Timeline(timeline.clone()),
-                    expected: l,
-                    new: *remote,
-                }),
-                Ok(Relation::Same | Relation::Ahead) => {
-                    self.conflicts.remove(&(timeline.clone(), peer.clone()));
-                }
-                Ok(Relation::Diverged { base }) => {
-                    let Some(l) = l else { continue };
-                    let conflict = Conflict {
-                        timeline: timeline.clone(),
-                        local: l,
-                        remote: *remote,
-                        base,
-                        peer: peer.clone(),
-                    };
-                    let ours = conflict::strategy_for(
-                        timeline,
-                        self.cfg.conflict_strategy,
-                        &self.cfg.timeline_strategies,
-                    );
-                    let theirs = c
-                        .remote_strategy
-                        .as_ref()
-                        .map(|a| conflict::strategy_for(timeline, a.default, &a.timelines));
-                    let key = |id: ObjectId, lookup: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>| {
-                        let time = lookup(&id)?.time.seconds;
-                        Ok::<_, StoreError>((sync::generation(id, lookup)?, time))
-                    };
-                    let keys = (key(l, &mut lookup), key(*remote, &mut lookup));
-                    let (Ok(tl), Ok(tr)) = keys else {
-                        error = Some("reading the diverged heads".into());
-                        local_fault = true;
-                        break;
-                    };
-                    match conflict::decide(ours, theirs, (&l, tl), (remote, tr)) {
-                        Resolution::Record => conflicts.push(conflict),
-                        Resolution::KeepLocal => resolved.push((conflict, l)),
-                        Resolution::TakeRemote => {
-                            // The replaced head becomes a timeline of its own,
-                            // `kept/<timeline>/<id>`, which syncs like any other:
-                            // every node that shares the timeline keeps it too.
-                            let kept = TimelineName::new(&format!("kept/{timeline}/{}", l.short()))
-                                .map(RefName::Timeline)
-                                .unwrap_or(RefName::Kept {
-                                    timeline: timeline.clone(),
-                                });
-                            updates.push(HeadUpdate {
-                                name: kept,
-                                expected: None,
-                                new: l,
-                            });
-                            updates.push(HeadUpdate {
-                                name: RefName::Timeline(timeline.clone()),
-                                expected: Some(l),
-                                new: *remote,
-                            });
-                            resolved.push((conflict, *remote));
-                        }
-                        Resolution::Merge => merges.push(conflict),
-                    }
-                }
-                Err(e) => {
-                    (error, local_fault) = (Some(format!("reading history: {e}")), true);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = error {
-            self.pull_failed_locally(now, conn, e);
-            if !local_fault {
-                self.close(conn, "sync failed");
-            }
-            return;
-        }
-        pull.state = PullState::Landing;
-        pull.updates = updates.clone();
-        pull.conflicts = conflicts;
-        pull.resolved = resolved;
-        pull.merges = merges;
-        self.outputs.push_back(Output::Store(StoreRequest::Land {
-            batch: pull.batch,
-            updates,
-        }));
-    }
-
-    fn end_pull(&mut self, now: Instant, c: &Conn, pull: Pull, result: Result<(), String>) {
-        let snap = c.snapshot();
-        self.end_pull_with(now, &snap, pull, result);
-    }
-
-    fn end_pull_with(
-        &mut self,
-        now: Instant,
-        c: &conn::Snapshot,
-        pull: Pull,
-        result: Result<(), String>,
-    ) {
-        let peer = c.peer.clone().unwrap_or_default();
-        let record = self.peers.entry(peer.clone()).or_default();
-        match &result {
-            Ok(()) => {
-                record.syncs += 1;
-                record.last_sync = Some(now);
-                record.last_error = None;
-                self.stats.syncs_completed += 1;
-                self.emit(Event::SyncCompleted {
-                    peer: peer.clone(),
-                    sync: pull.sync,
-                    objects: pull.received,
-                    bytes: pull.bytes,
-                });
-            }
-            Err(reason) => {
-                record.failures += 1;
-                record.last_error = Some(reason.clone());
-                self.stats.syncs_failed += 1;
-                if pull.state != PullState::Landing {
-                    self.outputs
-                        .push_back(Output::Store(StoreRequest::Abort { batch: pull.batch }));
-                }
-                self.restart_pulls = true;
-                self.emit(Event::SyncFailed {
-                    peer: peer.clone(),
-                    sync: pull.sync,
-                    reason: reason.clone(),
-                });
-            }
-        }
-        for w in self.waiters.iter_mut() {
-            if w.remaining.remove(&c.id) {
-                w.objects += pull.received;
-                if let Err(e) = &result {
-                    w.failed.push(format!("{}: {e}", short(&peer)));
-                }
-            }
-        }
-        self.finish_waiters();
-    }
-
-    fn release_waiters(&mut self, conn: ConnId, failure: Option<String>) {
-        for w in self.waiters.iter_mut() {
-            if w.remaining.remove(&conn)
-                && let Some(f) = &failure
-            {
-                w.failed.push(f.clone());
-            }
-        }
-        self.finish_waiters();
-    }
-
-    fn finish_waiters(&mut self) {
-        let mut finished = Vec::new();
-        self.waiters.retain(|w| {
-            if w.remaining.is_empty() {
-                finished.push((w.id, w.failed.clone(), w.objects));
-                false
-            } else {
-                true
-            }
-        });
-        for (id, failed, objects) in finished {
-            if failed.is_empty() {
-                self.done(
-                    id,
-                    true,
-                    format!("sync complete: {objects} objects received"),
-                );
-            } else {
-                self.done(id, false, format!("sync failed: {}", failed.join("; ")));
-            }
-        }
-    }
-
-    /// Pulls waiting for a free slot start from the next `handle_timeout`, which
-    /// has the store; `poll_timeout` asks for that tick at once.
-    fn start_queued_pulls(&mut self, _now: Instant) {
-        self.restart_pulls = true;
-    }
-
-    fn start_queued_pulls_with(&mut self, now: Instant, store: &dyn Store) {
-        self.restart_pulls = false;
-        self.refetch_step(now, store);
-        let again: Vec<ConnId> = self
-            .conns
-            .values()
-            .filter(|c| c.pull.is_none() && (c.pull_wanted || c.pull_again))
-            .map(|c| c.id)
-            .collect();
-        for id in again {
-            self.request_pull(now, id, store, false);
         }
     }
 
