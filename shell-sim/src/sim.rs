@@ -355,7 +355,7 @@ impl Sim {
                 reason,
             } => {
                 if self.alive(node, inc) {
-                    self.input(node, |n, _, now| n.handle_closed(now, conn, &reason));
+                    self.input(node, |n, s, now| n.handle_closed(now, conn, &reason, s));
                 }
             }
             Ev::Datagram {
@@ -474,6 +474,7 @@ impl Sim {
         let ds = self.cfg.net.domain_size;
         let sn = &mut self.nodes[i];
         let mut node = Node::new(sn.cfg.clone(), sn.keypair.clone(), seed, local);
+        node.start(local, &sn.store);
         node.set_discovery_targets(local, vec![net::broadcast_of(i, ds)]);
         sn.node = Some(node);
         sn.life = Life::Up;
@@ -882,7 +883,7 @@ impl Sim {
         let (i, inc, conn) = (e.node, e.inc, e.conn.unwrap_or_default());
         if self.alive(i, inc) {
             self.nodes[i].socks.remove(&conn);
-            self.input(i, |n, _, now| n.handle_closed(now, conn, reason));
+            self.input(i, |n, s, now| n.handle_closed(now, conn, reason, s));
         }
     }
 
@@ -997,8 +998,10 @@ impl Sim {
                     }
                     self.nodes[to].socks.remove(&rx_conn);
                     let local = self.local(to);
-                    if let Some(n) = self.nodes[to].node.as_mut() {
-                        n.handle_closed(local, rx_conn, &format!("closed by peer: {reason}"));
+                    let sn = &mut self.nodes[to];
+                    if let Some(n) = sn.node.as_mut() {
+                        let reason = format!("closed by peer: {reason}");
+                        n.handle_closed(local, rx_conn, &reason, &sn.store);
                         touched = true;
                     }
                 }

@@ -317,7 +317,7 @@ impl Node {
         }
         let (burst, rate) = (self.cfg.accept_burst, self.cfg.accept_rate_per_sec);
         if !self.admission.accept(now, addr.ip(), burst, rate) {
-            self.stats.accepts_rate_limited += 1;
+            self.out.stats.accepts_rate_limited += 1;
             tracing::info!(%addr, "refusing inbound connection: per-IP rate limit");
             return None;
         }
@@ -325,14 +325,14 @@ impl Node {
         match self.admission.pool.enter(id, addr.ip()) {
             Entry::Admitted => {}
             Entry::Evicted(victim) => {
-                self.stats.admission.pool_evicted += 1;
+                self.out.stats.admission.pool_evicted += 1;
                 self.close(
                     victim,
                     "unauthenticated pool full: made room for a less represented address",
                 );
             }
             Entry::Refused(r) => {
-                self.stats.admission.pool_refused += 1;
+                self.out.stats.admission.pool_refused += 1;
                 tracing::debug!(%addr, reason = r.text(), "refusing inbound connection");
                 return None;
             }
@@ -355,7 +355,7 @@ impl Node {
             c.frames.set_max(self.cfg.max_message_size);
             return true;
         }
-        self.stats.admission.peer_slots_full += 1;
+        self.out.stats.admission.peer_slots_full += 1;
         let reason = format!("no peer slot: {max} peers are connected (max_peers)");
         tracing::info!(conn, peer = c.peer.as_deref().map(short), %reason, "closing admitted peer");
         if c.route.is_some() {

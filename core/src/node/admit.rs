@@ -61,14 +61,14 @@ impl Node {
             c.state = ConnState::Admission;
             return false;
         }
-        let reason = trust::refusal_text(peer, &self.node_id);
+        let reason = trust::refusal_text(peer, &self.me.node_id);
         self.refuse(now, conn, reason);
         false
     }
 
     /// Newcomer's side: prove the invitation first thing on the session.
     fn send_redeem(&mut self, now: Instant, conn: ConnId) {
-        let own = self.keypair.public;
+        let own = self.me.keypair.public;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -100,7 +100,7 @@ impl Node {
         let routed = c.route.is_some();
         tracing::warn!(peer = %peer, %addr, %reason, "refusing a node that is not trusted");
         self.admission.trust.record_refusal(now, &peer, addr);
-        self.stats.untrusted_refused += 1;
+        self.out.stats.untrusted_refused += 1;
         self.emit(Event::PeerRefused {
             peer: peer.clone(),
             addr,
@@ -130,7 +130,7 @@ impl Node {
         };
         let peer = c.peer.clone().unwrap_or_default();
         let Message::Redeem(r) = message else {
-            let reason = trust::refusal_text(&peer, &self.node_id);
+            let reason = trust::refusal_text(&peer, &self.me.node_id);
             return self.refuse(now, conn, reason);
         };
         let keys = c
@@ -145,7 +145,7 @@ impl Node {
                 &claimed,
                 &hh,
                 &joiner,
-                &self.keypair.public,
+                &self.me.keypair.public,
             ),
             _ => Err(trust::RedeemError::BadProof(r.invite.clone())),
         };

@@ -260,7 +260,8 @@ pub enum TimeoutReason {
     SyncTimeout,
     AutoSync,
     Reconnect,
-    /// A pull waiting for a free slot can start now.
+    /// A pull waiting for a free slot can start now. No longer reported:
+    /// such pulls start within the input that frees the slot.
     QueuedSync,
     Discovery,
     Mesh,

@@ -137,10 +137,10 @@ impl Node {
             return;
         }
         if admitted {
-            self.stats.admission.budget_paused += 1;
+            self.out.stats.admission.budget_paused += 1;
             tracing::debug!(conn, need, "frame budget spent: pausing the connection");
         } else {
-            self.stats.admission.budget_closed += 1;
+            self.out.stats.admission.budget_closed += 1;
             self.admission.budget.release(conn);
             self.close(
                 conn,

@@ -243,7 +243,7 @@ impl Node {
         let c = Conn::new(id, addr, Direction::Outbound, now, hb, max);
         self.conns.insert(id, c);
         self.dialers.dialling(addr, id, now);
-        self.outputs.push_back(Output::Dial { conn: id, addr });
+        self.out.queue.push_back(Output::Dial { conn: id, addr });
         Some(id)
     }
 }

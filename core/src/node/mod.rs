@@ -5,6 +5,7 @@
 //! A [`Node`] never does I/O. Its owner (the smol daemon, the simulator, a test)
 //! feeds it inputs and carries out what it asks:
 //!
+//! 0. **Start** it once with [`start`](Node::start), which reads the store.
 //! 1. **Inputs**, each with the current time `now`:
 //!    [`handle_accepted`](Node::handle_accepted) (an inbound connection),
 //!    [`handle_connected`](Node::handle_connected) (a dial we asked for succeeded),
@@ -23,6 +24,16 @@
 //! Reads go through the [`Store`] passed to each input; writes are
 //! [`StoreRequest`]s in the output, answered by `handle_store_done`. Given the same
 //! inputs, store answers and seed, a node produces the same outputs.
+//!
+//! # Parts
+//!
+//! `Node` routes inputs to small machines, each with its state in its own
+//! type and file: `puller.rs` (pulls, the queue, checkpoints, store batches),
+//! `landing.rs` (what a finished pull lands: a pure plan, then the results),
+//! `server.rs` (serving sync requests), `transmit.rs` (framing, rate caps),
+//! `session.rs` (handshake and message routing), `dialers.rs` (redial,
+//! backoff), `admission.rs` (who gets in), `routed.rs` and `relay.rs` (the mesh
+//! inside the node) and `timers.rs` (every deadline, in one place).
 
 mod admission;
 mod admit;
@@ -42,12 +53,12 @@ mod serve_errors;
 mod server;
 mod session;
 mod thin;
+mod timers;
 mod tracked;
 mod transmit;
 
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
 
 use crate::config::Config;
 use crate::discovery::{
@@ -60,7 +71,7 @@ use crate::object::Seal;
 use crate::rng::Rng;
 use crate::store::{Store, StoreError, UpdateResult};
 use crate::time::Instant;
-use crate::wire::{self, Decoded, Message};
+use crate::wire::{self, Decoded};
 
 use api::trace_record;
 pub use api::{
@@ -74,6 +85,7 @@ pub use puller::CHECKPOINT_BYTES;
 use puller::{Batch, Puller, SyncWaiter};
 use routed::Routed;
 use server::Server;
+use timers::Timers;
 
 /// Bytes produced for one connection per `poll_transmit` call.
 pub(super) const TRANSMIT_CHUNK: usize = 256 * 1024;
@@ -93,31 +105,35 @@ pub const FEATURES: &[&str] = &["lz4", "topology-summary", thin::FEATURE];
 /// to drive it.
 pub struct Node {
     cfg: Config,
-    keypair: Keypair,
-    node_id: String,
+    me: Identity,
     rng: Rng,
-    started: Instant,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
+    /// What the node hands its owner ([`Outbox`]).
+    out: Outbox,
+    timers: Timers,
     dialers: Dialers,
-    peers: BTreeMap<String, PeerRecord>,
-    next_auto_sync: Instant,
-    outputs: VecDeque<Output>,
-    stats: Stats,
-    last_timeout_reason: Option<TimeoutReason>,
-    initialised: bool,
-    discovery: Option<Discovery>,
+    admission: admission::Admission,
     puller: Puller,
+    server: Server,
+    discovery: Option<Discovery>,
     mesh: Option<crate::mesh::Mesh>,
     /// Routed sessions and relaying ([`routed`]).
     routed: Routed,
-    /// The latest `now` handed in, for internal closes of routed sessions.
-    last_now: Instant,
-    server: Server,
-    /// Whether (and how) every message is reported as [`Event::Message`].
+}
+
+/// This node's static key and the id it gives (the key in hex).
+struct Identity {
+    keypair: Keypair,
+    node_id: String,
+}
+
+/// What the node reports to its owner: the outputs waiting to be polled,
+/// whether messages are traced into them, and the counters `status` shows.
+struct Outbox {
+    queue: VecDeque<Output>,
     trace: TraceMode,
-    /// Who gets in ([`admission`]).
-    admission: admission::Admission,
+    stats: Stats,
 }
 
 impl Node {
@@ -132,45 +148,62 @@ impl Node {
         let node_id = hex(&keypair.public);
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
         let mut node = Node {
-            next_auto_sync: now + cfg.sync_interval,
+            timers: Timers::new(now, now + cfg.sync_interval),
             cfg,
-            keypair,
-            node_id,
+            me: Identity { keypair, node_id },
             rng: Rng::from_seed(seed),
-            started: now,
             conns: BTreeMap::new(),
             next_conn: 1,
+            out: Outbox {
+                queue: VecDeque::new(),
+                trace: TraceMode::Off,
+                stats: Stats::default(),
+            },
             dialers: Dialers::default(),
-            peers: BTreeMap::new(),
-            outputs: VecDeque::new(),
-            stats: Stats::default(),
-            last_timeout_reason: None,
-            initialised: false,
-            discovery: None,
+            admission: admission::Admission::new(trust, Rng::from_seed(seed).child("pool", 0)),
             puller: Puller::default(),
+            server: Server::new(now),
+            discovery: None,
             mesh: None,
             routed: Routed::new(now),
-            last_now: now,
-            server: Server::new(now),
-            trace: TraceMode::Off,
-            admission: admission::Admission::new(trust, Rng::from_seed(seed).child("pool", 0)),
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
         node
     }
 
+    /// Starts the node: reads what it announces from `store` and builds its
+    /// mesh. Call once, after [`Node::new`] and before any other input.
+    pub fn start(&mut self, now: Instant, store: &dyn Store) {
+        if self.mesh.is_some() {
+            return;
+        }
+        if let Ok(h) = store.heads() {
+            self.server.announced = h;
+        }
+        self.announce_local(now, store);
+        self.mesh_init(now, store);
+    }
+
+    /// Work an input made possible that needs the store: pulls waiting for a
+    /// slot (or a refetch turn) start before the input returns.
+    fn run_queued(&mut self, now: Instant, store: &dyn Store) {
+        if self.puller.restart {
+            self.start_queued_pulls_with(now, store);
+        }
+    }
+
     // ----- getters -----
 
     /// This node's id: its static public key in hex.
     pub fn node_id(&self) -> &str {
-        &self.node_id
+        &self.me.node_id
     }
 
     /// Turns message tracing on or off: with it on, every message sent or
     /// received is also reported as an [`Event::Message`] (for `p2p trace`).
     pub fn set_trace(&mut self, mode: TraceMode) {
-        self.trace = mode;
+        self.out.trace = mode;
     }
 
     /// The configuration in force.
@@ -180,12 +213,12 @@ impl Node {
 
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.out.stats
     }
 
     /// When the node was created.
     pub fn started(&self) -> Instant {
-        self.started
+        self.timers.started
     }
 
     /// Every connection.
@@ -197,7 +230,7 @@ impl Node {
                 s.last_error = c
                     .peer
                     .as_ref()
-                    .and_then(|p| self.peers.get(p))
+                    .and_then(|p| self.puller.peers.get(p))
                     .and_then(|r| r.last_error.clone());
                 s
             })
@@ -206,7 +239,7 @@ impl Node {
 
     /// Per-peer sync state.
     pub fn peer_records(&self) -> &BTreeMap<String, PeerRecord> {
-        &self.peers
+        &self.puller.peers
     }
 
     /// Divergences seen and not since resolved by a later sync.
@@ -221,14 +254,14 @@ impl Node {
 
     /// Why the node last asked to be woken (for debugging).
     pub fn last_timeout_reason(&self) -> Option<TimeoutReason> {
-        self.last_timeout_reason
+        self.timers.last_reason
     }
 
     // ----- outputs -----
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(o) = self.outputs.pop_front() {
+        if let Some(o) = self.out.queue.pop_front() {
             return Some(o);
         }
         let (to, data) = self.discovery.as_mut()?.poll_datagram()?;
@@ -326,7 +359,7 @@ impl Node {
             }
             None => {
                 let rng = self.rng.child("discovery", 0);
-                match Discovery::new(dc, self.node_id.clone(), self.cfg.port, rng, now) {
+                match Discovery::new(dc, self.me.node_id.clone(), self.cfg.port, rng, now) {
                     Ok(d) => self.discovery = Some(d),
                     Err(e) => tracing::warn!(error = %e, "discovery disabled"),
                 }
@@ -340,65 +373,6 @@ impl Node {
         };
         let digest = discovery::heads_digest(&store.heads().unwrap_or_default());
         d.set_local(vec![(store.repo_id().to_owned(), digest)], now);
-    }
-
-    /// The next deadline at which `handle_timeout` must be called.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let mut best: Option<(Instant, TimeoutReason)> = None;
-        let mut consider = |t: Instant, r: TimeoutReason| {
-            if best.is_none_or(|(b, _)| t < b) {
-                best = Some((t, r));
-            }
-        };
-        if !self.initialised {
-            consider(self.started, TimeoutReason::Reconnect);
-        }
-        if self.puller.restart {
-            consider(self.started, TimeoutReason::QueuedSync);
-        }
-        if let Some(t) = self.discovery.as_ref().and_then(|d| d.poll_timeout()) {
-            consider(t, TimeoutReason::Discovery);
-        }
-        if let Some(t) = self.mesh.as_ref().and_then(|m| m.poll_timeout()) {
-            consider(t, TimeoutReason::Mesh);
-        }
-        if let Some(t) = self.routed.backlog_due(self.cfg.relay_rate) {
-            consider(t, TimeoutReason::Mesh);
-        }
-        for c in self.conns.values() {
-            match c.state {
-                ConnState::Dialing
-                | ConnState::Handshaking
-                | ConnState::Admission
-                | ConnState::Refusing
-                | ConnState::AwaitHello => {
-                    let due = admission::conn_deadline(c, self.cfg.handshake_timeout);
-                    consider(due, TimeoutReason::Handshake);
-                }
-                ConnState::Ready => {
-                    consider(c.next_ping, TimeoutReason::Heartbeat);
-                    consider(c.last_rx + self.lost_after(), TimeoutReason::PeerLost);
-                    if let Some(t) = self.rate_wake(c) {
-                        consider(t, TimeoutReason::RateLimit);
-                    }
-                    if let Some(p) = &c.pull {
-                        consider(
-                            p.last_progress + self.cfg.sync_timeout,
-                            TimeoutReason::SyncTimeout,
-                        );
-                    }
-                }
-                ConnState::Closed => {}
-            }
-        }
-        if self.cfg.auto_sync {
-            consider(self.next_auto_sync, TimeoutReason::AutoSync);
-        }
-        if let Some(t) = self.dialers.next_retry() {
-            consider(t, TimeoutReason::Reconnect);
-        }
-        self.last_timeout_reason = best.map(|b| b.1);
-        best.map(|b| b.0)
     }
 
     // ----- inputs -----
@@ -445,8 +419,13 @@ impl Node {
 
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
-        self.last_now = self.last_now.max(now);
-        self.stats.bytes_in += data.len() as u64;
+        self.receive(now, conn, data, store);
+        self.run_queued(now, store);
+    }
+
+    fn receive(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
+        self.timers.last_now = self.timers.last_now.max(now);
+        self.out.stats.bytes_in += data.len() as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -487,7 +466,7 @@ impl Node {
                         self.on_message(now, conn, *env, bin, store)
                     }
                     Ok(Decoded::Unknown { kind, .. }) => {
-                        self.stats.unknown_messages += 1;
+                        self.out.stats.unknown_messages += 1;
                         tracing::debug!(conn, kind, "ignoring unknown message type");
                     }
                     Err(e) => return self.violation(conn, e.to_string()),
@@ -498,9 +477,16 @@ impl Node {
         }
     }
 
-    /// A connection closed (or a dial failed).
-    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, reason: &str) {
-        self.last_now = self.last_now.max(now);
+    /// A connection closed (or a dial failed). Pulls that were waiting for
+    /// a slot it held start at once, from `store`.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, reason: &str, store: &dyn Store) {
+        self.closed(now, conn, reason);
+        self.run_queued(now, store);
+    }
+
+    /// Forgets a closed connection; what it frees is taken by `run_queued`.
+    fn closed(&mut self, now: Instant, conn: ConnId, reason: &str) {
+        self.timers.last_now = self.timers.last_now.max(now);
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
@@ -528,7 +514,7 @@ impl Node {
         let mut ready_before = false;
         if let Some(peer) = &c.peer {
             ready_before = c.was_ready;
-            if let Some(r) = self.peers.get_mut(peer) {
+            if let Some(r) = self.puller.peers.get_mut(peer) {
                 r.last_seen = Some(now);
             }
         }
@@ -541,95 +527,17 @@ impl Node {
                 reason: reason.to_owned(),
             });
         }
-        self.start_queued_pulls(now);
-    }
-
-    /// Time passed; does whatever is due.
-    pub fn handle_timeout(&mut self, now: Instant, store: &dyn Store) {
-        if !self.initialised {
-            self.initialised = true;
-            if let Ok(h) = store.heads() {
-                self.server.announced = h;
-            }
-            self.announce_local(now, store);
-            self.mesh_init(now, store);
-        }
-        self.last_now = self.last_now.max(now);
-        self.refill_rates(now);
-        self.mesh_timeout(now, store);
-        if let Some(d) = self.discovery.as_mut() {
-            d.handle_timeout(now);
-            let candidates = d.dial_candidates(now);
-            for (node, addr) in candidates {
-                self.dial_discovered(now, &node, addr);
-            }
-        }
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        let lost_after = self.lost_after();
-        for id in ids {
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            match c.state {
-                ConnState::Dialing
-                | ConnState::Handshaking
-                | ConnState::Admission
-                | ConnState::Refusing
-                | ConnState::AwaitHello => {
-                    if now >= admission::conn_deadline(c, self.cfg.handshake_timeout) {
-                        self.close(id, "handshake timed out");
-                    }
-                }
-                ConnState::Ready => {
-                    if now >= c.last_rx + lost_after {
-                        self.close(id, "peer lost: no traffic for too many heartbeat intervals");
-                        continue;
-                    }
-                    if let Some(p) = &c.pull
-                        && now >= p.last_progress + self.cfg.sync_timeout
-                    {
-                        self.close(id, "sync timed out");
-                        continue;
-                    }
-                    if now >= c.next_ping {
-                        let seq = self.rng.next_u64() >> 11;
-                        if let Some(c) = self.conns.get_mut(&id) {
-                            c.ping = Some((seq, now));
-                            c.next_ping = now + self.cfg.heartbeat_interval;
-                        }
-                        self.send(
-                            now,
-                            id,
-                            Message::Heartbeat(wire::Heartbeat {
-                                ping: Some(seq),
-                                pong: None,
-                            }),
-                        );
-                    }
-                }
-                ConnState::Closed => {}
-            }
-        }
-        if self.cfg.auto_sync && now >= self.next_auto_sync {
-            self.next_auto_sync = now + self.cfg.sync_interval;
-            self.announce_heads(now, store);
-            let ready: Vec<ConnId> = self.ready_conns().collect();
-            for id in ready {
-                // Where a decision was left undone (a merge skipped because
-                // the head moved, or its landing failed), pull even though
-                // nothing is new, so the strategy decides again.
-                let again = self.puller.redecide.remove(&id);
-                self.request_pull(now, id, store, again);
-            }
-        }
-        if self.puller.restart {
-            self.start_queued_pulls_with(now, store);
-        }
-        self.redial(now);
+        // Its pull slot, if it had one, is free: `run_queued` fills it.
+        self.puller.restart = true;
     }
 
     /// A user command.
     pub fn handle_command(&mut self, now: Instant, id: CommandId, cmd: Command, store: &dyn Store) {
+        self.command(now, id, cmd, store);
+        self.run_queued(now, store);
+    }
+
+    fn command(&mut self, now: Instant, id: CommandId, cmd: Command, store: &dyn Store) {
         match cmd {
             Command::Connect(addr) => {
                 if let Some(conn) = self.connected_to(addr) {
@@ -730,9 +638,9 @@ impl Node {
                 self.cfg = *cfg;
                 self.apply_rates(now);
                 if self.cfg.auto_sync
-                    && (!auto_was || self.next_auto_sync > now + self.cfg.sync_interval)
+                    && (!auto_was || self.timers.next_auto_sync > now + self.cfg.sync_interval)
                 {
-                    self.next_auto_sync = now + self.cfg.sync_interval;
+                    self.timers.next_auto_sync = now + self.cfg.sync_interval;
                 }
                 self.sync_known_peers(now);
                 self.configure_discovery(now);
@@ -766,6 +674,17 @@ impl Node {
     /// The owner finished a store write the node asked for. The batch's
     /// purpose is one look-up in the puller's registry.
     pub fn handle_store_done(
+        &mut self,
+        now: Instant,
+        batch: u64,
+        result: Result<Vec<UpdateResult>, StoreError>,
+        store: &dyn Store,
+    ) {
+        self.store_done(now, batch, result, store);
+        self.run_queued(now, store);
+    }
+
+    fn store_done(
         &mut self,
         now: Instant,
         batch: u64,
@@ -814,10 +733,6 @@ impl Node {
 
     // ----- internals -----
 
-    fn lost_after(&self) -> Duration {
-        self.cfg.heartbeat_interval * self.cfg.heartbeat_misses
-    }
-
     fn alloc_conn(&mut self) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
@@ -848,7 +763,7 @@ impl Node {
         let rng = self.rng.child("session", conn);
         Session::new(
             role,
-            &self.keypair,
+            &self.me.keypair,
             rng,
             self.cfg.encryption,
             b"ivaldi".to_vec(),
@@ -856,7 +771,7 @@ impl Node {
     }
 
     fn emit(&mut self, e: Event) {
-        self.outputs.push_back(Output::Event(e));
+        self.out.queue.push_back(Output::Event(e));
     }
 
     fn done(&mut self, id: CommandId, ok: bool, message: String) {
@@ -881,22 +796,22 @@ impl Node {
             // A routed session has no socket: it is gone as soon as it is closed.
             // One that died on its own (stalled, lost) blames its relays, so the
             // next session tries another path.
-            let now = self.last_now;
+            let now = self.timers.last_now;
             if !reason.starts_with("duplicate") && !reason.contains("by the user") {
                 self.suspect_path(now, conn);
             }
-            self.handle_closed(now, conn, reason);
+            self.closed(now, conn, reason);
             return;
         }
-        self.outputs.push_back(Output::Close {
+        self.out.queue.push_back(Output::Close {
             conn,
             reason: reason.to_owned(),
         });
     }
 
     fn violation(&mut self, conn: ConnId, reason: String) {
-        self.stats.violations += 1;
-        let now = self.last_now;
+        self.out.stats.violations += 1;
+        let now = self.timers.last_now;
         self.suspect_path(now, conn);
         let peer = self.conns.get(&conn).and_then(|c| c.peer.clone());
         tracing::warn!(conn, peer = peer.as_deref().map(short), %reason, "protocol violation");

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::conn::{self, Conn, Pull, PullState};
 use super::lz4::decompress;
 use super::refetch::Refetch;
-use super::{CommandId, Conflict, ConnId, ConnState, Event, Node, Output, short, thin};
+use super::{CommandId, Conflict, ConnId, ConnState, Event, Node, Output, PeerRecord, short, thin};
 use crate::id::ObjectId;
 use crate::object::{self, ObjectKind, Seal};
 use crate::store::{Store, StoreError, StoreRequest, UpdateResult};
@@ -67,8 +67,8 @@ pub(super) struct Puller {
     pub checkpoint_bytes: u64,
     /// Sync ids and batch ids: one counter, so neither repeats.
     next_id: u64,
-    /// Pulls waiting for a slot (or a refetch) may move: the next tick with
-    /// a store starts them.
+    /// Pulls waiting for a slot (or a refetch) may move: set where no store
+    /// is at hand, acted on before the input returns (`Node::run_queued`).
     pub restart: bool,
     batches: BTreeMap<u64, Batch>,
     /// Per peer, the roots of what landed from pulls that did not finish
@@ -81,6 +81,8 @@ pub(super) struct Puller {
     pub refetch: Option<Refetch>,
     /// Divergences seen and not since resolved, by timeline and peer.
     pub conflicts: BTreeMap<(TimelineName, String), Conflict>,
+    /// Per-peer sync state, kept across reconnects.
+    pub peers: BTreeMap<String, PeerRecord>,
 }
 
 impl Default for Puller {
@@ -95,6 +97,7 @@ impl Default for Puller {
             waiters: Vec::new(),
             refetch: None,
             conflicts: BTreeMap::new(),
+            peers: BTreeMap::new(),
         }
     }
 }
@@ -226,6 +229,7 @@ impl Node {
         let peer = c.peer.clone().unwrap_or_default();
         let local = store.heads().unwrap_or_default();
         let seen = self
+            .puller
             .peers
             .get(&peer)
             .map(|r| r.heads_seen.clone())
@@ -485,12 +489,12 @@ impl Node {
         pull.staged_bytes += bytes;
         let (sync, batch_id, count) = (pull.sync, pull.batch, (batch.len() + blobs.len()) as u64);
         let peer = c.peer.clone().unwrap_or_default();
-        self.stats.objects_in += count;
-        if let Some(r) = self.peers.get_mut(&peer) {
+        self.out.stats.objects_in += count;
+        if let Some(r) = self.puller.peers.get_mut(&peer) {
             r.objects_in += count;
             r.bytes_in += bytes;
         }
-        self.outputs.push_back(Output::Store(StoreRequest::Put {
+        self.out.queue.push_back(Output::Store(StoreRequest::Put {
             batch: batch_id,
             objects: batch,
             blobs,
@@ -524,7 +528,7 @@ impl Node {
                 "landing a checkpoint"
             );
             self.puller.checkpoint(landing, conn, peer.clone(), objects);
-            self.outputs.push_back(Output::Store(StoreRequest::Land {
+            self.out.queue.push_back(Output::Store(StoreRequest::Land {
                 batch: landing,
                 updates: Vec::new(),
             }));
@@ -568,7 +572,8 @@ impl Node {
                     roots = roots.len(),
                     "checkpoint landed"
                 );
-                self.outputs
+                self.out
+                    .queue
                     .push_back(Output::Store(StoreRequest::Resume { peer, roots }));
                 let Some(conn) = conn else { return };
                 let Some(pull) = self.conns.get_mut(&conn).and_then(|c| c.pull.as_mut()) else {
@@ -636,13 +641,13 @@ impl Node {
     ) {
         self.puller.pull_ended(c.id, pull.batch);
         let peer = c.peer.clone().unwrap_or_default();
-        let record = self.peers.entry(peer.clone()).or_default();
+        let record = self.puller.peers.entry(peer.clone()).or_default();
         match &result {
             Ok(()) => {
                 record.syncs += 1;
                 record.last_sync = Some(now);
                 record.last_error = None;
-                self.stats.syncs_completed += 1;
+                self.out.stats.syncs_completed += 1;
                 self.emit(Event::SyncCompleted {
                     peer: peer.clone(),
                     sync: pull.sync,
@@ -653,9 +658,10 @@ impl Node {
             Err(reason) => {
                 record.failures += 1;
                 record.last_error = Some(reason.clone());
-                self.stats.syncs_failed += 1;
+                self.out.stats.syncs_failed += 1;
                 if pull.state != PullState::Landing {
-                    self.outputs
+                    self.out
+                        .queue
                         .push_back(Output::Store(StoreRequest::Abort { batch: pull.batch }));
                 }
                 self.puller.restart = true;
@@ -682,12 +688,7 @@ impl Node {
         }
     }
 
-    /// Pulls waiting for a free slot start from the next `handle_timeout`, which
-    /// has the store; `poll_timeout` asks for that tick at once.
-    pub(super) fn start_queued_pulls(&mut self, _now: Instant) {
-        self.puller.restart = true;
-    }
-
+    /// Starts pulls that wait for a slot, and moves a refetch on.
     pub(super) fn start_queued_pulls_with(&mut self, now: Instant, store: &dyn Store) {
         self.puller.restart = false;
         self.refetch_step(now, store);
@@ -757,8 +758,10 @@ mod tests {
 
     #[test]
     fn a_checkpoint_is_due_by_bytes_or_by_objects() {
-        let mut p = Puller::default();
-        p.checkpoint_bytes = 100;
+        let p = Puller {
+            checkpoint_bytes: 100,
+            ..Puller::default()
+        };
         assert!(!p.checkpoint_due(99, 1));
         assert!(p.checkpoint_due(100, 1));
         assert!(p.checkpoint_due(0, CHECKPOINT_OBJECTS));
@@ -771,7 +774,7 @@ mod tests {
         assert_eq!(p.landed_roots("a", &vec![(leaf, Vec::new())]), vec![leaf]);
         // A parent landing later covers its child: one root remains.
         assert_eq!(p.landed_roots("a", &vec![(top, vec![leaf])]), vec![top]);
-        assert!(p.resume.get("b").is_none());
+        assert!(!p.resume.contains_key("b"));
     }
 
     #[test]

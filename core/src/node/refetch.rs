@@ -260,7 +260,8 @@ impl Node {
                 // The peer left; a batch gathered from it will never land.
                 if let Some((batch, _)) = t.carry.take() {
                     self.puller.take(batch);
-                    self.outputs
+                    self.out
+                        .queue
                         .push_back(Output::Store(StoreRequest::Abort { batch }));
                 }
                 r.tried.insert(t.peer.clone());
@@ -405,7 +406,7 @@ impl Node {
         };
         if withheld > 0 {
             let what = format!("refetch of {withheld} objects it may not read");
-            self.stats.access_refused += 1;
+            self.out.stats.access_refused += 1;
             tracing::warn!(peer = short(&peer), "{what}");
             self.emit(Event::AccessRefused {
                 peer: peer.clone(),

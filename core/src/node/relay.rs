@@ -61,11 +61,11 @@ impl Node {
         self.mesh = Some(
             Mesh::new(
                 cfg,
-                self.node_id.clone(),
+                self.me.node_id.clone(),
                 vec![store.repo_id().to_owned()],
                 now,
             )
-            .signed(&self.keypair),
+            .signed(&self.me.keypair),
         );
     }
 
@@ -277,7 +277,7 @@ impl Node {
         bin: Vec<u8>,
         store: &dyn Store,
     ) {
-        if h.dst == self.node_id {
+        if h.dst == self.me.node_id {
             let existing = self
                 .conns
                 .values()
@@ -299,8 +299,8 @@ impl Node {
             }
             return;
         }
-        if !self.cfg.relay || h.hops_left == 0 || h.src == self.node_id {
-            self.stats.relay_dropped += 1;
+        if !self.cfg.relay || h.hops_left == 0 || h.src == self.me.node_id {
+            self.out.stats.relay_dropped += 1;
             return;
         }
         let from = self
@@ -316,7 +316,7 @@ impl Node {
             .and_then(|m| m.next_hop(&h.dst, h.session, &avoid, now))
             .and_then(|p| self.direct_conn(&p));
         let Some(next) = next else {
-            self.stats.relay_dropped += 1;
+            self.out.stats.relay_dropped += 1;
             return;
         };
         if self
@@ -326,7 +326,7 @@ impl Node {
         {
             // The per-session buffer is full: drop, and let the end-to-end channel
             // notice (it fails and reopens) rather than queue without bound.
-            self.stats.relay_dropped += 1;
+            self.out.stats.relay_dropped += 1;
             return;
         }
         // Over `relay_rate`, frames wait (in order) for the allowance to
@@ -335,7 +335,7 @@ impl Node {
         let rate = self.cfg.relay_rate;
         if !self.routed.backlog.is_empty() || !self.routed.relay_allowed(now, bin.len(), rate) {
             if !self.routed.hold(next, h, bin) {
-                self.stats.relay_dropped += 1;
+                self.out.stats.relay_dropped += 1;
             }
             return;
         }
@@ -354,15 +354,15 @@ impl Node {
             if ready {
                 self.forward_routed(now, next, h, bin);
             } else {
-                self.stats.relay_dropped += 1;
+                self.out.stats.relay_dropped += 1;
             }
         }
     }
 
     /// Relays one routed frame to `next` (the checks are done).
     fn forward_routed(&mut self, now: Instant, next: ConnId, h: RoutedHeader, bin: Vec<u8>) {
-        self.stats.relayed_bytes += bin.len() as u64;
-        self.stats.relayed_frames += 1;
+        self.out.stats.relayed_bytes += bin.len() as u64;
+        self.out.stats.relayed_frames += 1;
         let h = RoutedHeader {
             hops_left: h.hops_left - 1,
             ..h
@@ -370,7 +370,7 @@ impl Node {
         let mut bin = bin;
         match self.cfg.fault_relay {
             None => {}
-            Some(RelayFault::Drop) if self.stats.relayed_frames.is_multiple_of(3) => return,
+            Some(RelayFault::Drop) if self.out.stats.relayed_frames.is_multiple_of(3) => return,
             Some(RelayFault::Drop) => {}
             Some(RelayFault::Corrupt) => {
                 if let Some(b) = bin.last_mut() {
@@ -478,7 +478,7 @@ impl Node {
             let (Ok(addr), true) = (p.addr.parse::<SocketAddr>(), p.node.len() == 64) else {
                 continue;
             };
-            if p.node == self.node_id || !self.admission.filter.allows(addr.ip()) {
+            if p.node == self.me.node_id || !self.admission.filter.allows(addr.ip()) {
                 continue;
             }
             self.dialers.heard_of(p.node, addr, now);
@@ -566,7 +566,7 @@ impl Node {
                 }
                 let h = RoutedHeader {
                     session: route.session,
-                    src: self.node_id.clone(),
+                    src: self.me.node_id.clone(),
                     dst: route.dst.clone(),
                     hops_left: MAX_HOPS,
                 };
@@ -591,7 +591,7 @@ impl Node {
         };
         for relay in path
             .iter()
-            .filter(|n| **n != self.node_id && **n != route.dst)
+            .filter(|n| **n != self.me.node_id && **n != route.dst)
         {
             tracing::warn!(
                 relay = short(relay),

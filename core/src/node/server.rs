@@ -138,7 +138,7 @@ impl Node {
                 .find(|w| !readable.contains(*w) && !c.advertised.contains(*w))
             {
                 let what = format!("sync request for seal {w}, not a head it may read");
-                self.stats.access_refused += 1;
+                self.out.stats.access_refused += 1;
                 tracing::warn!(peer = short(&peer), "{what}");
                 self.emit(Event::AccessRefused {
                     peer,
@@ -310,7 +310,7 @@ impl Node {
             capped = Some(c.up.available(now).min(self.server.up.available(now)));
         }
         let mut produced_bulk = false;
-        let node_id = self.node_id.clone();
+        let node_id = self.me.node_id.clone();
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -413,13 +413,18 @@ impl Node {
                     }),
                 };
                 self.server.next_msg += 1;
-                *self.stats.messages_out.entry("objects".into()).or_default() += 1;
+                *self
+                    .out
+                    .stats
+                    .messages_out
+                    .entry("objects".into())
+                    .or_default() += 1;
                 let mut frame = std::mem::take(&mut c.frame_buf);
                 frame.clear();
                 wire::encode_frame(&env, payload, &mut frame);
                 // Not through `trace_message`: `c` is borrowed here.
                 if let Some(r) = trace_record(
-                    self.trace,
+                    self.out.trace,
                     conn,
                     c.peer.as_ref(),
                     "out",
@@ -427,7 +432,7 @@ impl Node {
                     env.id,
                     frame.len(),
                 ) {
-                    self.outputs.push_back(Output::Event(Event::Message(r)));
+                    self.out.queue.push_back(Output::Event(Event::Message(r)));
                 }
                 let sent = noise.send(&frame, &mut c.out);
                 c.frame_buf = frame;
@@ -452,6 +457,7 @@ impl Node {
                 };
                 self.server.next_msg += 1;
                 *self
+                    .out
                     .stats
                     .messages_out
                     .entry("sync_complete".into())
@@ -459,7 +465,7 @@ impl Node {
                 let mut frame = Vec::new();
                 wire::encode_frame(&env, &[], &mut frame);
                 if let Some(r) = trace_record(
-                    self.trace,
+                    self.out.trace,
                     conn,
                     c.peer.as_ref(),
                     "out",
@@ -467,7 +473,7 @@ impl Node {
                     env.id,
                     frame.len(),
                 ) {
-                    self.outputs.push_back(Output::Event(Event::Message(r)));
+                    self.out.queue.push_back(Output::Event(Event::Message(r)));
                 }
                 if noise.send(&frame, &mut c.out).is_err() {
                     return Err(());
@@ -478,9 +484,9 @@ impl Node {
             c.bulk_end = c.out.len();
         }
         let peer = c.peer.clone().unwrap_or_default();
-        self.stats.objects_out += objects_sent;
+        self.out.stats.objects_out += objects_sent;
         if objects_sent > 0
-            && let Some(r) = self.peers.get_mut(&peer)
+            && let Some(r) = self.puller.peers.get_mut(&peer)
         {
             r.objects_out += objects_sent;
             r.bytes_out += bytes_sent;

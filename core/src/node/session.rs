@@ -21,7 +21,7 @@ impl Node {
         conn: ConnId,
         store: &dyn Store,
     ) -> Result<(), String> {
-        let own = self.keypair.public;
+        let own = self.me.keypair.public;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -79,7 +79,7 @@ impl Node {
 
     /// Records a head a peer announced for a timeline it may not write.
     pub(super) fn refuse_head(&mut self, peer: &str, timeline: TimelineName, head: ObjectId) {
-        self.stats.access_refused += 1;
+        self.out.stats.access_refused += 1;
         let what = format!("head {head} for {timeline}, which it may not write");
         tracing::warn!(peer = short(peer), "refused {what}");
         self.emit(Event::AccessRefused {
@@ -123,12 +123,17 @@ impl Node {
         store: &dyn Store,
     ) {
         let kind = env.message.type_name();
-        *self.stats.messages_in.entry(kind.to_owned()).or_default() += 1;
+        *self
+            .out
+            .stats
+            .messages_in
+            .entry(kind.to_owned())
+            .or_default() += 1;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if env.id <= c.last_msg_id {
-            self.stats.duplicate_messages += 1;
+            self.out.stats.duplicate_messages += 1;
             return;
         }
         c.last_msg_id = env.id;
@@ -271,7 +276,7 @@ impl Node {
         // Two connections to one peer (both dialled at once): keep the one opened by
         // the node with the smaller id, which both ends compute alike.
         let initiator = |c: &Conn| match c.direction {
-            Direction::Outbound => self.node_id.clone(),
+            Direction::Outbound => self.me.node_id.clone(),
             Direction::Inbound => c.peer.clone().unwrap_or_default(),
         };
         let mine = initiator(&self.conns[&conn]);
@@ -316,7 +321,7 @@ impl Node {
             self.send_peer_list(now, conn);
         }
         self.load_tracked(&peer, store);
-        let record = self.peers.entry(peer.clone()).or_default();
+        let record = self.puller.peers.entry(peer.clone()).or_default();
         record.last_seen = Some(now);
         self.dialers.connected(conn);
         self.emit(Event::PeerConnected {

@@ -21,7 +21,7 @@ impl Node {
         bytes: usize,
     ) {
         let peer = self.conns.get(&conn).and_then(|c| c.peer.as_ref());
-        if let Some(r) = trace_record(self.trace, conn, peer, dir, message, msg_id, bytes) {
+        if let Some(r) = trace_record(self.out.trace, conn, peer, dir, message, msg_id, bytes) {
             self.emit(Event::Message(r));
         }
     }
@@ -35,7 +35,19 @@ impl Node {
         store: &dyn Store,
         buf: &mut Vec<u8>,
     ) -> Option<ConnId> {
-        self.last_now = self.last_now.max(now);
+        self.run_queued(now, store);
+        let sent = self.transmit(now, store, buf);
+        if sent.is_some() || !self.puller.restart {
+            return sent;
+        }
+        // A routed session closed on the way and freed a pull slot: the
+        // pull it lets start has a request to send.
+        self.run_queued(now, store);
+        self.transmit(now, store, buf)
+    }
+
+    fn transmit(&mut self, now: Instant, store: &dyn Store, buf: &mut Vec<u8>) -> Option<ConnId> {
+        self.timers.last_now = self.timers.last_now.max(now);
         self.pump_routed(now, store);
         let ids: Vec<ConnId> = self
             .conns
@@ -71,7 +83,7 @@ impl Node {
             c.consume_out(n);
             c.up.charge(n as u64, now);
             self.server.up.charge(n as u64, now);
-            self.stats.bytes_out += n as u64;
+            self.out.stats.bytes_out += n as u64;
             self.server.last_rr = id;
             return Some(id);
         }
@@ -251,8 +263,16 @@ impl Node {
         self.server.next_msg += 1;
         let kind = message.type_name();
         let mut frame = Vec::new();
-        wire::encode_frame_with(id, &self.node_id, now.as_micros(), json, binary, &mut frame);
+        wire::encode_frame_with(
+            id,
+            &self.me.node_id,
+            now.as_micros(),
+            json,
+            binary,
+            &mut frame,
+        );
         *self
+            .out
             .stats
             .bytes_out_by_type
             .entry(kind.to_owned())
@@ -260,7 +280,12 @@ impl Node {
         let len = frame.len();
         c.ctrl.push_back(frame);
         let queued = c.queued();
-        *self.stats.messages_out.entry(kind.to_owned()).or_default() += 1;
+        *self
+            .out
+            .stats
+            .messages_out
+            .entry(kind.to_owned())
+            .or_default() += 1;
         self.trace_message(conn, "out", message, id, len);
         // Object data is produced only when the socket has room, but replies
         // (pongs, refusals, topology) are queued whatever happens: a peer that
@@ -269,7 +294,7 @@ impl Node {
             .saturating_mul(2)
             .max(MAX_QUEUED_MIN);
         if queued > limit {
-            self.stats.queue_overflows += 1;
+            self.out.stats.queue_overflows += 1;
             self.close(
                 conn,
                 &format!("peer is not reading: {queued} bytes queued for it (limit {limit})"),

@@ -287,6 +287,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
         // Message headers are always traced (a small record per frame), so
         // `p2p trace` can show what just happened without having been started first.
         node.set_trace(TraceMode::Headers);
+        node.start(Instant::ZERO, &store);
         let started_info = Started {
             node_id: node.node_id().to_owned(),
             port,
@@ -554,13 +555,13 @@ impl Driver {
                 self.node.handle_connected(now, conn);
             }
             Input::Connected(conn, Err(e)) => {
-                self.node
-                    .handle_closed(now, conn, &format!("dial failed: {e}"))
+                let reason = format!("dial failed: {e}");
+                self.node.handle_closed(now, conn, &reason, &self.store)
             }
             Input::Bytes(conn, data) => self.node.handle_bytes(now, conn, &data, &self.store),
             Input::ReadClosed(conn, reason) => {
                 if self.conns.remove(&conn).is_some() {
-                    self.node.handle_closed(now, conn, &reason);
+                    self.node.handle_closed(now, conn, &reason, &self.store);
                 }
             }
             Input::Writable(conn) => {
@@ -698,7 +699,7 @@ impl Driver {
             Output::Close { conn, reason } => {
                 tracing::debug!(conn, %reason, "closing");
                 self.close_io(conn);
-                self.node.handle_closed(now, conn, &reason);
+                self.node.handle_closed(now, conn, &reason, &self.store);
             }
             Output::Datagram { to, data } => {
                 if let Some(u) = &self.udp
