@@ -137,13 +137,14 @@ struct Outbox {
 }
 
 impl Node {
-    /// A node with its configuration, static identity, random seed and the time now.
     /// Lands pulls in checkpoints of `bytes` (tests of interrupted
     /// transfers use small ones; see [`CHECKPOINT_BYTES`]).
     pub fn set_checkpoint_bytes(&mut self, bytes: u64) {
         self.puller.checkpoint_bytes = bytes.max(1);
     }
 
+    /// A node with its configuration, static identity, random seed and the
+    /// time now; [`start`](Node::start) it before feeding it inputs.
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
         let node_id = hex(&keypair.public);
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
