@@ -292,6 +292,8 @@ fn two_threads(
     let t0 = ivaldi_core::time::Instant::ZERO;
     let mut a = Node::new(cfg(encryption), ka, [1; 32], t0);
     let mut b = Node::new(cfg(encryption), kb, [2; 32], t0);
+    a.start(t0, &source);
+    b.start(t0, &dest);
     let addr_a: std::net::SocketAddr = "127.0.0.1:9090".parse().expect("addr");
     b.handle_command(t0, 1, Command::Connect(addr_a), &dest);
     let mut b_conn = 0;

@@ -150,6 +150,7 @@ impl TestNet {
         rng.fill(&mut node_seed);
         let i = self.nodes.len();
         let mut node = Node::new(cfg, keypair, node_seed, self.now);
+        node.start(self.now, &store);
         if self.team {
             let id = node.node_id().to_owned();
             for other in &mut self.nodes {
@@ -299,11 +300,11 @@ impl TestNet {
         if let Some(link) = self.links.remove(&key) {
             let now = self.now;
             let n = &mut self.nodes[key.0];
-            n.node.handle_closed(now, key.1, reason);
+            n.node.handle_closed(now, key.1, reason, &n.store);
             if let Some(other) = self.links.remove(&link.peer) {
                 let _ = other;
                 let p = &mut self.nodes[link.peer.0];
-                p.node.handle_closed(now, link.peer.1, reason);
+                p.node.handle_closed(now, link.peer.1, reason, &p.store);
             }
         }
     }
@@ -392,20 +393,27 @@ impl TestNet {
                             self.links.insert((j, jc), Link::new((i, conn)));
                             self.nodes[i].node.handle_connected(now, conn);
                         }
-                        None => self.nodes[i]
-                            .node
-                            .handle_closed(now, conn, "connection refused"),
+                        None => {
+                            let n = &mut self.nodes[i];
+                            n.node
+                                .handle_closed(now, conn, "connection refused", &n.store)
+                        }
                     },
-                    None => self.nodes[i]
-                        .node
-                        .handle_closed(now, conn, "connection refused"),
+                    None => {
+                        let n = &mut self.nodes[i];
+                        n.node
+                            .handle_closed(now, conn, "connection refused", &n.store)
+                    }
                 }
             }
             Output::Close { conn, reason } => {
                 // Data already in flight still arrives; the close follows it.
                 match self.links.get_mut(&(i, conn)) {
                     Some(link) => link.closing = Some(reason),
-                    None => self.nodes[i].node.handle_closed(now, conn, &reason),
+                    None => {
+                        let n = &mut self.nodes[i];
+                        n.node.handle_closed(now, conn, &reason, &n.store)
+                    }
                 }
             }
         }
@@ -494,7 +502,8 @@ impl TestNet {
                     && let Some(reason) = link.closing.clone()
                 {
                     link.closed_locally = true;
-                    self.nodes[key.0].node.handle_closed(now, key.1, &reason);
+                    let n = &mut self.nodes[key.0];
+                    n.node.handle_closed(now, key.1, &reason, &n.store);
                 }
                 continue;
             }

@@ -103,6 +103,7 @@ fn unauthenticated_inbound_connections_time_out_sooner() {
         4,
     );
     let store = MemStore::new("repo");
+    node.start(Instant::ZERO, &store);
     let conn = node.handle_accepted(Instant::ZERO, from(1, 1)).unwrap();
     node.handle_timeout(Instant::ZERO, &store);
     while node.poll_output().is_some() {}
@@ -121,7 +122,7 @@ fn unauthenticated_inbound_connections_time_out_sooner() {
         1,
         "until the owner reports it gone"
     );
-    node.handle_closed(at, conn, "closed");
+    node.handle_closed(at, conn, "closed", &store);
     assert_eq!(node.admission_pool_len(), 0);
 }
 
@@ -245,7 +246,7 @@ fn admitted_peers_stalling_in_large_frames_are_paused_at_the_global_budget() {
     assert!(node.frame_budget_reserved() <= 64 * 1024 * 1024);
     assert_eq!(node.stats().admission.budget_paused, 2);
     // One stalled peer goes away: a paused one may read again.
-    node.handle_closed(Instant::ZERO, clients[0].conn, "gone");
+    node.handle_closed(Instant::ZERO, clients[0].conn, "gone", &store);
     let resumed = clients[1..]
         .iter()
         .filter(|c| node.read_budget(c.conn, Instant::ZERO) == Some(0))

@@ -237,6 +237,7 @@ fn drive_alone(cfg: &Config, seed: u64) {
     let keypair = Keypair::generate(&mut rng);
     let store = MemStore::new("repo");
     let mut node = Node::new(cfg.clone(), keypair, [7; 32], Instant::ZERO);
+    node.start(Instant::ZERO, &store);
     let mut buf = Vec::new();
     let mut now = Instant::ZERO;
     for step in 0..40 {

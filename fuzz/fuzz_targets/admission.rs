@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let store = MemStore::new("repo");
     let t0 = Instant::ZERO;
     let mut node = Node::new(Config::default(), node_key.clone(), [1; 32], t0);
+    node.start(t0, &store);
     node.set_invites(vec![Invite {
         secret: [9; 32],
         access: Access::Write,

@@ -359,7 +359,7 @@ impl Sim {
                 reason,
             } => {
                 if self.alive(node, inc) {
-                    self.input(node, |n, _, now| n.handle_closed(now, conn, &reason));
+                    self.input(node, |n, s, now| n.handle_closed(now, conn, &reason, s));
                 }
             }
             Ev::Datagram {
@@ -477,6 +477,7 @@ impl Sim {
         let ds = self.cfg.net.domain_size;
         let sn = &mut self.nodes[i];
         let mut node = Node::new(sn.cfg.clone(), sn.keypair.clone(), seed, local);
+        node.start(local, &sn.store);
         node.set_discovery_targets(local, vec![net::broadcast_of(i, ds)]);
         sn.node = Some(node);
         sn.life = Life::Up;

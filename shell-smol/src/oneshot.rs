@@ -82,6 +82,7 @@ fn drive<T>(
 ) -> Result<T, String> {
     let origin = WallInstant::now();
     let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
+    node.start(now(), store.read());
     node.handle_command(now(), 1, cmd, store.read());
     let mut stream: Option<(ConnId, TcpStream)> = None;
     let mut last_close: Option<String> = None;
@@ -98,11 +99,8 @@ fn drive<T>(
                         Err(e) => {
                             // The node decides what a failed dial means (a
                             // join tries the next address).
-                            node.handle_closed(
-                                now(),
-                                conn,
-                                &format!("cannot connect to {addr}: {e}"),
-                            );
+                            let reason = format!("cannot connect to {addr}: {e}");
+                            node.handle_closed(now(), conn, &reason, store.read());
                             continue;
                         }
                     };
@@ -120,7 +118,7 @@ fn drive<T>(
                             stream = Some((c, s));
                         }
                     }
-                    node.handle_closed(now(), conn, &reason);
+                    node.handle_closed(now(), conn, &reason, store.read());
                     last_close = Some(reason);
                 }
                 // Discovery is off for one-shot commands.
@@ -161,11 +159,11 @@ fn drive<T>(
         }
         match s.read(&mut buf) {
             Ok(0) => {
-                node.handle_closed(now(), *conn, "closed by peer");
+                node.handle_closed(now(), *conn, "closed by peer", store.read());
             }
             Ok(n) => node.handle_bytes(now(), *conn, &buf[..n], store.read()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => node.handle_closed(now(), *conn, &e.to_string()),
+            Err(e) => node.handle_closed(now(), *conn, &e.to_string(), store.read()),
         }
         if node.poll_timeout().is_some_and(|t| t <= now()) {
             node.handle_timeout(now(), store.read());

@@ -38,10 +38,14 @@ use core::net::{IpAddr, SocketAddr};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::admit::Joining;
+use super::budget::Budget;
 use super::conn::{Conn, ConnState, Direction};
 use super::{ConnId, Node, short};
+use crate::discovery::NetworkFilter;
 use crate::rng::Rng;
 use crate::time::Instant;
+use crate::trust::Trust;
 use crate::wire::{self, Message};
 
 /// Largest frame accepted from a connection that is not admitted yet.
@@ -245,31 +249,90 @@ pub(super) fn conn_deadline(c: &Conn, handshake_timeout: Duration) -> Instant {
     deadline(c.opened, handshake_timeout, unauth)
 }
 
+/// Everything that decides who gets in, grouped: the network filter, the
+/// per-IP accept allowance, the unauthenticated pool, the frame memory
+/// budget, trust and an invitation being redeemed.
+pub(super) struct Admission {
+    pub filter: NetworkFilter,
+    /// Per-IP allowance of inbound connections, in millionths, and when it
+    /// was last topped up (see [`Admission::accept`]).
+    accept_buckets: BTreeMap<IpAddr, (u64, Instant)>,
+    /// Unauthenticated inbound connections.
+    pub pool: Pool,
+    /// Memory for peers' partly received frames.
+    pub budget: Budget,
+    /// Who is admitted, open invitations, refused keys.
+    pub trust: Trust,
+    /// An invitation being redeemed on our side (`Command::Join`).
+    pub joining: Option<Joining>,
+}
+
+impl Admission {
+    pub fn new(trust: Trust, rng: Rng) -> Admission {
+        Admission {
+            filter: NetworkFilter::default(),
+            accept_buckets: BTreeMap::new(),
+            pool: Pool::new(PoolLimits::default(), rng),
+            budget: Budget::new(super::budget::DEFAULT_LIMIT),
+            trust,
+            joining: None,
+        }
+    }
+
+    /// Takes one connection from `ip`'s allowance (a token bucket of `burst`,
+    /// refilled at `per_sec`), if it has one left.
+    pub fn accept(&mut self, now: Instant, ip: IpAddr, burst: u32, per_sec: u32) -> bool {
+        const MAX_TRACKED: usize = 4096;
+        let cap = u64::from(burst) * 1_000_000;
+        let rate = u64::from(per_sec);
+        let refill = |(tokens, at): (u64, Instant)| {
+            let gained = (now.saturating_since(at).as_micros() as u64).saturating_mul(rate);
+            (tokens.saturating_add(gained).min(cap), now)
+        };
+        if !self.accept_buckets.contains_key(&ip) && self.accept_buckets.len() >= MAX_TRACKED {
+            // Forget the addresses whose allowance is full again: they are
+            // indistinguishable from new ones.
+            self.accept_buckets.retain(|_, b| refill(*b).0 < cap);
+            if self.accept_buckets.len() >= MAX_TRACKED {
+                return false;
+            }
+        }
+        let b = self.accept_buckets.entry(ip).or_insert((cap, now));
+        *b = refill(*b);
+        if b.0 < 1_000_000 {
+            return false;
+        }
+        b.0 -= 1_000_000;
+        true
+    }
+}
+
 impl Node {
     /// Accepts an inbound connection from `addr` if the network filter, the
     /// per-IP accept rate and the pool let it in; returns its new id.
     pub(super) fn admit_inbound(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        if !self.filter.allows(addr.ip()) {
+        if !self.admission.filter.allows(addr.ip()) {
             tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
             return None;
         }
-        if !self.accept_allowed(now, addr.ip()) {
-            self.stats.accepts_rate_limited += 1;
+        let (burst, rate) = (self.cfg.accept_burst, self.cfg.accept_rate_per_sec);
+        if !self.admission.accept(now, addr.ip(), burst, rate) {
+            self.out.stats.accepts_rate_limited += 1;
             tracing::info!(%addr, "refusing inbound connection: per-IP rate limit");
             return None;
         }
         let id = self.alloc_conn();
-        match self.pool.enter(id, addr.ip()) {
+        match self.admission.pool.enter(id, addr.ip()) {
             Entry::Admitted => {}
             Entry::Evicted(victim) => {
-                self.stats.admission.pool_evicted += 1;
+                self.out.stats.admission.pool_evicted += 1;
                 self.close(
                     victim,
                     "unauthenticated pool full: made room for a less represented address",
                 );
             }
             Entry::Refused(r) => {
-                self.stats.admission.pool_refused += 1;
+                self.out.stats.admission.pool_refused += 1;
                 tracing::debug!(%addr, reason = r.text(), "refusing inbound connection");
                 return None;
             }
@@ -282,7 +345,7 @@ impl Node {
     /// size frames. Returns `false` (and refuses it with the reason) when
     /// `max_peers` admitted peers are already connected.
     pub(super) fn take_peer_slot(&mut self, now: Instant, conn: ConnId) -> bool {
-        self.pool.leave(conn);
+        self.admission.pool.leave(conn);
         let max = self.cfg.max_peers;
         let used = self.peer_slots_used();
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -292,7 +355,7 @@ impl Node {
             c.frames.set_max(self.cfg.max_message_size);
             return true;
         }
-        self.stats.admission.peer_slots_full += 1;
+        self.out.stats.admission.peer_slots_full += 1;
         let reason = format!("no peer slot: {max} peers are connected (max_peers)");
         tracing::info!(conn, peer = c.peer.as_deref().map(short), %reason, "closing admitted peer");
         if c.route.is_some() {
@@ -333,34 +396,7 @@ impl Node {
 
     /// Unauthenticated inbound connections waiting in the pool.
     pub fn admission_pool_len(&self) -> usize {
-        self.pool.len()
-    }
-
-    /// Takes one connection from `ip`'s allowance (a token bucket of
-    /// `accept_burst`, refilled at `accept_rate_per_sec`), if it has one left.
-    fn accept_allowed(&mut self, now: Instant, ip: IpAddr) -> bool {
-        const MAX_TRACKED: usize = 4096;
-        let cap = u64::from(self.cfg.accept_burst) * 1_000_000;
-        let rate = u64::from(self.cfg.accept_rate_per_sec);
-        let refill = |(tokens, at): (u64, Instant)| {
-            let gained = (now.saturating_since(at).as_micros() as u64).saturating_mul(rate);
-            (tokens.saturating_add(gained).min(cap), now)
-        };
-        if !self.accept_buckets.contains_key(&ip) && self.accept_buckets.len() >= MAX_TRACKED {
-            // Forget the addresses whose allowance is full again: they are
-            // indistinguishable from new ones.
-            self.accept_buckets.retain(|_, b| refill(*b).0 < cap);
-            if self.accept_buckets.len() >= MAX_TRACKED {
-                return false;
-            }
-        }
-        let b = self.accept_buckets.entry(ip).or_insert((cap, now));
-        *b = refill(*b);
-        if b.0 < 1_000_000 {
-            return false;
-        }
-        b.0 -= 1_000_000;
-        true
+        self.admission.pool.len()
     }
 }
 
@@ -374,6 +410,21 @@ mod tests {
 
     fn pool(limits: PoolLimits) -> Pool {
         Pool::new(limits, Rng::from_u64(1))
+    }
+
+    #[test]
+    fn the_accept_allowance_is_per_address_and_refills() {
+        let cfg = crate::config::Config::default();
+        let trust = Trust::new(cfg.open, &cfg.trusted_peers);
+        let mut a = Admission::new(trust, Rng::from_seed([0; 32]));
+        let t0 = Instant::ZERO;
+        assert!(a.accept(t0, ip(1), 2, 1));
+        assert!(a.accept(t0, ip(1), 2, 1));
+        assert!(!a.accept(t0, ip(1), 2, 1));
+        assert!(a.accept(t0, ip(2), 2, 1));
+        let later = Instant::from_micros(1_000_000);
+        assert!(a.accept(later, ip(1), 2, 1));
+        assert!(!a.accept(later, ip(1), 2, 1));
     }
 
     #[test]

@@ -29,27 +29,27 @@ pub(super) struct Joining {
 impl Node {
     /// Keys refused lately, for `ivaldi p2p pending`.
     pub fn pending(&self) -> Vec<Pending> {
-        self.trust.pending()
+        self.admission.trust.pending()
     }
 
     /// Admits a key for this run without touching the configuration (it
     /// is not written anywhere). The virtual test network uses it to make
     /// its nodes one team.
     pub fn grant_trust(&mut self, id: &str, access: Access) {
-        self.trust.grant(id, access);
+        self.admission.trust.grant(id, access);
     }
 
     /// Replaces the open invitations (the shell owns them on disk and
     /// converts their wall-clock expiry to this node's [`Instant`]s).
     pub fn set_invites(&mut self, invites: Vec<trust::Invite>) {
-        self.trust.set_invites(invites);
+        self.admission.trust.set_invites(invites);
     }
 
     /// Decides, right after the Noise handshake, whether `peer` may go on.
     /// Returns `true` when our `handshake` message should be sent now.
     pub(super) fn admit_established(&mut self, now: Instant, conn: ConnId, peer: &str) -> bool {
         self.send_redeem(now, conn);
-        if self.trust.admits(peer).is_some() {
+        if self.admission.trust.admits(peer).is_some() {
             return self.take_peer_slot(now, conn);
         }
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -61,14 +61,14 @@ impl Node {
             c.state = ConnState::Admission;
             return false;
         }
-        let reason = trust::refusal_text(peer, &self.node_id);
+        let reason = trust::refusal_text(peer, &self.me.node_id);
         self.refuse(now, conn, reason);
         false
     }
 
     /// Newcomer's side: prove the invitation first thing on the session.
     fn send_redeem(&mut self, now: Instant, conn: ConnId) {
-        let own = self.keypair.public;
+        let own = self.me.keypair.public;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -99,8 +99,8 @@ impl Node {
         let addr = c.addr;
         let routed = c.route.is_some();
         tracing::warn!(peer = %peer, %addr, %reason, "refusing a node that is not trusted");
-        self.trust.record_refusal(now, &peer, addr);
-        self.stats.untrusted_refused += 1;
+        self.admission.trust.record_refusal(now, &peer, addr);
+        self.out.stats.untrusted_refused += 1;
         self.emit(Event::PeerRefused {
             peer: peer.clone(),
             addr,
@@ -130,7 +130,7 @@ impl Node {
         };
         let peer = c.peer.clone().unwrap_or_default();
         let Message::Redeem(r) = message else {
-            let reason = trust::refusal_text(&peer, &self.node_id);
+            let reason = trust::refusal_text(&peer, &self.me.node_id);
             return self.refuse(now, conn, reason);
         };
         let keys = c
@@ -139,10 +139,14 @@ impl Node {
             .and_then(|n| Some((n.handshake_hash()?.to_vec(), n.remote_static()?)));
         let claimed = crate::node::unhex32(&r.proof);
         let result = match (keys, claimed) {
-            (Some((hh, joiner)), Some(claimed)) => {
-                self.trust
-                    .redeem(now, &r.invite, &claimed, &hh, &joiner, &self.keypair.public)
-            }
+            (Some((hh, joiner)), Some(claimed)) => self.admission.trust.redeem(
+                now,
+                &r.invite,
+                &claimed,
+                &hh,
+                &joiner,
+                &self.me.keypair.public,
+            ),
             _ => Err(trust::RedeemError::BadProof(r.invite.clone())),
         };
         match result {
@@ -187,8 +191,8 @@ impl Node {
             .filter(|c| !matches!(c.state, ConnState::Closed | ConnState::Dialing))
             .filter_map(|c| {
                 let peer = c.peer.as_deref()?;
-                let outside = c.route.is_none() && !self.filter.allows(c.addr.ip());
-                let untrusted = self.trust.admits(peer).is_none()
+                let outside = c.route.is_none() && !self.admission.filter.allows(c.addr.ip());
+                let untrusted = self.admission.trust.admits(peer).is_none()
                     && !matches!(c.state, ConnState::Admission | ConnState::Refusing);
                 (outside || untrusted).then(|| {
                     let why = if outside {
@@ -212,8 +216,8 @@ impl Node {
     pub(super) fn start_join(&mut self, now: Instant, cmd: CommandId, ticket: Ticket) {
         // The ticket names the inviter's key: that key is trusted from now on
         // (the shell also writes it into trusted_peers).
-        self.trust.grant(&ticket.node_id(), Access::Write);
-        self.joining = Some(Joining {
+        self.admission.trust.grant(&ticket.node_id(), Access::Write);
+        self.admission.joining = Some(Joining {
             cmd,
             ticket,
             next_addr: 0,
@@ -224,13 +228,13 @@ impl Node {
 
     /// Dials the next address of the ticket being redeemed, or gives up.
     pub(super) fn join_next(&mut self, now: Instant, failure: Option<&str>) {
-        let Some(j) = self.joining.as_mut() else {
+        let Some(j) = self.admission.joining.as_mut() else {
             return;
         };
         let Some(addr) = j.ticket.addrs.get(j.next_addr).copied() else {
             let cmd = j.cmd;
             let tried = j.ticket.addrs.len();
-            self.joining = None;
+            self.admission.joining = None;
             let why = failure.unwrap_or("no address answered");
             return self.done(
                 cmd,
@@ -245,7 +249,7 @@ impl Node {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.redeem = Some(secret);
                 }
-                if let Some(j) = self.joining.as_mut() {
+                if let Some(j) = self.admission.joining.as_mut() {
                     j.conn = Some(conn);
                 }
             }
@@ -263,7 +267,7 @@ impl Node {
         ok: bool,
         reason: &str,
     ) {
-        let Some(j) = self.joining.as_ref() else {
+        let Some(j) = self.admission.joining.as_ref() else {
             return;
         };
         if j.conn != Some(conn) {
@@ -281,7 +285,7 @@ impl Node {
         if ok {
             let cmd = j.cmd;
             let inviter = j.ticket.node_id();
-            self.joining = None;
+            self.admission.joining = None;
             if peer.is_some_and(|p| !p.eq_ignore_ascii_case(&inviter)) {
                 return self.done(
                     cmd,
@@ -319,7 +323,7 @@ impl Node {
     /// Whether per-timeline access must be checked for anyone (access rules,
     /// or a key trusted for reading only).
     pub(super) fn access_restricted(&self) -> bool {
-        !self.cfg.access.is_empty() || self.trust.limits_anyone()
+        !self.cfg.access.is_empty() || self.admission.trust.limits_anyone()
     }
 
     /// Takes the trust settings of a new configuration (before it replaces
@@ -333,7 +337,7 @@ impl Node {
             .iter()
             .filter(|p| !new.trusted_peers.iter().any(|q| q.id == p.id))
         {
-            self.trust.forget(&gone.id);
+            self.admission.trust.forget(&gone.id);
         }
         let narrowed = new.access != old.access
             || new.peer_groups != old.peer_groups
@@ -343,7 +347,7 @@ impl Node {
                     .any(|q| q.id == p.id && p.access < q.access)
             })
             || new.open.access() < old.open.access();
-        self.trust.configure(new.open, &new.trusted_peers);
+        self.admission.trust.configure(new.open, &new.trusted_peers);
         narrowed
     }
 

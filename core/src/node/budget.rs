@@ -124,22 +124,24 @@ impl Node {
         };
         let need = c.frames.pending();
         let admitted = matches!(c.state, ConnState::AwaitHello | ConnState::Ready);
-        if need <= self.budget.reserved_by(conn) {
+        if need <= self.admission.budget.reserved_by(conn) {
             // Shrinking or unchanged: no need to look at the whole node.
-            self.budget.reserve(conn, need, 0);
+            self.admission.budget.reserve(conn, need, 0);
             return;
         }
-        self.budget.set_limit(limit_for(self.cfg.max_message_size));
+        self.admission
+            .budget
+            .set_limit(limit_for(self.cfg.max_message_size));
         let outgoing = self.queued_everywhere();
-        if self.budget.reserve(conn, need, outgoing) {
+        if self.admission.budget.reserve(conn, need, outgoing) {
             return;
         }
         if admitted {
-            self.stats.admission.budget_paused += 1;
+            self.out.stats.admission.budget_paused += 1;
             tracing::debug!(conn, need, "frame budget spent: pausing the connection");
         } else {
-            self.stats.admission.budget_closed += 1;
-            self.budget.release(conn);
+            self.out.stats.admission.budget_closed += 1;
+            self.admission.budget.release(conn);
             self.close(
                 conn,
                 "memory budget for buffered frames is spent; not admitted yet",
@@ -150,16 +152,16 @@ impl Node {
     /// Whether `conn` waits for room in the frame budget; retries its
     /// reservation first, so it resumes as soon as other frames complete.
     pub(super) fn budget_paused(&mut self, conn: ConnId) -> bool {
-        if !self.budget.is_paused(conn) {
+        if !self.admission.budget.is_paused(conn) {
             return false;
         }
         let Some(c) = self.conns.get(&conn) else {
-            self.budget.release(conn);
+            self.admission.budget.release(conn);
             return false;
         };
         let need = c.frames.pending();
         let outgoing = self.queued_everywhere();
-        !self.budget.reserve(conn, need, outgoing)
+        !self.admission.budget.reserve(conn, need, outgoing)
     }
 
     /// Bytes queued for sending on every connection.
@@ -169,13 +171,13 @@ impl Node {
 
     /// Bytes reserved for partially received frames, node-wide.
     pub fn frame_budget_reserved(&self) -> usize {
-        self.budget.reserved()
+        self.admission.budget.reserved()
     }
 
     /// `conn` closed: it holds nothing any more, in the pool or the budget.
     pub(super) fn forget_buffers(&mut self, conn: ConnId) {
-        self.pool.leave(conn);
-        self.budget.release(conn);
+        self.admission.pool.leave(conn);
+        self.admission.budget.release(conn);
     }
 }
 

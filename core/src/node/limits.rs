@@ -98,7 +98,7 @@ impl Node {
         let created = c
             .peer
             .as_ref()
-            .and_then(|p| self.peers.get(p))
+            .and_then(|p| self.puller.peers.get(p))
             .map_or(0, |r| r.timelines_created);
         let caps = Caps {
             per_sync: self.cfg.max_new_timelines_per_sync,
@@ -137,7 +137,7 @@ impl Node {
             );
         }
         if let (true, Some(first)) = (fresh > 0, p.refused.first()) {
-            self.stats.timelines_refused += fresh;
+            self.out.stats.timelines_refused += fresh;
             tracing::warn!(
                 peer = super::short(&peer),
                 sync,

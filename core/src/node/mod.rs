@@ -5,6 +5,7 @@
 //! A [`Node`] never does I/O. Its owner (the smol daemon, the simulator, a test)
 //! feeds it inputs and carries out what it asks:
 //!
+//! 0. **Start** it once with [`start`](Node::start), which reads the store.
 //! 1. **Inputs**, each with the current time `now`:
 //!    [`handle_accepted`](Node::handle_accepted) (an inbound connection),
 //!    [`handle_connected`](Node::handle_connected) (a dial we asked for succeeded),
@@ -23,438 +24,75 @@
 //! Reads go through the [`Store`] passed to each input; writes are
 //! [`StoreRequest`]s in the output, answered by `handle_store_done`. Given the same
 //! inputs, store answers and seed, a node produces the same outputs.
+//!
+//! # Parts
+//!
+//! `Node` routes inputs to small machines, each with its state in its own
+//! type and file: `puller.rs` (pulls, the queue, checkpoints, store batches),
+//! `landing.rs` (what a finished pull lands: a pure plan, then the results),
+//! `server.rs` (serving sync requests), `transmit.rs` (framing, rate caps),
+//! `session.rs` (handshake and message routing), `dialers.rs` (redial,
+//! backoff), `admission.rs` (who gets in), `routed.rs` and `relay.rs` (the mesh
+//! inside the node) and `timers.rs` (every deadline, in one place).
 
 mod admission;
 mod admit;
+mod api;
 mod budget;
 mod conn;
+mod dialers;
+mod landing;
 pub mod limits;
 mod lz4;
+mod puller;
 mod rate;
 pub mod refetch;
 mod relay;
+mod routed;
 mod serve_errors;
+mod server;
+mod session;
 mod thin;
+mod timers;
 mod tracked;
+mod transmit;
 
 use core::net::SocketAddr;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
 
-use serde::Serialize;
-
-use crate::access::{self, Access};
 use crate::config::Config;
-use crate::conflict::{self, Resolution};
 use crate::discovery::{
     self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
 };
+use crate::id::IdMap;
 pub use crate::id::unhex32;
-use crate::id::{IdMap, IdSet, ObjectId};
 use crate::noise::{Keypair, Role, Session};
-use crate::object::{self, ObjectKind, Seal};
+use crate::object::Seal;
 use crate::rng::Rng;
-use crate::store::{HeadUpdate, RefName, Store, StoreError, StoreRequest, UpdateResult};
-use crate::sync::{self, Relation};
+use crate::store::{Store, StoreError, UpdateResult};
 use crate::time::Instant;
-use crate::timeline::TimelineName;
-use crate::wire::{self, Decoded, Envelope, Message, PROTOCOL_VERSION};
+use crate::wire::{self, Decoded};
 
-use conn::{Conn, Pull, PullState, Serve};
+use api::trace_record;
+pub use api::{
+    Command, CommandId, Conflict, ConnId, Event, Output, PeerRecord, PeerStatus, Stats,
+    TimeoutReason, TraceMode, TraceRecord,
+};
+use conn::{Conn, Pull, PullState};
 pub use conn::{ConnState, Direction};
-use lz4::{compress, decompress};
+use dialers::Dialers;
+pub use puller::CHECKPOINT_BYTES;
+use puller::{Batch, Puller, SyncWaiter};
+use routed::Routed;
+use server::Server;
+use timers::Timers;
 
-/// A connection, numbered by the node.
-pub type ConnId = u64;
-/// A user command's id, chosen by the caller and echoed in its completion event.
-pub type CommandId = u64;
-
-/// What a user (through the CLI and daemon) can ask of a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Dial an address once; completes when the peer is connected or the dial fails.
-    Connect(SocketAddr),
-    /// Close every connection to a peer (full node id).
-    Disconnect { peer: String },
-    /// Remember an address and keep reconnecting to it with backoff.
-    AddPeer(SocketAddr),
-    /// Forget a remembered address.
-    RemovePeer(SocketAddr),
-    /// Pull from one peer (full node id) or from every connected peer, and
-    /// complete when those syncs end.
-    Sync { peer: Option<String> },
-    /// The local repository's heads changed (a seal, a switch): announce them.
-    LocalHeadsChanged,
-    /// Replace the configuration (already validated by the caller).
-    /// Connections the new settings no longer allow are closed at once.
-    SetConfig(Box<Config>),
-    /// Join through an invitation ticket: dial its addresses in turn and
-    /// redeem the invitation; completes when the inviter has admitted us.
-    Join(Box<crate::trust::Ticket>),
-    /// Fetch objects this store lost below its own heads (`ivaldi repair`)
-    /// from one peer or each connected one in turn; moves no head (`refetch.rs`).
-    Refetch {
-        peer: Option<String>,
-        missing: Vec<ObjectId>,
-    },
-}
-
-/// Something the owner should know; the daemon fans these out to subscribers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    PeerConnected {
-        peer: String,
-        conn: ConnId,
-        addr: SocketAddr,
-        direction: Direction,
-    },
-    PeerDisconnected {
-        peer: Option<String>,
-        conn: ConnId,
-        reason: String,
-    },
-    /// A node that is not trusted was refused (see `ivaldi p2p pending`).
-    PeerRefused {
-        peer: String,
-        addr: SocketAddr,
-        reason: String,
-    },
-    /// A newcomer proved an invitation and is now trusted; the owner records
-    /// it in `trusted_peers` and spends one use of the invitation.
-    InviteRedeemed {
-        peer: String,
-        invite: String,
-        access: Access,
-        uses_left: u32,
-    },
-    TimelineUpdated {
-        timeline: TimelineName,
-        old: Option<ObjectId>,
-        new: ObjectId,
-        peer: String,
-    },
-    SyncStarted {
-        peer: String,
-        sync: u64,
-    },
-    SyncCompleted {
-        peer: String,
-        sync: u64,
-        objects: u64,
-        bytes: u64,
-    },
-    SyncFailed {
-        peer: String,
-        sync: u64,
-        reason: String,
-    },
-    /// A divergence was resolved by the timeline's strategy.
-    ConflictResolved {
-        timeline: TimelineName,
-        strategy: String,
-        head: ObjectId,
-        peer: String,
-    },
-    ConflictDetected {
-        timeline: TimelineName,
-        local: ObjectId,
-        remote: ObjectId,
-        base: Option<ObjectId>,
-        peer: String,
-    },
-    ObjectReceived {
-        peer: String,
-        sync: u64,
-        objects: u64,
-        bytes: u64,
-    },
-    /// A peer broke the protocol (bad frame, bad object, wrong order); its
-    /// connection was closed.
-    ProtocolViolation {
-        conn: ConnId,
-        peer: Option<String>,
-        reason: String,
-    },
-    CommandDone {
-        id: CommandId,
-        ok: bool,
-        message: String,
-    },
-    /// New timelines a peer offered beyond its `max_new_timelines_per_peer`
-    /// budget were refused (once per sync, not per name; see [`limits`]).
-    TimelinesRefused {
-        peer: String,
-        sync: u64,
-        refused: u64,
-        first: TimelineName,
-    },
-    /// A protocol message passed (only while tracing is on, see
-    /// [`Node::set_trace`]).
-    Message(TraceRecord),
-    /// A peer announced a head for a timeline it may not write, or asked for
-    /// a seal it may not read; the head or request was refused.
-    AccessRefused {
-        peer: String,
-        timeline: Option<TimelineName>,
-        what: String,
-    },
-}
-
-/// Which messages [`Event::Message`] reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TraceMode {
-    /// No message events (the default: they cost an allocation per message).
-    #[default]
-    Off,
-    /// Type, size, direction, peer and sync id of every message.
-    Headers,
-    /// As `Headers`, plus each message's JSON payload (object data is never
-    /// included, only its size).
-    Payloads,
-}
-
-/// One protocol message as it passed, for `ivaldi p2p trace`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TraceRecord {
-    pub conn: ConnId,
-    pub peer: Option<String>,
-    /// `in` or `out`.
-    pub dir: &'static str,
-    /// The wire type name (`sync_request`, `objects`, ...).
-    pub kind: String,
-    /// Frame size in bytes (before encryption), binary section included.
-    pub bytes: u64,
-    /// The envelope's message id (per sender).
-    pub msg_id: u64,
-    /// The sync this message belongs to, for sync messages.
-    pub sync: Option<u64>,
-    /// The message as JSON, in [`TraceMode::Payloads`] only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
-}
-
-/// The sync a message belongs to, if it is a sync message.
-fn sync_of(m: &Message) -> Option<u64> {
-    match m {
-        Message::SyncRequest(r) => Some(r.sync),
-        Message::SyncResponse(r) => Some(r.sync),
-        Message::Objects(h) => Some(h.sync),
-        Message::SyncComplete(c) => Some(c.sync),
-        _ => None,
-    }
-}
-
-/// The trace record for `message` under `mode`, if tracing is on: the one
-/// place that builds them, for frames queued through `send_encoded` and for
-/// the object frames `fill_transmit` writes directly.
-fn trace_record(
-    mode: TraceMode,
-    conn: ConnId,
-    peer: Option<&String>,
-    dir: &'static str,
-    message: &Message,
-    msg_id: u64,
-    bytes: usize,
-) -> Option<TraceRecord> {
-    if mode == TraceMode::Off {
-        return None;
-    }
-    Some(TraceRecord {
-        conn,
-        peer: peer.cloned(),
-        dir,
-        kind: message.type_name().to_owned(),
-        bytes: bytes as u64,
-        msg_id,
-        sync: sync_of(message),
-        payload: (mode == TraceMode::Payloads)
-            .then(|| serde_json::to_string(message).unwrap_or_default()),
-    })
-}
-
-/// What the node asks its owner to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Open a TCP connection; answer with `handle_connected` or `handle_closed`.
-    Dial {
-        conn: ConnId,
-        addr: SocketAddr,
-    },
-    /// Send a discovery datagram (UDP) to `to`.
-    Datagram {
-        to: SocketAddr,
-        data: Vec<u8>,
-    },
-    /// Close a connection (after writing what `poll_transmit` already returned).
-    Close {
-        conn: ConnId,
-        reason: String,
-    },
-    Store(StoreRequest),
-    Event(Event),
-}
-
-/// Why the node wants to wake up next; shown in diagnostics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeoutReason {
-    Handshake,
-    Heartbeat,
-    PeerLost,
-    SyncTimeout,
-    AutoSync,
-    Reconnect,
-    /// A pull waiting for a free slot can start now.
-    QueuedSync,
-    Discovery,
-    Mesh,
-    /// An upload or download cap's allowance refills: held object data can
-    /// go out, or a paused socket can be read again.
-    RateLimit,
-}
-
-/// Counters for `status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Stats {
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Messages in and out per type.
-    pub messages_in: BTreeMap<String, u64>,
-    pub messages_out: BTreeMap<String, u64>,
-    /// Frame bytes out per message type, before encryption (what each kind of
-    /// traffic costs, e.g. the mesh's `topology` floods).
-    pub bytes_out_by_type: BTreeMap<String, u64>,
-    pub unknown_messages: u64,
-    pub duplicate_messages: u64,
-    pub violations: u64,
-    pub syncs_completed: u64,
-    pub syncs_failed: u64,
-    /// Serves ended early because the local store could not read an object.
-    pub serves_failed: u64,
-    pub objects_in: u64,
-    pub objects_out: u64,
-    pub conflicts: u64,
-    /// Bytes and frames of other nodes' sessions relayed through this node.
-    pub relayed_bytes: u64,
-    pub relayed_frames: u64,
-    /// Routed frames dropped (no route, hop limit, full buffers, relaying off).
-    pub relay_dropped: u64,
-    /// Heads refused because the peer may not write the timeline, and sync
-    /// requests refused because it may not read what it asked for.
-    pub access_refused: u64,
-    /// Inbound connections refused by the per-IP rate limit.
-    pub accepts_rate_limited: u64,
-    /// Connections closed because their peer stopped reading while replies
-    /// piled up for it.
-    pub queue_overflows: u64,
-    /// Connections refused because their key is not trusted.
-    pub untrusted_refused: u64,
-    /// New timeline names refused by `max_new_timelines_per_peer`, each
-    /// counted once per connection.
-    pub timelines_refused: u64,
-    pub admission: admission::AdmissionStats,
-}
-
-/// Per-peer sync state, kept across reconnects.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PeerRecord {
-    pub last_sync: Option<Instant>,
-    pub last_seen: Option<Instant>,
-    pub heads_seen: BTreeMap<TimelineName, ObjectId>,
-    pub syncs: u64,
-    pub failures: u64,
-    pub objects_in: u64,
-    pub bytes_in: u64,
-    pub objects_out: u64,
-    pub bytes_out: u64,
-    pub last_error: Option<String>,
-    /// Timelines this peer created here since the node started ([`limits`]).
-    pub timelines_created: u64,
-    /// Its tracking names here, once read from the store ([`tracked`]).
-    #[serde(skip)]
-    pub tracked: Option<BTreeMap<TimelineName, ObjectId>>,
-}
-
-/// A recorded divergence.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Conflict {
-    pub timeline: TimelineName,
-    pub local: ObjectId,
-    pub remote: ObjectId,
-    pub base: Option<ObjectId>,
-    pub peer: String,
-}
-
-/// One connection as `status` and `peers` show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PeerStatus {
-    pub conn: ConnId,
-    pub peer: Option<String>,
-    pub addr: SocketAddr,
-    pub direction: Direction,
-    pub state: ConnState,
-    pub rtt_micros: Option<u64>,
-    pub last_seen: Instant,
-    pub shares_repo: bool,
-    pub encrypted: bool,
-    pub syncing: bool,
-    pub queued_bytes: usize,
-    /// Repository ids the peer serves (from its handshake).
-    pub remote_repos: Vec<String>,
-    /// A session carried through relays rather than a direct socket.
-    pub routed_via_mesh: bool,
-    /// Where this connection's pull is: `idle`, `requested` (sync_request
-    /// sent), `receiving N/M objects`, or `landing` (verified objects being
-    /// written), with the sync id; for `peers --verbose`.
-    pub sync_phase: String,
-    /// Sync requests from the peer being served on this connection.
-    pub serving: usize,
-    /// Protocol features the peer offered.
-    pub features: Vec<String>,
-    /// The last sync error with this peer, if any.
-    pub last_error: Option<String>,
-}
-
-struct Dialer {
-    conn: Option<ConnId>,
-    failures: u32,
-    retry_at: Instant,
-    /// Dialled only because of a `Connect` command: not redialled.
-    once: bool,
-    /// The address turned out to be this node itself.
-    is_self: bool,
-}
-
-struct SyncWaiter {
-    id: CommandId,
-    remaining: BTreeSet<ConnId>,
-    failed: Vec<String>,
-    objects: u64,
-}
-
-/// Objects of a checkpoint with their children, in landing order.
-type Landed = Vec<(ObjectId, Vec<ObjectId>)>;
-
-/// Largest objects frame the node builds (bounded further by `max_message_size`).
-const OBJECT_FRAME_TARGET: usize = 1024 * 1024;
 /// Bytes produced for one connection per `poll_transmit` call.
-const TRANSMIT_CHUNK: usize = 256 * 1024;
-/// Concurrent sync requests one peer may have the node serve.
-const MAX_SERVES_PER_CONN: usize = 4;
+pub(super) const TRANSMIT_CHUNK: usize = 256 * 1024;
 /// Least bytes a connection may have queued before its peer counts as not
 /// reading (the limit is twice `max_message_size` when that is larger): a
 /// whole frame must fit, with room for the replies queued behind it.
-const MAX_QUEUED_MIN: usize = 16 * 1024 * 1024;
-/// A pull lands what it received so far once this many bytes of objects
-/// arrived (a checkpoint), so an interrupted transfer keeps them. Each landing
-/// costs fsyncs that stall the pull; at 8 MiB a 256 MiB transfer ran at 140
-/// MB/s, at 32 MiB at 210 MB/s (`docs/benchmarks.md`). An interruption costs
-/// at most this much resent. [`Node::set_checkpoint_bytes`] changes it.
-pub const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
-/// ... or this many objects, for histories of many small ones.
-const CHECKPOINT_OBJECTS: usize = 16_384;
+pub(super) const MAX_QUEUED_MIN: usize = 16 * 1024 * 1024;
 /// Protocol features this version offers in its handshake. A feature is used
 /// on a connection only when both ends offer it, so nodes lacking one still
 /// sync over the common subset: `lz4` compresses object frames;
@@ -467,177 +105,106 @@ pub const FEATURES: &[&str] = &["lz4", "topology-summary", thin::FEATURE];
 /// to drive it.
 pub struct Node {
     cfg: Config,
-    /// Bytes of a pull landed as one checkpoint ([`CHECKPOINT_BYTES`]).
-    checkpoint_bytes: u64,
-    keypair: Keypair,
-    node_id: String,
+    me: Identity,
     rng: Rng,
-    started: Instant,
     conns: BTreeMap<ConnId, Conn>,
     next_conn: ConnId,
-    next_msg: u64,
-    next_sync: u64,
-    dialers: BTreeMap<SocketAddr, Dialer>,
-    peers: BTreeMap<String, PeerRecord>,
-    conflicts: BTreeMap<(TimelineName, String), Conflict>,
-    announced: BTreeMap<TimelineName, ObjectId>,
-    waiters: Vec<SyncWaiter>,
-    connect_waiters: BTreeMap<ConnId, CommandId>,
-    next_auto_sync: Instant,
-    outputs: VecDeque<Output>,
-    stats: Stats,
-    last_rr: ConnId,
-    last_timeout_reason: Option<TimeoutReason>,
-    initialised: bool,
-    restart_pulls: bool,
-    refetch: Option<refetch::Refetch>,
+    /// What the node hands its owner ([`Outbox`]).
+    out: Outbox,
+    timers: Timers,
+    dialers: Dialers,
+    admission: admission::Admission,
+    puller: Puller,
+    server: Server,
     discovery: Option<Discovery>,
-    filter: NetworkFilter,
-    /// Merge seals being landed (auto_merge), by batch.
-    merges: BTreeMap<u64, (Conflict, ConnId)>,
-    /// Connections whose divergence was left undecided (see `start_merge`):
-    /// the next interval sync with them is forced.
-    redecide: BTreeSet<ConnId>,
-    /// Checkpoints of pulls being landed, by batch: the peer and the objects
-    /// with their children (for its [`sync::LandedRoots`]). Kept here, not in
-    /// the pull, so a checkpoint that lands after its pull was cut still counts.
-    checkpoints: BTreeMap<u64, (String, Landed)>,
-    /// Per peer, the roots of what landed from pulls that did not finish
-    /// (persisted through `StoreRequest::Resume`; read back on first use).
-    resume: BTreeMap<String, sync::LandedRoots>,
-    /// Addresses of nodes other peers told us about (`peer_discovery`), for
-    /// healing a split mesh.
-    heard: BTreeMap<String, (SocketAddr, Instant)>,
-    /// When a heard-of node may next be dialled.
-    heal_retry: BTreeMap<String, Instant>,
-    /// Token bucket for relayed bytes: (tokens, last refill).
-    relay_bucket: (f64, Instant),
     mesh: Option<crate::mesh::Mesh>,
-    /// Relays avoided until the given time (a routed session through them failed).
-    suspects: BTreeMap<String, Instant>,
-    /// When a routed session to a node may next be attempted.
-    routed_retry: BTreeMap<String, Instant>,
-    /// The latest `now` handed in, for internal closes of routed sessions.
-    last_now: Instant,
-    /// When routed sessions and healing are next reconsidered.
-    next_mesh_check: Instant,
-    /// When the next anti-entropy summary goes to a random neighbour.
-    next_summary: Instant,
-    /// Routed frames waiting for the `relay_rate` allowance: next hop,
-    /// header, data; and their total size.
-    relay_backlog: VecDeque<(ConnId, wire::RoutedHeader, Vec<u8>)>,
-    relay_backlog_bytes: usize,
-    /// Per-IP allowance of inbound connections, in millionths, and when it
-    /// was last topped up (see `accept_allowed`).
-    accept_buckets: BTreeMap<core::net::IpAddr, (u64, Instant)>,
-    /// The node-wide upload and download caps (`upload_rate`, `download_rate`);
-    /// each connection has its own per-peer buckets as well.
-    up_bucket: rate::Bucket,
-    down_bucket: rate::Bucket,
-    /// Whether (and how) every message is reported as [`Event::Message`].
+    /// Routed sessions and relaying ([`routed`]).
+    routed: Routed,
+}
+
+/// This node's static key and the id it gives (the key in hex).
+struct Identity {
+    keypair: Keypair,
+    node_id: String,
+}
+
+/// What the node reports to its owner: the outputs waiting to be polled,
+/// whether messages are traced into them, and the counters `status` shows.
+struct Outbox {
+    queue: VecDeque<Output>,
     trace: TraceMode,
-    /// Who is admitted, open invitations, refused keys.
-    trust: crate::trust::Trust,
-    /// An invitation being redeemed on our side (`Command::Join`).
-    joining: Option<admit::Joining>,
-    /// Unauthenticated inbound connections, and the frame memory budget.
-    pool: admission::Pool,
-    budget: budget::Budget,
+    stats: Stats,
 }
 
 impl Node {
-    /// A node with its configuration, static identity, random seed and the time now.
     /// Lands pulls in checkpoints of `bytes` (tests of interrupted
     /// transfers use small ones; see [`CHECKPOINT_BYTES`]).
     pub fn set_checkpoint_bytes(&mut self, bytes: u64) {
-        self.checkpoint_bytes = bytes.max(1);
+        self.puller.checkpoint_bytes = bytes.max(1);
     }
 
+    /// A node with its configuration, static identity, random seed and the
+    /// time now; [`start`](Node::start) it before feeding it inputs.
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
         let node_id = hex(&keypair.public);
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
         let mut node = Node {
-            next_auto_sync: now + cfg.sync_interval,
-            checkpoint_bytes: CHECKPOINT_BYTES,
+            timers: Timers::new(now, now + cfg.sync_interval),
             cfg,
-            keypair,
-            node_id,
+            me: Identity { keypair, node_id },
             rng: Rng::from_seed(seed),
-            started: now,
             conns: BTreeMap::new(),
             next_conn: 1,
-            next_msg: 1,
-            next_sync: 1,
-            dialers: BTreeMap::new(),
-            peers: BTreeMap::new(),
-            conflicts: BTreeMap::new(),
-            announced: BTreeMap::new(),
-            waiters: Vec::new(),
-            connect_waiters: BTreeMap::new(),
-            outputs: VecDeque::new(),
-            stats: Stats::default(),
-            last_rr: 0,
-            last_timeout_reason: None,
-            initialised: false,
-            restart_pulls: false,
-            refetch: None,
+            out: Outbox {
+                queue: VecDeque::new(),
+                trace: TraceMode::Off,
+                stats: Stats::default(),
+            },
+            dialers: Dialers::default(),
+            admission: admission::Admission::new(trust, Rng::from_seed(seed).child("pool", 0)),
+            puller: Puller::default(),
+            server: Server::new(now),
             discovery: None,
-            filter: NetworkFilter::default(),
-            merges: BTreeMap::new(),
-            redecide: BTreeSet::new(),
-            checkpoints: BTreeMap::new(),
-            resume: BTreeMap::new(),
             mesh: None,
-            heard: BTreeMap::new(),
-            heal_retry: BTreeMap::new(),
-            relay_bucket: (0.0, now),
-            suspects: BTreeMap::new(),
-            routed_retry: BTreeMap::new(),
-            last_now: now,
-            next_mesh_check: now,
-            next_summary: now,
-            relay_backlog: VecDeque::new(),
-            relay_backlog_bytes: 0,
-            accept_buckets: BTreeMap::new(),
-            up_bucket: rate::Bucket::new(0, now),
-            down_bucket: rate::Bucket::new(0, now),
-            trace: TraceMode::Off,
-            trust,
-            joining: None,
-            pool: admission::Pool::new(Default::default(), Rng::from_seed(seed).child("pool", 0)),
-            budget: budget::Budget::new(budget::DEFAULT_LIMIT),
+            routed: Routed::new(now),
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
         node
     }
 
+    /// Starts the node: reads what it announces from `store` and builds its
+    /// mesh. Call once, after [`Node::new`] and before any other input.
+    pub fn start(&mut self, now: Instant, store: &dyn Store) {
+        if self.mesh.is_some() {
+            return;
+        }
+        if let Ok(h) = store.heads() {
+            self.server.announced = h;
+        }
+        self.announce_local(now, store);
+        self.mesh_init(now, store);
+    }
+
+    /// Work an input made possible that needs the store: pulls waiting for a
+    /// slot (or a refetch turn) start before the input returns.
+    fn run_queued(&mut self, now: Instant, store: &dyn Store) {
+        if self.puller.restart {
+            self.start_queued_pulls_with(now, store);
+        }
+    }
+
     // ----- getters -----
 
     /// This node's id: its static public key in hex.
     pub fn node_id(&self) -> &str {
-        &self.node_id
+        &self.me.node_id
     }
 
     /// Turns message tracing on or off: with it on, every message sent or
     /// received is also reported as an [`Event::Message`] (for `p2p trace`).
     pub fn set_trace(&mut self, mode: TraceMode) {
-        self.trace = mode;
-    }
-
-    /// Reports a message for the trace, when tracing is on.
-    fn trace_message(
-        &mut self,
-        conn: ConnId,
-        dir: &'static str,
-        message: &Message,
-        msg_id: u64,
-        bytes: usize,
-    ) {
-        let peer = self.conns.get(&conn).and_then(|c| c.peer.as_ref());
-        if let Some(r) = trace_record(self.trace, conn, peer, dir, message, msg_id, bytes) {
-            self.emit(Event::Message(r));
-        }
+        self.out.trace = mode;
     }
 
     /// The configuration in force.
@@ -647,12 +214,12 @@ impl Node {
 
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.out.stats
     }
 
     /// When the node was created.
     pub fn started(&self) -> Instant {
-        self.started
+        self.timers.started
     }
 
     /// Every connection.
@@ -664,7 +231,7 @@ impl Node {
                 s.last_error = c
                     .peer
                     .as_ref()
-                    .and_then(|p| self.peers.get(p))
+                    .and_then(|p| self.puller.peers.get(p))
                     .and_then(|r| r.last_error.clone());
                 s
             })
@@ -673,33 +240,29 @@ impl Node {
 
     /// Per-peer sync state.
     pub fn peer_records(&self) -> &BTreeMap<String, PeerRecord> {
-        &self.peers
+        &self.puller.peers
     }
 
     /// Divergences seen and not since resolved by a later sync.
     pub fn conflicts(&self) -> Vec<Conflict> {
-        self.conflicts.values().cloned().collect()
+        self.puller.conflicts.values().cloned().collect()
     }
 
     /// Addresses the node keeps reconnecting to.
     pub fn known_addrs(&self) -> Vec<SocketAddr> {
-        self.dialers
-            .iter()
-            .filter(|(_, d)| !d.once)
-            .map(|(a, _)| *a)
-            .collect()
+        self.dialers.known_addrs()
     }
 
     /// Why the node last asked to be woken (for debugging).
     pub fn last_timeout_reason(&self) -> Option<TimeoutReason> {
-        self.last_timeout_reason
+        self.timers.last_reason
     }
 
     // ----- outputs -----
 
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(o) = self.outputs.pop_front() {
+        if let Some(o) = self.out.queue.pop_front() {
             return Some(o);
         }
         let (to, data) = self.discovery.as_mut()?.poll_datagram()?;
@@ -768,35 +331,14 @@ impl Node {
         }
     }
 
-    fn dial_discovered(&mut self, now: Instant, node: &str, addr: SocketAddr) {
-        let connected = self.has_session_with(node)
-            || self
-                .conns
-                .values()
-                .any(|c| c.state != ConnState::Closed && c.addr == addr);
-        if connected || self.peer_slots_used() >= self.cfg.max_peers {
-            return;
-        }
-        if let Some(d) = self.discovery.as_mut() {
-            d.mark_dialed(node, now);
-        }
-        if self.trust.admits(node).is_none() {
-            // Discovery is a hint about addresses of nodes we would accept;
-            // dialling anyone else would only hand our handshake to strangers.
-            tracing::debug!(peer = short(node), %addr, "not dialling a discovered node that is not trusted");
-            return;
-        }
-        tracing::info!(peer = short(node), %addr, "auto-connecting to a discovered peer");
-        self.dial(now, addr);
-    }
-
     fn configure_discovery(&mut self, now: Instant) {
         // `Config::validate` refuses a bad list; should an unchecked config
         // get here anyway, admit nobody rather than everybody.
-        self.filter = NetworkFilter::parse(&self.cfg.allowed_networks).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "invalid allowed_networks: admitting no address");
-            NetworkFilter::deny_all()
-        });
+        self.admission.filter =
+            NetworkFilter::parse(&self.cfg.allowed_networks).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "invalid allowed_networks: admitting no address");
+                NetworkFilter::deny_all()
+            });
         if !self.cfg.discovery {
             self.discovery = None;
             return;
@@ -818,7 +360,7 @@ impl Node {
             }
             None => {
                 let rng = self.rng.child("discovery", 0);
-                match Discovery::new(dc, self.node_id.clone(), self.cfg.port, rng, now) {
+                match Discovery::new(dc, self.me.node_id.clone(), self.cfg.port, rng, now) {
                     Ok(d) => self.discovery = Some(d),
                     Err(e) => tracing::warn!(error = %e, "discovery disabled"),
                 }
@@ -832,255 +374,6 @@ impl Node {
         };
         let digest = discovery::heads_digest(&store.heads().unwrap_or_default());
         d.set_local(vec![(store.repo_id().to_owned(), digest)], now);
-    }
-
-    /// The next deadline at which `handle_timeout` must be called.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let mut best: Option<(Instant, TimeoutReason)> = None;
-        let mut consider = |t: Instant, r: TimeoutReason| {
-            if best.is_none_or(|(b, _)| t < b) {
-                best = Some((t, r));
-            }
-        };
-        if !self.initialised {
-            consider(self.started, TimeoutReason::Reconnect);
-        }
-        if self.restart_pulls {
-            consider(self.started, TimeoutReason::QueuedSync);
-        }
-        if let Some(t) = self.discovery.as_ref().and_then(|d| d.poll_timeout()) {
-            consider(t, TimeoutReason::Discovery);
-        }
-        if let Some(t) = self.mesh.as_ref().and_then(|m| m.poll_timeout()) {
-            consider(t, TimeoutReason::Mesh);
-        }
-        if let Some(t) = self.relay_backlog_due() {
-            consider(t, TimeoutReason::Mesh);
-        }
-        for c in self.conns.values() {
-            match c.state {
-                ConnState::Dialing
-                | ConnState::Handshaking
-                | ConnState::Admission
-                | ConnState::Refusing
-                | ConnState::AwaitHello => {
-                    let due = admission::conn_deadline(c, self.cfg.handshake_timeout);
-                    consider(due, TimeoutReason::Handshake);
-                }
-                ConnState::Ready => {
-                    consider(c.next_ping, TimeoutReason::Heartbeat);
-                    consider(c.last_rx + self.lost_after(), TimeoutReason::PeerLost);
-                    if let Some(t) = self.rate_wake(c) {
-                        consider(t, TimeoutReason::RateLimit);
-                    }
-                    if let Some(p) = &c.pull {
-                        consider(
-                            p.last_progress + self.cfg.sync_timeout,
-                            TimeoutReason::SyncTimeout,
-                        );
-                    }
-                }
-                ConnState::Closed => {}
-            }
-        }
-        if self.cfg.auto_sync {
-            consider(self.next_auto_sync, TimeoutReason::AutoSync);
-        }
-        for d in self.dialers.values() {
-            if d.conn.is_none() && !d.is_self && !d.once {
-                consider(d.retry_at, TimeoutReason::Reconnect);
-            }
-        }
-        self.last_timeout_reason = best.map(|b| b.1);
-        best.map(|b| b.0)
-    }
-
-    /// Appends bytes to send on one connection to `buf` and returns that
-    /// connection, or `None` when no unblocked connection has anything to send.
-    /// Control messages go first, so heartbeats are never starved by bulk data.
-    pub fn poll_transmit(
-        &mut self,
-        now: Instant,
-        store: &dyn Store,
-        buf: &mut Vec<u8>,
-    ) -> Option<ConnId> {
-        self.last_now = self.last_now.max(now);
-        self.pump_routed(now, store);
-        let ids: Vec<ConnId> = self
-            .conns
-            .range(self.last_rr + 1..)
-            .chain(self.conns.range(..=self.last_rr))
-            .filter(|(_, c)| c.route.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        self.apply_rates(now);
-        for id in ids {
-            let produced = self.fill_transmit(now, id, store);
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            if c.out.len() == c.out_pos || c.blocked {
-                if c.state == ConnState::Refusing && c.ctrl.is_empty() && c.out.len() == c.out_pos {
-                    // The `refused` message is out: now close.
-                    let reason = c.refusing.take().unwrap_or_default();
-                    self.close(id, &format!("refused: {reason}"));
-                }
-                if produced.is_err() {
-                    continue;
-                }
-                continue;
-            }
-            let n = Self::sendable(c, &mut self.up_bucket, now).min(TRANSMIT_CHUNK);
-            if n == 0 {
-                // Bulk data waiting for the upload cap; `poll_timeout` wakes
-                // the owner when the allowance refills.
-                continue;
-            }
-            buf.extend_from_slice(&c.out[c.out_pos..c.out_pos + n]);
-            c.consume_out(n);
-            c.up.charge(n as u64, now);
-            self.up_bucket.charge(n as u64, now);
-            self.stats.bytes_out += n as u64;
-            self.last_rr = id;
-            return Some(id);
-        }
-        None
-    }
-
-    /// How many of a connection's pending bytes may go out now. Control
-    /// traffic always may, together with any bulk data queued ahead of it (the
-    /// bytes are encrypted in order, so a heartbeat behind an object frame can
-    /// only leave after it): the debt this leaves is paid back by holding the
-    /// next bulk data. Bulk data on its own waits for the upload allowance.
-    fn sendable(c: &mut Conn, global: &mut rate::Bucket, now: Instant) -> usize {
-        let pending = c.pending_out();
-        let bulk = c.bulk_pending();
-        if bulk == 0 || c.out.len() > c.bulk_end {
-            return pending;
-        }
-        if c.out_pos < c.bulk_start {
-            return c.bulk_start - c.out_pos;
-        }
-        let avail = c.up.available(now).min(global.available(now));
-        let need = (bulk as u64).min(rate::QUANTUM);
-        if avail >= need {
-            bulk.min(usize::try_from(avail).unwrap_or(usize::MAX))
-        } else {
-            0
-        }
-    }
-
-    /// The upload cap that applies to a connection's own bucket.
-    fn peer_caps(cfg: &Config, c: &Conn) -> (u64, u64) {
-        if c.route.is_some() {
-            // A routed session's bytes travel as frames on a neighbour's
-            // connection and are counted there.
-            return (0, 0);
-        }
-        match c.peer.as_deref() {
-            Some(p) => (cfg.peer_upload_cap(p), cfg.peer_download_cap(p)),
-            None => (cfg.peer_upload_rate, cfg.peer_download_rate),
-        }
-    }
-
-    /// Brings every bucket's rate in line with the configuration, so a rate
-    /// changed at run time (`SetConfig`) or a peer identified by its handshake
-    /// gets its cap at once.
-    fn apply_rates(&mut self, now: Instant) {
-        self.up_bucket.set_rate(self.cfg.upload_rate, now);
-        self.down_bucket.set_rate(self.cfg.download_rate, now);
-        for c in self.conns.values_mut() {
-            let (up, down) = Self::peer_caps(&self.cfg, c);
-            c.up.set_rate(up, now);
-            c.down.set_rate(down, now);
-        }
-    }
-
-    /// Applies the configured rates and tops every bucket up to `now`, so the
-    /// deadlines `poll_timeout` derives from them are fresh.
-    fn refill_rates(&mut self, now: Instant) {
-        self.apply_rates(now);
-        self.up_bucket.available(now);
-        self.down_bucket.available(now);
-        for c in self.conns.values_mut() {
-            c.up.available(now);
-            c.down.available(now);
-        }
-    }
-
-    /// Whether a connection's upload is capped (by its peer's cap or the node's).
-    fn upload_capped(&self, c: &Conn) -> bool {
-        c.route.is_none() && !(c.up.unlimited() && self.up_bucket.unlimited())
-    }
-
-    /// When a connection held back by a rate cap can move again: bulk data
-    /// waiting for upload tokens, or a socket the owner stopped reading.
-    fn rate_wake(&self, c: &Conn) -> Option<Instant> {
-        let mut wake: Option<Instant> = None;
-        let mut later = |t: Option<Instant>| {
-            if let Some(t) = t {
-                wake = Some(wake.map_or(t, |w| w.max(t)));
-            }
-        };
-        if self.upload_capped(c) && !c.blocked {
-            let bulk = c.bulk_pending();
-            let waiting = if bulk > 0 {
-                c.out.len() == c.bulk_end && c.out_pos >= c.bulk_start
-            } else {
-                !c.serving.is_empty()
-            };
-            if waiting {
-                let need = if bulk > 0 {
-                    (bulk as u64).min(rate::QUANTUM)
-                } else {
-                    rate::QUANTUM
-                };
-                later(c.up.ready_at(need));
-                later(self.up_bucket.ready_at(need));
-            }
-        }
-        let mut down: Option<Instant> = None;
-        for b in [&c.down, &self.down_bucket] {
-            if let Some(t) = b.ready_at(rate::QUANTUM) {
-                down = Some(down.map_or(t, |d: Instant| d.max(t)));
-            }
-        }
-        match (wake, down) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// How many bytes the owner may read from a connection's socket now:
-    /// `None` when no download cap applies, `Some(0)` when it should stop
-    /// reading until the next [`poll_timeout`](Node::poll_timeout). The core
-    /// cannot hold back a peer's bytes itself; the owner pausing the socket
-    /// lets TCP flow control slow the sender. Bytes handed to
-    /// [`handle_bytes`](Node::handle_bytes) are charged, so an owner that reads
-    /// a little more than allowed only borrows from the next allowance.
-    pub fn read_budget(&mut self, conn: ConnId, now: Instant) -> Option<usize> {
-        if self.budget_paused(conn) {
-            return Some(0);
-        }
-        let c = self.conns.get_mut(&conn)?;
-        let (_, down) = Self::peer_caps(&self.cfg, c);
-        c.down.set_rate(down, now);
-        self.down_bucket.set_rate(self.cfg.download_rate, now);
-        if c.down.unlimited() && self.down_bucket.unlimited() {
-            return None;
-        }
-        let avail = c.down.available(now).min(self.down_bucket.available(now));
-        if avail < rate::QUANTUM {
-            return Some(0);
-        }
-        Some(usize::try_from(avail).unwrap_or(usize::MAX))
-    }
-
-    /// Marks a connection's socket as full (or drained again).
-    pub fn set_blocked(&mut self, conn: ConnId, blocked: bool) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.blocked = blocked;
-        }
     }
 
     // ----- inputs -----
@@ -1127,8 +420,13 @@ impl Node {
 
     /// Bytes arrived on a connection.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
-        self.last_now = self.last_now.max(now);
-        self.stats.bytes_in += data.len() as u64;
+        self.receive(now, conn, data, store);
+        self.run_queued(now, store);
+    }
+
+    fn receive(&mut self, now: Instant, conn: ConnId, data: &[u8], store: &dyn Store) {
+        self.timers.last_now = self.timers.last_now.max(now);
+        self.out.stats.bytes_in += data.len() as u64;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -1138,7 +436,7 @@ impl Node {
         }
         // Download caps: what was read is charged (see `read_budget`).
         c.down.charge(data.len() as u64, now);
-        self.down_bucket.charge(data.len() as u64, now);
+        self.server.down.charge(data.len() as u64, now);
         c.last_rx = now;
         let Some(noise) = c.noise.as_mut() else {
             return self.violation(conn, "bytes before the connection was set up".into());
@@ -1169,7 +467,7 @@ impl Node {
                         self.on_message(now, conn, *env, bin, store)
                     }
                     Ok(Decoded::Unknown { kind, .. }) => {
-                        self.stats.unknown_messages += 1;
+                        self.out.stats.unknown_messages += 1;
                         tracing::debug!(conn, kind, "ignoring unknown message type");
                     }
                     Err(e) => return self.violation(conn, e.to_string()),
@@ -1180,14 +478,21 @@ impl Node {
         }
     }
 
-    /// A connection closed (or a dial failed).
-    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, reason: &str) {
-        self.last_now = self.last_now.max(now);
+    /// A connection closed (or a dial failed). Pulls that were waiting for
+    /// a slot it held start at once, from `store`.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, reason: &str, store: &dyn Store) {
+        self.closed(now, conn, reason);
+        self.run_queued(now, store);
+    }
+
+    /// Forgets a closed connection; what it frees is taken by `run_queued`.
+    fn closed(&mut self, now: Instant, conn: ConnId, reason: &str) {
+        self.timers.last_now = self.timers.last_now.max(now);
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
         };
         self.forget_buffers(conn);
-        self.redecide.remove(&conn);
+        self.puller.redecide.remove(&conn);
         if c.was_ready && c.route.is_none() {
             self.update_links(now);
         }
@@ -1196,7 +501,7 @@ impl Node {
         if let Some(pull) = c.pull.take() {
             self.end_pull(now, &c, pull, Err(format!("connection closed: {reason}")));
         }
-        if let Some(cmd) = self.connect_waiters.remove(&conn) {
+        if let Some(cmd) = self.dialers.connect_waiters.remove(&conn) {
             self.done(
                 cmd,
                 false,
@@ -1210,22 +515,12 @@ impl Node {
         let mut ready_before = false;
         if let Some(peer) = &c.peer {
             ready_before = c.was_ready;
-            if let Some(r) = self.peers.get_mut(peer) {
+            if let Some(r) = self.puller.peers.get_mut(peer) {
                 r.last_seen = Some(now);
             }
         }
-        for (addr, d) in self.dialers.iter_mut() {
-            if d.conn == Some(conn) {
-                d.conn = None;
-                if !ready_before {
-                    d.failures = d.failures.saturating_add(1);
-                }
-                let delay = backoff(&self.cfg, d.failures, &mut self.rng);
-                d.retry_at = now + delay;
-                tracing::debug!(%addr, ?delay, "will redial");
-            }
-        }
-        self.dialers.retain(|_, d| !(d.once && d.conn.is_none()));
+        self.dialers
+            .closed(conn, ready_before, now, &self.cfg, &mut self.rng);
         if c.was_ready || !was_closed {
             self.emit(Event::PeerDisconnected {
                 peer: c.peer.clone(),
@@ -1233,109 +528,17 @@ impl Node {
                 reason: reason.to_owned(),
             });
         }
-        self.start_queued_pulls(now);
-    }
-
-    /// Time passed; does whatever is due.
-    pub fn handle_timeout(&mut self, now: Instant, store: &dyn Store) {
-        if !self.initialised {
-            self.initialised = true;
-            if let Ok(h) = store.heads() {
-                self.announced = h;
-            }
-            self.announce_local(now, store);
-            self.mesh_init(now, store);
-        }
-        self.last_now = self.last_now.max(now);
-        self.refill_rates(now);
-        self.mesh_timeout(now, store);
-        if let Some(d) = self.discovery.as_mut() {
-            d.handle_timeout(now);
-            let candidates = d.dial_candidates(now);
-            for (node, addr) in candidates {
-                self.dial_discovered(now, &node, addr);
-            }
-        }
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        let lost_after = self.lost_after();
-        for id in ids {
-            let Some(c) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            match c.state {
-                ConnState::Dialing
-                | ConnState::Handshaking
-                | ConnState::Admission
-                | ConnState::Refusing
-                | ConnState::AwaitHello => {
-                    if now >= admission::conn_deadline(c, self.cfg.handshake_timeout) {
-                        self.close(id, "handshake timed out");
-                    }
-                }
-                ConnState::Ready => {
-                    if now >= c.last_rx + lost_after {
-                        self.close(id, "peer lost: no traffic for too many heartbeat intervals");
-                        continue;
-                    }
-                    if let Some(p) = &c.pull
-                        && now >= p.last_progress + self.cfg.sync_timeout
-                    {
-                        self.close(id, "sync timed out");
-                        continue;
-                    }
-                    if now >= c.next_ping {
-                        let seq = self.rng.next_u64() >> 11;
-                        if let Some(c) = self.conns.get_mut(&id) {
-                            c.ping = Some((seq, now));
-                            c.next_ping = now + self.cfg.heartbeat_interval;
-                        }
-                        self.send(
-                            now,
-                            id,
-                            Message::Heartbeat(wire::Heartbeat {
-                                ping: Some(seq),
-                                pong: None,
-                            }),
-                        );
-                    }
-                }
-                ConnState::Closed => {}
-            }
-        }
-        if self.cfg.auto_sync && now >= self.next_auto_sync {
-            self.next_auto_sync = now + self.cfg.sync_interval;
-            self.announce_heads(now, store);
-            let ready: Vec<ConnId> = self.ready_conns().collect();
-            for id in ready {
-                // Where a decision was left undone (a merge skipped because
-                // the head moved, or its landing failed), pull even though
-                // nothing is new, so the strategy decides again.
-                let again = self.redecide.remove(&id);
-                self.request_pull(now, id, store, again);
-            }
-        }
-        if self.restart_pulls {
-            self.start_queued_pulls_with(now, store);
-        }
-        let due: Vec<SocketAddr> = self
-            .dialers
-            .iter()
-            .filter(|(_, d)| d.conn.is_none() && !d.is_self && !d.once && now >= d.retry_at)
-            .map(|(a, _)| *a)
-            .collect();
-        for addr in due {
-            if self.dial(now, addr).is_none() {
-                // No room (max_peers): try again later rather than at once.
-                let delay = backoff(&self.cfg, 0, &mut self.rng);
-                if let Some(d) = self.dialers.get_mut(&addr) {
-                    d.retry_at = now + delay;
-                }
-            }
-        }
+        // Its pull slot, if it had one, is free: `run_queued` fills it.
+        self.puller.restart = true;
     }
 
     /// A user command.
     pub fn handle_command(&mut self, now: Instant, id: CommandId, cmd: Command, store: &dyn Store) {
+        self.command(now, id, cmd, store);
+        self.run_queued(now, store);
+    }
+
+    fn command(&mut self, now: Instant, id: CommandId, cmd: Command, store: &dyn Store) {
         match cmd {
             Command::Connect(addr) => {
                 if let Some(conn) = self.connected_to(addr) {
@@ -1348,7 +551,7 @@ impl Node {
                 }
                 match self.dial_once(now, addr) {
                     Some(conn) => {
-                        self.connect_waiters.insert(conn, id);
+                        self.dialers.connect_waiters.insert(conn, id);
                     }
                     None => self.done(
                         id,
@@ -1374,15 +577,7 @@ impl Node {
                 self.done(id, true, format!("disconnected from {}", short(&peer)));
             }
             Command::AddPeer(addr) => {
-                let entry = self.dialers.entry(addr).or_insert(Dialer {
-                    conn: None,
-                    failures: 0,
-                    retry_at: now,
-                    once: false,
-                    is_self: false,
-                });
-                entry.once = false;
-                entry.retry_at = now;
+                self.dialers.remember(addr, now);
                 let s = addr.to_string();
                 if !self.cfg.known_peers.contains(&s) {
                     self.cfg.known_peers.push(s);
@@ -1395,8 +590,7 @@ impl Node {
                 self.cfg
                     .known_peers
                     .retain(|k| k.parse::<SocketAddr>() != Ok(addr) && *k != s);
-                let removed =
-                    self.dialers.remove(&addr).is_some() || before != self.cfg.known_peers.len();
+                let removed = self.dialers.forget(addr) || before != self.cfg.known_peers.len();
                 if removed {
                     self.done(id, true, format!("removed {addr}"));
                 } else {
@@ -1423,7 +617,7 @@ impl Node {
                     self.done(id, false, what);
                     return;
                 }
-                self.waiters.push(SyncWaiter {
+                self.puller.waiters.push(SyncWaiter {
                     id,
                     remaining: targets.iter().copied().collect(),
                     failed: Vec::new(),
@@ -1445,9 +639,9 @@ impl Node {
                 self.cfg = *cfg;
                 self.apply_rates(now);
                 if self.cfg.auto_sync
-                    && (!auto_was || self.next_auto_sync > now + self.cfg.sync_interval)
+                    && (!auto_was || self.timers.next_auto_sync > now + self.cfg.sync_interval)
                 {
-                    self.next_auto_sync = now + self.cfg.sync_interval;
+                    self.timers.next_auto_sync = now + self.cfg.sync_interval;
                 }
                 self.sync_known_peers(now);
                 self.configure_discovery(now);
@@ -1478,7 +672,8 @@ impl Node {
         }
     }
 
-    /// The owner finished a store write the node asked for.
+    /// The owner finished a store write the node asked for. The batch's
+    /// purpose is one look-up in the puller's registry.
     pub fn handle_store_done(
         &mut self,
         now: Instant,
@@ -1486,8 +681,21 @@ impl Node {
         result: Result<Vec<UpdateResult>, StoreError>,
         store: &dyn Store,
     ) {
-        if let Some((conflict, conn)) = self.merges.remove(&batch) {
-            self.merge_landed(now, conn, conflict, result, store);
+        self.store_done(now, batch, result, store);
+        self.run_queued(now, store);
+    }
+
+    fn store_done(
+        &mut self,
+        now: Instant,
+        batch: u64,
+        result: Result<Vec<UpdateResult>, StoreError>,
+        store: &dyn Store,
+    ) {
+        if let Some(Batch::Merge { .. }) = self.puller.batch(batch) {
+            if let Some(Batch::Merge { conflict, conn }) = self.puller.take(batch) {
+                self.merge_landed(now, conn, conflict, result, store);
+            }
             return;
         }
         if let Err(StoreError::Invalid(reason)) = &result
@@ -1495,261 +703,36 @@ impl Node {
         {
             return;
         }
-        if let Some(checkpoint) = self.checkpoints.remove(&batch) {
-            return self.checkpoint_landed(now, batch, checkpoint, result, store);
-        }
-        let Some(conn) = self
-            .conns
-            .values()
-            .find(|c| {
-                c.pull
-                    .as_ref()
-                    .is_some_and(|p| p.batch == batch && p.state == PullState::Landing)
-            })
-            .map(|c| c.id)
-        else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Some(pull) = c.pull.take() else { return };
-        let peer = c.peer.clone().unwrap_or_default();
-        match result {
-            Err(e) => {
-                let c = &self.conns[&conn];
-                let snapshot = c.snapshot();
-                self.end_pull_with(now, &snapshot, pull, Err(format!("store: {e}")));
-            }
-            Ok(results) => {
-                let mut retry = false;
-                // Timelines whose head update lost its compare-and-set (another
-                // landing moved the head in between): the peer's head there was
-                // not decided, so it must not count as seen. Otherwise the
-                // retry below, and every later interval sync, would find
-                // nothing to do (the objects are here, the head "seen") and the
-                // node would stay on the older head for good.
-                let moved: Vec<TimelineName> = pull
-                    .updates
-                    .iter()
-                    .zip(results.iter())
-                    .filter_map(|(u, r)| match (&u.name, r) {
-                        (RefName::Timeline(t), UpdateResult::Moved(_)) => Some(t.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                for (u, r) in pull.updates.iter().zip(results.iter()) {
-                    match (&u.name, r) {
-                        (RefName::Timeline(t), UpdateResult::Applied) => {
-                            if u.expected.is_none() {
-                                self.peers
-                                    .entry(peer.clone())
-                                    .or_default()
-                                    .timelines_created += 1;
-                            }
-                            self.emit(Event::TimelineUpdated {
-                                timeline: t.clone(),
-                                old: u.expected,
-                                new: u.new,
-                                peer: peer.clone(),
-                            });
-                            self.conflicts.remove(&(t.clone(), peer.clone()));
-                        }
-                        (RefName::Tracking { timeline, .. }, UpdateResult::Applied) => {
-                            self.tracking_landed(&peer, timeline, u.new)
-                        }
-                        (RefName::Kept { .. }, UpdateResult::Applied) => {}
-                        (_, UpdateResult::Moved(_)) => retry = true,
-                    }
-                }
-                if let Some(rec) = self.peers.get_mut(&peer) {
-                    for t in moved {
-                        rec.heads_seen.remove(&t);
-                    }
-                }
-                for conflict in &pull.conflicts {
-                    let key = (conflict.timeline.clone(), peer.clone());
-                    if self.conflicts.get(&key) != Some(conflict) {
-                        self.stats.conflicts += 1;
-                        self.conflicts.insert(key, conflict.clone());
-                        self.emit(Event::ConflictDetected {
-                            timeline: conflict.timeline.clone(),
-                            local: conflict.local,
-                            remote: conflict.remote,
-                            base: conflict.base,
-                            peer: peer.clone(),
-                        });
-                    }
-                }
-                for (conflict, head) in &pull.resolved {
-                    self.conflicts
-                        .remove(&(conflict.timeline.clone(), peer.clone()));
-                    self.tell_resolution(now, conn, store, conflict, *head);
-                }
-                // Everything the peer offered has landed, under its heads or
-                // tracking names: nothing is left to resume.
-                if pull.refetch.is_none()
-                    && self.resume.remove(&peer).is_some_and(|r| !r.is_empty())
+        match self.puller.batch(batch) {
+            Some(Batch::Checkpoint { .. }) => {
+                if let Some(Batch::Checkpoint {
+                    conn,
+                    peer,
+                    objects,
+                }) = self.puller.take(batch)
                 {
-                    self.outputs.push_back(Output::Store(StoreRequest::Resume {
-                        peer: peer.clone(),
-                        roots: Vec::new(),
-                    }));
-                }
-                let merges = pull.merges.clone();
-                let snapshot = self.conns[&conn].snapshot();
-                self.end_pull_with(now, &snapshot, pull, Ok(()));
-                for m in merges {
-                    self.start_merge(now, conn, m, store);
-                }
-                self.announce_heads(now, store);
-                if retry {
-                    self.request_pull(now, conn, store, false);
+                    self.checkpoint_landed(now, batch, conn, (peer, objects), result, store);
                 }
             }
+            Some(Batch::Pull(conn)) => {
+                let conn = *conn;
+                // A failed `Put` answered while the pull still receives is
+                // not its landing: the `Land` answer is still to come.
+                let landing = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.pull.as_ref())
+                    .is_some_and(|p| p.batch == batch && p.state == PullState::Landing);
+                if landing {
+                    self.puller.take(batch);
+                    self.pull_landed(now, conn, result, store);
+                }
+            }
+            _ => {}
         }
-        self.start_queued_pulls_with(now, store);
     }
 
     // ----- internals -----
-
-    /// Tells the peer how a divergence with it was resolved, so it adopts the
-    /// same head at once instead of at its next sync.
-    fn tell_resolution(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        store: &dyn Store,
-        c: &Conflict,
-        head: ObjectId,
-    ) {
-        let strategy = conflict::strategy_for(
-            &c.timeline,
-            self.cfg.conflict_strategy,
-            &self.cfg.timeline_strategies,
-        );
-        let name = serde_json::to_value(strategy)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        self.emit(Event::ConflictResolved {
-            timeline: c.timeline.clone(),
-            strategy: name.clone(),
-            head,
-            peer: c.peer.clone(),
-        });
-        if self
-            .conns
-            .get(&conn)
-            .is_some_and(|x| x.state == ConnState::Ready)
-        {
-            self.send(
-                now,
-                conn,
-                Message::ConflictResolve(wire::ConflictResolve {
-                    repo: store.repo_id().to_owned(),
-                    timeline: c.timeline.clone(),
-                    local: c.local,
-                    remote: c.remote,
-                    strategy: name,
-                    resolution: Some(head),
-                }),
-            );
-        }
-    }
-
-    /// Builds the deterministic merge of a divergence and asks the store to land
-    /// it; a merge that is not clean is recorded for the user instead.
-    fn start_merge(&mut self, now: Instant, conn: ConnId, c: Conflict, store: &dyn Store) {
-        // The head may have moved since the divergence was seen.
-        let current = store.heads().ok().and_then(|h| h.get(&c.timeline).copied());
-        if current != Some(c.local) {
-            // Decide again against the new head at the next interval sync.
-            self.redecide.insert(conn);
-            return;
-        }
-        match conflict::auto_merge(store, &c.local, &c.remote) {
-            Ok(Some(m)) => {
-                let batch = self.next_sync;
-                self.next_sync += 1;
-                self.outputs.push_back(Output::Store(StoreRequest::Put {
-                    batch,
-                    objects: m.objects,
-                    blobs: Vec::new(),
-                    forms: Vec::new(),
-                }));
-                self.outputs.push_back(Output::Store(StoreRequest::Land {
-                    batch,
-                    updates: vec![HeadUpdate {
-                        name: RefName::Timeline(c.timeline.clone()),
-                        expected: Some(c.local),
-                        new: m.seal,
-                    }],
-                }));
-                let mut c = c;
-                c.remote = m.seal;
-                self.merges.insert(batch, (c, conn));
-            }
-            Ok(None) => self.record_conflict(c),
-            Err(e) => {
-                tracing::warn!(timeline = %c.timeline, error = %e, "automatic merge failed; recording the conflict");
-                self.record_conflict(c);
-            }
-        }
-        let _ = now;
-    }
-
-    fn record_conflict(&mut self, conflict: Conflict) {
-        let key = (conflict.timeline.clone(), conflict.peer.clone());
-        if self.conflicts.get(&key) != Some(&conflict) {
-            self.stats.conflicts += 1;
-            self.emit(Event::ConflictDetected {
-                timeline: conflict.timeline.clone(),
-                local: conflict.local,
-                remote: conflict.remote,
-                base: conflict.base,
-                peer: conflict.peer.clone(),
-            });
-            self.conflicts.insert(key, conflict);
-        }
-    }
-
-    fn merge_landed(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        c: Conflict,
-        result: Result<Vec<UpdateResult>, StoreError>,
-        store: &dyn Store,
-    ) {
-        match result {
-            Ok(r) if r.first() == Some(&UpdateResult::Applied) => {
-                self.conflicts.remove(&(c.timeline.clone(), c.peer.clone()));
-                self.emit(Event::TimelineUpdated {
-                    timeline: c.timeline.clone(),
-                    old: Some(c.local),
-                    new: c.remote,
-                    peer: c.peer.clone(),
-                });
-                let merge = c.remote;
-                self.tell_resolution(now, conn, store, &c, merge);
-                self.announce_heads(now, store);
-            }
-            Ok(_) => {
-                // The head moved meanwhile; the next sync decides again.
-                self.restart_pulls = true;
-                self.redecide.insert(conn);
-            }
-            Err(e) => {
-                tracing::warn!(timeline = %c.timeline, error = %e, "landing a merge failed; retrying at the next interval sync");
-                self.redecide.insert(conn);
-            }
-        }
-    }
-
-    fn lost_after(&self) -> Duration {
-        self.cfg.heartbeat_interval * self.cfg.heartbeat_misses
-    }
 
     fn alloc_conn(&mut self) -> ConnId {
         let id = self.next_conn;
@@ -1781,67 +764,15 @@ impl Node {
         let rng = self.rng.child("session", conn);
         Session::new(
             role,
-            &self.keypair,
+            &self.me.keypair,
             rng,
             self.cfg.encryption,
             b"ivaldi".to_vec(),
         )
     }
 
-    fn sync_known_peers(&mut self, now: Instant) {
-        for k in self.cfg.known_peers.clone() {
-            match k.parse::<SocketAddr>() {
-                Ok(addr) => {
-                    let d = self.dialers.entry(addr).or_insert(Dialer {
-                        conn: None,
-                        failures: 0,
-                        retry_at: now,
-                        once: false,
-                        is_self: false,
-                    });
-                    d.once = false;
-                }
-                Err(_) => tracing::warn!(peer = %k, "ignoring known peer that is not ip:port"),
-            }
-        }
-    }
-
-    /// Dials `addr` for a command: not redialled later unless it is a known peer.
-    fn dial_once(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        let conn = self.dial(now, addr)?;
-        if let Some(d) = self.dialers.get_mut(&addr)
-            && d.conn == Some(conn)
-            && !self.cfg.known_peers.iter().any(|k| k.parse() == Ok(addr))
-        {
-            d.once = true;
-        }
-        Some(conn)
-    }
-
-    fn dial(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        if self.peer_slots_used() >= self.cfg.max_peers
-            || self.pending_dials() >= admission::MAX_PENDING_DIALS
-        {
-            return None;
-        }
-        let id = self.alloc_conn();
-        let (hb, max) = (self.cfg.heartbeat_interval, admission::PRE_ADMISSION_FRAME);
-        let c = Conn::new(id, addr, Direction::Outbound, now, hb, max);
-        self.conns.insert(id, c);
-        let d = self.dialers.entry(addr).or_insert(Dialer {
-            conn: None,
-            failures: 0,
-            retry_at: now,
-            once: true,
-            is_self: false,
-        });
-        d.conn = Some(id);
-        self.outputs.push_back(Output::Dial { conn: id, addr });
-        Some(id)
-    }
-
     fn emit(&mut self, e: Event) {
-        self.outputs.push_back(Output::Event(e));
+        self.out.queue.push_back(Output::Event(e));
     }
 
     fn done(&mut self, id: CommandId, ok: bool, message: String) {
@@ -1866,22 +797,22 @@ impl Node {
             // A routed session has no socket: it is gone as soon as it is closed.
             // One that died on its own (stalled, lost) blames its relays, so the
             // next session tries another path.
-            let now = self.last_now;
+            let now = self.timers.last_now;
             if !reason.starts_with("duplicate") && !reason.contains("by the user") {
                 self.suspect_path(now, conn);
             }
-            self.handle_closed(now, conn, reason);
+            self.closed(now, conn, reason);
             return;
         }
-        self.outputs.push_back(Output::Close {
+        self.out.queue.push_back(Output::Close {
             conn,
             reason: reason.to_owned(),
         });
     }
 
     fn violation(&mut self, conn: ConnId, reason: String) {
-        self.stats.violations += 1;
-        let now = self.last_now;
+        self.out.stats.violations += 1;
+        let now = self.timers.last_now;
         self.suspect_path(now, conn);
         let peer = self.conns.get(&conn).and_then(|c| c.peer.clone());
         tracing::warn!(conn, peer = peer.as_deref().map(short), %reason, "protocol violation");
@@ -1892,1495 +823,6 @@ impl Node {
         });
         self.close(conn, &format!("protocol violation: {reason}"));
     }
-
-    /// Queues a message on a connection (encrypted when `poll_transmit` runs).
-    fn send(&mut self, now: Instant, conn: ConnId, message: Message) {
-        self.send_with(now, conn, message, &[]);
-    }
-
-    fn send_with(&mut self, now: Instant, conn: ConnId, message: Message, binary: &[u8]) {
-        if !self.conns.contains_key(&conn) {
-            return;
-        }
-        let json = wire::encode_message(&message);
-        self.send_encoded(now, conn, &message, &json, binary);
-    }
-
-    /// Queues `message`, already serialised as `json` (see
-    /// [`wire::encode_message`]): a message flooded to several peers is
-    /// serialised once.
-    fn send_encoded(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        message: &Message,
-        json: &[u8],
-        binary: &[u8],
-    ) {
-        let id = self.next_msg;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        self.next_msg += 1;
-        let kind = message.type_name();
-        let mut frame = Vec::new();
-        wire::encode_frame_with(id, &self.node_id, now.as_micros(), json, binary, &mut frame);
-        *self
-            .stats
-            .bytes_out_by_type
-            .entry(kind.to_owned())
-            .or_default() += frame.len() as u64;
-        let len = frame.len();
-        c.ctrl.push_back(frame);
-        let queued = c.queued();
-        *self.stats.messages_out.entry(kind.to_owned()).or_default() += 1;
-        self.trace_message(conn, "out", message, id, len);
-        // Object data is produced only when the socket has room, but replies
-        // (pongs, refusals, topology) are queued whatever happens: a peer that
-        // keeps asking and never reads would grow this without bound.
-        let limit = (self.cfg.max_message_size as usize)
-            .saturating_mul(2)
-            .max(MAX_QUEUED_MIN);
-        if queued > limit {
-            self.stats.queue_overflows += 1;
-            self.close(
-                conn,
-                &format!("peer is not reading: {queued} bytes queued for it (limit {limit})"),
-            );
-        }
-    }
-
-    fn on_established(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        store: &dyn Store,
-    ) -> Result<(), String> {
-        let own = self.keypair.public;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return Ok(());
-        };
-        let Some(remote) = c.noise.as_ref().and_then(|n| n.remote_static()) else {
-            return Err("handshake finished without a peer key".into());
-        };
-        if remote == own {
-            let addr = c.addr;
-            if let Some(d) = self.dialers.get_mut(&addr) {
-                d.is_self = true;
-            }
-            return Err("connected to itself".into());
-        }
-        let peer = hex(&remote);
-        match &c.route {
-            Some(r) if r.dst != peer => {
-                return Err(format!(
-                    "routed session to {} was answered by {}",
-                    short(&r.dst),
-                    short(&peer)
-                ));
-            }
-            None if self
-                .cfg
-                .no_direct
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(&peer)) =>
-            {
-                return Err(format!(
-                    "no direct connection with {} (no_direct)",
-                    short(&peer)
-                ));
-            }
-            _ => {}
-        }
-        c.peer = Some(peer.clone());
-        c.state = ConnState::AwaitHello;
-        if self.admit_established(now, conn, &peer) {
-            self.send_hello(now, conn, &peer, store);
-        }
-        Ok(())
-    }
-
-    /// What `peer` may do with `timeline` (see [`crate::access`]).
-    fn access(&self, peer: &str, timeline: &TimelineName) -> Access {
-        let whole = self.trust.admits(peer).unwrap_or(Access::None);
-        if self.cfg.access.is_empty() {
-            return whole;
-        }
-        whole.min(access::access_for(
-            &self.cfg.access,
-            &self.cfg.peer_groups,
-            peer,
-            timeline.as_str(),
-        ))
-    }
-
-    /// Records a head a peer announced for a timeline it may not write.
-    fn refuse_head(&mut self, peer: &str, timeline: TimelineName, head: ObjectId) {
-        self.stats.access_refused += 1;
-        let what = format!("head {head} for {timeline}, which it may not write");
-        tracing::warn!(peer = short(peer), "refused {what}");
-        self.emit(Event::AccessRefused {
-            peer: peer.to_owned(),
-            timeline: Some(timeline),
-            what,
-        });
-    }
-
-    fn hello(&self, store: &dyn Store, peer: &str) -> wire::Handshake {
-        let mut heads = store.heads().unwrap_or_default();
-        heads.retain(|t, _| self.access(peer, t) >= Access::Read);
-        let features = FEATURES
-            .iter()
-            .filter(|f| **f != "lz4" || self.cfg.compression)
-            .filter(|f| !self.cfg.features_off.iter().any(|o| o == *f))
-            .map(|f| (*f).to_owned())
-            .collect();
-        wire::Handshake {
-            versions: vec![PROTOCOL_VERSION],
-            listen_port: self.cfg.port,
-            repos: vec![wire::RepoAdvert {
-                id: store.repo_id().to_owned(),
-                heads,
-            }],
-            features,
-            agent: concat!("ivaldi/", env!("CARGO_PKG_VERSION")).to_owned(),
-            conflict: Some(wire::StrategyAdvert {
-                default: self.cfg.conflict_strategy,
-                timelines: self.cfg.timeline_strategies.clone(),
-            }),
-        }
-    }
-
-    fn on_message(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        env: Envelope,
-        bin: Vec<u8>,
-        store: &dyn Store,
-    ) {
-        let kind = env.message.type_name();
-        *self.stats.messages_in.entry(kind.to_owned()).or_default() += 1;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if env.id <= c.last_msg_id {
-            self.stats.duplicate_messages += 1;
-            return;
-        }
-        c.last_msg_id = env.id;
-        if c.peer.as_deref() != Some(env.from.as_str()) {
-            return self.violation(
-                conn,
-                format!("message claims to be from {}", short(&env.from)),
-            );
-        }
-        let ready = c.state == ConnState::Ready;
-        match c.state {
-            ConnState::Refusing => return,
-            ConnState::Admission => {
-                return self.on_admission_message(now, conn, env.message, store);
-            }
-            _ => {}
-        }
-        match env.message {
-            Message::Refused(r) => self.on_refused(conn, r),
-            // A newcomer already trusted here redeems for nothing.
-            Message::Redeem(_) if c.state == ConnState::AwaitHello => {}
-            Message::Redeem(_) => self.violation(conn, "redeem after the handshake".into()),
-            Message::Handshake(h) if c.state == ConnState::AwaitHello => {
-                self.on_hello(now, conn, h, store)
-            }
-            Message::Handshake(_) => self.violation(conn, "second handshake".into()),
-            _ if !ready => self.violation(conn, format!("{kind} before the handshake")),
-            Message::Heartbeat(hb) => {
-                if let Some(seq) = hb.ping {
-                    self.send(
-                        now,
-                        conn,
-                        Message::Heartbeat(wire::Heartbeat {
-                            ping: None,
-                            pong: Some(seq),
-                        }),
-                    );
-                }
-                if let Some(seq) = hb.pong
-                    && let Some(c) = self.conns.get_mut(&conn)
-                    && let Some((want, sent)) = c.ping
-                    && want == seq
-                {
-                    c.rtt = Some(now.saturating_since(sent));
-                    c.ping = None;
-                    let direct = c.route.is_none();
-                    if direct {
-                        self.update_links(now);
-                    }
-                }
-            }
-            Message::TimelineUpdate(u) => {
-                self.on_remote_head(now, conn, &u.repo, u.timeline, u.head, store)
-            }
-            Message::SealBroadcast(b) => {
-                self.on_remote_head(now, conn, &b.repo, b.timeline, b.seal, store)
-            }
-            Message::SyncRequest(r) => self.on_sync_request(now, conn, r, store),
-            Message::SyncResponse(r) => self.on_sync_response(now, conn, r, store),
-            Message::Objects(h) => self.on_objects(now, conn, h, &bin, store),
-            Message::SyncComplete(s) => self.on_sync_complete(now, conn, s, store),
-            Message::ConflictResolve(r) => {
-                // A peer resolved a divergence with us: its result is its new head.
-                if let Some(head) = r.resolution {
-                    self.on_remote_head(now, conn, &r.repo, r.timeline, head, store);
-                }
-            }
-            Message::Topology(lsa) => self.on_lsa(now, conn, lsa, store),
-            Message::TopologySummary(summary) => self.on_topology_summary(now, conn, summary),
-            Message::Routed(h) => self.on_routed(now, conn, h, bin, store),
-            Message::PeerDiscovery(list) => self.on_peer_list(now, list),
-        }
-    }
-
-    fn on_hello(&mut self, now: Instant, conn: ConnId, h: wire::Handshake, store: &dyn Store) {
-        if !h.versions.contains(&PROTOCOL_VERSION) {
-            return self.close(
-                conn,
-                &format!("no common protocol version (peer speaks {:?})", h.versions),
-            );
-        }
-        let repo = store.repo_id().to_owned();
-        let restricted = self.access_restricted();
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Some(peer) = c.peer.clone() else { return };
-        c.state = ConnState::Ready;
-        c.was_ready = true;
-        // Ping at once, so the round-trip time is known from the start.
-        c.next_ping = now;
-        c.lz4 = self.cfg.compression
-            && !self.cfg.features_off.iter().any(|f| f == "lz4")
-            && h.features.iter().any(|f| f == "lz4");
-        c.zdelta = !self.cfg.features_off.iter().any(|f| f == thin::FEATURE)
-            && h.features.iter().any(|f| f == thin::FEATURE);
-        c.remote_features = h.features.clone();
-        c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
-        c.remote_repos = h.repos.iter().map(|r| r.id.clone()).collect();
-        c.remote_strategy = h.conflict.clone();
-        // Where the peer can be dialled: the address we dialled, or its source
-        // address with the port it says it listens on.
-        c.dial_addr = match (c.direction, c.route.is_some(), h.listen_port) {
-            (_, true, _) | (Direction::Inbound, _, 0) => None,
-            (Direction::Outbound, false, _) => Some(c.addr),
-            (Direction::Inbound, false, port) => Some(SocketAddr::new(c.addr.ip(), port)),
-        };
-        let mut refused = Vec::new();
-        if let Some(advert) = h.repos.iter().find(|r| r.id == repo) {
-            c.shares_repo = true;
-            c.remote_heads = advert.heads.clone();
-            if restricted {
-                let mut heads = core::mem::take(&mut c.remote_heads);
-                heads.retain(|t, h| {
-                    let ok = self.access(&peer, t) == Access::Write;
-                    if !ok {
-                        refused.push((t.clone(), *h));
-                    }
-                    ok
-                });
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.remote_heads = heads;
-                }
-            }
-        }
-        for (t, h) in refused {
-            self.refuse_head(&peer, t, h);
-        }
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let addr = c.addr;
-        let direction = c.direction;
-        // Two connections to one peer (both dialled at once): keep the one opened by
-        // the node with the smaller id, which both ends compute alike.
-        let initiator = |c: &Conn| match c.direction {
-            Direction::Outbound => self.node_id.clone(),
-            Direction::Inbound => c.peer.clone().unwrap_or_default(),
-        };
-        let mine = initiator(&self.conns[&conn]);
-        let dup = self
-            .conns
-            .values()
-            .find(|o| {
-                o.id != conn
-                    && o.state == ConnState::Ready
-                    && o.peer.as_deref() == Some(peer.as_str())
-            })
-            .map(|o| (o.id, initiator(o), o.route.is_some()));
-        let new_routed = self.conns[&conn].route.is_some();
-        if let Some((other, their_init, other_routed)) = dup {
-            // A direct connection always beats a routed session to the same peer.
-            let keep_new = if new_routed != other_routed {
-                !new_routed
-            } else {
-                mine < their_init || (mine == their_init && conn < other)
-            };
-            let loser = if keep_new { other } else { conn };
-            let winner = if keep_new { conn } else { other };
-            self.close(loser, "duplicate connection to the same peer");
-            // A Connect whose own dial lost the tie is still connected.
-            if let Some(cmd) = self.connect_waiters.remove(&loser) {
-                self.done(
-                    cmd,
-                    true,
-                    format!("connected to {} (connection {winner})", short(&peer)),
-                );
-            }
-            if loser == conn {
-                return;
-            }
-        }
-        if let Some(d) = self.discovery.as_mut() {
-            d.mark_connected(&peer);
-        }
-        if !new_routed {
-            self.update_links(now);
-            self.send_database(now, conn);
-            self.send_peer_list(now, conn);
-        }
-        self.load_tracked(&peer, store);
-        let record = self.peers.entry(peer.clone()).or_default();
-        record.last_seen = Some(now);
-        for d in self.dialers.values_mut() {
-            if d.conn == Some(conn) {
-                d.failures = 0;
-            }
-        }
-        self.emit(Event::PeerConnected {
-            peer: peer.clone(),
-            conn,
-            addr,
-            direction,
-        });
-        if let Some(cmd) = self.connect_waiters.remove(&conn) {
-            self.done(
-                cmd,
-                true,
-                format!("connected to {} at {addr}", short(&peer)),
-            );
-        }
-        self.join_conn_ended(now, conn, Some(&peer), true, "");
-        self.announce_since_hello(now, conn, store);
-        if self.cfg.auto_sync {
-            self.request_pull(now, conn, store, false);
-        }
-    }
-
-    fn on_remote_head(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        repo: &str,
-        timeline: TimelineName,
-        head: ObjectId,
-        store: &dyn Store,
-    ) {
-        if repo != store.repo_id() {
-            return;
-        }
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if !c.shares_repo {
-            return;
-        }
-        let peer = c.peer.clone().unwrap_or_default();
-        if self.access(&peer, &timeline) < Access::Write {
-            return self.refuse_head(&peer, timeline, head);
-        }
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        // A head we already have costs one file read, not a look at every
-        // timeline (a peer announcing 1,000 of them would cost a million).
-        let ours = store.has(&head) && store.head(&timeline) == Some(head);
-        c.remote_heads.insert(timeline.clone(), head);
-        if ours {
-            // Both heads agree now: a divergence with this peer is resolved
-            // (what `request_pull` would have found).
-            self.conflicts.remove(&(timeline, peer));
-        } else if self.cfg.auto_sync {
-            self.request_pull(now, conn, store, false);
-        }
-    }
-
-    /// Starts (or queues) a pull from a connection. With `force`, reconciles even
-    /// when nothing is missing (a user-requested sync).
-    fn request_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store, force: bool) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.state != ConnState::Ready || !c.shares_repo {
-            return;
-        }
-        if c.pull.is_some() {
-            c.pull_again = true;
-            return;
-        }
-        let peer = c.peer.clone().unwrap_or_default();
-        let local = store.heads().unwrap_or_default();
-        let seen = self
-            .peers
-            .get(&peer)
-            .map(|r| r.heads_seen.clone())
-            .unwrap_or_default();
-        let c = &self.conns[&conn];
-        let needs_work = self
-            .timeline_plan(conn, &local)
-            .targets
-            .iter()
-            .any(|(t, h)| !store.has(h) || (local.get(t) != Some(h) && seen.get(t) != Some(h)));
-        // A divergence the user (or a peer) already resolved: both heads agree now.
-        let agreed: Vec<TimelineName> = c
-            .remote_heads
-            .iter()
-            .filter(|(t, h)| local.get(*t) == Some(*h))
-            .map(|(t, _)| t.clone())
-            .collect();
-        for t in agreed {
-            self.conflicts.remove(&(t, peer.clone()));
-        }
-        if !needs_work && !force {
-            self.release_waiters(conn, None);
-            return;
-        }
-        let active = self.conns.values().filter(|c| c.pull.is_some()).count();
-        if active >= self.cfg.max_concurrent_syncs {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.pull_wanted = true;
-            }
-            return;
-        }
-        self.start_pull(now, conn, store);
-    }
-
-    fn start_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
-        let sync = self.next_sync;
-        self.next_sync += 1;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.pull_wanted = false;
-        c.pull_again = false;
-        let peer = c.peer.clone().unwrap_or_default();
-        let Some(targets) = self.limit_targets(conn, sync, store) else {
-            return;
-        };
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let wants: Vec<ObjectId> = {
-            let mut w: Vec<ObjectId> = targets
-                .values()
-                .filter(|h| !store.has(h))
-                .copied()
-                .collect();
-            w.sort();
-            w.dedup();
-            w
-        };
-        c.pull = Some(Pull::new(sync, sync, targets, now));
-        self.emit(Event::SyncStarted {
-            peer: peer.clone(),
-            sync,
-        });
-        if wants.is_empty() {
-            // Everything is here already: only the heads need deciding.
-            return self.finish_pull(now, conn, store);
-        }
-        let haves = match self.pull_haves(&peer, store) {
-            Ok(h) => h,
-            Err(e) => {
-                let c = self.conns.get_mut(&conn);
-                if let Some(pull) = c.and_then(|c| c.pull.take()) {
-                    let snap = self.conns[&conn].snapshot();
-                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
-                }
-                return;
-            }
-        };
-        // Resuming: name the roots of what landed from this peer's interrupted
-        // pulls (read back from the store after a restart).
-        let resume: Vec<ObjectId> = self
-            .resume
-            .entry(peer.clone())
-            .or_insert_with(|| sync::LandedRoots::from_ids(&store.resume_hints(&peer)))
-            .ids()
-            .into_iter()
-            .filter(|id| store.has(id))
-            .collect();
-        if !resume.is_empty() {
-            tracing::debug!(
-                peer = short(&peer),
-                sync,
-                roots = resume.len(),
-                "resuming an interrupted pull"
-            );
-        }
-        self.send(
-            now,
-            conn,
-            Message::SyncRequest(wire::SyncRequest {
-                sync,
-                repo: store.repo_id().to_owned(),
-                wants,
-                haves,
-                resume,
-                refetch: Vec::new(),
-            }),
-        );
-    }
-
-    fn on_sync_request(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        r: wire::SyncRequest,
-        store: &dyn Store,
-    ) {
-        let refuse = |reason: String| wire::SyncResponse {
-            sync: r.sync,
-            error: Some(reason),
-            objects: 0,
-            bytes: 0,
-        };
-        let Some(c) = self.conns.get(&conn) else {
-            return;
-        };
-        if r.repo != store.repo_id() || !c.shares_repo {
-            return self.send(
-                now,
-                conn,
-                Message::SyncResponse(refuse("repository not served here".into())),
-            );
-        }
-        if c.serving.len() >= MAX_SERVES_PER_CONN {
-            return self.send(
-                now,
-                conn,
-                Message::SyncResponse(refuse("too many sync requests in flight".into())),
-            );
-        }
-        if r.wants.len() > 4096 || r.haves.len() > 65_536 {
-            return self.violation(conn, "sync request lists too many seals".into());
-        }
-        if r.resume.len() > sync::MAX_RESUME_HINTS {
-            return self.violation(conn, "sync request lists too many resume roots".into());
-        }
-        if !r.refetch.is_empty() {
-            return self.serve_refetch(now, conn, r, store);
-        }
-        if self.access_restricted() {
-            let peer = c.peer.clone().unwrap_or_default();
-            let readable: IdSet = store
-                .heads()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(t, _)| self.access(&peer, t) >= Access::Read)
-                .map(|(_, h)| h)
-                .collect();
-            if let Some(w) = r
-                .wants
-                .iter()
-                .find(|w| !readable.contains(*w) && !c.advertised.contains(*w))
-            {
-                let what = format!("sync request for seal {w}, not a head it may read");
-                self.stats.access_refused += 1;
-                tracing::warn!(peer = short(&peer), "{what}");
-                self.emit(Event::AccessRefused {
-                    peer,
-                    timeline: None,
-                    what,
-                });
-                return self.send(
-                    now,
-                    conn,
-                    Message::SyncResponse(refuse(format!("no seal {w} here"))),
-                );
-            }
-        }
-        let plan = match serve_errors::plan_serve(store, &r) {
-            Ok(p) => p,
-            Err(reason) => return self.send(now, conn, Message::SyncResponse(refuse(reason))),
-        };
-        // With the puller's `sync started`/`completed` events (same peer pair,
-        // same sync id) this lets one sync be followed across both logs.
-        tracing::info!(
-            peer = short(
-                self.conns
-                    .get(&conn)
-                    .and_then(|c| c.peer.as_deref())
-                    .unwrap_or("?")
-            ),
-            sync = r.sync,
-            conn,
-            objects = plan.order.len(),
-            "serving sync request"
-        );
-        self.accept_serve(now, conn, r.sync, plan);
-    }
-
-    /// Accepts a sync request: the response announces `plan`'s size, and the
-    /// objects go out as the socket drains (`fill_transmit`).
-    fn accept_serve(&mut self, now: Instant, conn: ConnId, sync: u64, plan: sync::SendPlan) {
-        self.send(
-            now,
-            conn,
-            Message::SyncResponse(wire::SyncResponse {
-                sync,
-                error: None,
-                objects: plan.order.len() as u64,
-                bytes: 0,
-            }),
-        );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            let thin = c.zdelta.then(|| thin::ThinSender::new(&plan));
-            c.serving.push_back(Serve::new(sync, plan.order, thin));
-        }
-    }
-
-    fn on_sync_response(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        r: wire::SyncResponse,
-        _store: &dyn Store,
-    ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Some(pull) = c
-            .pull
-            .as_mut()
-            .filter(|p| p.sync == r.sync && p.state == PullState::Requested)
-        else {
-            return self.violation(conn, format!("unexpected sync_response {}", r.sync));
-        };
-        pull.last_progress = now;
-        match r.error {
-            Some(e) => {
-                let pull = c.pull.take();
-                let snap = c.snapshot();
-                if let Some(pull) = pull {
-                    self.end_pull_with(now, &snap, pull, Err(format!("peer refused: {e}")));
-                }
-            }
-            None => {
-                pull.expected = r.objects;
-                pull.state = PullState::Receiving;
-            }
-        }
-    }
-
-    fn on_objects(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        h: wire::ObjectsHeader,
-        bin: &[u8],
-        store: &dyn Store,
-    ) {
-        let max = self.cfg.max_message_size as usize;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let zdelta = c.zdelta;
-        let Some(pull) = c
-            .pull
-            .as_mut()
-            .filter(|p| p.sync == h.sync && p.state == PullState::Receiving)
-        else {
-            return self.violation(conn, format!("objects for unexpected sync {}", h.sync));
-        };
-        let decompressed;
-        let data: &[u8] = match h.compression.as_deref() {
-            None => bin,
-            Some("lz4") => match decompress(bin, max) {
-                Ok(d) => {
-                    decompressed = d;
-                    &decompressed
-                }
-                Err(e) => return self.violation(conn, e),
-            },
-            Some(other) => return self.violation(conn, format!("unknown compression {other:?}")),
-        };
-        let received = if h.format.as_deref() == Some(wire::FORMAT_STORED) {
-            if !zdelta {
-                return self.violation(conn, "stored objects without zstd-delta".into());
-            }
-            let entries = match wire::split_stored(data, h.count, max as u32) {
-                Ok(e) => e,
-                Err(e) => return self.violation(conn, e.to_string()),
-            };
-            match pull.thin.receive(store, entries) {
-                Ok(r) => r,
-                Err(e) => return self.violation(conn, e),
-            }
-        } else if let Some(f) = &h.format {
-            return self.violation(conn, format!("unknown objects format {f:?}"));
-        } else {
-            let objects = match wire::split_objects(data, h.count) {
-                Ok(o) => o,
-                Err(e) => return self.violation(conn, e.to_string()),
-            };
-            let mut out = Vec::with_capacity(objects.len());
-            for (id, enc) in objects {
-                match object::verify(&id, enc) {
-                    Ok(kind) => out.push(thin::Received::Object(id, enc.to_vec(), kind, None)),
-                    Err(e) => return self.violation(conn, format!("bad object {id}: {e}")),
-                }
-            }
-            out
-        };
-        let mut batch = Vec::with_capacity(received.len());
-        let mut blobs = Vec::new();
-        let mut forms = Vec::new();
-        let mut bytes = 0u64;
-        for r in received {
-            let (id, kind) = match &r {
-                thin::Received::Object(id, _, kind, _) => (*id, *kind),
-                thin::Received::Blob(id, _) => (*id, ObjectKind::Blob),
-            };
-            if kind != ObjectKind::Seal && pull.refetch.as_ref().is_some_and(|a| !a.contains(&id)) {
-                return self.violation(conn, format!("object {id} was not asked for"));
-            }
-            match r {
-                thin::Received::Object(id, enc, kind, form) => {
-                    if let Some(f) = form {
-                        forms.push((id, f));
-                    }
-                    if kind == ObjectKind::Seal
-                        && let Ok(s) = Seal::decode(&enc)
-                    {
-                        pull.seals.insert(id, s);
-                    }
-                    bytes += enc.len() as u64;
-                    batch.push((id, enc));
-                }
-                thin::Received::Blob(id, stored) => {
-                    bytes += u64::from(stored.len);
-                    blobs.push((id, stored));
-                }
-            }
-        }
-        pull.received += (batch.len() + blobs.len()) as u64;
-        pull.bytes += bytes;
-        pull.last_progress = now;
-        if pull.received > pull.expected {
-            return self.violation(conn, "more objects than announced".into());
-        }
-        // Blobs have no children, and the store writes them first.
-        for (id, _) in &blobs {
-            pull.staged.push((*id, Vec::new()));
-        }
-        for (id, enc) in &batch {
-            let children = if object::kind_of(enc) == Ok(ObjectKind::Blob) {
-                Vec::new()
-            } else {
-                object::Object::decode(enc)
-                    .map(|o| o.children())
-                    .unwrap_or_default()
-            };
-            pull.staged.push((*id, children));
-        }
-        pull.staged_bytes += bytes;
-        let (sync, batch_id, count) = (pull.sync, pull.batch, (batch.len() + blobs.len()) as u64);
-        let peer = c.peer.clone().unwrap_or_default();
-        self.stats.objects_in += count;
-        if let Some(r) = self.peers.get_mut(&peer) {
-            r.objects_in += count;
-            r.bytes_in += bytes;
-        }
-        self.outputs.push_back(Output::Store(StoreRequest::Put {
-            batch: batch_id,
-            objects: batch,
-            blobs,
-            forms,
-        }));
-        // A checkpoint: land what arrived so far on its own, so a cut transfer
-        // keeps it. Objects arrive children first, so every prefix of the
-        // stream is closed given what the store already holds (the store
-        // checks closure again). One checkpoint at a time: a later batch never
-        // refers to objects of one whose landing might still fail. No head
-        // moves; the last batch lands in `finish_pull`.
-        let due =
-            pull.staged_bytes >= self.checkpoint_bytes || pull.staged.len() >= CHECKPOINT_OBJECTS;
-        if due
-            && pull.checkpoint.is_none()
-            && pull.received < pull.expected
-            && pull.refetch.is_none()
-        {
-            let landing = pull.batch;
-            pull.batch = self.next_sync;
-            self.next_sync += 1;
-            pull.checkpoint = Some(landing);
-            pull.staged_bytes = 0;
-            let objects = std::mem::take(&mut pull.staged);
-            tracing::debug!(
-                conn,
-                sync,
-                batch = landing,
-                objects = objects.len(),
-                "landing a checkpoint"
-            );
-            self.checkpoints.insert(landing, (peer.clone(), objects));
-            self.outputs.push_back(Output::Store(StoreRequest::Land {
-                batch: landing,
-                updates: Vec::new(),
-            }));
-        }
-        self.emit(Event::ObjectReceived {
-            peer,
-            sync,
-            objects: count,
-            bytes,
-        });
-    }
-
-    /// A checkpoint's landing finished. On success its objects join the peer's
-    /// resume record (persisted, so even a restart resumes); the pull, if it
-    /// is still running, may land its next checkpoint or finish. On failure the
-    /// pull fails: its later objects may refer to the checkpoint's.
-    fn checkpoint_landed(
-        &mut self,
-        now: Instant,
-        batch: u64,
-        (peer, objects): (String, Landed),
-        result: Result<Vec<UpdateResult>, StoreError>,
-        store: &dyn Store,
-    ) {
-        let conn = self
-            .conns
-            .values()
-            .find(|c| c.pull.as_ref().is_some_and(|p| p.checkpoint == Some(batch)))
-            .map(|c| c.id);
-        match result {
-            Ok(_) => {
-                let roots = self.resume.entry(peer.clone()).or_default();
-                for (id, children) in &objects {
-                    roots.land(*id, children);
-                }
-                let roots = roots.ids();
-                tracing::debug!(
-                    peer = short(&peer),
-                    batch,
-                    objects = objects.len(),
-                    roots = roots.len(),
-                    "checkpoint landed"
-                );
-                self.outputs
-                    .push_back(Output::Store(StoreRequest::Resume { peer, roots }));
-                let Some(conn) = conn else { return };
-                let Some(pull) = self.conns.get_mut(&conn).and_then(|c| c.pull.as_mut()) else {
-                    return;
-                };
-                pull.checkpoint = None;
-                pull.last_progress = now;
-                if pull.complete {
-                    self.finish_pull(now, conn, store);
-                }
-            }
-            Err(e) => {
-                let Some(conn) = conn else { return };
-                let Some(c) = self.conns.get_mut(&conn) else {
-                    return;
-                };
-                let pull = c.pull.take();
-                let snap = c.snapshot();
-                if let Some(pull) = pull {
-                    self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
-                }
-                self.close(conn, "sync failed");
-            }
-        }
-    }
-
-    fn on_sync_complete(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        s: wire::SyncComplete,
-        store: &dyn Store,
-    ) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let ok = c.pull.as_ref().is_some_and(|p| {
-            p.sync == s.sync && p.state == PullState::Receiving && p.received == p.expected
-        });
-        if s.error.is_some() && self.pull_ended_by_peer(now, conn, &s) {
-            return;
-        } else if !ok || s.error.is_some() {
-            return self.violation(conn, format!("unexpected sync_complete {}", s.sync));
-        }
-        self.finish_pull(now, conn, store);
-    }
-
-    /// All objects are in (or were already): decide each timeline and ask the store
-    /// to land the batch and move heads.
-    fn finish_pull(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
-        if self.refetch_round_end(conn, store) {
-            return;
-        }
-        let local = store.heads().unwrap_or_default();
-        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
-            return;
-        };
-        let seen = self.tracked(&peer, store);
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let Some(pull) = c.pull.as_mut() else { return };
-        pull.last_progress = now;
-        if pull.checkpoint.is_some() {
-            // The last batch may refer to the checkpoint's objects: land it
-            // only once the checkpoint has (`checkpoint_landed`).
-            pull.complete = true;
-            return;
-        }
-        pull.staged = Vec::new();
-        let seals = &pull.seals;
-        let mut lookup = |id: &ObjectId| -> Result<Seal, StoreError> {
-            match seals.get(id) {
-                Some(s) => Ok(s.clone()),
-                None => store.seal(id),
-            }
-        };
-        let mut updates = Vec::new();
-        let mut conflicts = Vec::new();
-        let mut resolved = Vec::new();
-        let mut merges = Vec::new();
-        let (mut error, mut local_fault) = (None, false);
-        for (timeline, remote) in &pull.targets {
-            if !store.has(remote) && !seals.contains_key(remote) {
-                error = Some(format!("peer did not send seal {remote} of {timeline}"));
-                break;
-            }
-            if seen.get(timeline) != Some(remote) {
-                updates.push(HeadUpdate {
-                    name: RefName::Tracking {
-                        peer: peer.clone(),
-                        timeline: timeline.clone(),
-                    },
-                    expected: None,
-                    new: *remote,
-                });
-            }
-            let l = local.get(timeline).copied();
-            match sync::relate(l, *remote, &mut lookup) {
-                Ok(Relation::Missing) => updates.push(HeadUpdate {
-                    name: RefName::Timeline(timeline.clone()),
-                    expected: None,
-                    new: *remote,
-                }),
-                Ok(Relation::Behind) => updates.push(HeadUpdate {
-                    name: RefName::Timeline(timeline.clone()),
-                    expected: l,
-                    new: *remote,
-                }),
-                Ok(Relation::Same | Relation::Ahead) => {
-                    self.conflicts.remove(&(timeline.clone(), peer.clone()));
-                }
-                Ok(Relation::Diverged { base }) => {
-                    let Some(l) = l else { continue };
-                    let conflict = Conflict {
-                        timeline: timeline.clone(),
-                        local: l,
-                        remote: *remote,
-                        base,
-                        peer: peer.clone(),
-                    };
-                    let ours = conflict::strategy_for(
-                        timeline,
-                        self.cfg.conflict_strategy,
-                        &self.cfg.timeline_strategies,
-                    );
-                    let theirs = c
-                        .remote_strategy
-                        .as_ref()
-                        .map(|a| conflict::strategy_for(timeline, a.default, &a.timelines));
-                    let key = |id: ObjectId, lookup: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>| {
-                        let time = lookup(&id)?.time.seconds;
-                        Ok::<_, StoreError>((sync::generation(id, lookup)?, time))
-                    };
-                    let keys = (key(l, &mut lookup), key(*remote, &mut lookup));
-                    let (Ok(tl), Ok(tr)) = keys else {
-                        error = Some("reading the diverged heads".into());
-                        local_fault = true;
-                        break;
-                    };
-                    match conflict::decide(ours, theirs, (&l, tl), (remote, tr)) {
-                        Resolution::Record => conflicts.push(conflict),
-                        Resolution::KeepLocal => resolved.push((conflict, l)),
-                        Resolution::TakeRemote => {
-                            // The replaced head becomes a timeline of its own,
-                            // `kept/<timeline>/<id>`, which syncs like any other:
-                            // every node that shares the timeline keeps it too.
-                            let kept = TimelineName::new(&format!("kept/{timeline}/{}", l.short()))
-                                .map(RefName::Timeline)
-                                .unwrap_or(RefName::Kept {
-                                    timeline: timeline.clone(),
-                                });
-                            updates.push(HeadUpdate {
-                                name: kept,
-                                expected: None,
-                                new: l,
-                            });
-                            updates.push(HeadUpdate {
-                                name: RefName::Timeline(timeline.clone()),
-                                expected: Some(l),
-                                new: *remote,
-                            });
-                            resolved.push((conflict, *remote));
-                        }
-                        Resolution::Merge => merges.push(conflict),
-                    }
-                }
-                Err(e) => {
-                    (error, local_fault) = (Some(format!("reading history: {e}")), true);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = error {
-            self.pull_failed_locally(now, conn, e);
-            if !local_fault {
-                self.close(conn, "sync failed");
-            }
-            return;
-        }
-        pull.state = PullState::Landing;
-        pull.updates = updates.clone();
-        pull.conflicts = conflicts;
-        pull.resolved = resolved;
-        pull.merges = merges;
-        self.outputs.push_back(Output::Store(StoreRequest::Land {
-            batch: pull.batch,
-            updates,
-        }));
-    }
-
-    fn end_pull(&mut self, now: Instant, c: &Conn, pull: Pull, result: Result<(), String>) {
-        let snap = c.snapshot();
-        self.end_pull_with(now, &snap, pull, result);
-    }
-
-    fn end_pull_with(
-        &mut self,
-        now: Instant,
-        c: &conn::Snapshot,
-        pull: Pull,
-        result: Result<(), String>,
-    ) {
-        let peer = c.peer.clone().unwrap_or_default();
-        let record = self.peers.entry(peer.clone()).or_default();
-        match &result {
-            Ok(()) => {
-                record.syncs += 1;
-                record.last_sync = Some(now);
-                record.last_error = None;
-                self.stats.syncs_completed += 1;
-                self.emit(Event::SyncCompleted {
-                    peer: peer.clone(),
-                    sync: pull.sync,
-                    objects: pull.received,
-                    bytes: pull.bytes,
-                });
-            }
-            Err(reason) => {
-                record.failures += 1;
-                record.last_error = Some(reason.clone());
-                self.stats.syncs_failed += 1;
-                if pull.state != PullState::Landing {
-                    self.outputs
-                        .push_back(Output::Store(StoreRequest::Abort { batch: pull.batch }));
-                }
-                self.restart_pulls = true;
-                self.emit(Event::SyncFailed {
-                    peer: peer.clone(),
-                    sync: pull.sync,
-                    reason: reason.clone(),
-                });
-            }
-        }
-        for w in self.waiters.iter_mut() {
-            if w.remaining.remove(&c.id) {
-                w.objects += pull.received;
-                if let Err(e) = &result {
-                    w.failed.push(format!("{}: {e}", short(&peer)));
-                }
-            }
-        }
-        self.finish_waiters();
-    }
-
-    fn release_waiters(&mut self, conn: ConnId, failure: Option<String>) {
-        for w in self.waiters.iter_mut() {
-            if w.remaining.remove(&conn)
-                && let Some(f) = &failure
-            {
-                w.failed.push(f.clone());
-            }
-        }
-        self.finish_waiters();
-    }
-
-    fn finish_waiters(&mut self) {
-        let mut finished = Vec::new();
-        self.waiters.retain(|w| {
-            if w.remaining.is_empty() {
-                finished.push((w.id, w.failed.clone(), w.objects));
-                false
-            } else {
-                true
-            }
-        });
-        for (id, failed, objects) in finished {
-            if failed.is_empty() {
-                self.done(
-                    id,
-                    true,
-                    format!("sync complete: {objects} objects received"),
-                );
-            } else {
-                self.done(id, false, format!("sync failed: {}", failed.join("; ")));
-            }
-        }
-    }
-
-    /// Pulls waiting for a free slot start from the next `handle_timeout`, which
-    /// has the store; `poll_timeout` asks for that tick at once.
-    fn start_queued_pulls(&mut self, _now: Instant) {
-        self.restart_pulls = true;
-    }
-
-    fn start_queued_pulls_with(&mut self, now: Instant, store: &dyn Store) {
-        self.restart_pulls = false;
-        self.refetch_step(now, store);
-        let again: Vec<ConnId> = self
-            .conns
-            .values()
-            .filter(|c| c.pull.is_none() && (c.pull_wanted || c.pull_again))
-            .map(|c| c.id)
-            .collect();
-        for id in again {
-            self.request_pull(now, id, store, false);
-        }
-    }
-
-    /// Announces to a connection that just became ready the heads that moved
-    /// since its handshake advertised them. `announce_heads` skips connections
-    /// that are not ready yet and counts such a head as announced, so without
-    /// this a seal made while the handshakes cross would reach that peer only
-    /// with the timeline's next seal, or never.
-    fn announce_since_hello(&mut self, now: Instant, conn: ConnId, store: &dyn Store) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let sent = core::mem::take(&mut c.hello_heads);
-        if !c.shares_repo {
-            return;
-        }
-        let peer = c.peer.clone().unwrap_or_default();
-        let Ok(heads) = store.heads() else { return };
-        let repo = store.repo_id().to_owned();
-        for (timeline, head) in heads {
-            let previous = sent.get(&timeline).copied();
-            if previous == Some(head) || self.access(&peer, &timeline) < Access::Read {
-                continue;
-            }
-            if self.access_restricted()
-                && let Some(c) = self.conns.get_mut(&conn)
-            {
-                c.advertised.insert(head);
-            }
-            tracing::debug!(
-                peer = short(&peer),
-                %timeline,
-                head = %head.short(),
-                "announcing a head that moved during the handshake"
-            );
-            self.send(
-                now,
-                conn,
-                Message::TimelineUpdate(wire::TimelineUpdate {
-                    repo: repo.clone(),
-                    timeline,
-                    head,
-                    previous,
-                }),
-            );
-        }
-    }
-
-    /// Tells every peer about heads that changed since last announced.
-    fn announce_heads(&mut self, now: Instant, store: &dyn Store) {
-        let Ok(heads) = store.heads() else { return };
-        let changed: Vec<(TimelineName, ObjectId, Option<ObjectId>)> = heads
-            .iter()
-            .filter(|(t, h)| self.announced.get(*t) != Some(*h))
-            .map(|(t, h)| (t.clone(), *h, self.announced.get(t).copied()))
-            .collect();
-        self.announced = heads;
-        if changed.is_empty() {
-            return;
-        }
-        self.announce_local(now, store);
-        let repo = store.repo_id().to_owned();
-        let targets: Vec<ConnId> = self
-            .conns
-            .values()
-            .filter(|c| c.state == ConnState::Ready && c.shares_repo)
-            .map(|c| c.id)
-            .collect();
-        for conn in targets {
-            let peer = self.conns[&conn].peer.clone().unwrap_or_default();
-            for (timeline, head, previous) in &changed {
-                if self.access(&peer, timeline) < Access::Read {
-                    continue;
-                }
-                if self.access_restricted()
-                    && let Some(c) = self.conns.get_mut(&conn)
-                {
-                    c.advertised.insert(*head);
-                }
-                self.send(
-                    now,
-                    conn,
-                    Message::TimelineUpdate(wire::TimelineUpdate {
-                        repo: repo.clone(),
-                        timeline: timeline.clone(),
-                        head: *head,
-                        previous: *previous,
-                    }),
-                );
-            }
-        }
-    }
-
-    /// Moves queued frames and, when the socket has room, freshly read objects
-    /// into the connection's outgoing (encrypted) buffer.
-    fn fill_transmit(&mut self, now: Instant, conn: ConnId, store: &dyn Store) -> Result<(), ()> {
-        let mut max_frame =
-            (self.cfg.max_message_size as usize / 2).clamp(64 * 1024, OBJECT_FRAME_TARGET);
-        // Under an upload cap, bulk data is produced one frame at a time, only
-        // when the allowance is there, and in frames of about a quarter
-        // second of the slowest cap: a heartbeat queued behind a frame waits
-        // for that frame only.
-        let mut capped = None;
-        if let Some(c) = self.conns.get_mut(&conn)
-            && c.route.is_none()
-            && !(c.up.unlimited() && self.up_bucket.unlimited())
-        {
-            let slowest = [c.up.rate(), self.up_bucket.rate()]
-                .into_iter()
-                .filter(|r| *r != 0)
-                .min()
-                .unwrap_or(0);
-            max_frame = max_frame.min(usize::try_from(rate::burst(slowest)).unwrap_or(max_frame));
-            capped = Some(c.up.available(now).min(self.up_bucket.available(now)));
-        }
-        let mut produced_bulk = false;
-        let node_id = self.node_id.clone();
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return Ok(());
-        };
-        let Some(noise) = c.noise.as_mut() else {
-            return Ok(());
-        };
-        if !noise.is_established() || c.state == ConnState::Closed {
-            return Ok(());
-        }
-        while let Some(frame) = c.ctrl.pop_front() {
-            if noise.send(&frame, &mut c.out).is_err() {
-                return Err(());
-            }
-        }
-        if c.blocked || c.state != ConnState::Ready {
-            return Ok(());
-        }
-        let mut objects_sent = 0u64;
-        let mut bytes_sent = 0u64;
-        let mut failure = None;
-        if c.out_pos > 0 {
-            // Keep the buffer from growing: drop what was already handed out
-            // (`Conn::compact_out`, inlined: `noise` borrows `c`).
-            c.out.drain(..c.out_pos);
-            c.bulk_start = c.bulk_start.saturating_sub(c.out_pos);
-            c.bulk_end = c.bulk_end.saturating_sub(c.out_pos);
-            c.out_pos = 0;
-        }
-        while c.out.len() < TRANSMIT_CHUNK {
-            if let Some(avail) = capped {
-                if c.serving.is_empty()
-                    || produced_bulk
-                    || c.bulk_end > c.bulk_start
-                    || avail < rate::QUANTUM
-                {
-                    break;
-                }
-                produced_bulk = true;
-                c.bulk_start = c.out.len();
-            }
-            let Some(job) = c.serving.front_mut() else {
-                break;
-            };
-            let mut bin = std::mem::take(&mut c.bin_buf);
-            bin.clear();
-            let mut count = 0u32;
-            let stored_form = job.thin.is_some();
-            if stored_form {
-                let (n, b, e) = job.fill_stored(store, &mut bin, max_frame);
-                count = n;
-                bytes_sent += b;
-                failure = e;
-            }
-            while let Some(id) = job.plan.get(job.next).copied().filter(|_| !stored_form) {
-                let enc = match store.get(&id) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        failure = Some(format!("store: {e}"));
-                        break;
-                    }
-                };
-                if count > 0 && bin.len() + enc.len() + 36 > max_frame {
-                    break;
-                }
-                wire::push_object(&mut bin, &id, &enc);
-                count += 1;
-                job.next += 1;
-                bytes_sent += enc.len() as u64;
-                if count as usize >= wire::MAX_OBJECTS_PER_FRAME || bin.len() >= max_frame {
-                    break;
-                }
-            }
-            if failure.is_some() {
-                break;
-            }
-            let sync = job.sync;
-            let done = job.next >= job.plan.len() && job.carry.is_empty();
-            if count > 0 {
-                objects_sent += u64::from(count);
-                let compressed = if c.lz4 && !stored_form && job.try_compress() {
-                    let z = compress(&bin);
-                    if z.is_none() {
-                        job.compress_failed();
-                    }
-                    z
-                } else {
-                    None
-                };
-                let compression = compressed.as_ref().map(|_| "lz4".to_owned());
-                let payload: &[u8] = compressed.as_deref().unwrap_or(&bin);
-                let env = Envelope {
-                    id: self.next_msg,
-                    from: node_id.clone(),
-                    ts: now.as_micros(),
-                    message: Message::Objects(wire::ObjectsHeader {
-                        sync,
-                        count,
-                        compression,
-                        format: stored_form.then(|| wire::FORMAT_STORED.to_owned()),
-                    }),
-                };
-                self.next_msg += 1;
-                *self.stats.messages_out.entry("objects".into()).or_default() += 1;
-                let mut frame = std::mem::take(&mut c.frame_buf);
-                frame.clear();
-                wire::encode_frame(&env, payload, &mut frame);
-                // Not through `trace_message`: `c` is borrowed here.
-                if let Some(r) = trace_record(
-                    self.trace,
-                    conn,
-                    c.peer.as_ref(),
-                    "out",
-                    &env.message,
-                    env.id,
-                    frame.len(),
-                ) {
-                    self.outputs.push_back(Output::Event(Event::Message(r)));
-                }
-                let sent = noise.send(&frame, &mut c.out);
-                c.frame_buf = frame;
-                if sent.is_err() {
-                    return Err(());
-                }
-            }
-            c.bin_buf = bin;
-            if done {
-                let total = job.plan.len() as u64;
-                c.serving.pop_front();
-                let env = Envelope {
-                    id: self.next_msg,
-                    from: node_id.clone(),
-                    ts: now.as_micros(),
-                    message: Message::SyncComplete(wire::SyncComplete {
-                        sync,
-                        objects: total,
-                        bytes: 0,
-                        error: None,
-                    }),
-                };
-                self.next_msg += 1;
-                *self
-                    .stats
-                    .messages_out
-                    .entry("sync_complete".into())
-                    .or_default() += 1;
-                let mut frame = Vec::new();
-                wire::encode_frame(&env, &[], &mut frame);
-                if let Some(r) = trace_record(
-                    self.trace,
-                    conn,
-                    c.peer.as_ref(),
-                    "out",
-                    &env.message,
-                    env.id,
-                    frame.len(),
-                ) {
-                    self.outputs.push_back(Output::Event(Event::Message(r)));
-                }
-                if noise.send(&frame, &mut c.out).is_err() {
-                    return Err(());
-                }
-            }
-        }
-        if produced_bulk {
-            c.bulk_end = c.out.len();
-        }
-        let peer = c.peer.clone().unwrap_or_default();
-        self.stats.objects_out += objects_sent;
-        if objects_sent > 0
-            && let Some(r) = self.peers.get_mut(&peer)
-        {
-            r.objects_out += objects_sent;
-            r.bytes_out += bytes_sent;
-        }
-        match failure {
-            Some(f) => {
-                self.serve_failed(now, conn, f);
-                self.fill_transmit(now, conn, store)
-            }
-            None => Ok(()),
-        }
-    }
-}
-
-fn backoff(cfg: &Config, failures: u32, rng: &mut Rng) -> Duration {
-    let base = cfg
-        .reconnect_min
-        .saturating_mul(1u32 << failures.min(16))
-        .min(cfg.reconnect_max);
-    let jitter_max = (base.as_micros() / 4) as u64;
-    base + Duration::from_micros(rng.below(jitter_max.max(1)))
 }
 
 /// Lowercase hex.

@@ -173,7 +173,7 @@ impl Node {
         missing: Vec<ObjectId>,
         store: &dyn Store,
     ) {
-        if self.refetch.is_some() {
+        if self.puller.refetch.is_some() {
             return self.done(id, false, "a refetch is already running".into());
         }
         let mut missing: Vec<ObjectId> = missing.into_iter().filter(|m| !store.has(m)).collect();
@@ -197,7 +197,7 @@ impl Node {
             return self.done(id, false, what);
         }
         tracing::info!(objects = missing.len(), "refetching missing objects");
-        self.refetch = Some(Refetch {
+        self.puller.refetch = Some(Refetch {
             cmd: id,
             peer,
             total: missing.len(),
@@ -211,7 +211,7 @@ impl Node {
     /// Moves the running refetch on: called whenever a pull may have ended
     /// (from `start_queued_pulls_with`).
     pub(super) fn refetch_step(&mut self, now: Instant, store: &dyn Store) {
-        let Some(mut r) = self.refetch.take() else {
+        let Some(mut r) = self.puller.refetch.take() else {
             return;
         };
         loop {
@@ -259,7 +259,9 @@ impl Node {
             let Some(c) = c else {
                 // The peer left; a batch gathered from it will never land.
                 if let Some((batch, _)) = t.carry.take() {
-                    self.outputs
+                    self.puller.take(batch);
+                    self.out
+                        .queue
                         .push_back(Output::Store(StoreRequest::Abort { batch }));
                 }
                 r.tried.insert(t.peer.clone());
@@ -287,12 +289,12 @@ impl Node {
                 r.on = None;
                 continue;
             }
-            let sync = self.next_sync;
-            self.next_sync += 1;
+            let sync = self.puller.next_id();
             let batch = t.carry.as_ref().map_or(sync, |(b, _)| *b);
             t.asked.extend(ask.iter().copied());
             t.round = Some(sync);
             let mut pull = Pull::new(sync, batch, BTreeMap::new(), now);
+            self.puller.pull_batch(batch, t.conn);
             pull.refetch = Some(ask.iter().copied().collect());
             let conn = t.conn;
             let peer = t.peer.clone();
@@ -320,14 +322,14 @@ impl Node {
             );
             break;
         }
-        self.refetch = Some(r);
+        self.puller.refetch = Some(r);
     }
 
     /// A refetch round's objects are all in (from `finish_pull`). When they
     /// refer to objects the store lacks, those are asked for next and the batch
     /// waits (returns true: do not land). Otherwise the pull lands as usual.
     pub(super) fn refetch_round_end(&mut self, conn: ConnId, store: &dyn Store) -> bool {
-        let Some(t) = self.refetch.as_mut().and_then(|r| r.on.as_mut()) else {
+        let Some(t) = self.puller.refetch.as_mut().and_then(|r| r.on.as_mut()) else {
             return false;
         };
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -357,7 +359,7 @@ impl Node {
             return false;
         }
         c.pull = None;
-        self.restart_pulls = true;
+        self.puller.restart = true;
         true
     }
 
@@ -404,7 +406,7 @@ impl Node {
         };
         if withheld > 0 {
             let what = format!("refetch of {withheld} objects it may not read");
-            self.stats.access_refused += 1;
+            self.out.stats.access_refused += 1;
             tracing::warn!(peer = short(&peer), "{what}");
             self.emit(Event::AccessRefused {
                 peer: peer.clone(),

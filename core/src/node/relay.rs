@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::conn::{Conn, Route};
+use super::routed::ROUTED_CHUNK;
 use super::{ConnId, ConnState, Direction, Node, short};
 use crate::config::RelayFault;
 use crate::mesh::{DatabaseSummary, LinkInfo, Lsa, Mesh, MeshConfig, MeshError, MeshStats};
@@ -21,13 +22,8 @@ use crate::store::Store;
 use crate::time::Instant;
 use crate::wire::{Message, PeerDiscovery, PeerInfo, RoutedHeader};
 
-/// Largest payload of one routed frame.
-const ROUTED_CHUNK: usize = 64 * 1024;
 /// A next hop with more than this queued gets no more routed frames for now.
 const HOP_QUEUE_LIMIT: usize = 2 * 1024 * 1024;
-/// Most bytes of routed frames held back by `relay_rate` at once, across all
-/// sessions; beyond it frames are dropped.
-const RELAY_BACKLOG_MAX: usize = 1024 * 1024;
 /// How long relays on a failed session's path are avoided.
 const SUSPECT_FOR: Duration = Duration::from_secs(300);
 /// Wait before opening another routed session to the same node.
@@ -65,11 +61,11 @@ impl Node {
         self.mesh = Some(
             Mesh::new(
                 cfg,
-                self.node_id.clone(),
+                self.me.node_id.clone(),
                 vec![store.repo_id().to_owned()],
                 now,
             )
-            .signed(&self.keypair),
+            .signed(&self.me.keypair),
         );
     }
 
@@ -160,13 +156,13 @@ impl Node {
         if let Some(lsa) = lsa {
             self.flood(now, lsa, None);
         }
-        self.suspects.retain(|_, until| *until > now);
+        self.routed.suspects.retain(|_, until| *until > now);
         // Deciding whom to reach through the mesh walks the graph: once a second
         // is plenty, and keeps a large mesh cheap.
-        if now >= self.next_mesh_check {
-            self.next_mesh_check = now + MESH_CHECK_EVERY;
-            if now >= self.next_summary {
-                self.next_summary = now + SUMMARY_EVERY;
+        if now >= self.routed.next_mesh_check {
+            self.routed.next_mesh_check = now + MESH_CHECK_EVERY;
+            if now >= self.routed.next_summary {
+                self.routed.next_summary = now + SUMMARY_EVERY;
                 self.anti_entropy(now);
             }
             self.connect_routed(now, store);
@@ -212,7 +208,7 @@ impl Node {
             .collect();
         for dst in candidates {
             if self.has_session_with(&dst)
-                || self.routed_retry.get(&dst).is_some_and(|t| *t > now)
+                || self.routed.retry.get(&dst).is_some_and(|t| *t > now)
                 || self.peer_slots_used() >= self.cfg.max_peers
             {
                 continue;
@@ -229,7 +225,7 @@ impl Node {
             if self.direct_conn(&first).is_none() {
                 continue;
             }
-            self.routed_retry.insert(dst.clone(), now + ROUTED_RETRY);
+            self.routed.retry.insert(dst.clone(), now + ROUTED_RETRY);
             tracing::info!(
                 peer = short(&dst),
                 via = short(&first),
@@ -240,7 +236,7 @@ impl Node {
     }
 
     fn suspect_set(&self) -> BTreeSet<String> {
-        self.suspects.keys().cloned().collect()
+        self.routed.suspects.keys().cloned().collect()
     }
 
     fn open_routed(
@@ -281,7 +277,7 @@ impl Node {
         bin: Vec<u8>,
         store: &dyn Store,
     ) {
-        if h.dst == self.node_id {
+        if h.dst == self.me.node_id {
             let existing = self
                 .conns
                 .values()
@@ -303,8 +299,8 @@ impl Node {
             }
             return;
         }
-        if !self.cfg.relay || h.hops_left == 0 || h.src == self.node_id {
-            self.stats.relay_dropped += 1;
+        if !self.cfg.relay || h.hops_left == 0 || h.src == self.me.node_id {
+            self.out.stats.relay_dropped += 1;
             return;
         }
         let from = self
@@ -320,7 +316,7 @@ impl Node {
             .and_then(|m| m.next_hop(&h.dst, h.session, &avoid, now))
             .and_then(|p| self.direct_conn(&p));
         let Some(next) = next else {
-            self.stats.relay_dropped += 1;
+            self.out.stats.relay_dropped += 1;
             return;
         };
         if self
@@ -330,19 +326,17 @@ impl Node {
         {
             // The per-session buffer is full: drop, and let the end-to-end channel
             // notice (it fails and reopens) rather than queue without bound.
-            self.stats.relay_dropped += 1;
+            self.out.stats.relay_dropped += 1;
             return;
         }
         // Over `relay_rate`, frames wait (in order) for the allowance to
         // refill instead of being dropped: dropping would look like tampering
         // to the two ends. Only beyond a bounded backlog are they dropped.
-        if !self.relay_backlog.is_empty() || !self.relay_allowed(now, bin.len()) {
-            if self.relay_backlog_bytes + bin.len() > RELAY_BACKLOG_MAX {
-                self.stats.relay_dropped += 1;
-                return;
+        let rate = self.cfg.relay_rate;
+        if !self.routed.backlog.is_empty() || !self.routed.relay_allowed(now, bin.len(), rate) {
+            if !self.routed.hold(next, h, bin) {
+                self.out.stats.relay_dropped += 1;
             }
-            self.relay_backlog_bytes += bin.len();
-            self.relay_backlog.push_back((next, h, bin));
             return;
         }
         self.forward_routed(now, next, h, bin);
@@ -351,15 +345,8 @@ impl Node {
     /// Sends the relay backlog on as far as `relay_rate` allows (frames whose
     /// next hop went away meanwhile are dropped).
     pub(super) fn drain_relay_backlog(&mut self, now: Instant) {
-        while let Some((next, _, bin)) = self.relay_backlog.front() {
-            let (next, len) = (*next, bin.len());
-            if !self.relay_allowed(now, len) {
-                return;
-            }
-            let Some((_, h, bin)) = self.relay_backlog.pop_front() else {
-                return;
-            };
-            self.relay_backlog_bytes -= len;
+        let rate = self.cfg.relay_rate;
+        while let Some((next, h, bin)) = self.routed.release(now, rate) {
             let ready = self
                 .conns
                 .get(&next)
@@ -367,25 +354,15 @@ impl Node {
             if ready {
                 self.forward_routed(now, next, h, bin);
             } else {
-                self.stats.relay_dropped += 1;
+                self.out.stats.relay_dropped += 1;
             }
         }
     }
 
-    /// When the relay backlog's next frame fits in the `relay_rate` allowance.
-    pub(super) fn relay_backlog_due(&self) -> Option<Instant> {
-        let (_, _, bin) = self.relay_backlog.front()?;
-        let rate = self.cfg.relay_rate.max(1) as f64;
-        let (tokens, last) = self.relay_bucket;
-        let missing = (bin.len() as f64 - tokens).max(0.0);
-        let wait = std::time::Duration::from_secs_f64(missing / rate);
-        Some(last + wait + std::time::Duration::from_micros(1))
-    }
-
     /// Relays one routed frame to `next` (the checks are done).
     fn forward_routed(&mut self, now: Instant, next: ConnId, h: RoutedHeader, bin: Vec<u8>) {
-        self.stats.relayed_bytes += bin.len() as u64;
-        self.stats.relayed_frames += 1;
+        self.out.stats.relayed_bytes += bin.len() as u64;
+        self.out.stats.relayed_frames += 1;
         let h = RoutedHeader {
             hops_left: h.hops_left - 1,
             ..h
@@ -393,7 +370,7 @@ impl Node {
         let mut bin = bin;
         match self.cfg.fault_relay {
             None => {}
-            Some(RelayFault::Drop) if self.stats.relayed_frames.is_multiple_of(3) => return,
+            Some(RelayFault::Drop) if self.out.stats.relayed_frames.is_multiple_of(3) => return,
             Some(RelayFault::Drop) => {}
             Some(RelayFault::Corrupt) => {
                 if let Some(b) = bin.last_mut() {
@@ -501,13 +478,10 @@ impl Node {
             let (Ok(addr), true) = (p.addr.parse::<SocketAddr>(), p.node.len() == 64) else {
                 continue;
             };
-            if p.node == self.node_id || !self.filter.allows(addr.ip()) {
+            if p.node == self.me.node_id || !self.admission.filter.allows(addr.ip()) {
                 continue;
             }
-            if self.heard.len() >= 1024 && !self.heard.contains_key(&p.node) {
-                continue;
-            }
-            self.heard.entry(p.node).or_insert((addr, now)).0 = addr;
+            self.dialers.heard_of(p.node, addr, now);
         }
     }
 
@@ -515,6 +489,7 @@ impl Node {
     /// parts find each other again through addresses learned before it.
     pub(super) fn heal(&mut self, now: Instant) {
         let candidates: Vec<(String, SocketAddr)> = self
+            .dialers
             .heard
             .iter()
             // Give the mesh time to show a route first: changes flood at once,
@@ -523,7 +498,7 @@ impl Node {
                 now.saturating_since(*since) >= self.cfg.topology_interval.min(HEAL_GRACE)
             })
             .filter(|(n, _)| !self.has_session_with(n))
-            .filter(|(n, _)| self.heal_retry.get(*n).is_none_or(|t| *t <= now))
+            .filter(|(n, _)| self.dialers.heal_retry.get(*n).is_none_or(|t| *t <= now))
             .map(|(n, (a, _))| (n.clone(), *a))
             .collect();
         for (node, addr) in candidates {
@@ -538,26 +513,8 @@ impl Node {
                 continue;
             }
             tracing::info!(peer = short(&node), %addr, "dialling a peer heard of, to heal the mesh");
-            self.heal_retry.insert(node, now + HEAL_RETRY);
+            self.dialers.heal_retry.insert(node, now + HEAL_RETRY);
             self.dial(now, addr);
-        }
-    }
-
-    /// Whether relaying `len` more bytes stays within `relay_rate`.
-    fn relay_allowed(&mut self, now: Instant, len: usize) -> bool {
-        let rate = self.cfg.relay_rate;
-        if rate == 0 {
-            return true;
-        }
-        let (tokens, last) = self.relay_bucket;
-        let burst = (rate as f64).max(ROUTED_CHUNK as f64 * 2.0);
-        let refilled = (tokens + now.saturating_since(last).as_secs_f64() * rate as f64).min(burst);
-        if refilled >= len as f64 {
-            self.relay_bucket = (refilled - len as f64, now);
-            true
-        } else {
-            self.relay_bucket = (refilled, now);
-            false
         }
     }
 
@@ -609,7 +566,7 @@ impl Node {
                 }
                 let h = RoutedHeader {
                     session: route.session,
-                    src: self.node_id.clone(),
+                    src: self.me.node_id.clone(),
                     dst: route.dst.clone(),
                     hops_left: MAX_HOPS,
                 };
@@ -634,14 +591,16 @@ impl Node {
         };
         for relay in path
             .iter()
-            .filter(|n| **n != self.node_id && **n != route.dst)
+            .filter(|n| **n != self.me.node_id && **n != route.dst)
         {
             tracing::warn!(
                 relay = short(relay),
                 "avoiding a relay after a routed session failed"
             );
-            self.suspects.insert(relay.clone(), now + SUSPECT_FOR);
+            self.routed
+                .suspects
+                .insert(relay.clone(), now + SUSPECT_FOR);
         }
-        self.routed_retry.remove(&route.dst);
+        self.routed.retry.remove(&route.dst);
     }
 }

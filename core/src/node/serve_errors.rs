@@ -63,7 +63,7 @@ impl Node {
             %reason,
             "cannot serve a sync: it ends here, the connection stays"
         );
-        self.stats.serves_failed += 1;
+        self.out.stats.serves_failed += 1;
         self.send(
             now,
             conn,

@@ -191,19 +191,21 @@ impl super::Node {
     /// the peer sent them, so it is a protocol violation on that connection
     /// (which ends the pull). `false` when no pull owns `batch`.
     pub(super) fn invalid_from_peer(&mut self, batch: u64, reason: &str) -> bool {
-        let conn = self
-            .conns
-            .values()
-            .find(|c| {
-                c.pull
-                    .as_ref()
-                    .is_some_and(|p| p.batch == batch || p.checkpoint == Some(batch))
-            })
-            .map(|c| c.id);
+        let conn = self.puller.owner(batch).filter(|conn| {
+            self.conns
+                .get(conn)
+                .and_then(|c| c.pull.as_ref())
+                .is_some_and(|p| p.batch == batch || p.checkpoint == Some(batch))
+        });
         let Some(conn) = conn else {
             return false;
         };
-        self.checkpoints.remove(&batch);
+        if matches!(
+            self.puller.batch(batch),
+            Some(super::puller::Batch::Checkpoint { .. })
+        ) {
+            self.puller.take(batch);
+        }
         self.violation(conn, reason.to_owned());
         true
     }

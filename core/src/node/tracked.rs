@@ -21,7 +21,7 @@ use crate::timeline::TimelineName;
 impl Node {
     /// Reads the tracking names the store holds for `peer`, once per run.
     pub(super) fn load_tracked(&mut self, peer: &str, store: &dyn Store) {
-        let rec = self.peers.entry(peer.to_owned()).or_default();
+        let rec = self.puller.peers.entry(peer.to_owned()).or_default();
         if rec.tracked.is_none() {
             rec.tracked = Some(store.tracking(peer));
         }
@@ -35,7 +35,7 @@ impl Node {
         store: &dyn Store,
     ) -> BTreeMap<TimelineName, ObjectId> {
         self.load_tracked(peer, store);
-        let rec = &self.peers[peer];
+        let rec = &self.puller.peers[peer];
         let mut out = rec.tracked.clone().unwrap_or_default();
         out.extend(rec.heads_seen.iter().map(|(t, h)| (t.clone(), *h)));
         out
@@ -43,7 +43,7 @@ impl Node {
 
     /// A tracking update for `peer` landed.
     pub(super) fn tracking_landed(&mut self, peer: &str, timeline: &TimelineName, head: ObjectId) {
-        if let Some(rec) = self.peers.get_mut(peer) {
+        if let Some(rec) = self.puller.peers.get_mut(peer) {
             rec.heads_seen.insert(timeline.clone(), head);
             if let Some(t) = rec.tracked.as_mut() {
                 t.insert(timeline.clone(), head);
@@ -64,6 +64,7 @@ impl Node {
     ) -> Result<Vec<ObjectId>, StoreError> {
         let local: Vec<ObjectId> = store.heads().unwrap_or_default().into_values().collect();
         let seen: Vec<ObjectId> = self
+            .puller
             .peers
             .get(peer)
             .map(|r| r.heads_seen.values().copied().collect())

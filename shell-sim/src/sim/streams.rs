@@ -165,7 +165,7 @@ impl Sim {
         let (i, inc, conn) = (e.node, e.inc, e.conn.unwrap_or_default());
         if self.alive(i, inc) {
             self.nodes[i].socks.remove(&conn);
-            self.input(i, |n, _, now| n.handle_closed(now, conn, reason));
+            self.input(i, |n, s, now| n.handle_closed(now, conn, reason, s));
         }
     }
 
@@ -280,8 +280,10 @@ impl Sim {
                     }
                     self.nodes[to].socks.remove(&rx_conn);
                     let local = self.local(to);
-                    if let Some(n) = self.nodes[to].node.as_mut() {
-                        n.handle_closed(local, rx_conn, &format!("closed by peer: {reason}"));
+                    let sn = &mut self.nodes[to];
+                    if let Some(n) = sn.node.as_mut() {
+                        let reason = format!("closed by peer: {reason}");
+                        n.handle_closed(local, rx_conn, &reason, &sn.store);
                         touched = true;
                     }
                 }

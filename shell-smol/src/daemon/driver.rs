@@ -266,12 +266,12 @@ impl Driver {
             }
             Input::Connected(conn, Err(e)) => {
                 self.node
-                    .handle_closed(now, conn, &format!("dial failed: {e}"))
+                    .handle_closed(now, conn, &format!("dial failed: {e}"), &self.store)
             }
             Input::Bytes(conn, data) => self.node.handle_bytes(now, conn, &data, &self.store),
             Input::ReadClosed(conn, reason) => {
                 if self.conns.remove(&conn).is_some() {
-                    self.node.handle_closed(now, conn, &reason);
+                    self.node.handle_closed(now, conn, &reason, &self.store);
                 }
             }
             Input::Writable(conn) => {
@@ -405,7 +405,7 @@ impl Driver {
             Output::Close { conn, reason } => {
                 tracing::debug!(conn, %reason, "closing");
                 self.close_io(conn);
-                self.node.handle_closed(now, conn, &reason);
+                self.node.handle_closed(now, conn, &reason, &self.store);
             }
             Output::Datagram { to, data } => {
                 if let Some(u) = &self.udp

@@ -174,6 +174,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
         // Message headers are always traced (a small record per frame), so
         // `p2p trace` can show what just happened without having been started first.
         node.set_trace(TraceMode::Headers);
+        node.start(Instant::ZERO, &store);
         let started_info = Started {
             node_id: node.node_id().to_owned(),
             port,

@@ -1,0 +1,150 @@
+//! The state of routed sessions and relaying that outlives any one
+//! connection: the `relay_rate` allowance and the frames waiting for it,
+//! relays under suspicion, when a routed session may be retried, and the
+//! mesh checks' schedule. The logic that uses it is in `relay.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use super::ConnId;
+use crate::time::Instant;
+use crate::wire::RoutedHeader;
+
+/// Largest payload of one routed frame.
+pub(super) const ROUTED_CHUNK: usize = 64 * 1024;
+/// Most bytes of routed frames held back by `relay_rate` at once, across all
+/// sessions; beyond it frames are dropped.
+const RELAY_BACKLOG_MAX: usize = 1024 * 1024;
+
+/// A routed frame held for the relay allowance: next hop, header, data.
+type Held = (ConnId, RoutedHeader, Vec<u8>);
+
+pub(super) struct Routed {
+    /// Token bucket for relayed bytes: (tokens, last refill).
+    bucket: (f64, Instant),
+    /// Routed frames waiting for the `relay_rate` allowance, in order.
+    pub backlog: VecDeque<Held>,
+    backlog_bytes: usize,
+    /// Relays avoided until the given time (a routed session through them failed).
+    pub suspects: BTreeMap<String, Instant>,
+    /// When a routed session to a node may next be attempted.
+    pub retry: BTreeMap<String, Instant>,
+    /// When routed sessions and healing are next reconsidered.
+    pub next_mesh_check: Instant,
+    /// When the next anti-entropy summary goes to a random neighbour.
+    pub next_summary: Instant,
+}
+
+impl Routed {
+    pub fn new(now: Instant) -> Routed {
+        Routed {
+            bucket: (0.0, now),
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            suspects: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            next_mesh_check: now,
+            next_summary: now,
+        }
+    }
+
+    /// Whether relaying `len` more bytes stays within `rate` bytes a second
+    /// (0: no cap); if so they are charged.
+    pub fn relay_allowed(&mut self, now: Instant, len: usize, rate: u64) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let (tokens, last) = self.bucket;
+        let burst = (rate as f64).max(ROUTED_CHUNK as f64 * 2.0);
+        let refilled = (tokens + now.saturating_since(last).as_secs_f64() * rate as f64).min(burst);
+        if refilled >= len as f64 {
+            self.bucket = (refilled - len as f64, now);
+            true
+        } else {
+            self.bucket = (refilled, now);
+            false
+        }
+    }
+
+    /// Holds a frame for the allowance; `false` (dropped) when the backlog
+    /// is full.
+    pub fn hold(&mut self, next: ConnId, h: RoutedHeader, bin: Vec<u8>) -> bool {
+        if self.backlog_bytes + bin.len() > RELAY_BACKLOG_MAX {
+            return false;
+        }
+        self.backlog_bytes += bin.len();
+        self.backlog.push_back((next, h, bin));
+        true
+    }
+
+    /// The next held frame, if the allowance covers it now (charged).
+    pub fn release(&mut self, now: Instant, rate: u64) -> Option<Held> {
+        let len = self.backlog.front()?.2.len();
+        if !self.relay_allowed(now, len, rate) {
+            return None;
+        }
+        let held = self.backlog.pop_front()?;
+        self.backlog_bytes -= len;
+        Some(held)
+    }
+
+    /// When the backlog's next frame fits in the allowance.
+    pub fn backlog_due(&self, rate: u64) -> Option<Instant> {
+        let (_, _, bin) = self.backlog.front()?;
+        let rate = rate.max(1) as f64;
+        let (tokens, last) = self.bucket;
+        let missing = (bin.len() as f64 - tokens).max(0.0);
+        let wait = Duration::from_secs_f64(missing / rate);
+        Some(last + wait + Duration::from_micros(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> RoutedHeader {
+        RoutedHeader {
+            session: 1,
+            src: "a".into(),
+            dst: "b".into(),
+            hops_left: 3,
+        }
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_micros(ms * 1000)
+    }
+
+    #[test]
+    fn no_relay_rate_means_no_limit() {
+        let mut r = Routed::new(at(0));
+        assert!(r.relay_allowed(at(0), usize::MAX / 2, 0));
+    }
+
+    #[test]
+    fn the_allowance_refills_at_the_rate_up_to_a_burst() {
+        let mut r = Routed::new(at(0));
+        let rate = 1_000_000;
+        // Starts empty; after 100 ms, 100 kB are there.
+        assert!(!r.relay_allowed(at(0), 1, rate));
+        assert!(r.relay_allowed(at(100), 100_000, rate));
+        assert!(!r.relay_allowed(at(100), 1_000, rate));
+        // A long pause refills to the burst only.
+        assert!(!r.relay_allowed(at(100_000), 1_000_001, rate));
+    }
+
+    #[test]
+    fn held_frames_leave_in_order_when_due_and_a_full_backlog_drops() {
+        let mut r = Routed::new(at(0));
+        let rate = 100_000;
+        assert!(r.hold(1, header(), vec![0; 10_000]));
+        assert!(r.hold(2, header(), vec![0; 10_000]));
+        assert!(r.release(at(0), rate).is_none());
+        let due = r.backlog_due(rate).expect("a frame waits");
+        assert!(due > at(99) && due < at(101), "{due:?}");
+        assert_eq!(r.release(due, rate).map(|h| h.0), Some(1));
+        assert!(!r.hold(3, header(), vec![0; RELAY_BACKLOG_MAX]));
+        assert_eq!(r.backlog.len(), 1);
+    }
+}
