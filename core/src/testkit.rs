@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::node::{Command, CommandId, ConnId, Event, Node, Output};
+use crate::node::{CloseReason, Command, CommandId, ConnId, Event, Node, Output};
 use crate::noise::Keypair;
 use crate::rng::Rng;
 use crate::store::{MemStore, StoreRequest};
@@ -40,7 +40,7 @@ struct Link {
     /// Bytes on the way to the other end, with their arrival times.
     in_flight: VecDeque<(Instant, Vec<u8>)>,
     in_flight_bytes: usize,
-    closing: Option<String>,
+    closing: Option<CloseReason>,
     /// The sender was already told its close completed (its peer could not take
     /// delivery: frozen, or the link held); the peer's end closes later.
     closed_locally: bool,
@@ -291,12 +291,12 @@ impl TestNet {
     pub fn disconnect_all(&mut self, i: usize) {
         let keys: Vec<(usize, ConnId)> = self.links.keys().filter(|k| k.0 == i).copied().collect();
         for k in keys {
-            self.cut(k, "link cut by test");
+            self.cut(k, &CloseReason::Transport("link cut by test".into()));
         }
         self.drain();
     }
 
-    fn cut(&mut self, key: (usize, ConnId), reason: &str) {
+    fn cut(&mut self, key: (usize, ConnId), reason: &CloseReason) {
         if let Some(link) = self.links.remove(&key) {
             let now = self.now;
             let n = &mut self.nodes[key.0];
@@ -396,13 +396,13 @@ impl TestNet {
                         None => {
                             let n = &mut self.nodes[i];
                             n.node
-                                .handle_closed(now, conn, "connection refused", &n.store)
+                                .handle_closed(now, conn, &connection_refused(), &n.store)
                         }
                     },
                     None => {
                         let n = &mut self.nodes[i];
                         n.node
-                            .handle_closed(now, conn, "connection refused", &n.store)
+                            .handle_closed(now, conn, &connection_refused(), &n.store)
                     }
                 }
             }
@@ -668,4 +668,9 @@ pub fn plaintext_record(json: &str) -> Vec<u8> {
     let mut record = (frame.len() as u16).to_be_bytes().to_vec();
     record.extend_from_slice(&frame);
     record
+}
+
+/// What a dial to no listening node gets, as a socket would report it.
+fn connection_refused() -> CloseReason {
+    CloseReason::Transport("connection refused".into())
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use ivaldi_core::config::Config;
 use ivaldi_core::id::ObjectId;
-use ivaldi_core::node::{Command, ConnId, Event, Node, Output};
+use ivaldi_core::node::{CloseReason, Command, ConnId, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::rng::Rng;
 use ivaldi_core::store::StoreRequest;
@@ -188,7 +188,7 @@ pub(crate) enum Ev {
         node: usize,
         inc: u32,
         conn: ConnId,
-        reason: String,
+        reason: CloseReason,
     },
     Datagram {
         to: usize,

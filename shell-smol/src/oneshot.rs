@@ -8,7 +8,7 @@ use std::time::{Duration, Instant as WallInstant};
 
 use ivaldi_core::TimelineName;
 use ivaldi_core::config::Config;
-use ivaldi_core::node::{Command, ConnId, Event, Node, Output};
+use ivaldi_core::node::{CloseReason, Command, ConnId, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::store::{MemStore, Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::time::Instant;
@@ -99,7 +99,8 @@ fn drive<T>(
                         Err(e) => {
                             // The node decides what a failed dial means (a
                             // join tries the next address).
-                            let reason = format!("cannot connect to {addr}: {e}");
+                            let reason =
+                                CloseReason::Transport(format!("cannot connect to {addr}: {e}"));
                             node.handle_closed(now(), conn, &reason, store.read());
                             continue;
                         }
@@ -119,7 +120,7 @@ fn drive<T>(
                         }
                     }
                     node.handle_closed(now(), conn, &reason, store.read());
-                    last_close = Some(reason);
+                    last_close = Some(reason.to_string());
                 }
                 // Discovery is off for one-shot commands.
                 Output::Datagram { .. } => {}
@@ -159,11 +160,15 @@ fn drive<T>(
         }
         match s.read(&mut buf) {
             Ok(0) => {
-                node.handle_closed(now(), *conn, "closed by peer", store.read());
+                let reason = CloseReason::Transport("closed by peer".into());
+                node.handle_closed(now(), *conn, &reason, store.read());
             }
             Ok(n) => node.handle_bytes(now(), *conn, &buf[..n], store.read()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => node.handle_closed(now(), *conn, &e.to_string(), store.read()),
+            Err(e) => {
+                let reason = CloseReason::Transport(e.to_string());
+                node.handle_closed(now(), *conn, &reason, store.read())
+            }
         }
         if node.poll_timeout().is_some_and(|t| t <= now()) {
             node.handle_timeout(now(), store.read());

@@ -34,6 +34,7 @@
 //! the `handshake` message, which can list many timelines, arrives only after
 //! admission, when the limit is raised to `max_message_size`).
 
+use super::CloseReason;
 use core::net::{IpAddr, SocketAddr};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -326,10 +327,7 @@ impl Node {
             Entry::Admitted => {}
             Entry::Evicted(victim) => {
                 self.out.stats.admission.pool_evicted += 1;
-                self.close(
-                    victim,
-                    "unauthenticated pool full: made room for a less represented address",
-                );
+                self.close(victim, CloseReason::PoolEvicted);
             }
             Entry::Refused(r) => {
                 self.out.stats.admission.pool_refused += 1;
@@ -359,7 +357,7 @@ impl Node {
         let reason = format!("no peer slot: {max} peers are connected (max_peers)");
         tracing::info!(conn, peer = c.peer.as_deref().map(short), %reason, "closing admitted peer");
         if c.route.is_some() {
-            self.close(conn, &reason);
+            self.close(conn, CloseReason::NoPeerSlot { max });
             return false;
         }
         // Tell the peer why, then close once that is out (as a refusal).

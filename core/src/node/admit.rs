@@ -7,6 +7,7 @@
 //! close). A refused connection never receives our `handshake`, so it learns
 //! no timeline, head or object.
 
+use super::CloseReason;
 use super::conn::{ConnState, Direction};
 use super::{CommandId, ConnId, Event, Node, short};
 use crate::access::Access;
@@ -113,7 +114,7 @@ impl Node {
         self.send(now, conn, Message::Refused(wire::Refused { reason }));
         if routed {
             // Routed sessions have no socket of their own to flush.
-            self.close(conn, "refused: not trusted");
+            self.close(conn, CloseReason::Refused("not trusted".into()));
         }
     }
 
@@ -179,7 +180,7 @@ impl Node {
         let mut reason = r.reason;
         reason.truncate(1024);
         tracing::warn!(peer = short(&peer), %reason, "refused by peer");
-        self.close(conn, &format!("refused by {}: {reason}", short(&peer)));
+        self.close(conn, CloseReason::RefusedBy { peer, reason });
     }
 
     /// Closes every connection the current trust settings no longer allow,
@@ -206,7 +207,7 @@ impl Node {
             .collect();
         for (conn, why) in &doomed {
             tracing::info!(conn, "closing: {why}");
-            self.close(*conn, &format!("closed: {why}"));
+            self.close(*conn, CloseReason::Closed(why.clone()));
         }
         doomed.len()
     }
@@ -367,7 +368,9 @@ impl Node {
         for conn in &ready {
             self.close(
                 *conn,
-                "closed: access rules changed (reconnecting under the new rules)",
+                CloseReason::Closed(
+                    "access rules changed (reconnecting under the new rules)".into(),
+                ),
             );
         }
         ready.len()

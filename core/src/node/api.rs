@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::admission;
+use super::close::CloseReason;
 use super::conn::{ConnState, Direction};
 use crate::access::Access;
 use crate::config::Config;
@@ -244,7 +245,7 @@ pub enum Output {
     /// Close a connection (after writing what `poll_transmit` already returned).
     Close {
         conn: ConnId,
-        reason: String,
+        reason: CloseReason,
     },
     Store(StoreRequest),
     Event(Event),

@@ -27,6 +27,7 @@
 //! are produced only while the socket has room (`set_blocked`) and each
 //! connection's queue has its own limit (`send_encoded`).
 
+use super::CloseReason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::conn::{Conn, ConnState};
@@ -142,10 +143,7 @@ impl Node {
         } else {
             self.out.stats.admission.budget_closed += 1;
             self.admission.budget.release(conn);
-            self.close(
-                conn,
-                "memory budget for buffered frames is spent; not admitted yet",
-            );
+            self.close(conn, CloseReason::BudgetSpent);
         }
     }
 

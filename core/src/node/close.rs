@@ -13,11 +13,17 @@ pub enum CloseReason {
     /// Refused at admission or trust (`refused: …`).
     Refused(String),
     /// The peer told us why it refused us.
-    RefusedBy { peer: String, reason: String },
+    RefusedBy {
+        peer: String,
+        reason: String,
+    },
     /// Access was revoked or changed for an open connection (`closed: …`).
     Closed(String),
     /// The Noise session could not be created.
     Session(String),
+    /// The handshake finished but the peer is not one we may talk to here
+    /// (ourselves, the wrong end of a routed session, a `no_direct` node).
+    Handshake(String),
     /// The peer broke the protocol; the text names what it sent.
     Violation(String),
     NoCommonVersion(Vec<u32>),
@@ -29,10 +35,15 @@ pub enum CloseReason {
     /// Another connection to the same peer won the tie-break.
     Duplicate,
     /// The peer does not read what we queue for it.
-    NotReading { queued: usize, limit: usize },
+    NotReading {
+        queued: usize,
+        limit: usize,
+    },
     /// An unauthenticated connection made room for a less represented address.
     PoolEvicted,
-    NoPeerSlot { max: usize },
+    NoPeerSlot {
+        max: usize,
+    },
     /// The memory budget for unauthenticated frames ran out.
     BudgetSpent,
     /// The shell's socket or dial failed, or the peer hung up.
@@ -57,6 +68,7 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::Closed(why) => write!(f, "closed: {why}"),
             CloseReason::Session(e) => write!(f, "cannot create a session: {e}"),
+            CloseReason::Handshake(e) => f.write_str(e),
             CloseReason::Violation(r) => write!(f, "protocol violation: {r}"),
             CloseReason::NoCommonVersion(v) => {
                 write!(f, "no common protocol version (peer speaks {v:?})")
@@ -73,9 +85,9 @@ impl fmt::Display for CloseReason {
                 f,
                 "peer is not reading: {queued} bytes queued for it (limit {limit})"
             ),
-            CloseReason::PoolEvicted => f.write_str(
-                "unauthenticated pool full: made room for a less represented address",
-            ),
+            CloseReason::PoolEvicted => {
+                f.write_str("unauthenticated pool full: made room for a less represented address")
+            }
             CloseReason::NoPeerSlot { max } => {
                 write!(f, "no peer slot: {max} peers are connected (max_peers)")
             }

@@ -3,6 +3,7 @@
 //! what moved, diverged or was resolved when the store answers. Divergences
 //! whose strategy merges get a merge seal landed on its own batch.
 
+use super::CloseReason;
 use super::conn::PullState;
 use std::collections::BTreeMap;
 
@@ -206,7 +207,7 @@ impl Node {
         if let Some((e, local_fault)) = plan.failure {
             self.pull_failed_locally(now, conn, e);
             if !local_fault {
-                self.close(conn, "sync failed");
+                self.close(conn, CloseReason::SyncFailed);
             }
             return;
         }

@@ -39,6 +39,7 @@ mod admission;
 mod admit;
 mod api;
 mod budget;
+mod close;
 mod conn;
 mod dialers;
 mod landing;
@@ -78,6 +79,7 @@ pub use api::{
     Command, CommandId, Conflict, ConnId, Event, Output, PeerRecord, PeerStatus, Stats,
     TimeoutReason, TraceMode, TraceRecord,
 };
+pub use close::CloseReason;
 use conn::{Conn, Pull, PullState};
 pub use conn::{ConnState, Direction};
 use dialers::Dialers;
@@ -414,7 +416,7 @@ impl Node {
                 c.opened = now;
                 c.last_rx = now;
             }
-            Err(e) => self.close(conn, &format!("cannot create a session: {e}")),
+            Err(e) => self.close(conn, CloseReason::Session(e.to_string())),
         }
     }
 
@@ -450,7 +452,7 @@ impl Node {
             && noise.is_established()
             && let Err(reason) = self.on_established(now, conn, store)
         {
-            return self.close(conn, &reason);
+            return self.close(conn, CloseReason::Handshake(reason));
         }
         loop {
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -480,13 +482,19 @@ impl Node {
 
     /// A connection closed (or a dial failed). Pulls that were waiting for
     /// a slot it held start at once, from `store`.
-    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, reason: &str, store: &dyn Store) {
+    pub fn handle_closed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: &CloseReason,
+        store: &dyn Store,
+    ) {
         self.closed(now, conn, reason);
         self.run_queued(now, store);
     }
 
     /// Forgets a closed connection; what it frees is taken by `run_queued`.
-    fn closed(&mut self, now: Instant, conn: ConnId, reason: &str) {
+    fn closed(&mut self, now: Instant, conn: ConnId, reason: &CloseReason) {
         self.timers.last_now = self.timers.last_now.max(now);
         let Some(mut c) = self.conns.remove(&conn) else {
             return;
@@ -510,7 +518,7 @@ impl Node {
         }
         self.release_waiters(conn, Some(format!("connection closed: {reason}")));
         if !c.was_ready {
-            self.join_conn_ended(now, conn, c.peer.as_deref(), false, reason);
+            self.join_conn_ended(now, conn, c.peer.as_deref(), false, &reason.to_string());
         }
         let mut ready_before = false;
         if let Some(peer) = &c.peer {
@@ -525,7 +533,7 @@ impl Node {
             self.emit(Event::PeerDisconnected {
                 peer: c.peer.clone(),
                 conn,
-                reason: reason.to_owned(),
+                reason: reason.to_string(),
             });
         }
         // Its pull slot, if it had one, is free: `run_queued` fills it.
@@ -572,7 +580,7 @@ impl Node {
                     return;
                 }
                 for c in &conns {
-                    self.close(*c, "disconnected by the user");
+                    self.close(*c, CloseReason::ByUser);
                 }
                 self.done(id, true, format!("disconnected from {}", short(&peer)));
             }
@@ -779,7 +787,7 @@ impl Node {
         self.emit(Event::CommandDone { id, ok, message });
     }
 
-    fn close(&mut self, conn: ConnId, reason: &str) {
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -789,7 +797,7 @@ impl Node {
         tracing::debug!(
             conn,
             peer = c.peer.as_deref().map(short),
-            reason,
+            %reason,
             "closing connection"
         );
         c.state = ConnState::Closed;
@@ -798,16 +806,13 @@ impl Node {
             // One that died on its own (stalled, lost) blames its relays, so the
             // next session tries another path.
             let now = self.timers.last_now;
-            if !reason.starts_with("duplicate") && !reason.contains("by the user") {
+            if reason.blames_path() {
                 self.suspect_path(now, conn);
             }
-            self.closed(now, conn, reason);
+            self.closed(now, conn, &reason);
             return;
         }
-        self.out.queue.push_back(Output::Close {
-            conn,
-            reason: reason.to_owned(),
-        });
+        self.out.queue.push_back(Output::Close { conn, reason });
     }
 
     fn violation(&mut self, conn: ConnId, reason: String) {
@@ -821,7 +826,7 @@ impl Node {
             peer,
             reason: reason.clone(),
         });
-        self.close(conn, &format!("protocol violation: {reason}"));
+        self.close(conn, CloseReason::Violation(reason));
     }
 }
 

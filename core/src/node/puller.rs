@@ -11,6 +11,7 @@
 //! Every batch id the node hands the store is registered here with its
 //! purpose ([`Batch`]), so an answer is routed by one look-up.
 
+use super::CloseReason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::conn::{self, Conn, Pull, PullState};
@@ -595,7 +596,7 @@ impl Node {
                 if let Some(pull) = pull {
                     self.end_pull_with(now, &snap, pull, Err(format!("store: {e}")));
                 }
-                self.close(conn, "sync failed");
+                self.close(conn, CloseReason::SyncFailed);
             }
         }
     }

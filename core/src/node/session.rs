@@ -3,6 +3,7 @@
 //! duplicate-connection tie-break) and routing every later message to the
 //! part of the node that handles it.
 
+use super::CloseReason;
 use core::net::SocketAddr;
 
 use super::conn::Conn;
@@ -216,10 +217,7 @@ impl Node {
         store: &dyn Store,
     ) {
         if !h.versions.contains(&PROTOCOL_VERSION) {
-            return self.close(
-                conn,
-                &format!("no common protocol version (peer speaks {:?})", h.versions),
-            );
+            return self.close(conn, CloseReason::NoCommonVersion(h.versions.clone()));
         }
         let repo = store.repo_id().to_owned();
         let restricted = self.access_restricted();
@@ -299,7 +297,7 @@ impl Node {
             };
             let loser = if keep_new { other } else { conn };
             let winner = if keep_new { conn } else { other };
-            self.close(loser, "duplicate connection to the same peer");
+            self.close(loser, CloseReason::Duplicate);
             // A Connect whose own dial lost the tie is still connected.
             if let Some(cmd) = self.dialers.connect_waiters.remove(&loser) {
                 self.done(

@@ -4,6 +4,7 @@
 //! in [`ConnTimers`], the node-wide ones in [`Timers`], and the sub-machines
 //! (discovery, mesh, relay backlog, dialers, rate caps) each expose their next.
 
+use super::CloseReason;
 use super::conn::Conn;
 use super::{ConnId, ConnState, Node, TimeoutReason, admission};
 use crate::config::Config;
@@ -136,11 +137,11 @@ impl Node {
             let due = |t: Option<Instant>| t.is_some_and(|t| now >= t);
             let t = ConnTimers::of(c, &self.cfg);
             if due(t.handshake) {
-                self.close(id, "handshake timed out");
+                self.close(id, CloseReason::HandshakeTimeout);
             } else if due(t.lost) {
-                self.close(id, "peer lost: no traffic for too many heartbeat intervals");
+                self.close(id, CloseReason::PeerLost);
             } else if due(t.sync) {
-                self.close(id, "sync timed out");
+                self.close(id, CloseReason::SyncTimeout);
             } else if due(t.ping) {
                 let seq = self.rng.next_u64() >> 11;
                 if let Some(c) = self.conns.get_mut(&id) {

@@ -3,6 +3,7 @@
 //! and download caps (per peer and node-wide). Control frames go first, so
 //! heartbeats are never starved by bulk data.
 
+use super::CloseReason;
 use super::conn::Conn;
 use super::{ConnId, ConnState, Event, MAX_QUEUED_MIN, Node, TRANSMIT_CHUNK, rate, trace_record};
 use crate::config::Config;
@@ -66,7 +67,7 @@ impl Node {
                 if c.state == ConnState::Refusing && c.ctrl.is_empty() && c.out.len() == c.out_pos {
                     // The `refused` message is out: now close.
                     let reason = c.refusing.take().unwrap_or_default();
-                    self.close(id, &format!("refused: {reason}"));
+                    self.close(id, CloseReason::Refused(reason));
                 }
                 if produced.is_err() {
                     continue;
@@ -295,10 +296,7 @@ impl Node {
             .max(MAX_QUEUED_MIN);
         if queued > limit {
             self.out.stats.queue_overflows += 1;
-            self.close(
-                conn,
-                &format!("peer is not reading: {queued} bytes queued for it (limit {limit})"),
-            );
+            self.close(conn, CloseReason::NotReading { queued, limit });
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
-use ivaldi_core::node::ConnId;
+use ivaldi_core::node::{CloseReason, ConnId};
 
 use super::{Ev, PIPE_SLACK, Sim, mix, us};
 use crate::invariants::Kind;
@@ -165,7 +165,8 @@ impl Sim {
         let (i, inc, conn) = (e.node, e.inc, e.conn.unwrap_or_default());
         if self.alive(i, inc) {
             self.nodes[i].socks.remove(&conn);
-            self.input(i, |n, s, now| n.handle_closed(now, conn, reason, s));
+            let reason = CloseReason::Transport(reason.to_owned());
+            self.input(i, |n, s, now| n.handle_closed(now, conn, &reason, s));
         }
     }
 
@@ -282,7 +283,7 @@ impl Sim {
                     let local = self.local(to);
                     let sn = &mut self.nodes[to];
                     if let Some(n) = sn.node.as_mut() {
-                        let reason = format!("closed by peer: {reason}");
+                        let reason = CloseReason::Transport(format!("closed by peer: {reason}"));
                         n.handle_closed(local, rx_conn, &reason, &sn.store);
                         touched = true;
                     }
@@ -338,7 +339,7 @@ impl Sim {
 
     /// Node `i` closes its end: the close follows the data in flight; the node
     /// itself learns at once.
-    pub(super) fn close_end(&mut self, i: usize, conn: ConnId, reason: String) {
+    pub(super) fn close_end(&mut self, i: usize, conn: ConnId, reason: CloseReason) {
         if let Some((sock, side)) = self.nodes[i].socks.remove(&conn) {
             let accepted = match self.net.socks.get_mut(&sock) {
                 Some(s) => {
@@ -348,7 +349,7 @@ impl Sim {
                 None => false,
             };
             if accepted {
-                self.push_seg(sock, side, SegKind::Fin(reason.clone()));
+                self.push_seg(sock, side, SegKind::Fin(reason.to_string()));
             }
             if self.net.socks.get(&sock).is_some_and(Socket::finished) {
                 self.net.socks.remove(&sock);
@@ -421,7 +422,7 @@ impl Sim {
                             node: e.node,
                             inc: e.inc,
                             conn,
-                            reason: reason.to_owned(),
+                            reason: CloseReason::Transport(reason.to_owned()),
                         },
                     );
                 }

@@ -13,7 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant, SystemTime};
 
-use ivaldi_core::node::{ConnId, Node, Output};
+use ivaldi_core::node::{CloseReason, ConnId, Node, Output};
 use ivaldi_core::store::{StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::time::Instant;
 use smol::channel::{Receiver, Sender};
@@ -265,12 +265,13 @@ impl Driver {
                 self.node.handle_connected(now, conn);
             }
             Input::Connected(conn, Err(e)) => {
-                self.node
-                    .handle_closed(now, conn, &format!("dial failed: {e}"), &self.store)
+                let reason = CloseReason::Transport(format!("dial failed: {e}"));
+                self.node.handle_closed(now, conn, &reason, &self.store)
             }
             Input::Bytes(conn, data) => self.node.handle_bytes(now, conn, &data, &self.store),
             Input::ReadClosed(conn, reason) => {
                 if self.conns.remove(&conn).is_some() {
+                    let reason = CloseReason::Transport(reason);
                     self.node.handle_closed(now, conn, &reason, &self.store);
                 }
             }
