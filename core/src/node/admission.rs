@@ -346,11 +346,12 @@ impl Node {
         self.admission.pool.leave(conn);
         let max = self.cfg.max_peers;
         let used = self.peer_slots_used();
+        let frame = self.frame_limits().frame;
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
         if used <= max {
-            c.frames.set_max(self.cfg.max_message_size);
+            c.frames.set_max(frame);
             return true;
         }
         self.out.stats.admission.peer_slots_full += 1;

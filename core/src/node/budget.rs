@@ -33,17 +33,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::conn::{Conn, ConnState};
 use super::{ConnId, Node};
 
-/// The budget when `max_message_size` is small: 64 MiB.
+/// The budget when `max_message_size` is small: 64 MiB (see
+/// [`super::frame_limits::FrameLimits`]).
 pub const DEFAULT_LIMIT: usize = 64 * 1024 * 1024;
 /// Frames this small are always granted.
 pub const ALWAYS_FITS: usize = 64 * 1024;
-
-/// The budget for a node whose frames may be `max_message_size` long: 64 MiB,
-/// or two whole frames when that is more (one large frame must always fit
-/// beside another peer's).
-pub fn limit_for(max_message_size: u32) -> usize {
-    DEFAULT_LIMIT.max(2 * (max_message_size as usize + 4))
-}
 
 /// Reservations of partially received frames, per connection.
 pub struct Budget {
@@ -130,9 +124,8 @@ impl Node {
             self.admission.budget.reserve(conn, need, 0);
             return;
         }
-        self.admission
-            .budget
-            .set_limit(limit_for(self.cfg.max_message_size));
+        let limit = self.frame_limits().budget;
+        self.admission.budget.set_limit(limit);
         let outgoing = self.queued_everywhere();
         if self.admission.budget.reserve(conn, need, outgoing) {
             return;
@@ -227,11 +220,5 @@ mod tests {
         b.release(2);
         assert_eq!(b.reserved(), 0);
         assert!(!b.is_paused(2));
-    }
-
-    #[test]
-    fn the_limit_fits_two_whole_frames() {
-        assert_eq!(limit_for(10 * MIB as u32), DEFAULT_LIMIT);
-        assert!(limit_for(100 * MIB as u32) >= 200 * MIB);
     }
 }

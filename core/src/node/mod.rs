@@ -42,6 +42,7 @@ mod budget;
 mod close;
 mod conn;
 mod dialers;
+mod frame_limits;
 mod landing;
 pub mod limits;
 mod lz4;
@@ -91,10 +92,6 @@ use timers::Timers;
 
 /// Bytes produced for one connection per `poll_transmit` call.
 pub(super) const TRANSMIT_CHUNK: usize = 256 * 1024;
-/// Least bytes a connection may have queued before its peer counts as not
-/// reading (the limit is twice `max_message_size` when that is larger): a
-/// whole frame must fit, with room for the replies queued behind it.
-pub(super) const MAX_QUEUED_MIN: usize = 16 * 1024 * 1024;
 /// Protocol features this version offers in its handshake. A feature is used
 /// on a connection only when both ends offer it, so nodes lacking one still
 /// sync over the common subset: `lz4` compresses object frames;
@@ -645,6 +642,7 @@ impl Node {
                 let auto_was = self.cfg.auto_sync;
                 let narrowed = self.retrust(&cfg);
                 self.cfg = *cfg;
+                self.apply_frame_limits();
                 self.apply_rates(now);
                 if self.cfg.auto_sync
                     && (!auto_was || self.timers.next_auto_sync > now + self.cfg.sync_interval)

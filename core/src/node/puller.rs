@@ -384,7 +384,7 @@ impl Node {
         bin: &[u8],
         store: &dyn Store,
     ) {
-        let max = self.cfg.max_message_size as usize;
+        let max = self.frame_limits().frame as usize;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

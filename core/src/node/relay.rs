@@ -257,7 +257,7 @@ impl Node {
             direction,
             now,
             self.cfg.heartbeat_interval,
-            self.cfg.max_message_size,
+            self.frame_limits().frame,
         );
         let mut s = self.new_session(role, id).ok()?;
         s.start(&mut c.out);

@@ -22,16 +22,8 @@ use crate::time::Instant;
 use crate::timeline::TimelineName;
 use crate::wire::{self, Envelope, Message};
 
-/// Largest objects frame the node builds (bounded further by `max_message_size`).
-const OBJECT_FRAME_TARGET: usize = 1024 * 1024;
 /// Concurrent sync requests one peer may have the node serve.
 const MAX_SERVES_PER_CONN: usize = 4;
-
-/// The size objects frames aim at: half the largest message a peer takes,
-/// within 64 KiB and [`OBJECT_FRAME_TARGET`].
-fn frame_target(max_message_size: u32) -> usize {
-    (max_message_size as usize / 2).clamp(64 * 1024, OBJECT_FRAME_TARGET)
-}
 
 /// Under an upload cap of `slowest` bytes a second (0: none), frames of
 /// about a quarter second of it, so a heartbeat queued behind one waits for
@@ -291,7 +283,7 @@ impl Node {
         conn: ConnId,
         store: &dyn Store,
     ) -> Result<(), ()> {
-        let mut max_frame = frame_target(self.cfg.max_message_size);
+        let mut max_frame = self.frame_limits().objects_frame;
         // Under an upload cap, bulk data is produced one frame at a time, only
         // when the allowance is there, and in frames of about a quarter
         // second of the slowest cap: a heartbeat queued behind a frame waits
@@ -524,15 +516,8 @@ mod tests {
     }
 
     #[test]
-    fn objects_frames_stay_within_half_a_message_and_the_target() {
-        assert_eq!(frame_target(16 * 1024), 64 * 1024);
-        assert_eq!(frame_target(1024 * 1024), 512 * 1024);
-        assert_eq!(frame_target(u32::MAX), OBJECT_FRAME_TARGET);
-    }
-
-    #[test]
     fn an_upload_cap_shrinks_frames_never_grows_them() {
-        let target = frame_target(u32::MAX);
+        let target = super::super::frame_limits::OBJECT_FRAME_TARGET;
         assert!(capped_frame(target, 64 * 1024) < target);
         assert_eq!(capped_frame(target, u64::MAX / 2), target);
     }

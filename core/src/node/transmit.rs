@@ -5,7 +5,7 @@
 
 use super::CloseReason;
 use super::conn::Conn;
-use super::{ConnId, ConnState, Event, MAX_QUEUED_MIN, Node, TRANSMIT_CHUNK, rate, trace_record};
+use super::{ConnId, ConnState, Event, Node, TRANSMIT_CHUNK, rate, trace_record};
 use crate::config::Config;
 use crate::store::Store;
 use crate::time::Instant;
@@ -291,9 +291,7 @@ impl Node {
         // Object data is produced only when the socket has room, but replies
         // (pongs, refusals, topology) are queued whatever happens: a peer that
         // keeps asking and never reads would grow this without bound.
-        let limit = (self.cfg.max_message_size as usize)
-            .saturating_mul(2)
-            .max(MAX_QUEUED_MIN);
+        let limit = self.frame_limits().queued;
         if queued > limit {
             self.out.stats.queue_overflows += 1;
             self.close(conn, CloseReason::NotReading { queued, limit });
