@@ -403,14 +403,13 @@ fn duration_arg(field: &str, text: &str) -> Result<Duration, Failed> {
     parse_duration(text).map_err(|e| fail(format!("{field}: {e}")))
 }
 
-pub(crate) fn node_id_arg(id: &str) -> Result<String, Failed> {
-    let id = id.to_ascii_lowercase();
-    if id.len() != 64 || !id.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(fail(format!(
-            "{id:?} is not a node id (64 hex digits; see `ivaldi p2p whoami`)"
-        )));
-    }
-    Ok(id)
+pub(crate) fn node_id_arg(id: &str) -> Result<ivaldi_core::NodeId, Failed> {
+    id.parse().map_err(|_| {
+        fail(format!(
+            "{:?} is not a node id (64 hex digits; see `ivaldi p2p whoami`)",
+            id.to_ascii_lowercase()
+        ))
+    })
 }
 
 pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
@@ -1296,7 +1295,7 @@ pub fn clone_cmd(here: &Path, source: &str, dir: Option<&Path>) -> Result<(), Fa
     println!(
         "Cloned repository {} from {} into {}: {} objects, {:.1} MiB{}",
         report.repo_id,
-        report.peer.get(..12).unwrap_or(&report.peer),
+        report.peer.short(),
         dir.display(),
         report.objects,
         report.bytes as f64 / 1048576.0,

@@ -67,10 +67,7 @@ pub fn trust(paths: &P2pPaths, node_id: &str, flags: &AccessFlags) -> Result<(),
     let access = flags.access();
     edit_config(paths, |c| {
         c.trusted_peers.retain(|t| t.id != id);
-        c.trusted_peers.push(TrustedPeer {
-            id: id.clone(),
-            access,
-        });
+        c.trusted_peers.push(TrustedPeer { id, access });
         Ok(())
     })?;
     let what = match access {
@@ -279,7 +276,7 @@ pub fn join(paths: &P2pPaths, text: &str) -> Result<(), Failed> {
     let inviter = ticket.node_id();
     setup::edit_config(paths, |c| {
         if !c.trusted_peers.iter().any(|t| t.id == inviter) {
-            c.trusted_peers.push(TrustedPeer::write(&inviter));
+            c.trusted_peers.push(TrustedPeer::write(inviter));
         }
     })
     .map_err(setup_err)?;

@@ -166,7 +166,7 @@ pub struct Config {
     pub log_level: String,
     /// Node ids this node refuses direct connections with; they are still
     /// reached through the mesh. (A policy knob, and how tests build topologies.)
-    pub no_direct: Vec<String>,
+    pub no_direct: Vec<crate::NodeId>,
     /// Relay frames of other nodes' sessions through this node.
     pub relay: bool,
     /// Most bytes per second this node relays for others (0: no cap). Frames
@@ -187,7 +187,7 @@ pub struct Config {
     /// inside `.ivaldi/`.
     pub data_dir: String,
     /// Named groups of peers (node ids), for `access` rules as `@name`.
-    pub peer_groups: std::collections::BTreeMap<String, Vec<String>>,
+    pub peer_groups: std::collections::BTreeMap<String, Vec<crate::NodeId>>,
     /// Per-timeline access for peers, first match wins; timelines no rule
     /// matches are writable by every peer allowed to connect (see
     /// [`crate::access`]).
@@ -215,7 +215,7 @@ pub struct Config {
     pub peer_download_rate: u64,
     /// Per-peer caps by node id, replacing `peer_upload_rate` and
     /// `peer_download_rate` for that peer (0 there means no cap for it).
-    pub peer_rates: std::collections::BTreeMap<String, PeerRates>,
+    pub peer_rates: std::collections::BTreeMap<crate::NodeId, PeerRates>,
     /// Most timelines one sync may create on this node; new names a peer
     /// offers beyond it wait for the next sync (see `node::limits`).
     pub max_new_timelines_per_sync: u32,
@@ -238,14 +238,14 @@ pub struct PeerRates {
 impl Config {
     /// The upload cap for one peer (0: none): its `peer_rates` entry, else
     /// `peer_upload_rate`.
-    pub fn peer_upload_cap(&self, peer: &str) -> u64 {
+    pub fn peer_upload_cap(&self, peer: &crate::NodeId) -> u64 {
         self.peer_rates
             .get(peer)
             .map_or(self.peer_upload_rate, |r| r.upload)
     }
 
     /// The download cap for one peer (0: none), like [`Config::peer_upload_cap`].
-    pub fn peer_download_cap(&self, peer: &str) -> u64 {
+    pub fn peer_download_cap(&self, peer: &crate::NodeId) -> u64 {
         self.peer_rates
             .get(peer)
             .map_or(self.peer_download_rate, |r| r.download)
@@ -378,24 +378,10 @@ impl Config {
         }
         crate::access::validate(&self.access, &self.peer_groups)?;
         for p in &self.trusted_peers {
-            if !crate::trust::is_node_id(&p.id) {
-                return Err(invalid(
-                    "trusted_peers",
-                    format!("{:?} is not a node id (64 hex digits)", p.id),
-                ));
-            }
             if p.access == crate::access::Access::None {
                 return Err(invalid(
                     "trusted_peers",
                     format!("{}: access must be read or write (use untrust)", p.id),
-                ));
-            }
-        }
-        for p in self.peer_rates.keys() {
-            if p.len() != 64 || !crate::id::is_hex(p) {
-                return Err(invalid(
-                    "peer_rates",
-                    format!("{p:?} is not a node id (64 hex digits)"),
                 ));
             }
         }
@@ -594,12 +580,13 @@ mod tests {
         ))
         .unwrap();
         c.validate().unwrap();
+        let peer: crate::NodeId = peer.parse().unwrap();
         assert_eq!(c.peer_upload_cap(&peer), 1024);
         assert_eq!(c.peer_download_cap(&peer), 0);
-        assert_eq!(c.peer_upload_cap(&"cd".repeat(32)), 4096);
-        let bad: Config =
-            serde_json::from_str(r#"{"peer_rates": {"nope": {"upload": 1}}}"#).unwrap();
-        assert!(bad.validate().is_err());
+        assert_eq!(c.peer_upload_cap(&crate::NodeId([0xcd; 32])), 4096);
+        // An id that is not one is refused as the file is read, naming the key.
+        let bad = check::from_json(br#"{"peer_rates": {"nope": {"upload": 1}}}"#).unwrap_err();
+        assert!(bad.to_string().contains("peer_rates"), "{bad}");
     }
 
     #[test]

@@ -152,9 +152,9 @@ impl TestNet {
         let mut node = Node::new(cfg, keypair, node_seed, self.now);
         node.start(self.now, &store);
         if self.team {
-            let id = node.node_id().to_owned();
+            let id = node.node_id();
             for other in &mut self.nodes {
-                other.node.grant_trust(&id, crate::access::Access::Write);
+                other.node.grant_trust(id, crate::access::Access::Write);
                 node.grant_trust(other.node.node_id(), crate::access::Access::Write);
             }
         }
@@ -582,10 +582,12 @@ impl TestNet {
 
     /// Whether node `i` has an established connection to node `j`.
     pub fn connected(&self, i: usize, j: usize) -> bool {
-        let id = self.nodes[j].node.node_id().to_owned();
-        self.nodes[i].node.peers().iter().any(|p| {
-            p.peer.as_deref() == Some(id.as_str()) && p.state == crate::node::ConnState::Ready
-        })
+        let id = self.nodes[j].node.node_id();
+        self.nodes[i]
+            .node
+            .peers()
+            .iter()
+            .any(|p| p.peer == Some(id) && p.state == crate::node::ConnState::Ready)
     }
 }
 

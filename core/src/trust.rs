@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::NodeId;
 use crate::access::Access;
 use crate::time::Instant;
 
@@ -80,15 +81,14 @@ impl std::str::FromStr for OpenMode {
 /// (the form older versions wrote), or as `{"id": ..., "access": "read"}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrustedPeer {
-    /// 64 lowercase hex digits.
-    pub id: String,
+    pub id: NodeId,
     pub access: Access,
 }
 
 impl TrustedPeer {
-    pub fn write(id: &str) -> TrustedPeer {
+    pub fn write(id: NodeId) -> TrustedPeer {
         TrustedPeer {
-            id: id.to_ascii_lowercase(),
+            id,
             access: Access::Write,
         }
     }
@@ -98,11 +98,11 @@ impl Serialize for TrustedPeer {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct Full<'a> {
-            id: &'a str,
+            id: &'a NodeId,
             access: Access,
         }
         match self.access {
-            Access::Write => s.serialize_str(&self.id),
+            Access::Write => self.id.serialize(s),
             access => Full {
                 id: &self.id,
                 access,
@@ -117,9 +117,9 @@ impl<'de> Deserialize<'de> for TrustedPeer {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Form {
-            Bare(String),
+            Bare(NodeId),
             Full {
-                id: String,
+                id: NodeId,
                 #[serde(default = "write")]
                 access: Access,
             },
@@ -128,18 +128,10 @@ impl<'de> Deserialize<'de> for TrustedPeer {
             Access::Write
         }
         Ok(match Form::deserialize(d)? {
-            Form::Bare(id) => TrustedPeer::write(&id),
-            Form::Full { id, access } => TrustedPeer {
-                id: id.to_ascii_lowercase(),
-                access,
-            },
+            Form::Bare(id) => TrustedPeer::write(id),
+            Form::Full { id, access } => TrustedPeer { id, access },
         })
     }
-}
-
-/// Whether `s` is a node id as written everywhere: 64 hex digits.
-pub fn is_node_id(s: &str) -> bool {
-    s.len() == 64 && crate::id::is_hex(s)
 }
 
 /// The id an invitation is known by on the wire: a digest of its secret, so
@@ -211,9 +203,9 @@ impl std::fmt::Debug for Ticket {
 const BASE32: data_encoding::Encoding = data_encoding::BASE32_NOPAD;
 
 impl Ticket {
-    /// The inviter's node id as hex.
-    pub fn node_id(&self) -> String {
-        crate::id::to_hex(&self.node)
+    /// The inviter's node id.
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.node)
     }
 
     /// The ticket as one copy-pasteable string. Binary form: version byte 1,
@@ -372,7 +364,7 @@ pub enum RedeemError {
 /// A key that was refused, for `ivaldi p2p pending`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pending {
-    pub id: String,
+    pub id: NodeId,
     pub addr: SocketAddr,
     pub first: Instant,
     pub last: Instant,
@@ -395,19 +387,19 @@ pub struct Granted {
 #[derive(Debug, Default)]
 pub struct Trust {
     open: OpenMode,
-    configured: BTreeMap<String, Access>,
+    configured: BTreeMap<NodeId, Access>,
     /// Admitted for this run by the owner of the node (see [`Trust::grant`]).
-    granted: BTreeMap<String, Access>,
+    granted: BTreeMap<NodeId, Access>,
     /// Admitted by an invitation and not yet in the configuration: the shell
     /// writes them into `trusted_peers` and applies that configuration at
     /// once, after which the configuration alone decides (so an `untrust`
     /// that follows is never undone by a stale grant).
-    redeemed: BTreeMap<String, Access>,
+    redeemed: BTreeMap<NodeId, Access>,
     invites: BTreeMap<String, Invite>,
     /// Invitations used up during this run, so a late newcomer is told its
     /// ticket was spent rather than unknown (bounded).
     spent: std::collections::VecDeque<String>,
-    pending: BTreeMap<String, Pending>,
+    pending: BTreeMap<NodeId, Pending>,
 }
 
 impl Trust {
@@ -421,10 +413,7 @@ impl Trust {
     /// (see the field), and keys granted for the run stay.
     pub fn configure(&mut self, open: OpenMode, trusted: &[TrustedPeer]) {
         self.open = open;
-        self.configured = trusted
-            .iter()
-            .map(|p| (p.id.to_ascii_lowercase(), p.access))
-            .collect();
+        self.configured = trusted.iter().map(|p| (p.id, p.access)).collect();
         self.redeemed.clear();
         self.granted
             .retain(|id, _| !self.configured.contains_key(id));
@@ -435,16 +424,15 @@ impl Trust {
 
     /// Admits a key for this run (the newcomer's side of an invitation: the
     /// ticket names the inviter's key).
-    pub fn grant(&mut self, id: &str, access: Access) {
-        let id = id.to_ascii_lowercase();
+    pub fn grant(&mut self, id: NodeId, access: Access) {
         if !self.configured.contains_key(&id) {
             self.granted.insert(id, access);
         }
     }
 
     /// Drops a key granted for the run (it was untrusted).
-    pub fn forget(&mut self, id: &str) {
-        self.granted.remove(&id.to_ascii_lowercase());
+    pub fn forget(&mut self, id: &NodeId) {
+        self.granted.remove(id);
     }
 
     pub fn open(&self) -> OpenMode {
@@ -452,12 +440,11 @@ impl Trust {
     }
 
     /// The access a key has as a whole, or `None` if it is not admitted.
-    pub fn admits(&self, id: &str) -> Option<Access> {
-        let id = id.to_ascii_lowercase();
+    pub fn admits(&self, id: &NodeId) -> Option<Access> {
         self.configured
-            .get(&id)
-            .or_else(|| self.granted.get(&id))
-            .or_else(|| self.redeemed.get(&id))
+            .get(id)
+            .or_else(|| self.granted.get(id))
+            .or_else(|| self.redeemed.get(id))
             .copied()
             .or_else(|| self.open.access())
     }
@@ -523,7 +510,7 @@ impl Trust {
             }
             self.spent.push_back(key);
         }
-        let id = crate::id::to_hex(joiner);
+        let id = NodeId(*joiner);
         self.pending.remove(&id);
         if !self.configured.contains_key(&id) {
             self.redeemed.insert(id, granted.access);
@@ -532,8 +519,7 @@ impl Trust {
     }
 
     /// Records a refused key (bounded: the least recently seen is forgotten).
-    pub fn record_refusal(&mut self, now: Instant, id: &str, addr: SocketAddr) {
-        let id = id.to_ascii_lowercase();
+    pub fn record_refusal(&mut self, now: Instant, id: NodeId, addr: SocketAddr) {
         if let Some(p) = self.pending.get_mut(&id) {
             p.last = now;
             p.addr = addr;
@@ -544,13 +530,13 @@ impl Trust {
             && let Some(oldest) = self
                 .pending
                 .values()
-                .min_by_key(|p| (p.last, p.id.clone()))
-                .map(|p| p.id.clone())
+                .min_by_key(|p| (p.last, p.id))
+                .map(|p| p.id)
         {
             self.pending.remove(&oldest);
         }
         self.pending.insert(
-            id.clone(),
+            id,
             Pending {
                 id,
                 addr,
@@ -570,11 +556,11 @@ impl Trust {
 }
 
 /// What a refused stranger is told, in plain words.
-pub fn refusal_text(stranger: &str, own: &str) -> String {
+pub fn refusal_text(stranger: &NodeId, own: &NodeId) -> String {
     format!(
         "node {}… is not trusted by {}…; ask its owner to run `ivaldi p2p trust {stranger}`, or use an invitation (`ivaldi p2p invite` there, then `ivaldi p2p join TICKET` here)",
-        crate::node_id::short(stranger),
-        crate::node_id::short(own),
+        stranger.short(),
+        own.short(),
     )
 }
 
@@ -582,8 +568,19 @@ pub fn refusal_text(stranger: &str, own: &str) -> String {
 mod tests {
     use super::*;
 
-    fn id(c: char) -> String {
+    fn id(c: char) -> NodeId {
+        std::iter::repeat_n(c, 64)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    }
+
+    fn text(c: char) -> String {
         std::iter::repeat_n(c, 64).collect()
+    }
+
+    fn n(i: u8) -> NodeId {
+        NodeId([i; 32])
     }
 
     fn ticket() -> Ticket {
@@ -638,16 +635,20 @@ mod tests {
     fn trusted_peers_read_the_old_and_the_new_form() {
         let v: Vec<TrustedPeer> = serde_json::from_str(&format!(
             r#"["{}", {{"id":"{}","access":"read"}}]"#,
-            id('A'),
-            id('b')
+            text('A'),
+            text('b')
         ))
         .unwrap();
-        assert_eq!(v[0], TrustedPeer::write(&id('a')));
+        assert_eq!(v[0], TrustedPeer::write(id('a')));
         assert_eq!(v[1].access, Access::Read);
         let back = serde_json::to_string(&v).unwrap();
         assert_eq!(
             back,
-            format!(r#"["{}",{{"id":"{}","access":"read"}}]"#, id('a'), id('b'))
+            format!(
+                r#"["{}",{{"id":"{}","access":"read"}}]"#,
+                text('a'),
+                text('b')
+            )
         );
     }
 
@@ -656,7 +657,7 @@ mod tests {
         let t = Trust::new(
             OpenMode::Off,
             &[
-                TrustedPeer::write(&id('a')),
+                TrustedPeer::write(id('a')),
                 TrustedPeer {
                     id: id('b'),
                     access: Access::Read,
@@ -693,7 +694,7 @@ mod tests {
         );
         let g = t.redeem(now, &inv, &good, &hh, &joiner, &inviter).unwrap();
         assert_eq!((g.access, g.uses_left), (Access::Read, 0));
-        assert_eq!(t.admits(&crate::id::to_hex(&joiner)), Some(Access::Read));
+        assert_eq!(t.admits(&NodeId(joiner)), Some(Access::Read));
         assert!(matches!(
             t.redeem(now, &inv, &good, &hh, &joiner, &inviter),
             Err(RedeemError::Spent(_))
@@ -722,18 +723,15 @@ mod tests {
     fn the_pending_list_is_bounded_and_newest_first() {
         let mut t = Trust::new(OpenMode::Off, &[]);
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        for i in 0..(MAX_PENDING as u64 + 10) {
-            t.record_refusal(Instant::from_micros(i), &format!("{i:064x}"), addr);
+        for i in 0..(MAX_PENDING as u8 + 10) {
+            t.record_refusal(Instant::from_micros(u64::from(i)), n(i), addr);
         }
-        t.record_refusal(Instant::from_micros(999), &format!("{:064x}", 70), addr);
+        t.record_refusal(Instant::from_micros(999), n(70), addr);
         let p = t.pending();
         assert_eq!(p.len(), MAX_PENDING);
-        assert_eq!(p[0].id, format!("{:064x}", 70));
+        assert_eq!(p[0].id, n(70));
         assert_eq!(p[0].attempts, 2);
-        t.configure(
-            OpenMode::Off,
-            &[TrustedPeer::write(&format!("{:064x}", 70))],
-        );
+        t.configure(OpenMode::Off, &[TrustedPeer::write(n(70))]);
         assert_eq!(t.pending().len(), MAX_PENDING - 1);
     }
 }

@@ -39,7 +39,7 @@ fn rule(timelines: &str, peer: &str, access: Access) -> AccessRule {
 fn id_of(seed: u64) -> String {
     let mut scratch = TestNet::new();
     let i = scratch.add(cfg(), MemStore::new("repo"), seed);
-    scratch.nodes[i].node.node_id().to_owned()
+    scratch.nodes[i].node.node_id().to_hex()
 }
 
 fn refusals(net: &TestNet, i: usize) -> Vec<String> {
@@ -163,7 +163,7 @@ fn a_peer_lacking_features_still_syncs_and_learns_the_mesh() {
     assert!(
         topo.nodes
             .iter()
-            .any(|n| n.id == net.nodes[a].node.node_id())
+            .any(|n| n.id == net.nodes[a].node.node_id().to_hex())
     );
 }
 

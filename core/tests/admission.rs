@@ -222,7 +222,7 @@ fn admitted_peers_stalling_in_large_frames_are_paused_at_the_global_budget() {
     for i in 0..8u8 {
         let kp = Keypair::generate(&mut Rng::from_u64(100 + u64::from(i)));
         node.grant_trust(
-            &ivaldi_core::node::hex(&kp.public),
+            ivaldi_core::NodeId(kp.public),
             ivaldi_core::access::Access::Write,
         );
         let mut c = handshake(&mut node, &store, &kp, from(2, i));
@@ -317,12 +317,12 @@ fn a_newcomer_redeeming_an_invitation_is_admitted_and_gets_a_large_handshake() {
             expires: Instant::ZERO + Duration::from_secs(3600),
             uses: 1,
         }]);
-    let a_id = net.nodes[a].node.node_id().to_owned();
+    let a_id = net.nodes[a].node.node_id();
     net.nodes[b]
         .node
-        .grant_trust(&a_id, ivaldi_core::access::Access::Write);
+        .grant_trust(a_id, ivaldi_core::access::Access::Write);
     let ticket = ivaldi_core::trust::Ticket {
-        node: ivaldi_core::node::unhex32(&a_id).unwrap(),
+        node: a_id.0,
         addrs: vec![net.nodes[a].addr],
         repo: "repo".into(),
         secret,

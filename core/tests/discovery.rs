@@ -1238,7 +1238,7 @@ mod node {
         let seen = net.nodes[0].node.discovered();
         let other = seen
             .iter()
-            .find(|p| p.node_id == net.nodes[2].node.node_id())
+            .find(|p| p.node_id == net.nodes[2].node.node_id().to_hex())
             .unwrap();
         assert!(!other.matching && other.repos.is_empty());
         assert_eq!(other.unknown_repos, 1);
@@ -1254,7 +1254,7 @@ mod node {
             // Each has heard the other serves the repository, and stays put.
             let seen = net.nodes[i].node.discovered();
             assert_eq!(seen.len(), 1);
-            assert_eq!(seen[0].node_id, net.nodes[j].node.node_id());
+            assert_eq!(seen[0].node_id, net.nodes[j].node.node_id().to_hex());
             assert!(seen[0].matching);
             assert!(net.nodes[i].node.pending().is_empty());
             assert!(net.nodes[i].node.peers().is_empty());
@@ -1264,8 +1264,8 @@ mod node {
     #[test]
     fn trust_on_one_side_only_dials_with_backoff_and_is_refused() {
         let mut net = net(TestNet::strangers(), &["repo", "repo"]);
-        let b_id = net.nodes[1].node.node_id().to_owned();
-        net.nodes[0].node.grant_trust(&b_id, Access::Write);
+        let b_id = net.nodes[1].node.node_id();
+        net.nodes[0].node.grant_trust(b_id, Access::Write);
         net.run_for(Duration::from_secs(120));
         assert!(!net.connected(0, 1));
         assert_eq!(net.nodes[1].dials, 0, "B trusts nobody and dials nobody");
@@ -1280,7 +1280,7 @@ mod node {
     #[test]
     fn forged_addresses_for_a_trusted_id_cost_a_bounded_number_of_dials() {
         let mut net = net(TestNet::new(), &["repo", "repo"]);
-        let b_id = net.nodes[1].node.node_id().to_owned();
+        let b_id = net.nodes[1].node.node_id().to_hex();
         // The forger knows the repository id (the worst case: it can make
         // tags that match) and B's id. While it floods, A and B cannot reach
         // each other, so nothing resets A's backoff.

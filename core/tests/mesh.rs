@@ -1635,7 +1635,7 @@ mod signed {
     }
 
     fn id(net: &TestNet, i: usize) -> String {
-        net.nodes[i].node.node_id().to_owned()
+        net.nodes[i].node.node_id().to_hex()
     }
 
     /// Whether node 0 sees the link b – `dst` as usable (both ends advertise
@@ -1652,7 +1652,10 @@ mod signed {
     /// Node 0's path to `dst`.
     fn path(net: &mut TestNet, dst: &str) -> Option<Vec<String>> {
         let now = net.now;
-        net.nodes[0].node.route_to(now, dst).map(|(p, _)| p)
+        net.nodes[0]
+            .node
+            .route_to(now, &dst.parse().ok()?)
+            .map(|(p, _)| p)
     }
 
     fn forged(net: &TestNet, i: usize) -> u64 {

@@ -199,13 +199,13 @@ fn a_split_mesh_heals_through_peers_heard_of() {
     net.run_for(Duration::from_secs(3));
     let head = seal_on(&mut net, 0, "before", vec![]);
     assert!(reaches(&mut net, 2, head, Duration::from_secs(30)));
-    let c_id = net.nodes[2].node.node_id().to_owned();
+    let c_id = net.nodes[2].node.node_id();
     let direct_to_c = |net: &TestNet| {
         net.nodes[0]
             .node
             .peers()
             .iter()
-            .any(|p| p.peer.as_deref() == Some(c_id.as_str()) && !p.routed_via_mesh)
+            .any(|p| p.peer == Some(c_id) && !p.routed_via_mesh)
     };
     assert!(
         !direct_to_c(&net),
@@ -228,6 +228,55 @@ fn a_split_mesh_heals_through_peers_heard_of() {
                 .iter()
                 .any(|p| !p.routed_via_mesh && p.state == ivaldi_core::node::ConnState::Ready)
     );
+}
+
+/// `no_direct` names a key, not a text: an id written in upper case keeps
+/// its node from dialling that peer to heal the mesh (the check that used
+/// to compare text exactly) as well as from accepting it directly (the
+/// check that ignored case).
+#[test]
+fn an_upper_case_no_direct_id_is_honoured_when_healing_and_at_the_handshake() {
+    // A–B–C: A hears of C from B; C is in A's no_direct, written in upper case.
+    let mut scratch = TestNet::new();
+    let c_seed = 42;
+    let c = scratch.add(cfg(), MemStore::new("repo"), c_seed);
+    let c_id = scratch.nodes[c].node.node_id();
+    let a_cfg: Config = serde_json::from_str(&format!(
+        r#"{{"no_direct": ["{}"]}}"#,
+        c_id.to_hex().to_ascii_uppercase()
+    ))
+    .unwrap();
+    assert_eq!(a_cfg.no_direct, vec![c_id]);
+    let mut net = TestNet::new();
+    net.add(
+        Config {
+            no_direct: a_cfg.no_direct,
+            ..cfg()
+        },
+        MemStore::new("repo"),
+        40,
+    );
+    net.add(cfg(), MemStore::new("repo"), 41);
+    net.add(cfg(), MemStore::new("repo"), c_seed);
+    assert_eq!(net.nodes[2].node.node_id(), c_id);
+    net.connect(1, 0);
+    net.connect(2, 1);
+    net.run_for(Duration::from_secs(3));
+    let head = seal_on(&mut net, 0, "before", vec![]);
+    assert!(reaches(&mut net, 2, head, Duration::from_secs(30)));
+    // B disappears: C is reachable only at the address B gave, and A must
+    // not dial it to heal.
+    net.blocked_pairs.extend([(0, 1), (2, 1)]);
+    net.freeze(1);
+    net.disconnect_all(1);
+    let dials_before = net.nodes[0].dials;
+    net.run_for(Duration::from_secs(120));
+    assert_eq!(net.nodes[0].dials, dials_before, "A never dials C");
+    assert!(!net.connected(0, 2));
+    // C dialling A is refused at A's handshake all the same.
+    net.connect(2, 0);
+    net.run_for(Duration::from_secs(5));
+    assert!(!net.connected(0, 2) && !net.connected(2, 0));
 }
 
 /// A relay at its `relay_rate` holds routed frames back instead of dropping

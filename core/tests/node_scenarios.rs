@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ivaldi_core::NodeId;
 use ivaldi_core::config::Config;
 use ivaldi_core::node::{Command, ConnState, Event, PeerStatus};
 use ivaldi_core::rng::Rng;
@@ -95,8 +96,8 @@ fn count_events(net: &TestNet, i: usize, pred: impl Fn(&Event) -> bool) -> usize
     events(net, i).filter(|(_, e)| pred(e)).count()
 }
 
-fn id(net: &TestNet, i: usize) -> String {
-    net.nodes[i].node.node_id().to_owned()
+fn id(net: &TestNet, i: usize) -> NodeId {
+    net.nodes[i].node.node_id()
 }
 
 /// Node `i`'s connections whose authenticated peer is node `j`.
@@ -106,7 +107,7 @@ fn conns_to(net: &TestNet, i: usize, j: usize) -> Vec<PeerStatus> {
         .node
         .peers()
         .into_iter()
-        .filter(|p| p.peer.as_deref() == Some(peer.as_str()))
+        .filter(|p| p.peer == Some(peer))
         .collect()
 }
 
@@ -126,11 +127,11 @@ fn peer_connected_with(net: &TestNet, i: usize, j: usize) -> usize {
     )
 }
 
-fn set_trusted(net: &mut TestNet, i: usize, trusted: Vec<String>) {
+fn set_trusted(net: &mut TestNet, i: usize, trusted: Vec<NodeId>) {
     let c = Config {
         trusted_peers: trusted
             .iter()
-            .map(|t| ivaldi_core::trust::TrustedPeer::write(t))
+            .map(|t| ivaldi_core::trust::TrustedPeer::write(*t))
             .collect(),
         ..net.nodes[i].node.config().clone()
     };
@@ -153,7 +154,7 @@ fn untrusted_key_is_refused() {
     let a = net.add(cfg(), a_store, 1);
     let b = net.add(cfg(), MemStore::new("repo"), 2);
     // Some other, valid node id: not B's.
-    let stranger = "ab".repeat(32);
+    let stranger = NodeId([0xab; 32]);
     assert_ne!(stranger, id(&net, b));
     set_trusted(&mut net, a, vec![stranger]);
     let a_id = id(&net, a);
@@ -208,7 +209,9 @@ fn trusted_key_is_accepted() {
     let b = net.add(cfg(), MemStore::new("repo"), 2);
     let b_id = id(&net, b);
     // Listed in upper case: ids compare without regard to case.
-    set_trusted(&mut net, a, vec!["ab".repeat(32), b_id.to_uppercase()]);
+    let upper = format!("\"{}\"", b_id.to_hex().to_uppercase());
+    let b_upper: NodeId = serde_json::from_str(&upper).unwrap();
+    set_trusted(&mut net, a, vec![NodeId([0xab; 32]), b_upper]);
     let a_id = id(&net, a);
     set_trusted(&mut net, b, vec![a_id]);
 
@@ -228,7 +231,7 @@ fn untrusted_listener_is_refused_by_the_dialer() {
     small_history(&mut a_store, 2);
     let a = net.add(cfg(), a_store, 1);
     let b = net.add(cfg(), MemStore::new("repo"), 2);
-    set_trusted(&mut net, b, vec!["cd".repeat(32)]);
+    set_trusted(&mut net, b, vec![NodeId([0xcd; 32])]);
     let b_id = id(&net, b);
     set_trusted(&mut net, a, vec![b_id]);
     let cmd = net.connect(b, a);
@@ -560,13 +563,13 @@ fn corrupt_object_is_refused_and_peer_disconnected() {
 
     assert_eq!(net.command_result(b, cmd).map(|r| r.0), Some(true));
     let violation = events(&net, b).find_map(|(_, e)| match e {
-        Event::ProtocolViolation { reason, peer, .. } => Some((reason.clone(), peer.clone())),
+        Event::ProtocolViolation { reason, peer, .. } => Some((reason.clone(), *peer)),
         _ => None,
     });
     let (reason, peer) = violation.expect("B records a protocol violation");
     assert!(reason.contains("bad object"), "{reason}");
     assert!(reason.contains(&bad.to_string()), "{reason}");
-    assert_eq!(peer.as_deref(), Some(id(&net, a).as_str()));
+    assert_eq!(peer, Some(id(&net, a)));
     assert_eq!(net.nodes[b].node.stats().violations, 1);
     assert!(
         conns_to(&net, b, a).is_empty() && conns_to(&net, a, b).is_empty(),
@@ -667,12 +670,12 @@ fn heartbeat_timeout_declares_peer_lost() {
     );
     let reason = events(&net, a)
         .find_map(|(_, e)| match e {
-            Event::PeerDisconnected { reason, peer, .. } => Some((reason.clone(), peer.clone())),
+            Event::PeerDisconnected { reason, peer, .. } => Some((reason.clone(), *peer)),
             _ => None,
         })
         .expect("event");
     assert!(reason.0.contains("peer lost"), "{}", reason.0);
-    assert_eq!(reason.1.as_deref(), Some(id(&net, b).as_str()));
+    assert_eq!(reason.1, Some(id(&net, b)));
     assert!(conns_to(&net, a, b).is_empty());
 
     // Thawed, B notices the close too.
@@ -944,7 +947,7 @@ fn three_nodes_relay_a_new_seal() {
             .node
             .peers()
             .iter()
-            .filter(|p| !p.routed_via_mesh && p.peer.as_deref() == Some(id(&net, to).as_str()))
+            .filter(|p| !p.routed_via_mesh && p.peer == Some(id(&net, to)))
             .count()
     };
     assert_eq!(direct(a, c) + direct(c, a), 0);

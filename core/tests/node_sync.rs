@@ -119,7 +119,7 @@ fn divergence_is_reported_not_overwritten() {
     // Heads unchanged; the remote head is kept under the tracking name.
     assert_eq!(net.nodes[b].store.timelines[&main_tl()], hb);
     assert_eq!(net.nodes[a].store.timelines[&main_tl()], ha);
-    let a_id = net.nodes[a].node.node_id().to_owned();
+    let a_id = net.nodes[a].node.node_id().to_hex();
     assert_eq!(
         net.nodes[b].store.tracking.get(&(a_id, main_tl())),
         Some(&ha)

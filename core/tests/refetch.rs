@@ -41,10 +41,10 @@ fn ids(s: &MemStore) -> IdSet {
 }
 
 /// Node `seed`'s id, by adding it to a scratch network.
-fn id_of(seed: u64) -> String {
+fn id_of(seed: u64) -> ivaldi_core::NodeId {
     let mut scratch = TestNet::new();
     let i = scratch.add(cfg(), MemStore::new("repo"), seed);
-    scratch.nodes[i].node.node_id().to_owned()
+    scratch.nodes[i].node.node_id()
 }
 
 fn timeline_updates(net: &TestNet, i: usize) -> usize {
@@ -130,7 +130,7 @@ fn a_peer_cannot_use_a_refetch_to_read_a_timeline_it_may_not_read() {
     let a_cfg = Config {
         access: vec![AccessRule {
             timelines: "private/*".into(),
-            peers: vec![b_id],
+            peers: vec![b_id.to_hex()],
             access: Access::None,
         }],
         ..cfg()

@@ -100,7 +100,7 @@ fn updates_for_one_seal(n: usize) -> u64 {
     let mut net = TestNet::new();
     let source = repo(n).inner;
     let a = net.add(cfg(), source.clone(), 1);
-    let a_id = net.nodes[a].node.node_id().to_owned();
+    let a_id = net.nodes[a].node.node_id().to_hex();
     let mut copy = source.clone();
     for (t, h) in &source.timelines {
         copy.tracking.insert((a_id.clone(), t.clone()), *h);

@@ -69,7 +69,7 @@ fn five_thousand_offered_timelines_create_at_most_the_peer_budget() {
     assert!(bs.timelines.contains_key(&tl("spam/00999")));
     assert!(!bs.timelines.contains_key(&tl("spam/01000")));
     // No tracking ref or seal for a refused name: never half-applied.
-    let a_id = net.nodes[a].node.node_id().to_owned();
+    let a_id = net.nodes[a].node.node_id().to_hex();
     let tracked = bs.tracking.keys().filter(|(p, _)| *p == a_id).count();
     assert!(tracked <= 1001, "{tracked} tracking refs");
     let refused_seal = net.nodes[a].store.timelines[&tl("spam/01000")];
@@ -77,7 +77,8 @@ fn five_thousand_offered_timelines_create_at_most_the_peer_budget() {
     // Counted once per name, reported once.
     let node = &net.nodes[b].node;
     assert_eq!(node.stats().timelines_refused, 4000);
-    assert_eq!(node.peer_records()[&a_id].timelines_created, 1000);
+    let a_key = net.nodes[a].node.node_id();
+    assert_eq!(node.peer_records()[&a_key].timelines_created, 1000);
     let reports: Vec<_> = net.nodes[b]
         .events
         .iter()

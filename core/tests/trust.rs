@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ivaldi_core::access::Access;
 use ivaldi_core::config::Config;
-use ivaldi_core::node::{Command, Event, unhex32};
+use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::MemStore;
 use ivaldi_core::testkit::{TestNet, addr_of, seal_files};
 use ivaldi_core::trust::{Invite, OpenMode, Ticket, TrustedPeer};
@@ -36,8 +36,8 @@ fn history(store: &mut MemStore, seals: usize) -> ObjectId {
     head
 }
 
-fn id(net: &TestNet, i: usize) -> String {
-    net.nodes[i].node.node_id().to_owned()
+fn id(net: &TestNet, i: usize) -> ivaldi_core::NodeId {
+    net.nodes[i].node.node_id()
 }
 
 fn head(net: &TestNet, i: usize) -> Option<ObjectId> {
@@ -75,7 +75,7 @@ fn pair() -> (TestNet, usize, usize, ObjectId) {
 
 fn ticket_for(net: &TestNet, inviter: usize, secret: [u8; 32]) -> Ticket {
     Ticket {
-        node: unhex32(&id(net, inviter)).expect("node id is hex"),
+        node: id(net, inviter).0,
         addrs: vec![addr_of(inviter)],
         repo: "repo".into(),
         secret,

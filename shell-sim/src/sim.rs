@@ -426,7 +426,7 @@ impl Sim {
         let ip = net::node_ip(i, ds);
         let addr = SocketAddr::new(IpAddr::V4(ip), net::PORT);
         let keypair = Keypair::generate(&mut self.keys.child("node-key", i as u64));
-        let id = ivaldi_core::node::hex(&keypair.public);
+        let id = ivaldi_core::NodeId(keypair.public).to_hex();
         let known_addrs: Vec<SocketAddr> = known.iter().map(|j| self.nodes[*j].addr).collect();
         let cfg = self.node_config(&known_addrs);
         // Clocks start anywhere in the first minute of their own time line.
@@ -618,9 +618,9 @@ impl Sim {
     fn on_event(&mut self, i: usize, e: Event) {
         if self.trace.enabled() {
             let ids = &self.ids;
-            let name = |peer: &str| match ids.get(peer) {
+            let name = |peer: &ivaldi_core::NodeId| match ids.get(&peer.to_hex()) {
                 Some(i) => format!("n{i}"),
-                None => ivaldi_core::node::short(peer).to_owned(),
+                None => peer.short(),
             };
             let text = crate::trace::describe(&e, &name);
             self.trace_line(Some(i), &text);

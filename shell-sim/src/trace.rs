@@ -5,6 +5,7 @@
 
 use std::io::Write;
 
+use ivaldi_core::NodeId;
 use ivaldi_core::id::ObjectId;
 use ivaldi_core::node::Event;
 
@@ -77,7 +78,7 @@ impl Trace {
 }
 
 /// One node event as a trace line; `name` gives a peer's short name.
-pub(crate) fn describe(e: &Event, name: &dyn Fn(&str) -> String) -> String {
+pub(crate) fn describe(e: &Event, name: &dyn Fn(&NodeId) -> String) -> String {
     let short = |o: &Option<ObjectId>| o.map_or("none".to_owned(), |id| id.short());
     match e {
         Event::PeerConnected {
@@ -88,7 +89,7 @@ pub(crate) fn describe(e: &Event, name: &dyn Fn(&str) -> String) -> String {
         } => format!("connected {} conn {conn} {direction:?}", name(peer)),
         Event::PeerDisconnected { peer, conn, reason } => format!(
             "disconnected {} conn {conn}: {reason}",
-            peer.as_deref().map_or("?".to_owned(), name)
+            peer.as_ref().map_or("?".to_owned(), name)
         ),
         Event::TimelineUpdated {
             timeline,
@@ -140,7 +141,7 @@ pub(crate) fn describe(e: &Event, name: &dyn Fn(&str) -> String) -> String {
         ),
         Event::ProtocolViolation { conn, peer, reason } => format!(
             "protocol violation by {} conn {conn}: {reason}",
-            peer.as_deref().map_or("?".to_owned(), name)
+            peer.as_ref().map_or("?".to_owned(), name)
         ),
         Event::CommandDone { id, ok, message } => {
             format!("command {id} done ok={ok}: {message}")

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant as WallInstant};
 
+use ivaldi_core::NodeId;
 use ivaldi_core::TimelineName;
 use ivaldi_core::config::Config;
 use ivaldi_core::node::{CloseReason, Command, ConnId, Event, Node, Output};
@@ -23,7 +24,7 @@ use crate::store::{DiskStore, DiskWriter};
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CloneReport {
     pub repo_id: String,
-    pub peer: String,
+    pub peer: NodeId,
     pub timeline: Option<TimelineName>,
     pub objects: u64,
     pub bytes: u64,
@@ -206,7 +207,7 @@ pub fn probe(addr: SocketAddr) -> Result<(String, Vec<String>), String> {
                 .peers()
                 .into_iter()
                 .find(|p| p.conn == *conn)
-                .map(|p| (peer.clone(), p.remote_repos)),
+                .map(|p| (peer.to_hex(), p.remote_repos)),
             _ => None,
         },
     )
@@ -239,7 +240,7 @@ pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
 pub fn clone_ticket(ticket: &Ticket, dir: &Path) -> Result<CloneReport, String> {
     let cfg = Config {
         open: ivaldi_core::trust::OpenMode::Off,
-        trusted_peers: vec![TrustedPeer::write(&ticket.node_id())],
+        trusted_peers: vec![TrustedPeer::write(ticket.node_id())],
         ..oneshot_config()
     };
     clone_with(
@@ -278,7 +279,7 @@ fn fetch_into(
     let mut node = Node::new(cfg, kp, seed, Instant::ZERO);
     let mut objects = 0;
     let mut bytes = 0;
-    let mut peer = String::new();
+    let mut peer = NodeId::default();
     let mut peer_addr = None;
     let result = drive(
         &mut node,
@@ -296,7 +297,7 @@ fn fetch_into(
                 Some(())
             }
             Event::PeerConnected { peer: p, addr, .. } => {
-                peer = p.clone();
+                peer = *p;
                 peer_addr = Some(*addr);
                 None
             }
@@ -312,7 +313,7 @@ fn fetch_into(
     // its address) and is where this repository's daemon reconnects.
     setup::edit_config(&paths, |c| {
         if !c.trusted_peers.iter().any(|t| t.id == peer) {
-            c.trusted_peers.push(TrustedPeer::write(&peer));
+            c.trusted_peers.push(TrustedPeer::write(peer));
         }
         if let Some(a) = peer_addr.map(|a| a.to_string())
             && !c.known_peers.contains(&a)

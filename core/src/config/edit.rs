@@ -190,7 +190,7 @@ mod tests {
     fn map_entries_are_set_and_removed_one_by_one() {
         let c = Config::default();
         let c = set(&c, &format!("peer_rates.{PEER}"), r#"{"upload":"1M"}"#).unwrap();
-        assert_eq!(c.peer_upload_cap(PEER), 1 << 20);
+        assert_eq!(c.peer_upload_cap(&PEER.parse().unwrap()), 1 << 20);
         let c = set(&c, "timeline_strategies.release/*", "prefer_local").unwrap();
         assert_eq!(c.timeline_strategies.len(), 1);
         let c = unset(&c, "timeline_strategies.release/*").unwrap();

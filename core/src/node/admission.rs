@@ -42,7 +42,7 @@ use std::time::Duration;
 use super::admit::Joining;
 use super::budget::Budget;
 use super::conn::{Conn, ConnState, Direction};
-use super::{ConnId, Node, short};
+use super::{ConnId, Node};
 use crate::discovery::NetworkFilter;
 use crate::rng::Rng;
 use crate::time::Instant;
@@ -356,7 +356,7 @@ impl Node {
         }
         self.out.stats.admission.peer_slots_full += 1;
         let reason = format!("no peer slot: {max} peers are connected (max_peers)");
-        tracing::info!(conn, peer = c.peer.as_deref().map(short), %reason, "closing admitted peer");
+        tracing::info!(conn, peer = c.peer.map(|p| p.short()), %reason, "closing admitted peer");
         if c.route.is_some() {
             self.close(conn, CloseReason::NoPeerSlot { max });
             return false;

@@ -9,7 +9,8 @@
 
 use super::CloseReason;
 use super::conn::{ConnState, Direction};
-use super::{CommandId, ConnId, Event, Node, short};
+use super::{CommandId, ConnId, Event, Node};
+use crate::NodeId;
 use crate::access::Access;
 use crate::config::Config;
 use crate::store::Store;
@@ -36,7 +37,7 @@ impl Node {
     /// Admits a key for this run without touching the configuration (it
     /// is not written anywhere). The virtual test network uses it to make
     /// its nodes one team.
-    pub fn grant_trust(&mut self, id: &str, access: Access) {
+    pub fn grant_trust(&mut self, id: NodeId, access: Access) {
         self.admission.trust.grant(id, access);
     }
 
@@ -48,7 +49,7 @@ impl Node {
 
     /// Decides, right after the Noise handshake, whether `peer` may go on.
     /// Returns `true` when our `handshake` message should be sent now.
-    pub(super) fn admit_established(&mut self, now: Instant, conn: ConnId, peer: &str) -> bool {
+    pub(super) fn admit_established(&mut self, now: Instant, conn: ConnId, peer: &NodeId) -> bool {
         self.send_redeem(now, conn);
         if self.admission.trust.admits(peer).is_some() {
             return self.take_peer_slot(now, conn);
@@ -96,14 +97,14 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         let addr = c.addr;
         let routed = c.route.is_some();
         tracing::warn!(peer = %peer, %addr, %reason, "refusing a node that is not trusted");
-        self.admission.trust.record_refusal(now, &peer, addr);
+        self.admission.trust.record_refusal(now, peer, addr);
         self.out.stats.untrusted_refused += 1;
         self.emit(Event::PeerRefused {
-            peer: peer.clone(),
+            peer,
             addr,
             reason: reason.clone(),
         });
@@ -129,7 +130,7 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         let Message::Redeem(r) = message else {
             let reason = trust::refusal_text(&peer, &self.me.node_id);
             return self.refuse(now, conn, reason);
@@ -154,7 +155,7 @@ impl Node {
             Ok(g) => {
                 tracing::info!(peer = %peer, invite = %g.invite, access = ?g.access, "invitation redeemed");
                 self.emit(Event::InviteRedeemed {
-                    peer: peer.clone(),
+                    peer,
                     invite: g.invite,
                     access: g.access,
                     uses_left: g.uses_left,
@@ -175,11 +176,11 @@ impl Node {
         let peer = self
             .conns
             .get(&conn)
-            .and_then(|c| c.peer.clone())
+            .and_then(|c| c.peer)
             .unwrap_or_default();
         let mut reason = r.reason;
         reason.truncate(1024);
-        tracing::warn!(peer = short(&peer), %reason, "refused by peer");
+        tracing::warn!(peer = peer.short(), %reason, "refused by peer");
         self.close(conn, CloseReason::RefusedBy { peer, reason });
     }
 
@@ -191,7 +192,7 @@ impl Node {
             .values()
             .filter(|c| !matches!(c.state, ConnState::Closed | ConnState::Dialing))
             .filter_map(|c| {
-                let peer = c.peer.as_deref()?;
+                let peer = c.peer.as_ref()?;
                 let outside = c.route.is_none() && !self.admission.filter.allows(c.addr.ip());
                 let untrusted = self.admission.trust.admits(peer).is_none()
                     && !matches!(c.state, ConnState::Admission | ConnState::Refusing);
@@ -201,7 +202,7 @@ impl Node {
                     } else {
                         "it is no longer trusted"
                     };
-                    (c.id, format!("{} {why}", short(peer)))
+                    (c.id, format!("{} {why}", peer.short()))
                 })
             })
             .collect();
@@ -217,7 +218,7 @@ impl Node {
     pub(super) fn start_join(&mut self, now: Instant, cmd: CommandId, ticket: Ticket) {
         // The ticket names the inviter's key: that key is trusted from now on
         // (the shell also writes it into trusted_peers).
-        self.admission.trust.grant(&ticket.node_id(), Access::Write);
+        self.admission.trust.grant(ticket.node_id(), Access::Write);
         self.admission.joining = Some(Joining {
             cmd,
             ticket,
@@ -264,7 +265,7 @@ impl Node {
         &mut self,
         now: Instant,
         conn: ConnId,
-        peer: Option<&str>,
+        peer: Option<&NodeId>,
         ok: bool,
         reason: &str,
     ) {
@@ -287,23 +288,29 @@ impl Node {
             let cmd = j.cmd;
             let inviter = j.ticket.node_id();
             self.admission.joining = None;
-            if peer.is_some_and(|p| !p.eq_ignore_ascii_case(&inviter)) {
+            if peer.is_some_and(|p| *p != inviter) {
                 return self.done(
                     cmd,
                     false,
                     format!(
                         "{addr} is not the node the ticket names ({})",
-                        short(&inviter)
+                        inviter.short()
                     ),
                 );
             }
-            return self.done(cmd, true, format!("joined {} at {addr}", short(&inviter)));
+            return self.done(cmd, true, format!("joined {} at {addr}", inviter.short()));
         }
         self.join_next(now, Some(reason));
     }
 
     /// Our `handshake` message, once the peer is admitted.
-    pub(super) fn send_hello(&mut self, now: Instant, conn: ConnId, peer: &str, store: &dyn Store) {
+    pub(super) fn send_hello(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: &NodeId,
+        store: &dyn Store,
+    ) {
         let hello = self.hello(store, peer);
         let restricted = self.access_restricted();
         if let Some(c) = self.conns.get_mut(&conn) {

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::admission;
 use super::close::CloseReason;
 use super::conn::{ConnState, Direction};
+use crate::NodeId;
 use crate::access::Access;
 use crate::config::Config;
 use crate::id::ObjectId;
@@ -30,14 +31,14 @@ pub enum Command {
     /// Dial an address once; completes when the peer is connected or the dial fails.
     Connect(SocketAddr),
     /// Close every connection to a peer (full node id).
-    Disconnect { peer: String },
+    Disconnect { peer: NodeId },
     /// Remember an address and keep reconnecting to it with backoff.
     AddPeer(SocketAddr),
     /// Forget a remembered address.
     RemovePeer(SocketAddr),
     /// Pull from one peer (full node id) or from every connected peer, and
     /// complete when those syncs end.
-    Sync { peer: Option<String> },
+    Sync { peer: Option<NodeId> },
     /// The local repository's heads changed (a seal, a switch): announce them.
     LocalHeadsChanged,
     /// Replace the configuration (already validated by the caller).
@@ -49,7 +50,7 @@ pub enum Command {
     /// Fetch objects this store lost below its own heads (`ivaldi repair`)
     /// from one peer or each connected one in turn; moves no head (`refetch.rs`).
     Refetch {
-        peer: Option<String>,
+        peer: Option<NodeId>,
         missing: Vec<ObjectId>,
     },
 }
@@ -59,26 +60,26 @@ pub enum Command {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     PeerConnected {
-        peer: String,
+        peer: NodeId,
         conn: ConnId,
         addr: SocketAddr,
         direction: Direction,
     },
     PeerDisconnected {
-        peer: Option<String>,
+        peer: Option<NodeId>,
         conn: ConnId,
         reason: String,
     },
     /// A node that is not trusted was refused (see `ivaldi p2p pending`).
     PeerRefused {
-        peer: String,
+        peer: NodeId,
         addr: SocketAddr,
         reason: String,
     },
     /// A newcomer proved an invitation and is now trusted; the owner records
     /// it in `trusted_peers` and spends one use of the invitation.
     InviteRedeemed {
-        peer: String,
+        peer: NodeId,
         invite: String,
         access: Access,
         uses_left: u32,
@@ -87,20 +88,20 @@ pub enum Event {
         timeline: TimelineName,
         old: Option<ObjectId>,
         new: ObjectId,
-        peer: String,
+        peer: NodeId,
     },
     SyncStarted {
-        peer: String,
+        peer: NodeId,
         sync: u64,
     },
     SyncCompleted {
-        peer: String,
+        peer: NodeId,
         sync: u64,
         objects: u64,
         bytes: u64,
     },
     SyncFailed {
-        peer: String,
+        peer: NodeId,
         sync: u64,
         reason: String,
     },
@@ -109,17 +110,17 @@ pub enum Event {
         timeline: TimelineName,
         strategy: String,
         head: ObjectId,
-        peer: String,
+        peer: NodeId,
     },
     ConflictDetected {
         timeline: TimelineName,
         local: ObjectId,
         remote: ObjectId,
         base: Option<ObjectId>,
-        peer: String,
+        peer: NodeId,
     },
     ObjectReceived {
-        peer: String,
+        peer: NodeId,
         sync: u64,
         objects: u64,
         bytes: u64,
@@ -128,7 +129,7 @@ pub enum Event {
     /// connection was closed.
     ProtocolViolation {
         conn: ConnId,
-        peer: Option<String>,
+        peer: Option<NodeId>,
         reason: String,
     },
     CommandDone {
@@ -139,7 +140,7 @@ pub enum Event {
     /// New timelines a peer offered beyond its `max_new_timelines_per_peer`
     /// budget were refused (once per sync, not per name; see [`super::limits`]).
     TimelinesRefused {
-        peer: String,
+        peer: NodeId,
         sync: u64,
         refused: u64,
         first: TimelineName,
@@ -150,7 +151,7 @@ pub enum Event {
     /// A peer announced a head for a timeline it may not write, or asked for
     /// a seal it may not read; the head or request was refused.
     AccessRefused {
-        peer: String,
+        peer: NodeId,
         timeline: Option<TimelineName>,
         what: String,
     },
@@ -174,7 +175,7 @@ pub enum TraceMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TraceRecord {
     pub conn: ConnId,
-    pub peer: Option<String>,
+    pub peer: Option<NodeId>,
     /// `in` or `out`.
     pub dir: &'static str,
     /// The wire type name (`sync_request`, `objects`, ...).
@@ -207,7 +208,7 @@ pub(super) fn sync_of(m: &Message) -> Option<u64> {
 pub(super) fn trace_record(
     mode: TraceMode,
     conn: ConnId,
-    peer: Option<&String>,
+    peer: Option<NodeId>,
     dir: &'static str,
     message: &Message,
     msg_id: u64,
@@ -218,7 +219,7 @@ pub(super) fn trace_record(
     }
     Some(TraceRecord {
         conn,
-        peer: peer.cloned(),
+        peer,
         dir,
         kind: message.type_name().to_owned(),
         bytes: bytes as u64,
@@ -340,14 +341,14 @@ pub struct Conflict {
     pub local: ObjectId,
     pub remote: ObjectId,
     pub base: Option<ObjectId>,
-    pub peer: String,
+    pub peer: NodeId,
 }
 
 /// One connection as `status` and `peers` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PeerStatus {
     pub conn: ConnId,
-    pub peer: Option<String>,
+    pub peer: Option<NodeId>,
     pub addr: SocketAddr,
     pub direction: Direction,
     pub state: ConnState,
@@ -395,11 +396,10 @@ mod tests {
 
     #[test]
     fn headers_leave_out_the_payload_and_payloads_carry_it() {
-        let peer = "ab".repeat(32);
         let h = trace_record(
             TraceMode::Headers,
             1,
-            Some(&peer),
+            Some(NodeId([0xab; 32])),
             "out",
             &heartbeat(),
             3,

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::NodeId;
+
 /// The cause of a close, from the node's side or from the transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -14,7 +16,7 @@ pub enum CloseReason {
     Refused(String),
     /// The peer told us why it refused us.
     RefusedBy {
-        peer: String,
+        peer: NodeId,
         reason: String,
     },
     /// Access was revoked or changed for an open connection (`closed: …`).
@@ -64,7 +66,7 @@ impl fmt::Display for CloseReason {
         match self {
             CloseReason::Refused(r) => write!(f, "refused: {r}"),
             CloseReason::RefusedBy { peer, reason } => {
-                write!(f, "refused by {}: {reason}", peer.get(..12).unwrap_or(peer))
+                write!(f, "refused by {}: {reason}", peer.short())
             }
             CloseReason::Closed(why) => write!(f, "closed: {why}"),
             CloseReason::Session(e) => write!(f, "cannot create a session: {e}"),
@@ -114,7 +116,7 @@ mod tests {
             "protocol violation: second handshake"
         );
         let by = CloseReason::RefusedBy {
-            peer: "0123456789abcdef".into(),
+            peer: "0123456789abcdef".repeat(4).parse().unwrap(),
             reason: "not trusted".into(),
         };
         assert_eq!(by.to_string(), "refused by 0123456789ab: not trusted");

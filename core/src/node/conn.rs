@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Conflict, ConnId, PeerStatus};
+use crate::NodeId;
 use crate::id::{IdMap, IdSet, ObjectId};
 use crate::noise::Session;
 use crate::object::Seal;
@@ -168,14 +169,21 @@ impl Serve {
 /// Where a routed session goes: the far end and the session number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub dst: String,
+    pub dst: NodeId,
     pub session: u64,
 }
 
 /// The identifying part of a connection, kept after it is removed.
 pub(super) struct Snapshot {
     pub id: ConnId,
-    pub peer: Option<String>,
+    pub peer: Option<NodeId>,
+}
+
+impl Snapshot {
+    /// As [`Conn::ready_peer`], for a connection already removed.
+    pub fn ready_peer(&self) -> NodeId {
+        self.peer.unwrap_or_default()
+    }
 }
 
 pub(super) struct Conn {
@@ -206,7 +214,9 @@ pub(super) struct Conn {
     pub up: super::rate::Bucket,
     pub down: super::rate::Bucket,
     pub blocked: bool,
-    pub peer: Option<String>,
+    /// Set once the Noise handshake names the remote key, so on every
+    /// connection that exchanges messages; read it through [`Conn::ready_peer`].
+    pub peer: Option<NodeId>,
     /// The invitation secret this (outbound) connection redeems once
     /// established, as the newcomer's side of `ivaldi p2p join`.
     pub redeem: Option<[u8; 32]>,
@@ -338,17 +348,25 @@ impl Conn {
             .saturating_sub(self.out_pos.max(self.bulk_start))
     }
 
+    /// The peer of a connection whose secure channel is up. Messages are
+    /// only read, and syncs only run, after the handshake named the key, so
+    /// every caller has one; the all-zero key that stands in otherwise is
+    /// nobody's, and matches no configuration, trust or route.
+    pub fn ready_peer(&self) -> NodeId {
+        self.peer.unwrap_or_default()
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             id: self.id,
-            peer: self.peer.clone(),
+            peer: self.peer,
         }
     }
 
     pub fn status(&self) -> PeerStatus {
         PeerStatus {
             conn: self.id,
-            peer: self.peer.clone(),
+            peer: self.peer,
             addr: self.addr,
             direction: self.direction,
             state: self.state,

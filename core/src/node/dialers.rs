@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::conn::Conn;
-use super::{CommandId, ConnId, ConnState, Direction, Node, Output, admission, short};
+use super::{CommandId, ConnId, ConnState, Direction, Node, Output, admission};
+use crate::NodeId;
 use crate::config::Config;
 use crate::rng::Rng;
 use crate::time::Instant;
@@ -45,9 +46,9 @@ pub(super) struct Dialers {
     pub connect_waiters: BTreeMap<ConnId, CommandId>,
     /// Addresses of nodes other peers told us about (`peer_discovery`), for
     /// healing a split mesh, with when each was first heard.
-    pub heard: BTreeMap<String, (SocketAddr, Instant)>,
+    pub heard: BTreeMap<NodeId, (SocketAddr, Instant)>,
     /// When a heard-of node may next be dialled.
-    pub heal_retry: BTreeMap<String, Instant>,
+    pub heal_retry: BTreeMap<NodeId, Instant>,
 }
 
 impl Dialers {
@@ -160,7 +161,7 @@ impl Dialers {
     }
 
     /// A peer told us where `node` listens.
-    pub fn heard_of(&mut self, node: String, addr: SocketAddr, now: Instant) {
+    pub fn heard_of(&mut self, node: NodeId, addr: SocketAddr, now: Instant) {
         if self.heard.len() >= MAX_HEARD && !self.heard.contains_key(&node) {
             return;
         }
@@ -192,7 +193,7 @@ impl Node {
         }
     }
 
-    pub(super) fn dial_discovered(&mut self, now: Instant, node: &str, addr: SocketAddr) {
+    pub(super) fn dial_discovered(&mut self, now: Instant, node: &NodeId, addr: SocketAddr) {
         let connected = self.has_session_with(node)
             || self
                 .conns
@@ -202,15 +203,15 @@ impl Node {
             return;
         }
         if let Some(d) = self.discovery.as_mut() {
-            d.mark_dialed(node, now);
+            d.mark_dialed(&node.to_hex(), now);
         }
         if self.admission.trust.admits(node).is_none() {
             // Discovery is a hint about addresses of nodes we would accept;
             // dialling anyone else would only hand our handshake to strangers.
-            tracing::debug!(peer = short(node), %addr, "not dialling a discovered node that is not trusted");
+            tracing::debug!(peer = node.short(), %addr, "not dialling a discovered node that is not trusted");
             return;
         }
-        tracing::info!(peer = short(node), %addr, "auto-connecting to a discovered peer");
+        tracing::info!(peer = node.short(), %addr, "auto-connecting to a discovered peer");
         self.dial(now, addr);
     }
 
@@ -320,11 +321,16 @@ mod tests {
     #[test]
     fn heard_of_addresses_are_bounded_but_kept_up_to_date() {
         let mut d = Dialers::default();
+        let node = |i: usize| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            NodeId(b)
+        };
         for i in 0..MAX_HEARD + 10 {
-            d.heard_of(format!("{i:064}"), addr(1), at(0));
+            d.heard_of(node(i), addr(1), at(0));
         }
         assert_eq!(d.heard.len(), MAX_HEARD);
-        d.heard_of(format!("{:064}", 0), addr(9), at(5));
-        assert_eq!(d.heard[&format!("{:064}", 0)], (addr(9), at(0)));
+        d.heard_of(node(0), addr(9), at(5));
+        assert_eq!(d.heard[&node(0)], (addr(9), at(0)));
     }
 }

@@ -8,6 +8,7 @@ use super::conn::PullState;
 use std::collections::BTreeMap;
 
 use super::{Conflict, ConnId, ConnState, Event, Node, Output};
+use crate::NodeId;
 use crate::config::ConflictStrategy;
 use crate::conflict::{self, Resolution};
 use crate::id::ObjectId;
@@ -61,7 +62,7 @@ pub(super) struct LandingPlan {
 /// settled by the two sides' strategies. `has` says whether an object is
 /// here (stored or received), `lookup` reads a seal.
 pub(super) fn plan_landing(
-    peer: &str,
+    peer: &NodeId,
     heads: Heads<'_>,
     strategies: &Strategies<'_>,
     has: &dyn Fn(&ObjectId) -> bool,
@@ -79,7 +80,7 @@ pub(super) fn plan_landing(
         if heads.seen.get(timeline) != Some(remote) {
             plan.updates.push(HeadUpdate {
                 name: RefName::Tracking {
-                    peer: peer.to_owned(),
+                    peer: peer.to_hex(),
                     timeline: timeline.clone(),
                 },
                 expected: None,
@@ -166,7 +167,7 @@ impl Node {
             return;
         }
         let local = store.heads().unwrap_or_default();
-        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) else {
             return;
         };
         let seen = self.tracked(&peer, store);
@@ -202,7 +203,7 @@ impl Node {
         };
         let plan = plan_landing(&peer, heads, &strategies, &has, &mut lookup);
         for t in &plan.settled {
-            self.puller.conflicts.remove(&(t.clone(), peer.clone()));
+            self.puller.conflicts.remove(&(t.clone(), peer));
         }
         if let Some((e, local_fault)) = plan.failure {
             self.pull_failed_locally(now, conn, e);
@@ -255,7 +256,7 @@ impl Node {
             timeline: c.timeline.clone(),
             strategy: name.clone(),
             head,
-            peer: c.peer.clone(),
+            peer: c.peer,
         });
         if self
             .conns
@@ -324,7 +325,7 @@ impl Node {
     }
 
     pub(super) fn record_conflict(&mut self, conflict: Conflict) {
-        let key = (conflict.timeline.clone(), conflict.peer.clone());
+        let key = (conflict.timeline.clone(), conflict.peer);
         if self.puller.conflicts.get(&key) != Some(&conflict) {
             self.out.stats.conflicts += 1;
             self.emit(Event::ConflictDetected {
@@ -332,7 +333,7 @@ impl Node {
                 local: conflict.local,
                 remote: conflict.remote,
                 base: conflict.base,
-                peer: conflict.peer.clone(),
+                peer: conflict.peer,
             });
             self.puller.conflicts.insert(key, conflict);
         }
@@ -348,14 +349,12 @@ impl Node {
     ) {
         match result {
             Ok(r) if r.first() == Some(&UpdateResult::Applied) => {
-                self.puller
-                    .conflicts
-                    .remove(&(c.timeline.clone(), c.peer.clone()));
+                self.puller.conflicts.remove(&(c.timeline.clone(), c.peer));
                 self.emit(Event::TimelineUpdated {
                     timeline: c.timeline.clone(),
                     old: Some(c.local),
                     new: c.remote,
-                    peer: c.peer.clone(),
+                    peer: c.peer,
                 });
                 let merge = c.remote;
                 self.tell_resolution(now, conn, store, &c, merge);
@@ -386,7 +385,7 @@ impl Node {
             return;
         };
         let Some(pull) = c.pull.take() else { return };
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         match result {
             Err(e) => {
                 let c = &self.conns[&conn];
@@ -414,19 +413,15 @@ impl Node {
                     match (&u.name, r) {
                         (RefName::Timeline(t), UpdateResult::Applied) => {
                             if u.expected.is_none() {
-                                self.puller
-                                    .peers
-                                    .entry(peer.clone())
-                                    .or_default()
-                                    .timelines_created += 1;
+                                self.puller.peers.entry(peer).or_default().timelines_created += 1;
                             }
                             self.emit(Event::TimelineUpdated {
                                 timeline: t.clone(),
                                 old: u.expected,
                                 new: u.new,
-                                peer: peer.clone(),
+                                peer,
                             });
-                            self.puller.conflicts.remove(&(t.clone(), peer.clone()));
+                            self.puller.conflicts.remove(&(t.clone(), peer));
                         }
                         (RefName::Tracking { timeline, .. }, UpdateResult::Applied) => {
                             self.tracking_landed(&peer, timeline, u.new)
@@ -441,7 +436,7 @@ impl Node {
                     }
                 }
                 for conflict in &pull.conflicts {
-                    let key = (conflict.timeline.clone(), peer.clone());
+                    let key = (conflict.timeline.clone(), peer);
                     if self.puller.conflicts.get(&key) != Some(conflict) {
                         self.out.stats.conflicts += 1;
                         self.puller.conflicts.insert(key, conflict.clone());
@@ -450,14 +445,14 @@ impl Node {
                             local: conflict.local,
                             remote: conflict.remote,
                             base: conflict.base,
-                            peer: peer.clone(),
+                            peer,
                         });
                     }
                 }
                 for (conflict, head) in &pull.resolved {
                     self.puller
                         .conflicts
-                        .remove(&(conflict.timeline.clone(), peer.clone()));
+                        .remove(&(conflict.timeline.clone(), peer));
                     self.tell_resolution(now, conn, store, conflict, *head);
                 }
                 // Everything the peer offered has landed, under its heads or
@@ -472,7 +467,7 @@ impl Node {
                     self.out
                         .queue
                         .push_back(Output::Store(StoreRequest::Resume {
-                            peer: peer.clone(),
+                            peer: peer.to_hex(),
                             roots: Vec::new(),
                         }));
                 }
@@ -562,7 +557,7 @@ mod tests {
             local: &local,
             seen: &seen,
         };
-        plan_landing("peer", heads, &strategies, &has, &mut lookup)
+        plan_landing(&NodeId([7; 32]), heads, &strategies, &has, &mut lookup)
     }
 
     fn timeline_update(p: &LandingPlan, t: &str) -> Option<(Option<ObjectId>, ObjectId)> {

@@ -120,7 +120,7 @@ impl Node {
         let local = store.heads().unwrap_or_default();
         let p = self.timeline_plan(conn, &local);
         let c = self.conns.get_mut(&conn)?;
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         c.pull_again |= p.deferred > 0;
         let fresh = p
             .refused
@@ -129,7 +129,7 @@ impl Node {
             .count() as u64;
         if p.deferred > 0 {
             tracing::info!(
-                peer = super::short(&peer),
+                peer = peer.short(),
                 sync,
                 taken = p.new_taken,
                 deferred = p.deferred,
@@ -139,7 +139,7 @@ impl Node {
         if let (true, Some(first)) = (fresh > 0, p.refused.first()) {
             self.out.stats.timelines_refused += fresh;
             tracing::warn!(
-                peer = super::short(&peer),
+                peer = peer.short(),
                 sync,
                 refused = p.refused.len(),
                 first = %first,

@@ -62,6 +62,7 @@ mod transmit;
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::NodeId;
 use crate::config::Config;
 use crate::discovery::{
     self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
@@ -121,10 +122,12 @@ pub struct Node {
     routed: Routed,
 }
 
-/// This node's static key and the id it gives (the key in hex).
+/// This node's static key, as its id and in hex (the envelope's `from`,
+/// kept to not re-encode it per frame).
 struct Identity {
     keypair: Keypair,
-    node_id: String,
+    node_id: NodeId,
+    hex: String,
 }
 
 /// What the node reports to its owner: the outputs waiting to be polled,
@@ -145,12 +148,16 @@ impl Node {
     /// A node with its configuration, static identity, random seed and the
     /// time now; [`start`](Node::start) it before feeding it inputs.
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
-        let node_id = hex(&keypair.public);
+        let node_id = NodeId(keypair.public);
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
         let mut node = Node {
             timers: Timers::new(now, now + cfg.sync_interval),
             cfg,
-            me: Identity { keypair, node_id },
+            me: Identity {
+                keypair,
+                node_id,
+                hex: node_id.to_hex(),
+            },
             rng: Rng::from_seed(seed),
             conns: BTreeMap::new(),
             next_conn: 1,
@@ -196,8 +203,8 @@ impl Node {
     // ----- getters -----
 
     /// This node's id: its static public key in hex.
-    pub fn node_id(&self) -> &str {
-        &self.me.node_id
+    pub fn node_id(&self) -> NodeId {
+        self.me.node_id
     }
 
     /// Turns message tracing on or off: with it on, every message sent or
@@ -238,7 +245,7 @@ impl Node {
     }
 
     /// Per-peer sync state.
-    pub fn peer_records(&self) -> &BTreeMap<String, PeerRecord> {
+    pub fn peer_records(&self) -> &BTreeMap<NodeId, PeerRecord> {
         &self.puller.peers
     }
 
@@ -287,8 +294,8 @@ impl Node {
     }
 
     /// The path to a node through the mesh and its cost in microseconds.
-    pub fn route_to(&mut self, now: Instant, peer: &str) -> Option<(Vec<String>, u64)> {
-        self.mesh.as_mut()?.route(peer, now)
+    pub fn route_to(&mut self, now: Instant, peer: &NodeId) -> Option<(Vec<String>, u64)> {
+        self.mesh.as_mut()?.route(&peer.to_hex(), now)
     }
 
     /// How many destinations the routing table holds.
@@ -320,9 +327,10 @@ impl Node {
         };
         match d.handle_datagram(now, from, data) {
             Ok(Some(o)) if o.kind != OutcomeKind::NonMatching => {
-                tracing::debug!(peer = short(&o.node_id), addr = %o.addr, kind = ?o.kind, "discovered");
-                if o.dial_due {
-                    self.dial_discovered(now, &o.node_id, o.addr);
+                tracing::debug!(peer = crate::node_id::short(&o.node_id), addr = %o.addr, kind = ?o.kind, "discovered");
+                // Discovery checked the id; a text that does not parse is dropped.
+                if let (true, Ok(node)) = (o.dial_due, o.node_id.parse::<NodeId>()) {
+                    self.dial_discovered(now, &node, o.addr);
                 }
             }
             Ok(_) => {}
@@ -359,7 +367,7 @@ impl Node {
             }
             None => {
                 let rng = self.rng.child("discovery", 0);
-                match Discovery::new(dc, self.me.node_id.clone(), self.cfg.port, rng, now) {
+                match Discovery::new(dc, self.me.hex.clone(), self.cfg.port, rng, now) {
                     Ok(d) => self.discovery = Some(d),
                     Err(e) => tracing::warn!(error = %e, "discovery disabled"),
                 }
@@ -515,7 +523,7 @@ impl Node {
         }
         self.release_waiters(conn, Some(format!("connection closed: {reason}")));
         if !c.was_ready {
-            self.join_conn_ended(now, conn, c.peer.as_deref(), false, &reason.to_string());
+            self.join_conn_ended(now, conn, c.peer.as_ref(), false, &reason.to_string());
         }
         let mut ready_before = false;
         if let Some(peer) = &c.peer {
@@ -528,7 +536,7 @@ impl Node {
             .closed(conn, ready_before, now, &self.cfg, &mut self.rng);
         if c.was_ready || !was_closed {
             self.emit(Event::PeerDisconnected {
-                peer: c.peer.clone(),
+                peer: c.peer,
                 conn,
                 reason: reason.to_string(),
             });
@@ -569,7 +577,7 @@ impl Node {
                 let conns: Vec<ConnId> = self
                     .conns
                     .values()
-                    .filter(|c| c.peer.as_deref() == Some(peer.as_str()))
+                    .filter(|c| c.peer == Some(peer))
                     .map(|c| c.id)
                     .collect();
                 if conns.is_empty() {
@@ -579,7 +587,7 @@ impl Node {
                 for c in &conns {
                     self.close(*c, CloseReason::ByUser);
                 }
-                self.done(id, true, format!("disconnected from {}", short(&peer)));
+                self.done(id, true, format!("disconnected from {}", peer.short()));
             }
             Command::AddPeer(addr) => {
                 self.dialers.remember(addr, now);
@@ -615,7 +623,7 @@ impl Node {
                     let what = match &peer {
                         Some(p) => format!(
                             "peer {} is not connected or serves another repository",
-                            short(p)
+                            p.short()
                         ),
                         None => "no connected peer serves this repository".to_string(),
                     };
@@ -794,7 +802,7 @@ impl Node {
         }
         tracing::debug!(
             conn,
-            peer = c.peer.as_deref().map(short),
+            peer = c.peer.map(|p| p.short()),
             %reason,
             "closing connection"
         );
@@ -817,8 +825,8 @@ impl Node {
         self.out.stats.violations += 1;
         let now = self.timers.last_now;
         self.suspect_path(now, conn);
-        let peer = self.conns.get(&conn).and_then(|c| c.peer.clone());
-        tracing::warn!(conn, peer = peer.as_deref().map(short), %reason, "protocol violation");
+        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        tracing::warn!(conn, peer = peer.map(|p| p.short()), %reason, "protocol violation");
         self.emit(Event::ProtocolViolation {
             conn,
             peer,
@@ -826,20 +834,6 @@ impl Node {
         });
         self.close(conn, CloseReason::Violation(reason));
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
-/// The first 12 digits of a node id, for logs.
-pub fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
 }
 
 #[allow(dead_code)]

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::conn::{self, Conn, Pull, PullState};
 use super::lz4::decompress;
 use super::refetch::Refetch;
-use super::{CommandId, Conflict, ConnId, ConnState, Event, Node, Output, PeerRecord, short, thin};
+use super::{CommandId, Conflict, ConnId, ConnState, Event, Node, Output, PeerRecord, thin};
+use crate::NodeId;
 use crate::id::ObjectId;
 use crate::object::{self, ObjectKind, Seal};
 use crate::store::{Store, StoreError, StoreRequest, UpdateResult};
@@ -47,7 +48,7 @@ pub(super) enum Batch {
     /// checkpoint that lands after its pull was cut still counts for resuming.
     Checkpoint {
         conn: ConnId,
-        peer: String,
+        peer: NodeId,
         objects: Landed,
     },
     /// A merge seal built by `auto_merge` for a divergence with `conn`'s peer.
@@ -74,16 +75,16 @@ pub(super) struct Puller {
     batches: BTreeMap<u64, Batch>,
     /// Per peer, the roots of what landed from pulls that did not finish
     /// (persisted through `StoreRequest::Resume`; read back on first use).
-    pub resume: BTreeMap<String, sync::LandedRoots>,
+    pub resume: BTreeMap<NodeId, sync::LandedRoots>,
     /// Connections whose divergence was left undecided (see `start_merge`):
     /// the next interval sync with them is forced.
     pub redecide: BTreeSet<ConnId>,
     pub waiters: Vec<SyncWaiter>,
     pub refetch: Option<Refetch>,
     /// Divergences seen and not since resolved, by timeline and peer.
-    pub conflicts: BTreeMap<(TimelineName, String), Conflict>,
+    pub conflicts: BTreeMap<(TimelineName, NodeId), Conflict>,
     /// Per-peer sync state, kept across reconnects.
-    pub peers: BTreeMap<String, PeerRecord>,
+    pub peers: BTreeMap<NodeId, PeerRecord>,
 }
 
 impl Default for Puller {
@@ -117,7 +118,7 @@ impl Puller {
     }
 
     /// `batch` lands a checkpoint of the pull on `conn`.
-    pub fn checkpoint(&mut self, batch: u64, conn: ConnId, peer: String, objects: Landed) {
+    pub fn checkpoint(&mut self, batch: u64, conn: ConnId, peer: NodeId, objects: Landed) {
         let c = Batch::Checkpoint {
             conn,
             peer,
@@ -163,7 +164,7 @@ impl Puller {
 
     /// A checkpoint from `peer` landed: its objects join the peer's resume
     /// roots, which are returned (to persist).
-    pub fn landed_roots(&mut self, peer: &str, objects: &Landed) -> Vec<ObjectId> {
+    pub fn landed_roots(&mut self, peer: &NodeId, objects: &Landed) -> Vec<ObjectId> {
         let roots = self.resume.entry(peer.to_owned()).or_default();
         for (id, children) in objects {
             roots.land(*id, children);
@@ -227,7 +228,7 @@ impl Node {
             c.pull_again = true;
             return;
         }
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         let local = store.heads().unwrap_or_default();
         let seen = self
             .puller
@@ -249,7 +250,7 @@ impl Node {
             .map(|(t, _)| t.clone())
             .collect();
         for t in agreed {
-            self.puller.conflicts.remove(&(t, peer.clone()));
+            self.puller.conflicts.remove(&(t, peer));
         }
         if !needs_work && !force {
             self.release_waiters(conn, None);
@@ -272,7 +273,7 @@ impl Node {
         };
         c.pull_wanted = false;
         c.pull_again = false;
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         let Some(targets) = self.limit_targets(conn, sync, store) else {
             return;
         };
@@ -291,10 +292,7 @@ impl Node {
         };
         c.pull = Some(Pull::new(sync, sync, targets, now));
         self.puller.pull_batch(sync, conn);
-        self.emit(Event::SyncStarted {
-            peer: peer.clone(),
-            sync,
-        });
+        self.emit(Event::SyncStarted { peer, sync });
         if wants.is_empty() {
             // Everything is here already: only the heads need deciding.
             return self.finish_pull(now, conn, store);
@@ -315,15 +313,15 @@ impl Node {
         let resume: Vec<ObjectId> = self
             .puller
             .resume
-            .entry(peer.clone())
-            .or_insert_with(|| sync::LandedRoots::from_ids(&store.resume_hints(&peer)))
+            .entry(peer)
+            .or_insert_with(|| sync::LandedRoots::from_ids(&store.resume_hints(&peer.to_hex())))
             .ids()
             .into_iter()
             .filter(|id| store.has(id))
             .collect();
         if !resume.is_empty() {
             tracing::debug!(
-                peer = short(&peer),
+                peer = peer.short(),
                 sync,
                 roots = resume.len(),
                 "resuming an interrupted pull"
@@ -389,6 +387,7 @@ impl Node {
             return;
         };
         let zdelta = c.zdelta;
+        let peer = c.ready_peer();
         let Some(pull) = c
             .pull
             .as_mut()
@@ -489,7 +488,6 @@ impl Node {
         }
         pull.staged_bytes += bytes;
         let (sync, batch_id, count) = (pull.sync, pull.batch, (batch.len() + blobs.len()) as u64);
-        let peer = c.peer.clone().unwrap_or_default();
         self.out.stats.objects_in += count;
         if let Some(r) = self.puller.peers.get_mut(&peer) {
             r.objects_in += count;
@@ -528,7 +526,7 @@ impl Node {
                 objects = objects.len(),
                 "landing a checkpoint"
             );
-            self.puller.checkpoint(landing, conn, peer.clone(), objects);
+            self.puller.checkpoint(landing, conn, peer, objects);
             self.out.queue.push_back(Output::Store(StoreRequest::Land {
                 batch: landing,
                 updates: Vec::new(),
@@ -551,7 +549,7 @@ impl Node {
         now: Instant,
         batch: u64,
         conn: ConnId,
-        (peer, objects): (String, Landed),
+        (peer, objects): (NodeId, Landed),
         result: Result<Vec<UpdateResult>, StoreError>,
         store: &dyn Store,
     ) {
@@ -567,7 +565,7 @@ impl Node {
             Ok(_) => {
                 let roots = self.puller.landed_roots(&peer, &objects);
                 tracing::debug!(
-                    peer = short(&peer),
+                    peer = peer.short(),
                     batch,
                     objects = objects.len(),
                     roots = roots.len(),
@@ -575,7 +573,10 @@ impl Node {
                 );
                 self.out
                     .queue
-                    .push_back(Output::Store(StoreRequest::Resume { peer, roots }));
+                    .push_back(Output::Store(StoreRequest::Resume {
+                        peer: peer.to_hex(),
+                        roots,
+                    }));
                 let Some(conn) = conn else { return };
                 let Some(pull) = self.conns.get_mut(&conn).and_then(|c| c.pull.as_mut()) else {
                     return;
@@ -641,8 +642,8 @@ impl Node {
         result: Result<(), String>,
     ) {
         self.puller.pull_ended(c.id, pull.batch);
-        let peer = c.peer.clone().unwrap_or_default();
-        let record = self.puller.peers.entry(peer.clone()).or_default();
+        let peer = c.ready_peer();
+        let record = self.puller.peers.entry(peer).or_default();
         match &result {
             Ok(()) => {
                 record.syncs += 1;
@@ -650,7 +651,7 @@ impl Node {
                 record.last_error = None;
                 self.out.stats.syncs_completed += 1;
                 self.emit(Event::SyncCompleted {
-                    peer: peer.clone(),
+                    peer,
                     sync: pull.sync,
                     objects: pull.received,
                     bytes: pull.bytes,
@@ -667,13 +668,13 @@ impl Node {
                 }
                 self.puller.restart = true;
                 self.emit(Event::SyncFailed {
-                    peer: peer.clone(),
+                    peer,
                     sync: pull.sync,
                     reason: reason.clone(),
                 });
             }
         }
-        let failure = result.err().map(|e| format!("{}: {e}", short(&peer)));
+        let failure = result.err().map(|e| format!("{}: {e}", peer.short()));
         self.puller.settle(c.id, pull.received, failure);
         self.finish_waiters();
     }
@@ -716,7 +717,7 @@ mod tests {
             local: id,
             remote: id,
             base: None,
-            peer: "p".into(),
+            peer: NodeId([1; 32]),
         }
     }
 
@@ -731,7 +732,7 @@ mod tests {
     fn every_batch_is_found_by_one_look_up() {
         let mut p = Puller::default();
         p.pull_batch(1, 10);
-        p.checkpoint(2, 11, "peer".into(), Vec::new());
+        p.checkpoint(2, 11, NodeId([2; 32]), Vec::new());
         p.merge(3, conflict(), 12);
         assert_eq!(
             (p.owner(1), p.owner(2), p.owner(3)),
@@ -746,7 +747,7 @@ mod tests {
     fn an_ended_pull_forgets_its_batch_but_not_its_checkpoint() {
         let mut p = Puller::default();
         p.pull_batch(1, 10);
-        p.checkpoint(2, 10, "peer".into(), Vec::new());
+        p.checkpoint(2, 10, NodeId([2; 32]), Vec::new());
         p.pull_ended(10, 1);
         p.pull_ended(10, 2);
         assert_eq!(p.batch(1), None);
@@ -772,10 +773,11 @@ mod tests {
     fn landed_checkpoints_accumulate_resume_roots_per_peer() {
         let mut p = Puller::default();
         let (leaf, top) = (ObjectId([1; 32]), ObjectId([2; 32]));
-        assert_eq!(p.landed_roots("a", &vec![(leaf, Vec::new())]), vec![leaf]);
+        let (a, b) = (NodeId([0xa; 32]), NodeId([0xb; 32]));
+        assert_eq!(p.landed_roots(&a, &vec![(leaf, Vec::new())]), vec![leaf]);
         // A parent landing later covers its child: one root remains.
-        assert_eq!(p.landed_roots("a", &vec![(top, vec![leaf])]), vec![top]);
-        assert!(!p.resume.contains_key("b"));
+        assert_eq!(p.landed_roots(&a, &vec![(top, vec![leaf])]), vec![top]);
+        assert!(!p.resume.contains_key(&b));
     }
 
     #[test]

@@ -29,7 +29,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{CommandId, ConnId, Event, Node, Output, Pull, short};
+use super::{CommandId, ConnId, Event, Node, Output, Pull};
+use crate::NodeId;
 use crate::access::Access;
 use crate::id::{IdSet, ObjectId};
 use crate::object::{self, Mode, Object, ObjectKind, Tree};
@@ -139,19 +140,19 @@ fn reachable_among(
 pub(super) struct Refetch {
     cmd: CommandId,
     /// Only this peer (full node id), or every connected one.
-    peer: Option<String>,
+    peer: Option<NodeId>,
     total: usize,
     /// The ids asked for that are still missing, sorted.
     missing: Vec<ObjectId>,
     /// Peers asked for everything they could give.
-    tried: BTreeSet<String>,
+    tried: BTreeSet<NodeId>,
     on: Option<Turn>,
 }
 
 /// Asking one peer.
 struct Turn {
     conn: ConnId,
-    peer: String,
+    peer: NodeId,
     /// Every id asked of this peer.
     asked: IdSet,
     /// Ids found lacking below objects received in `carry`: the next round.
@@ -169,7 +170,7 @@ impl Node {
         &mut self,
         now: Instant,
         id: CommandId,
-        peer: Option<String>,
+        peer: Option<NodeId>,
         missing: Vec<ObjectId>,
         store: &dyn Store,
     ) {
@@ -190,7 +191,7 @@ impl Node {
             let what = match &peer {
                 Some(p) => format!(
                     "peer {} is not connected or serves another repository",
-                    short(p)
+                    p.short()
                 ),
                 None => "no connected peer serves this repository".to_string(),
             };
@@ -232,7 +233,7 @@ impl Node {
                 };
                 r.on = Some(Turn {
                     conn,
-                    peer: self.conns[&conn].peer.clone().unwrap_or_default(),
+                    peer: self.conns[&conn].ready_peer(),
                     asked: IdSet::default(),
                     next: Vec::new(),
                     carry: None,
@@ -264,7 +265,7 @@ impl Node {
                         .queue
                         .push_back(Output::Store(StoreRequest::Abort { batch }));
                 }
-                r.tried.insert(t.peer.clone());
+                r.tried.insert(t.peer);
                 r.on = None;
                 continue;
             };
@@ -285,7 +286,7 @@ impl Node {
                     .collect()
             };
             if ask.is_empty() {
-                r.tried.insert(t.peer.clone());
+                r.tried.insert(t.peer);
                 r.on = None;
                 continue;
             }
@@ -297,12 +298,12 @@ impl Node {
             self.puller.pull_batch(batch, t.conn);
             pull.refetch = Some(ask.iter().copied().collect());
             let conn = t.conn;
-            let peer = t.peer.clone();
+            let peer = t.peer;
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.pull = Some(pull);
             }
             tracing::debug!(
-                peer = short(&peer),
+                peer = peer.short(),
                 sync,
                 objects = ask.len(),
                 "refetch round"
@@ -378,7 +379,7 @@ impl Node {
         let peer = self
             .conns
             .get(&conn)
-            .and_then(|c| c.peer.clone())
+            .and_then(|c| c.peer)
             .unwrap_or_default();
         let readable: Option<Vec<ObjectId>> = self.access_restricted().then(|| {
             store
@@ -407,15 +408,15 @@ impl Node {
         if withheld > 0 {
             let what = format!("refetch of {withheld} objects it may not read");
             self.out.stats.access_refused += 1;
-            tracing::warn!(peer = short(&peer), "{what}");
+            tracing::warn!(peer = peer.short(), "{what}");
             self.emit(Event::AccessRefused {
-                peer: peer.clone(),
+                peer,
                 timeline: None,
                 what,
             });
         }
         tracing::info!(
-            peer = short(&peer),
+            peer = peer.short(),
             sync = r.sync,
             conn,
             asked = r.refetch.len(),

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use super::conn::{Conn, Route};
 use super::routed::ROUTED_CHUNK;
-use super::{ConnId, ConnState, Direction, Node, short};
+use super::{ConnId, ConnState, Direction, Node};
+use crate::NodeId;
 use crate::config::RelayFault;
 use crate::mesh::{DatabaseSummary, LinkInfo, Lsa, Mesh, MeshConfig, MeshError, MeshStats};
 use crate::noise::Role;
@@ -61,7 +62,7 @@ impl Node {
         self.mesh = Some(
             Mesh::new(
                 cfg,
-                self.me.node_id.clone(),
+                self.me.hex.clone(),
                 vec![store.repo_id().to_owned()],
                 now,
             )
@@ -81,7 +82,7 @@ impl Node {
             // a guess first would flood the mesh twice for every new link.
             .filter_map(|c| {
                 Some(LinkInfo {
-                    peer: c.peer.clone()?,
+                    peer: c.peer?.to_hex(),
                     rtt_us: (c.rtt?.as_micros() as u64).max(1),
                 })
             })
@@ -97,17 +98,20 @@ impl Node {
     /// Sends `lsa` to our neighbours: all of them for our own advertisements;
     /// for one received from `except`, all but those that neighbour or the
     /// origin has sent it to already (see [`Mesh::flood_reached`]).
-    fn flood(&mut self, now: Instant, lsa: Lsa, except: Option<&str>) {
+    fn flood(&mut self, now: Instant, lsa: Lsa, except: Option<&NodeId>) {
         let mesh = self.mesh.as_ref();
         let targets: Vec<ConnId> = self
             .conns
             .values()
             .filter(|c| c.state == ConnState::Ready && c.route.is_none())
             .filter(|c| {
-                let (Some(from), Some(peer)) = (except, c.peer.as_deref()) else {
+                let (Some(from), Some(peer)) = (except, c.peer.as_ref()) else {
                     return true;
                 };
-                peer != from && !mesh.is_some_and(|m| m.flood_reached(peer, from, &lsa.origin))
+                peer != from
+                    && !mesh.is_some_and(|m| {
+                        m.flood_reached(&peer.to_hex(), &from.to_hex(), &lsa.origin)
+                    })
             })
             .map(|c| c.id)
             .collect();
@@ -130,13 +134,13 @@ impl Node {
     }
 
     pub(super) fn on_lsa(&mut self, now: Instant, conn: ConnId, lsa: Lsa, store: &dyn Store) {
-        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer) else {
             return;
         };
         let Some(mesh) = self.mesh.as_mut() else {
             return;
         };
-        match mesh.handle_lsa(&from, lsa, now) {
+        match mesh.handle_lsa(&from.to_hex(), lsa, now) {
             Ok(Some(onward)) => {
                 self.flood(now, onward, Some(&from));
                 let _ = store;
@@ -171,20 +175,20 @@ impl Node {
     }
 
     /// The socket connection to a peer, if one is ready.
-    fn direct_conn(&self, peer: &str) -> Option<ConnId> {
+    fn direct_conn(&self, peer: &NodeId) -> Option<ConnId> {
         self.conns
             .values()
             .find(|c| {
-                c.route.is_none() && c.state == ConnState::Ready && c.peer.as_deref() == Some(peer)
+                c.route.is_none() && c.state == ConnState::Ready && c.peer.as_ref() == Some(peer)
             })
             .map(|c| c.id)
     }
 
-    pub(super) fn has_session_with(&self, peer: &str) -> bool {
+    pub(super) fn has_session_with(&self, peer: &NodeId) -> bool {
         self.conns.values().any(|c| {
             c.state != ConnState::Closed
-                && (c.peer.as_deref() == Some(peer)
-                    || c.route.as_ref().is_some_and(|r| r.dst == peer))
+                && (c.peer.as_ref() == Some(peer)
+                    || c.route.as_ref().is_some_and(|r| r.dst == *peer))
         })
     }
 
@@ -201,9 +205,10 @@ impl Node {
             return;
         };
         let routed_now = self.conns.values().filter(|c| c.route.is_some()).count();
-        let candidates: Vec<String> = mesh
+        let candidates: Vec<NodeId> = mesh
             .holders_cut_off(store.repo_id())
-            .into_iter()
+            .iter()
+            .filter_map(|n| NodeId::parse_canonical(n).ok())
             .take(MAX_ROUTED_SESSIONS.saturating_sub(routed_now))
             .collect();
         for dst in candidates {
@@ -218,31 +223,33 @@ impl Node {
             let Some(first) = self
                 .mesh
                 .as_mut()
-                .and_then(|m| m.next_hop(&dst, session, &suspects, now))
+                .and_then(|m| m.next_hop(&dst.to_hex(), session, &suspects, now))
+                .and_then(|p| NodeId::parse_canonical(&p).ok())
             else {
                 continue;
             };
             if self.direct_conn(&first).is_none() {
                 continue;
             }
-            self.routed.retry.insert(dst.clone(), now + ROUTED_RETRY);
+            self.routed.retry.insert(dst, now + ROUTED_RETRY);
             tracing::info!(
-                peer = short(&dst),
-                via = short(&first),
+                peer = dst.short(),
+                via = first.short(),
                 "opening a routed session"
             );
             self.open_routed(now, dst, session, Role::Initiator);
         }
     }
 
+    /// The suspected relays in the mesh's (text) form.
     fn suspect_set(&self) -> BTreeSet<String> {
-        self.routed.suspects.keys().cloned().collect()
+        self.routed.suspects.keys().map(NodeId::to_hex).collect()
     }
 
     fn open_routed(
         &mut self,
         now: Instant,
-        dst: String,
+        dst: NodeId,
         session: u64,
         role: Role,
     ) -> Option<ConnId> {
@@ -277,20 +284,25 @@ impl Node {
         bin: Vec<u8>,
         store: &dyn Store,
     ) {
-        if h.dst == self.me.node_id {
+        if h.dst == self.me.hex {
+            // Only a session named by a real key can answer the handshake.
+            let Ok(src) = NodeId::parse_canonical(&h.src) else {
+                self.out.stats.relay_dropped += 1;
+                return;
+            };
             let existing = self
                 .conns
                 .values()
                 .find(|c| {
                     c.route
                         .as_ref()
-                        .is_some_and(|r| r.dst == h.src && r.session == h.session)
+                        .is_some_and(|r| r.dst == src && r.session == h.session)
                 })
                 .map(|c| c.id);
             let target = match existing {
                 Some(t) => Some(t),
                 None if self.peer_slots_used() < self.cfg.max_peers => {
-                    self.open_routed(now, h.src.clone(), h.session, Role::Responder)
+                    self.open_routed(now, src, h.session, Role::Responder)
                 }
                 None => None,
             };
@@ -299,21 +311,22 @@ impl Node {
             }
             return;
         }
-        if !self.cfg.relay || h.hops_left == 0 || h.src == self.me.node_id {
+        if !self.cfg.relay || h.hops_left == 0 || h.src == self.me.hex {
             self.out.stats.relay_dropped += 1;
             return;
         }
         let from = self
             .conns
             .get(&conn)
-            .and_then(|c| c.peer.clone())
+            .and_then(|c| c.peer)
             .unwrap_or_default();
         let mut avoid = self.suspect_set();
-        avoid.insert(from);
+        avoid.insert(from.to_hex());
         let next = self
             .mesh
             .as_mut()
             .and_then(|m| m.next_hop(&h.dst, h.session, &avoid, now))
+            .and_then(|p| NodeId::parse_canonical(&p).ok())
             .and_then(|p| self.direct_conn(&p));
         let Some(next) = next else {
             self.out.stats.relay_dropped += 1;
@@ -437,13 +450,13 @@ impl Node {
         conn: ConnId,
         summary: DatabaseSummary,
     ) {
-        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer.clone()) else {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer) else {
             return;
         };
         let Some(mesh) = self.mesh.as_mut() else {
             return;
         };
-        match mesh.handle_summary(&from, &summary, now) {
+        match mesh.handle_summary(&from.to_hex(), &summary, now) {
             Ok(lsas) => {
                 for lsa in lsas {
                     self.send(now, conn, Message::Topology(lsa));
@@ -462,7 +475,7 @@ impl Node {
             .filter(|c| c.id != to && c.state == ConnState::Ready && c.route.is_none())
             .filter_map(|c| {
                 Some(PeerInfo {
-                    node: c.peer.clone()?,
+                    node: c.peer?.to_hex(),
                     addr: c.dial_addr?.to_string(),
                 })
             })
@@ -475,20 +488,21 @@ impl Node {
 
     pub(super) fn on_peer_list(&mut self, now: Instant, list: PeerDiscovery) {
         for p in list.peers.into_iter().take(256) {
-            let (Ok(addr), true) = (p.addr.parse::<SocketAddr>(), p.node.len() == 64) else {
+            let (Ok(addr), Ok(node)) = (p.addr.parse::<SocketAddr>(), p.node.parse::<NodeId>())
+            else {
                 continue;
             };
-            if p.node == self.me.node_id || !self.admission.filter.allows(addr.ip()) {
+            if node == self.me.node_id || !self.admission.filter.allows(addr.ip()) {
                 continue;
             }
-            self.dialers.heard_of(p.node, addr, now);
+            self.dialers.heard_of(node, addr, now);
         }
     }
 
     /// Dials nodes we heard of that the mesh cannot reach: after a split, the
     /// parts find each other again through addresses learned before it.
     pub(super) fn heal(&mut self, now: Instant) {
-        let candidates: Vec<(String, SocketAddr)> = self
+        let candidates: Vec<(NodeId, SocketAddr)> = self
             .dialers
             .heard
             .iter()
@@ -499,7 +513,7 @@ impl Node {
             })
             .filter(|(n, _)| !self.has_session_with(n))
             .filter(|(n, _)| self.dialers.heal_retry.get(*n).is_none_or(|t| *t <= now))
-            .map(|(n, (a, _))| (n.clone(), *a))
+            .map(|(n, (a, _))| (*n, *a))
             .collect();
         for (node, addr) in candidates {
             if self.peer_slots_used() >= self.cfg.max_peers {
@@ -508,11 +522,11 @@ impl Node {
             let reachable = self
                 .mesh
                 .as_mut()
-                .is_some_and(|m| m.route(&node, now).is_some());
+                .is_some_and(|m| m.route(&node.to_hex(), now).is_some());
             if reachable || self.cfg.no_direct.contains(&node) {
                 continue;
             }
-            tracing::info!(peer = short(&node), %addr, "dialling a peer heard of, to heal the mesh");
+            tracing::info!(peer = node.short(), %addr, "dialling a peer heard of, to heal the mesh");
             self.dialers.heal_retry.insert(node, now + HEAL_RETRY);
             self.dial(now, addr);
         }
@@ -542,7 +556,8 @@ impl Node {
             let next = self
                 .mesh
                 .as_mut()
-                .and_then(|m| m.next_hop(&route.dst, route.session, &suspects, now))
+                .and_then(|m| m.next_hop(&route.dst.to_hex(), route.session, &suspects, now))
+                .and_then(|p| NodeId::parse_canonical(&p).ok())
                 .and_then(|p| self.direct_conn(&p));
             let Some(next) = next else {
                 // No path right now: hold the bytes; the session's timers decide.
@@ -566,8 +581,8 @@ impl Node {
                 }
                 let h = RoutedHeader {
                     session: route.session,
-                    src: self.me.node_id.clone(),
-                    dst: route.dst.clone(),
+                    src: self.me.hex.clone(),
+                    dst: route.dst.to_hex(),
                     hops_left: MAX_HOPS,
                 };
                 self.send_with(now, next, Message::Routed(h), &chunk);
@@ -585,21 +600,20 @@ impl Node {
         let Some((path, _)) = self
             .mesh
             .as_mut()
-            .and_then(|m| m.session_route(&route.dst, route.session, &suspects, now))
+            .and_then(|m| m.session_route(&route.dst.to_hex(), route.session, &suspects, now))
         else {
             return;
         };
         for relay in path
             .iter()
-            .filter(|n| **n != self.me.node_id && **n != route.dst)
+            .filter_map(|n| NodeId::parse_canonical(n).ok())
+            .filter(|n| *n != self.me.node_id && *n != route.dst)
         {
             tracing::warn!(
-                relay = short(relay),
+                relay = relay.short(),
                 "avoiding a relay after a routed session failed"
             );
-            self.routed
-                .suspects
-                .insert(relay.clone(), now + SUSPECT_FOR);
+            self.routed.suspects.insert(relay, now + SUSPECT_FOR);
         }
         self.routed.retry.remove(&route.dst);
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::ConnId;
+use crate::NodeId;
 use crate::time::Instant;
 use crate::wire::RoutedHeader;
 
@@ -26,9 +27,9 @@ pub(super) struct Routed {
     pub backlog: VecDeque<Held>,
     backlog_bytes: usize,
     /// Relays avoided until the given time (a routed session through them failed).
-    pub suspects: BTreeMap<String, Instant>,
+    pub suspects: BTreeMap<NodeId, Instant>,
     /// When a routed session to a node may next be attempted.
-    pub retry: BTreeMap<String, Instant>,
+    pub retry: BTreeMap<NodeId, Instant>,
     /// When routed sessions and healing are next reconsidered.
     pub next_mesh_check: Instant,
     /// When the next anti-entropy summary goes to a random neighbour.

@@ -20,7 +20,7 @@
 //! `error` field reads the short `sync_complete` as a count mismatch and closes,
 //! which is what it did before.
 
-use super::{ConnId, Node, PullState, short};
+use super::{ConnId, Node, PullState};
 use crate::object::{self, ObjectKind};
 use crate::store::{Store, StoreError};
 use crate::sync;
@@ -56,7 +56,7 @@ impl Node {
             return;
         };
         tracing::warn!(
-            peer = short(c.peer.as_deref().unwrap_or("?")),
+            peer = c.peer.map_or_else(|| "?".to_owned(), |p| p.short()),
             sync = job.sync,
             sent = job.next,
             planned = job.plan.len(),

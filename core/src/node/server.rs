@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 use super::conn::Serve;
 use super::lz4::compress;
 use super::{
-    ConnId, ConnState, Event, Node, Output, TRANSMIT_CHUNK, rate, serve_errors, short, thin,
-    trace_record,
+    ConnId, ConnState, Event, Node, Output, TRANSMIT_CHUNK, rate, serve_errors, thin, trace_record,
 };
 use crate::access::Access;
 use crate::id::{IdSet, ObjectId};
@@ -116,7 +115,7 @@ impl Node {
             return self.serve_refetch(now, conn, r, store);
         }
         if self.access_restricted() {
-            let peer = c.peer.clone().unwrap_or_default();
+            let peer = c.ready_peer();
             let readable: IdSet = store
                 .heads()
                 .unwrap_or_default()
@@ -131,7 +130,7 @@ impl Node {
             {
                 let what = format!("sync request for seal {w}, not a head it may read");
                 self.out.stats.access_refused += 1;
-                tracing::warn!(peer = short(&peer), "{what}");
+                tracing::warn!(peer = peer.short(), "{what}");
                 self.emit(Event::AccessRefused {
                     peer,
                     timeline: None,
@@ -151,12 +150,11 @@ impl Node {
         // With the puller's `sync started`/`completed` events (same peer pair,
         // same sync id) this lets one sync be followed across both logs.
         tracing::info!(
-            peer = short(
-                self.conns
-                    .get(&conn)
-                    .and_then(|c| c.peer.as_deref())
-                    .unwrap_or("?")
-            ),
+            peer = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.peer)
+                .map_or_else(|| "?".to_owned(), |p| p.short()),
             sync = r.sync,
             conn,
             objects = plan.order.len(),
@@ -203,7 +201,7 @@ impl Node {
         if !c.shares_repo {
             return;
         }
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         let Ok(heads) = store.heads() else { return };
         let repo = store.repo_id().to_owned();
         for (timeline, head) in heads {
@@ -217,7 +215,7 @@ impl Node {
                 c.advertised.insert(head);
             }
             tracing::debug!(
-                peer = short(&peer),
+                peer = peer.short(),
                 %timeline,
                 head = %head.short(),
                 "announcing a head that moved during the handshake"
@@ -251,7 +249,7 @@ impl Node {
             .map(|c| c.id)
             .collect();
         for conn in targets {
-            let peer = self.conns[&conn].peer.clone().unwrap_or_default();
+            let peer = self.conns[&conn].ready_peer();
             for (timeline, head, previous) in &changed {
                 if self.access(&peer, timeline) < Access::Read {
                     continue;
@@ -302,7 +300,7 @@ impl Node {
             capped = Some(c.up.available(now).min(self.server.up.available(now)));
         }
         let mut produced_bulk = false;
-        let node_id = self.me.node_id.clone();
+        let node_id = &self.me.hex;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -418,7 +416,7 @@ impl Node {
                 if let Some(r) = trace_record(
                     self.out.trace,
                     conn,
-                    c.peer.as_ref(),
+                    c.peer,
                     "out",
                     &env.message,
                     env.id,
@@ -459,7 +457,7 @@ impl Node {
                 if let Some(r) = trace_record(
                     self.out.trace,
                     conn,
-                    c.peer.as_ref(),
+                    c.peer,
                     "out",
                     &env.message,
                     env.id,
@@ -475,7 +473,7 @@ impl Node {
         if produced_bulk {
             c.bulk_end = c.out.len();
         }
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         self.out.stats.objects_out += objects_sent;
         if objects_sent > 0
             && let Some(r) = self.puller.peers.get_mut(&peer)

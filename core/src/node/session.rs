@@ -7,7 +7,8 @@ use super::CloseReason;
 use core::net::SocketAddr;
 
 use super::conn::Conn;
-use super::{ConnId, ConnState, Direction, Event, FEATURES, Node, hex, short, thin};
+use super::{ConnId, ConnState, Direction, Event, FEATURES, Node, thin};
+use crate::NodeId;
 use crate::access::{self, Access};
 use crate::id::ObjectId;
 use crate::store::Store;
@@ -34,29 +35,24 @@ impl Node {
             self.dialers.is_self(addr);
             return Err("connected to itself".into());
         }
-        let peer = hex(&remote);
+        let peer = NodeId(remote);
         match &c.route {
             Some(r) if r.dst != peer => {
                 return Err(format!(
                     "routed session to {} was answered by {}",
-                    short(&r.dst),
-                    short(&peer)
+                    r.dst.short(),
+                    peer.short()
                 ));
             }
-            None if self
-                .cfg
-                .no_direct
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(&peer)) =>
-            {
+            None if self.cfg.no_direct.contains(&peer) => {
                 return Err(format!(
                     "no direct connection with {} (no_direct)",
-                    short(&peer)
+                    peer.short()
                 ));
             }
             _ => {}
         }
-        c.peer = Some(peer.clone());
+        c.peer = Some(peer);
         c.state = ConnState::AwaitHello;
         if self.admit_established(now, conn, &peer) {
             self.send_hello(now, conn, &peer, store);
@@ -65,7 +61,7 @@ impl Node {
     }
 
     /// What `peer` may do with `timeline` (see [`crate::access`]).
-    pub(super) fn access(&self, peer: &str, timeline: &TimelineName) -> Access {
+    pub(super) fn access(&self, peer: &NodeId, timeline: &TimelineName) -> Access {
         let whole = self.admission.trust.admits(peer).unwrap_or(Access::None);
         if self.cfg.access.is_empty() {
             return whole;
@@ -79,10 +75,10 @@ impl Node {
     }
 
     /// Records a head a peer announced for a timeline it may not write.
-    pub(super) fn refuse_head(&mut self, peer: &str, timeline: TimelineName, head: ObjectId) {
+    pub(super) fn refuse_head(&mut self, peer: &NodeId, timeline: TimelineName, head: ObjectId) {
         self.out.stats.access_refused += 1;
         let what = format!("head {head} for {timeline}, which it may not write");
-        tracing::warn!(peer = short(peer), "refused {what}");
+        tracing::warn!(peer = peer.short(), "refused {what}");
         self.emit(Event::AccessRefused {
             peer: peer.to_owned(),
             timeline: Some(timeline),
@@ -90,7 +86,7 @@ impl Node {
         });
     }
 
-    pub(super) fn hello(&self, store: &dyn Store, peer: &str) -> wire::Handshake {
+    pub(super) fn hello(&self, store: &dyn Store, peer: &NodeId) -> wire::Handshake {
         let mut heads = store.heads().unwrap_or_default();
         heads.retain(|t, _| self.access(peer, t) >= Access::Read);
         let features = FEATURES
@@ -138,10 +134,15 @@ impl Node {
             return;
         }
         c.last_msg_id = env.id;
-        if c.peer.as_deref() != Some(env.from.as_str()) {
+        // Exactly the text the handshake named: an envelope's `from` is
+        // never upper case from a correct peer.
+        if NodeId::parse_canonical(&env.from).ok() != c.peer {
             return self.violation(
                 conn,
-                format!("message claims to be from {}", short(&env.from)),
+                format!(
+                    "message claims to be from {}",
+                    crate::node_id::short(&env.from)
+                ),
             );
         }
         let ready = c.state == ConnState::Ready;
@@ -224,7 +225,7 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Some(peer) = c.peer.clone() else { return };
+        let Some(peer) = c.peer else { return };
         c.state = ConnState::Ready;
         c.was_ready = true;
         // Ping at once, so the round-trip time is known from the start.
@@ -274,18 +275,14 @@ impl Node {
         // Two connections to one peer (both dialled at once): keep the one opened by
         // the node with the smaller id, which both ends compute alike.
         let initiator = |c: &Conn| match c.direction {
-            Direction::Outbound => self.me.node_id.clone(),
-            Direction::Inbound => c.peer.clone().unwrap_or_default(),
+            Direction::Outbound => self.me.node_id,
+            Direction::Inbound => c.ready_peer(),
         };
         let mine = initiator(&self.conns[&conn]);
         let dup = self
             .conns
             .values()
-            .find(|o| {
-                o.id != conn
-                    && o.state == ConnState::Ready
-                    && o.peer.as_deref() == Some(peer.as_str())
-            })
+            .find(|o| o.id != conn && o.state == ConnState::Ready && o.peer == Some(peer))
             .map(|o| (o.id, initiator(o), o.route.is_some()));
         let new_routed = self.conns[&conn].route.is_some();
         if let Some((other, their_init, other_routed)) = dup {
@@ -303,7 +300,7 @@ impl Node {
                 self.done(
                     cmd,
                     true,
-                    format!("connected to {} (connection {winner})", short(&peer)),
+                    format!("connected to {} (connection {winner})", peer.short()),
                 );
             }
             if loser == conn {
@@ -311,7 +308,7 @@ impl Node {
             }
         }
         if let Some(d) = self.discovery.as_mut() {
-            d.mark_connected(&peer);
+            d.mark_connected(&peer.to_hex());
         }
         if !new_routed {
             self.update_links(now);
@@ -319,11 +316,11 @@ impl Node {
             self.send_peer_list(now, conn);
         }
         self.load_tracked(&peer, store);
-        let record = self.puller.peers.entry(peer.clone()).or_default();
+        let record = self.puller.peers.entry(peer).or_default();
         record.last_seen = Some(now);
         self.dialers.connected(conn);
         self.emit(Event::PeerConnected {
-            peer: peer.clone(),
+            peer,
             conn,
             addr,
             direction,
@@ -332,7 +329,7 @@ impl Node {
             self.done(
                 cmd,
                 true,
-                format!("connected to {} at {addr}", short(&peer)),
+                format!("connected to {} at {addr}", peer.short()),
             );
         }
         self.join_conn_ended(now, conn, Some(&peer), true, "");
@@ -360,7 +357,7 @@ impl Node {
         if !c.shares_repo {
             return;
         }
-        let peer = c.peer.clone().unwrap_or_default();
+        let peer = c.ready_peer();
         if self.access(&peer, &timeline) < Access::Write {
             return self.refuse_head(&peer, timeline, head);
         }

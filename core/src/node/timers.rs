@@ -7,6 +7,7 @@
 use super::CloseReason;
 use super::conn::Conn;
 use super::{ConnId, ConnState, Node, TimeoutReason, admission};
+use crate::NodeId;
 use crate::config::Config;
 use crate::store::Store;
 use crate::time::Instant;
@@ -126,7 +127,9 @@ impl Node {
             d.handle_timeout(now);
             let candidates = d.dial_candidates(now);
             for (node, addr) in candidates {
-                self.dial_discovered(now, &node, addr);
+                if let Ok(node) = node.parse::<NodeId>() {
+                    self.dial_discovered(now, &node, addr);
+                }
             }
         }
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();

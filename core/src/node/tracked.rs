@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::Node;
+use crate::NodeId;
 use crate::id::ObjectId;
 use crate::store::{Store, StoreError};
 use crate::sync;
@@ -20,10 +21,10 @@ use crate::timeline::TimelineName;
 
 impl Node {
     /// Reads the tracking names the store holds for `peer`, once per run.
-    pub(super) fn load_tracked(&mut self, peer: &str, store: &dyn Store) {
+    pub(super) fn load_tracked(&mut self, peer: &NodeId, store: &dyn Store) {
         let rec = self.puller.peers.entry(peer.to_owned()).or_default();
         if rec.tracked.is_none() {
-            rec.tracked = Some(store.tracking(peer));
+            rec.tracked = Some(store.tracking(&peer.to_hex()));
         }
     }
 
@@ -31,7 +32,7 @@ impl Node {
     /// connected, with what this node wrote since on top.
     pub(super) fn tracked(
         &mut self,
-        peer: &str,
+        peer: &NodeId,
         store: &dyn Store,
     ) -> BTreeMap<TimelineName, ObjectId> {
         self.load_tracked(peer, store);
@@ -42,7 +43,12 @@ impl Node {
     }
 
     /// A tracking update for `peer` landed.
-    pub(super) fn tracking_landed(&mut self, peer: &str, timeline: &TimelineName, head: ObjectId) {
+    pub(super) fn tracking_landed(
+        &mut self,
+        peer: &NodeId,
+        timeline: &TimelineName,
+        head: ObjectId,
+    ) {
         if let Some(rec) = self.puller.peers.get_mut(peer) {
             rec.heads_seen.insert(timeline.clone(), head);
             if let Some(t) = rec.tracked.as_mut() {
@@ -59,7 +65,7 @@ impl Node {
     /// are left out: an announced seal costs one have, not 24 (about 1.5 KB).
     pub(super) fn pull_haves(
         &self,
-        peer: &str,
+        peer: &NodeId,
         store: &dyn Store,
     ) -> Result<Vec<ObjectId>, StoreError> {
         let local: Vec<ObjectId> = store.heads().unwrap_or_default().into_values().collect();

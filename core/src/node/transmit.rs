@@ -21,7 +21,7 @@ impl Node {
         msg_id: u64,
         bytes: usize,
     ) {
-        let peer = self.conns.get(&conn).and_then(|c| c.peer.as_ref());
+        let peer = self.conns.get(&conn).and_then(|c| c.peer);
         if let Some(r) = trace_record(self.out.trace, conn, peer, dir, message, msg_id, bytes) {
             self.emit(Event::Message(r));
         }
@@ -121,7 +121,7 @@ impl Node {
             // connection and are counted there.
             return (0, 0);
         }
-        match c.peer.as_deref() {
+        match c.peer.as_ref() {
             Some(p) => (cfg.peer_upload_cap(p), cfg.peer_download_cap(p)),
             None => (cfg.peer_upload_rate, cfg.peer_download_rate),
         }
@@ -264,14 +264,7 @@ impl Node {
         self.server.next_msg += 1;
         let kind = message.type_name();
         let mut frame = Vec::new();
-        wire::encode_frame_with(
-            id,
-            &self.me.node_id,
-            now.as_micros(),
-            json,
-            binary,
-            &mut frame,
-        );
+        wire::encode_frame_with(id, &self.me.hex, now.as_micros(), json, binary, &mut frame);
         *self
             .out
             .stats

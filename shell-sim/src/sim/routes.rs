@@ -75,7 +75,7 @@ impl Sim {
         let dst = self.nodes.get(to)?.id.clone();
         let local = self.local(from);
         let node = self.nodes.get_mut(from)?.node.as_mut()?;
-        let (path, _) = node.route_to(local, &dst)?;
+        let (path, _) = node.route_to(local, &dst.parse().ok()?)?;
         path.iter().map(|id| index.get(id).copied()).collect()
     }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use ivaldi_core::config::PeerRates;
 use ivaldi_core::mesh::Topology;
 use ivaldi_core::trust::OpenMode;
-use ivaldi_core::{ObjectId, TimelineName};
+use ivaldi_core::{NodeId, ObjectId, TimelineName};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +119,7 @@ pub struct Bandwidth {
     pub download_rate: u64,
     pub peer_upload_rate: u64,
     pub peer_download_rate: u64,
-    pub peer_rates: BTreeMap<String, PeerRates>,
+    pub peer_rates: BTreeMap<NodeId, PeerRates>,
 }
 
 /// The mesh as `status` sums it up.
@@ -240,7 +240,7 @@ pub struct Conflicts {
 /// A key refused for want of trust.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingKey {
-    pub id: String,
+    pub id: NodeId,
     pub addr: String,
     pub attempts: u64,
     pub last_seen_ago_ms: u64,

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use ivaldi_core::NodeId;
 use ivaldi_core::node::{Event, TraceMode};
 use serde_json::Value;
 use smol::channel::Sender;
@@ -104,7 +105,7 @@ impl Fanout {
     /// A protocol message passed: kept for `trace`, sent to followers whose
     /// filter it matches (payloads only to those that asked for them).
     /// Returns the trace mode the node should switch to when followers left.
-    pub(super) fn message(&mut self, peer: Option<&str>, value: Value) -> Option<TraceMode> {
+    pub(super) fn message(&mut self, peer: Option<&NodeId>, value: Value) -> Option<TraceMode> {
         let mut headers = value.clone();
         if let Some(o) = headers.as_object_mut() {
             o.remove("payload");
@@ -117,8 +118,9 @@ impl Fanout {
         self.tracers.retain(|t| !t.reply.is_closed());
         let with = Line::Event { event: value }.to_line();
         let without = Line::Event { event: headers }.to_line();
+        let peer = peer.map(NodeId::to_hex);
         for t in &self.tracers {
-            if peer_matches(t.peer.as_deref(), peer) {
+            if peer_matches(t.peer.as_deref(), peer.as_deref()) {
                 let line = if t.payloads { &with } else { &without };
                 let _ = t.reply.force_send(line.clone());
             }
@@ -183,7 +185,7 @@ impl Driver {
         let value = serde_json::to_value(&e).unwrap_or_default();
         if let Event::Message(m) = &e {
             tracing::trace!(message = %value, "message");
-            if let Some(mode) = self.fanout.message(m.peer.as_deref(), value) {
+            if let Some(mode) = self.fanout.message(m.peer.as_ref(), value) {
                 self.node.set_trace(mode);
             }
             return;
@@ -257,14 +259,15 @@ mod tests {
         let (_, mode) = f.replay_trace(payload_tx, None, true, true);
         assert_eq!(mode, TraceMode::Payloads);
 
-        let msg = json!({ "peer": "abcd", "kind": "ping", "payload": "{}" });
-        assert_eq!(f.message(Some("abcd"), msg.clone()), None);
-        f.message(Some("ffff"), json!({ "peer": "ffff", "kind": "pong" }));
+        let (abcd, ffff) = (NodeId([0xab; 32]), NodeId([0xff; 32]));
+        let msg = json!({ "peer": abcd, "kind": "ping", "payload": "{}" });
+        assert_eq!(f.message(Some(&abcd), msg.clone()), None);
+        f.message(Some(&ffff), json!({ "peer": ffff, "kind": "pong" }));
         f.message(None, json!({ "kind": "hello" }));
 
         assert_eq!(
             lines(&headers_rx),
-            vec![json!({ "peer": "abcd", "kind": "ping" })]
+            vec![json!({ "peer": abcd, "kind": "ping" })]
         );
         assert_eq!(lines(&payload_rx).first(), Some(&msg));
 
@@ -272,7 +275,7 @@ mod tests {
         let (tx, rx) = smol::channel::bounded(16);
         let (count, _) = f.replay_trace(tx, Some("ff".into()), false, false);
         assert_eq!(count, Some(3));
-        assert_eq!(lines(&rx), vec![json!({ "peer": "ffff", "kind": "pong" })]);
+        assert_eq!(lines(&rx), vec![json!({ "peer": ffff, "kind": "pong" })]);
     }
 
     #[test]

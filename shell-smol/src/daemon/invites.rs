@@ -138,7 +138,7 @@ pub fn create(
     let now = unix_now();
     let stored = Stored {
         id: trust::invite_id(&secret),
-        secret: ivaldi_core::node::hex(&secret),
+        secret: ivaldi_core::id::to_hex(&secret),
         access,
         created_unix: now,
         expires_unix: now.saturating_add(ttl.as_secs().max(1)),

@@ -176,7 +176,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
         node.set_trace(TraceMode::Headers);
         node.start(Instant::ZERO, &store);
         let started_info = Started {
-            node_id: node.node_id().to_owned(),
+            node_id: node.node_id().to_hex(),
             port,
             discovery_port: udp.as_ref().map(|_| cfg.discovery_port),
             pid: std::process::id(),

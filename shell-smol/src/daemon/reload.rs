@@ -4,6 +4,7 @@
 
 use std::time::Instant as WallInstant;
 
+use ivaldi_core::NodeId;
 use ivaldi_core::access::Access;
 use ivaldi_core::config::Config;
 use ivaldi_core::node::Command;
@@ -105,7 +106,7 @@ impl Driver {
     /// in `config.json`, so the trust outlives this run.
     pub(super) fn record_redeemed(
         &mut self,
-        peer: &str,
+        peer: &NodeId,
         invite: &str,
         access: Access,
         uses_left: u32,
@@ -115,11 +116,9 @@ impl Driver {
             .and_then(|p| {
                 invites::spend(&p, invite, uses_left).map_err(|e| e.to_string())?;
                 setup::edit_config(&p, |c| {
-                    c.trusted_peers.retain(|t| t.id != peer);
-                    c.trusted_peers.push(ivaldi_core::trust::TrustedPeer {
-                        id: peer.to_owned(),
-                        access,
-                    });
+                    c.trusted_peers.retain(|t| t.id != *peer);
+                    c.trusted_peers
+                        .push(ivaldi_core::trust::TrustedPeer { id: *peer, access });
                 })
                 .map_err(|e| e.to_string())
             });
@@ -132,7 +131,7 @@ impl Driver {
                 self.reload_config(now, None);
             }
             Err(e) => tracing::error!(
-                peer,
+                peer = %peer,
                 error = %e,
                 "cannot record the peer admitted by invitation; it stays trusted until the next configuration change"
             ),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use ivaldi_core::NodeId;
 use ivaldi_core::node::{Command, CommandId};
 use ivaldi_core::store::Store;
 use ivaldi_core::time::Instant;
@@ -273,7 +274,7 @@ impl Driver {
             }
             Request::Route { peer } => {
                 let peer = match self.resolve_peer(&peer) {
-                    Ok(p) => p,
+                    Ok(p) => p.to_hex(),
                     // Nodes heard of only through the mesh are matched too.
                     Err(_) => {
                         let known: Vec<String> = self
@@ -287,7 +288,11 @@ impl Driver {
                         }
                     }
                 };
-                match self.node.route_to(now, &peer) {
+                let route = peer
+                    .parse::<NodeId>()
+                    .ok()
+                    .and_then(|id| self.node.route_to(now, &id));
+                match route {
                     Some((path, cost_micros)) => send(Reply::with(&Route {
                         hops: path.len().saturating_sub(1),
                         peer,
@@ -296,7 +301,7 @@ impl Driver {
                     })),
                     None => send(Reply::err(format!(
                         "no route to {}",
-                        &peer[..12.min(peer.len())]
+                        ivaldi_core::node_id::short(&peer)
                     ))),
                 }
             }
@@ -312,14 +317,17 @@ impl Driver {
     }
 
     /// Expands a unique prefix of a connected (or known) peer's id.
-    fn resolve_peer(&self, prefix: &str) -> Result<String, String> {
+    fn resolve_peer(&self, prefix: &str) -> Result<NodeId, String> {
         let ids = self
             .node
             .peers()
             .into_iter()
             .filter_map(|p| p.peer)
-            .chain(self.node.peer_records().keys().cloned());
-        unique_prefix(ids, prefix, "peer")
+            .chain(self.node.peer_records().keys().copied())
+            .map(|id| id.to_hex());
+        unique_prefix(ids, prefix, "peer")?
+            .parse()
+            .map_err(|e: ivaldi_core::node_id::ParseNodeIdError| e.to_string())
     }
 
     fn peer_views(&self, verbose: bool) -> Result<Vec<PeerView>, serde_json::Error> {
