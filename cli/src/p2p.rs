@@ -703,7 +703,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
 
 /// The first 12 characters of an id, as the CLI shows ids.
 fn short(id: &str) -> String {
-    id.get(..12).unwrap_or(id).to_owned()
+    ivaldi_core::node_id::short(id).to_owned()
 }
 
 /// [`short`] of a string in a streamed event, `-` if there is none.

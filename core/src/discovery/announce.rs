@@ -227,7 +227,7 @@ fn is_lower_hex(s: &str) -> bool {
 /// Node ids are compared as strings (to recognise our own announcements), so only
 /// the canonical lowercase form is accepted.
 pub(super) fn is_node_id(s: &str) -> bool {
-    s.len() == 64 && is_lower_hex(s)
+    crate::NodeId::parse_canonical(s).is_ok()
 }
 
 fn is_tag(s: &str) -> bool {

@@ -859,7 +859,4 @@ impl Discovery {
     }
 }
 
-/// The first 12 digits of a node id, for logs.
-fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
+use crate::node_id::short;

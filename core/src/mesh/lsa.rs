@@ -91,7 +91,7 @@ impl Lsa {
 /// Node ids are compared as strings (to recognise our own advertisements and
 /// to look links up), so only the canonical lowercase form is accepted.
 pub(super) fn is_node_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    crate::NodeId::parse_canonical(s).is_ok()
 }
 
 /// A peer-supplied string cut short for an error message, so a hostile
@@ -107,10 +107,7 @@ fn bad_id(field: &'static str, id: &str) -> MeshError {
     }
 }
 
-/// The first 12 digits of a node id, for logs and labels.
-pub(super) fn short(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
-}
+pub(super) use crate::node_id::short;
 
 #[cfg(test)]
 mod tests {

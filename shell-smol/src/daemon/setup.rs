@@ -182,7 +182,8 @@ pub fn load_or_create_identity(paths: &P2pPaths) -> Result<Keypair, SetupError> 
                 reason,
             };
             let hex = text.trim();
-            let bytes = decode_hex32(hex).ok_or_else(|| bad("expected 64 hex digits".into()))?;
+            let bytes = ivaldi_core::id::unhex32(hex)
+                .ok_or_else(|| bad("expected 64 hex digits".into()))?;
             Keypair::from_private(bytes).map_err(|e| bad(e.to_string()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -198,7 +199,7 @@ pub fn load_or_create_identity(paths: &P2pPaths) -> Result<Keypair, SetupError> 
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io_at(&tmp))?;
-            let hex: String = private.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = ivaldi_core::id::to_hex(&private);
             f.write_all(format!("{hex}\n").as_bytes())
                 .map_err(io_at(&tmp))?;
             f.sync_all().map_err(io_at(&tmp))?;
@@ -219,20 +220,8 @@ pub fn random32() -> Result<[u8; 32], SetupError> {
     Ok(buf)
 }
 
-fn decode_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
-        let txt = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(txt, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// The node id (public key hex) for a repository, creating the identity if needed.
 pub fn node_id(paths: &P2pPaths) -> Result<String, SetupError> {
     let kp = load_or_create_identity(paths)?;
-    Ok(kp.public.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(ivaldi_core::id::to_hex(&kp.public))
 }

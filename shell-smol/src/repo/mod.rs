@@ -450,7 +450,7 @@ impl Repository {
     }
 
     fn tracking_dir(&self, peer: &str) -> Result<PathBuf> {
-        if peer.len() != 64 || !id::is_hex(peer) {
+        if peer.parse::<ivaldi_core::NodeId>().is_err() {
             return Err(RepoError::Refused(format!("{peer:?} is not a node id")));
         }
         Ok(self.dir.join("tracking").join(peer))
@@ -522,7 +522,7 @@ impl Repository {
             };
             // Only directories named by a node id hold tracking names
             // (`set_tracking` makes no others).
-            if peer_name.len() != 64 || !id::is_hex(&peer_name) {
+            if peer_name.parse::<ivaldi_core::NodeId>().is_err() {
                 continue;
             }
             for (name, id) in self.tracking_of(&peer_name)? {
@@ -748,7 +748,7 @@ fn random_id() -> Result<String> {
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut buf))
         .at(path)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(id::to_hex(&buf))
 }
 
 #[cfg(test)]
