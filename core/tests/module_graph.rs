@@ -97,7 +97,11 @@ fn top_level_modules_form_no_circle_and_files_stay_small() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&root, &mut files);
-    assert!(files.len() > 10, "no sources found under {}", root.display());
+    assert!(
+        files.len() > 10,
+        "no sources found under {}",
+        root.display()
+    );
 
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut too_long = Vec::new();
