@@ -162,6 +162,7 @@ impl Node {
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
         let node_id = hex(&keypair.public);
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
+        let relay_rate = cfg.relay_rate;
         let mut node = Node {
             timers: Timers::new(now, now + cfg.sync_interval),
             cfg,
@@ -180,7 +181,7 @@ impl Node {
             server: Server::new(now),
             discovery: None,
             mesh: None,
-            routed: Routed::new(now),
+            routed: Routed::new(now, relay_rate),
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);
