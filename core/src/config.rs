@@ -135,10 +135,11 @@ pub struct Config {
     pub allowed_networks: Vec<String>,
     /// Compress object frames when the peer supports it.
     pub compression: bool,
-    /// Inbound connections one IP address may open in a burst; beyond it they
-    /// are refused until its allowance refills at `accept_rate_per_sec`. Keeps
-    /// one host from churning connections (every accepted one costs a Noise
-    /// handshake) while honest peers, which connect a few times, never notice.
+    /// Inbound connections one source (an IPv4 address, or an IPv6 /64) may
+    /// open in a burst; beyond it they are refused until its allowance
+    /// refills at `accept_rate_per_sec`. Keeps one host from churning
+    /// connections (every accepted one costs a Noise handshake) while honest
+    /// peers, which connect a few times, never notice.
     pub accept_burst: u32,
     /// Refill rate of `accept_burst`, connections per second.
     pub accept_rate_per_sec: u32,

@@ -22,6 +22,7 @@ pub mod node;
 pub mod node_id;
 pub mod noise;
 pub mod object;
+pub mod rate;
 pub mod repo_id;
 pub mod rng;
 pub mod store;

@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::node::{CloseReason, Command, CommandId, ConnId, Event, Node, Output};
+use crate::node::{CloseReason, Command, CommandId, ConnId, Drive, Event, Node, Output, drain};
 use crate::noise::Keypair;
 use crate::rng::Rng;
-use crate::store::{MemStore, StoreRequest};
+use crate::store::{MemStore, Store, StoreRequest};
 use crate::time::Instant;
 
 /// One node with its store and everything it reported.
@@ -32,6 +32,46 @@ pub struct TestNode {
     pub peak_transmit: usize,
     /// Head updates (timelines, tracking and kept names) the node landed.
     pub head_updates: u64,
+}
+
+/// Node `i` as the core's drain loop sees it: outputs act on the net at
+/// once, bytes go onto the link with its latency.
+struct Pump<'a> {
+    net: &'a mut TestNet,
+    i: usize,
+    /// Whether the node had anything to do, so the net knows when all idle.
+    progress: bool,
+}
+
+impl Drive for Pump<'_> {
+    fn parts(&mut self) -> Option<(&mut Node, &dyn Store)> {
+        let n = &mut self.net.nodes[self.i];
+        Some((&mut n.node, &n.store))
+    }
+
+    fn now(&self) -> Instant {
+        self.net.now
+    }
+
+    fn perform(&mut self, out: Output) {
+        self.progress = true;
+        self.net.perform(self.i, out);
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &mut Vec<u8>) -> bool {
+        self.progress = true;
+        let net = &mut *self.net;
+        let n = &mut net.nodes[self.i];
+        n.peak_transmit = n.peak_transmit.max(bytes.len());
+        let arrive = net.now + net.model.latency;
+        let Some(link) = net.links.get_mut(&(self.i, conn)) else {
+            return true;
+        };
+        link.in_flight_bytes += bytes.len();
+        net.peak_in_flight = net.peak_in_flight.max(link.in_flight_bytes);
+        link.in_flight.push_back((arrive, std::mem::take(bytes)));
+        link.in_flight_bytes < net.model.window
+    }
 }
 
 struct Link {
@@ -317,10 +357,6 @@ impl TestNet {
                 if self.frozen.contains(&i) {
                     continue;
                 }
-                while let Some(out) = self.nodes[i].node.poll_output() {
-                    progress = true;
-                    self.perform(i, out);
-                }
                 // Flow control: a link with a full window blocks its sender.
                 let keys: Vec<(usize, ConnId)> =
                     self.links.keys().filter(|k| k.0 == i).copied().collect();
@@ -328,23 +364,14 @@ impl TestNet {
                     let full = self.links[k].in_flight_bytes >= self.model.window;
                     self.nodes[i].node.set_blocked(k.1, full);
                 }
-                let mut buf = Vec::new();
+                let mut pump = Pump {
+                    net: self,
+                    i,
+                    progress: false,
+                };
+                drain(&mut pump);
+                progress |= pump.progress;
                 let n = &mut self.nodes[i];
-                while let Some(conn) = n.node.poll_transmit(self.now, &n.store, &mut buf) {
-                    progress = true;
-                    n.peak_transmit = n.peak_transmit.max(buf.len());
-                    let arrive = self.now + self.model.latency;
-                    if let Some(link) = self.links.get_mut(&(i, conn)) {
-                        link.in_flight_bytes += buf.len();
-                        self.peak_in_flight = self.peak_in_flight.max(link.in_flight_bytes);
-                        link.in_flight.push_back((arrive, std::mem::take(&mut buf)));
-                        if link.in_flight_bytes >= self.model.window {
-                            n.node.set_blocked(conn, true);
-                        }
-                    } else {
-                        buf.clear();
-                    }
-                }
                 let q = n
                     .node
                     .peers()

@@ -7,7 +7,8 @@
 //! sequence number)`, so ties resolve in the order events were scheduled and a
 //! run is a pure function of its configuration. Handling an event gives one
 //! node one input (`handle_bytes`, `handle_timeout`, …) and then **pumps** it:
-//! drain `poll_output` and `poll_transmit` until both are empty, turning each
+//! drain `poll_output` and `poll_transmit` until both are empty (the core's
+//! `node::drain`, through this module's `Pump`), turning each
 //! output into future events (a dial arrives after the link latency, bytes after
 //! latency plus serialisation time, a store write after its delay). Finally the
 //! node's `poll_timeout` becomes a timer event. No output is ever acted on inside
@@ -23,10 +24,10 @@ use std::time::Duration;
 
 use ivaldi_core::config::Config;
 use ivaldi_core::id::ObjectId;
-use ivaldi_core::node::{CloseReason, Command, ConnId, Event, Node, Output};
+use ivaldi_core::node::{CloseReason, Command, ConnId, Drive, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::rng::Rng;
-use ivaldi_core::store::StoreRequest;
+use ivaldi_core::store::{Store, StoreRequest};
 use ivaldi_core::time::Instant;
 use ivaldi_core::timeline::TimelineName;
 
@@ -234,6 +235,32 @@ pub struct Sim {
     pub diverged_at_heal: bool,
     next_cmd: u64,
     peak_queue: usize,
+}
+
+/// Node `i` as the core's drain loop sees it: outputs become future events,
+/// bytes go into the connection's pipe.
+struct Pump<'a> {
+    sim: &'a mut Sim,
+    i: usize,
+}
+
+impl Drive for Pump<'_> {
+    fn parts(&mut self) -> Option<(&mut Node, &dyn Store)> {
+        let sn = &mut self.sim.nodes[self.i];
+        Some((sn.node.as_mut()?, &sn.store))
+    }
+
+    fn now(&self) -> Instant {
+        self.sim.local(self.i)
+    }
+
+    fn perform(&mut self, out: Output) {
+        self.sim.perform(self.i, out);
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &mut Vec<u8>) -> bool {
+        self.sim.send(self.i, conn, std::mem::take(bytes))
+    }
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -507,27 +534,7 @@ impl Sim {
 
     /// Drains the node's outputs and transmissions, then re-arms its timer.
     pub(crate) fn pump(&mut self, i: usize) {
-        loop {
-            let mut progress = false;
-            while let Some(out) = self.nodes[i].node.as_mut().and_then(Node::poll_output) {
-                progress = true;
-                self.perform(i, out);
-            }
-            loop {
-                let local = self.local(i);
-                let sn = &mut self.nodes[i];
-                let Some(node) = sn.node.as_mut() else { break };
-                let mut buf = Vec::new();
-                let Some(conn) = node.poll_transmit(local, &sn.store, &mut buf) else {
-                    break;
-                };
-                progress = true;
-                self.send(i, conn, buf);
-            }
-            if !progress {
-                break;
-            }
-        }
+        ivaldi_core::node::drain(&mut Pump { sim: self, i });
         self.arm_timer(i);
     }
 

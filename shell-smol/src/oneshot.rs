@@ -9,7 +9,7 @@ use std::time::{Duration, Instant as WallInstant};
 use ivaldi_core::NodeId;
 use ivaldi_core::TimelineName;
 use ivaldi_core::config::Config;
-use ivaldi_core::node::{CloseReason, Command, ConnId, Event, Node, Output};
+use ivaldi_core::node::{CloseReason, Command, ConnId, Drive, Event, Node, Output, drain};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::store::{MemStore, Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::time::Instant;
@@ -76,104 +76,174 @@ impl StoreSide<'_> {
 /// the command fails, or `limit` passes.
 fn drive<T>(
     node: &mut Node,
-    mut store: StoreSide<'_>,
+    store: StoreSide<'_>,
     cmd: Command,
     limit: Duration,
-    mut done: impl FnMut(&Node, &Event) -> Option<T>,
+    done: impl FnMut(&Node, &Event) -> Option<T>,
 ) -> Result<T, String> {
-    let origin = WallInstant::now();
-    let now = || Instant::from_micros(origin.elapsed().as_micros() as u64);
-    node.start(now(), store.read());
-    node.handle_command(now(), 1, cmd, store.read());
-    let mut stream: Option<(ConnId, TcpStream)> = None;
-    let mut last_close: Option<String> = None;
+    let mut d = OneShot {
+        node,
+        store,
+        origin: WallInstant::now(),
+        stream: None,
+        last_close: None,
+        done,
+        result: None,
+    };
+    d.node.start(d.now(), d.store.read());
+    d.node.handle_command(d.now(), 1, cmd, d.store.read());
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        if origin.elapsed() > limit {
+        if d.origin.elapsed() > limit {
             return Err(format!("gave up after {} s", limit.as_secs()));
         }
-        while let Some(out) = node.poll_output() {
-            match out {
-                Output::Dial { conn, addr } => {
-                    let s = match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            // The node decides what a failed dial means (a
-                            // join tries the next address).
-                            let reason =
-                                CloseReason::Transport(format!("cannot connect to {addr}: {e}"));
-                            node.handle_closed(now(), conn, &reason, store.read());
-                            continue;
-                        }
-                    };
-                    s.set_read_timeout(Some(Duration::from_millis(20)))
-                        .map_err(|e| e.to_string())?;
-                    let _ = s.set_nodelay(true);
-                    stream = Some((conn, s));
-                    node.handle_connected(now(), conn);
-                }
-                Output::Close { conn, reason } => {
-                    if let Some((c, s)) = stream.take() {
-                        if c == conn {
-                            let _ = s.shutdown(std::net::Shutdown::Both);
-                        } else {
-                            stream = Some((c, s));
-                        }
-                    }
-                    node.handle_closed(now(), conn, &reason, store.read());
-                    last_close = Some(reason.to_string());
-                }
-                // Discovery is off for one-shot commands.
-                Output::Datagram { .. } => {}
-                Output::Store(req) => match store.write(req) {
-                    Ok(Some((batch, results))) => {
-                        node.handle_store_done(now(), batch, Ok(results), store.read());
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(format!("cannot write to the repository: {e}")),
-                },
-                Output::Event(e) => {
-                    if let Some(v) = done(node, &e) {
-                        return Ok(v);
-                    }
-                    if let Event::CommandDone {
-                        ok: false, message, ..
-                    } = &e
-                    {
-                        return Err(message.clone());
-                    }
-                    if let Event::SyncFailed { reason, .. } = &e {
-                        return Err(format!("sync failed: {reason}"));
-                    }
-                }
-            }
+        drain(&mut d);
+        if let Some(result) = d.result.take() {
+            return result;
         }
-        let Some((conn, s)) = stream.as_mut() else {
-            return Err(last_close.map_or_else(
+        let now = d.now();
+        let Some((conn, s)) = d.stream.as_mut() else {
+            return Err(d.last_close.take().map_or_else(
                 || "no connection".to_owned(),
                 |r| format!("connection closed: {r}"),
             ));
         };
-        let mut out = Vec::new();
-        while node.poll_transmit(now(), store.read(), &mut out).is_some() {
-            s.write_all(&out).map_err(|e| format!("write: {e}"))?;
-            out.clear();
-        }
+        let conn = *conn;
         match s.read(&mut buf) {
             Ok(0) => {
                 let reason = CloseReason::Transport("closed by peer".into());
-                node.handle_closed(now(), *conn, &reason, store.read());
+                d.node.handle_closed(now, conn, &reason, d.store.read())
             }
-            Ok(n) => node.handle_bytes(now(), *conn, &buf[..n], store.read()),
+            Ok(n) => d.node.handle_bytes(now, conn, &buf[..n], d.store.read()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => {
                 let reason = CloseReason::Transport(e.to_string());
-                node.handle_closed(now(), *conn, &reason, store.read())
+                d.node.handle_closed(now, conn, &reason, d.store.read())
             }
         }
-        if node.poll_timeout().is_some_and(|t| t <= now()) {
-            node.handle_timeout(now(), store.read());
+        let now = d.now();
+        if d.node.poll_timeout().is_some_and(|t| t <= now) {
+            d.node.handle_timeout(now, d.store.read());
         }
+    }
+}
+
+/// The one-shot client as a [`Drive`]r: blocking sockets, one at a time.
+struct OneShot<'a, T, F> {
+    node: &'a mut Node,
+    store: StoreSide<'a>,
+    origin: WallInstant,
+    stream: Option<(ConnId, TcpStream)>,
+    last_close: Option<String>,
+    done: F,
+    /// How the run ends, once an output decided it. Outputs after that are
+    /// not carried out: the client returns as soon as the drain does.
+    result: Option<Result<T, String>>,
+}
+
+impl<T, F: FnMut(&Node, &Event) -> Option<T>> OneShot<'_, T, F> {
+    fn dial(&mut self, conn: ConnId, addr: SocketAddr) {
+        let s = match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+            Ok(s) => s,
+            Err(e) => {
+                // The node decides what a failed dial means (a join tries the
+                // next address).
+                let reason = CloseReason::Transport(format!("cannot connect to {addr}: {e}"));
+                let now = self.now();
+                self.node
+                    .handle_closed(now, conn, &reason, self.store.read());
+                return;
+            }
+        };
+        if let Err(e) = s.set_read_timeout(Some(Duration::from_millis(20))) {
+            self.result = Some(Err(e.to_string()));
+            return;
+        }
+        let _ = s.set_nodelay(true);
+        self.stream = Some((conn, s));
+        let now = self.now();
+        self.node.handle_connected(now, conn);
+    }
+
+    fn event(&mut self, e: Event) {
+        if let Some(v) = (self.done)(self.node, &e) {
+            self.result = Some(Ok(v));
+            return;
+        }
+        match e {
+            Event::CommandDone {
+                ok: false, message, ..
+            } => self.result = Some(Err(message)),
+            Event::SyncFailed { reason, .. } => {
+                self.result = Some(Err(format!("sync failed: {reason}")));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<T, F: FnMut(&Node, &Event) -> Option<T>> Drive for OneShot<'_, T, F> {
+    fn parts(&mut self) -> Option<(&mut Node, &dyn Store)> {
+        Some((&mut *self.node, self.store.read()))
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
+    }
+
+    fn perform(&mut self, out: Output) {
+        if self.result.is_some() {
+            return;
+        }
+        match out {
+            Output::Dial { conn, addr } => self.dial(conn, addr),
+            Output::Close { conn, reason } => {
+                if let Some((c, s)) = self.stream.take() {
+                    if c == conn {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    } else {
+                        self.stream = Some((c, s));
+                    }
+                }
+                let now = self.now();
+                self.node
+                    .handle_closed(now, conn, &reason, self.store.read());
+                self.last_close = Some(reason.to_string());
+            }
+            // Discovery is off for one-shot commands.
+            Output::Datagram { .. } => {}
+            Output::Store(req) => match self.store.write(req) {
+                Ok(Some((batch, results))) => {
+                    let now = self.now();
+                    self.node
+                        .handle_store_done(now, batch, Ok(results), self.store.read());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.result = Some(Err(format!("cannot write to the repository: {e}")));
+                }
+            },
+            Output::Event(e) => self.event(e),
+        }
+    }
+
+    /// Writes block until the peer takes the bytes, so the connection always
+    /// has room; a failed write ends the run.
+    fn transmit(&mut self, conn: ConnId, bytes: &mut Vec<u8>) -> bool {
+        if self.result.is_some() {
+            return false;
+        }
+        let Some((c, s)) = self.stream.as_mut() else {
+            return true;
+        };
+        if *c != conn {
+            return true;
+        }
+        if let Err(e) = s.write_all(bytes) {
+            self.result = Some(Err(format!("write: {e}")));
+            return false;
+        }
+        true
     }
 }
 

@@ -95,11 +95,8 @@ pub use announce::{
 };
 use announce::{is_digest, is_node_id};
 
-mod rate;
-
-use crate::network::mask;
 pub use crate::network::{Cidr, InvalidCidr, NetworkFilter, cidr_contains};
-use rate::{Limits, SourceLimiter};
+use crate::rate::{Limits, SourceLimiter};
 
 use crate::repo_id::is_repo_id;
 
@@ -717,8 +714,7 @@ impl Discovery {
         }
         // Idle buckets are full ones, the same as absent: dropping them keeps the
         // map as small as the current traffic.
-        self.limiter
-            .prune_every(now, self.cfg.interval, self.limits());
+        self.limiter.prune_every(now, self.cfg.interval);
     }
 
     // ----- internals -----

@@ -44,6 +44,7 @@ use super::budget::Budget;
 use super::conn::{Conn, ConnState, Direction};
 use super::{ConnId, Node};
 use crate::discovery::NetworkFilter;
+use crate::rate::{Limits, SourceLimiter};
 use crate::rng::Rng;
 use crate::time::Instant;
 use crate::trust::Trust;
@@ -251,13 +252,13 @@ pub(super) fn conn_deadline(c: &Conn, handshake_timeout: Duration) -> Instant {
 }
 
 /// Everything that decides who gets in, grouped: the network filter, the
-/// per-IP accept allowance, the unauthenticated pool, the frame memory
+/// per-source accept allowance, the unauthenticated pool, the frame memory
 /// budget, trust and an invitation being redeemed.
 pub(super) struct Admission {
     pub filter: NetworkFilter,
-    /// Per-IP allowance of inbound connections, in millionths, and when it
-    /// was last topped up (see [`Admission::accept`]).
-    accept_buckets: BTreeMap<IpAddr, (u64, Instant)>,
+    /// Each source's allowance of inbound connections (see
+    /// [`Admission::accept`]).
+    accepts: SourceLimiter,
     /// Unauthenticated inbound connections.
     pub pool: Pool,
     /// Memory for peers' partly received frames.
@@ -272,7 +273,7 @@ impl Admission {
     pub fn new(trust: Trust, rng: Rng) -> Admission {
         Admission {
             filter: NetworkFilter::default(),
-            accept_buckets: BTreeMap::new(),
+            accepts: SourceLimiter::default(),
             pool: Pool::new(PoolLimits::default(), rng),
             budget: Budget::new(super::budget::DEFAULT_LIMIT),
             trust,
@@ -280,37 +281,25 @@ impl Admission {
         }
     }
 
-    /// Takes one connection from `ip`'s allowance (a token bucket of `burst`,
-    /// refilled at `per_sec`), if it has one left.
+    /// Takes one connection from the allowance of `ip`'s source (an IPv4
+    /// address or an IPv6 /64: a token bucket of `burst`, refilled at
+    /// `per_sec`), if it has one left.
     pub fn accept(&mut self, now: Instant, ip: IpAddr, burst: u32, per_sec: u32) -> bool {
+        /// Sources tracked at once; beyond it, new ones are refused until
+        /// idle ones have refilled and are forgotten.
         const MAX_TRACKED: usize = 4096;
-        let cap = u64::from(burst) * 1_000_000;
-        let rate = u64::from(per_sec);
-        let refill = |(tokens, at): (u64, Instant)| {
-            let gained = (now.saturating_since(at).as_micros() as u64).saturating_mul(rate);
-            (tokens.saturating_add(gained).min(cap), now)
+        let limits = Limits {
+            burst,
+            per_sec,
+            max_sources: MAX_TRACKED,
         };
-        if !self.accept_buckets.contains_key(&ip) && self.accept_buckets.len() >= MAX_TRACKED {
-            // Forget the addresses whose allowance is full again: they are
-            // indistinguishable from new ones.
-            self.accept_buckets.retain(|_, b| refill(*b).0 < cap);
-            if self.accept_buckets.len() >= MAX_TRACKED {
-                return false;
-            }
-        }
-        let b = self.accept_buckets.entry(ip).or_insert((cap, now));
-        *b = refill(*b);
-        if b.0 < 1_000_000 {
-            return false;
-        }
-        b.0 -= 1_000_000;
-        true
+        self.accepts.take(now, ip, limits)
     }
 }
 
 impl Node {
     /// Accepts an inbound connection from `addr` if the network filter, the
-    /// per-IP accept rate and the pool let it in; returns its new id.
+    /// per-source accept rate and the pool let it in; returns its new id.
     pub(super) fn admit_inbound(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
         if !self.admission.filter.allows(addr.ip()) {
             tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
@@ -319,7 +308,7 @@ impl Node {
         let (burst, rate) = (self.cfg.accept_burst, self.cfg.accept_rate_per_sec);
         if !self.admission.accept(now, addr.ip(), burst, rate) {
             self.out.stats.accepts_rate_limited += 1;
-            tracing::info!(%addr, "refusing inbound connection: per-IP rate limit");
+            tracing::info!(%addr, "refusing inbound connection: per-source rate limit");
             return None;
         }
         let id = self.alloc_conn();
@@ -424,6 +413,25 @@ mod tests {
         let later = Instant::from_micros(1_000_000);
         assert!(a.accept(later, ip(1), 2, 1));
         assert!(!a.accept(later, ip(1), 2, 1));
+    }
+
+    #[test]
+    fn two_addresses_in_one_ipv6_slash_64_share_an_allowance() {
+        let cfg = crate::config::Config::default();
+        let trust = Trust::new(cfg.open, &cfg.trusted_peers);
+        let mut a = Admission::new(trust, Rng::from_seed([0; 32]));
+        let t0 = Instant::ZERO;
+        let v6 = |s: &str| s.parse::<IpAddr>().expect("an address");
+        assert!(a.accept(t0, v6("2001:db8:1:2::1"), 2, 1));
+        assert!(a.accept(t0, v6("2001:db8:1:2:ffff::7"), 2, 1));
+        assert!(
+            !a.accept(t0, v6("2001:db8:1:2::3"), 2, 1),
+            "a host choosing a fresh address in its /64 gets no more"
+        );
+        assert!(
+            a.accept(t0, v6("2001:db8:1:3::1"), 2, 1),
+            "the next /64 is another source"
+        );
     }
 
     #[test]

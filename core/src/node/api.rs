@@ -301,7 +301,7 @@ pub struct Stats {
     /// Heads refused because the peer may not write the timeline, and sync
     /// requests refused because it may not read what it asked for.
     pub access_refused: u64,
-    /// Inbound connections refused by the per-IP rate limit.
+    /// Inbound connections refused by the per-source rate limit.
     pub accepts_rate_limited: u64,
     /// Connections closed because their peer stopped reading while replies
     /// piled up for it.

@@ -2,24 +2,36 @@
 //!
 //! # Driving a node
 //!
-//! A [`Node`] never does I/O. Its owner (the smol daemon, the simulator, a test)
-//! feeds it inputs and carries out what it asks:
+//! A [`Node`] never does I/O. Its owner (the smol daemon, the one-shot
+//! client, the simulator, the test network, a benchmark) feeds it inputs and
+//! carries out what it asks. The run loop, in this order:
 //!
-//! 0. **Start** it once with [`start`](Node::start), which reads the store.
-//! 1. **Inputs**, each with the current time `now`:
+//! 0. **Start** it once with [`start`](Node::start), which reads what it
+//!    announces from the store and builds its mesh, then **drain** (step 2):
+//!    starting may already want dials and datagrams.
+//! 1. **One input** at a time, each with the current time `now`:
 //!    [`handle_accepted`](Node::handle_accepted) (an inbound connection),
 //!    [`handle_connected`](Node::handle_connected) (a dial we asked for succeeded),
 //!    [`handle_bytes`](Node::handle_bytes), [`handle_closed`](Node::handle_closed),
-//!    [`handle_timeout`](Node::handle_timeout), [`handle_command`](Node::handle_command)
-//!    and [`handle_store_done`](Node::handle_store_done).
-//! 2. **After every input, drain**: call [`poll_output`](Node::poll_output) until it
-//!    returns `None` (dial, close, store writes, events), and
-//!    [`poll_transmit`](Node::poll_transmit) until it returns `None` (bytes to write,
-//!    one connection at a time). A connection whose socket is full is marked with
-//!    [`set_blocked`](Node::set_blocked); the node then produces no bulk data for it,
-//!    which is what bounds memory during a large transfer.
-//! 3. **Sleep until** [`poll_timeout`](Node::poll_timeout), then call
-//!    `handle_timeout`. Calling it early is harmless: nothing is due, nothing happens.
+//!    [`handle_datagram`](Node::handle_datagram),
+//!    [`handle_command`](Node::handle_command),
+//!    [`handle_store_done`](Node::handle_store_done) and
+//!    [`set_blocked`](Node::set_blocked)`(conn, false)` when a full socket
+//!    has room again.
+//! 2. **After every input, drain** with [`drain`], which every driver uses:
+//!    it alternates [`poll_output`](Node::poll_output) (dials, closes, store
+//!    writes, datagrams, events) and [`poll_transmit`](Node::poll_transmit)
+//!    (bytes to write, one connection at a time) until both are empty, since
+//!    carrying out an output may feed the node an input at once. The driver's
+//!    [`Drive`] impl says what one output and one slice of bytes become; a
+//!    connection whose socket is full is marked blocked, and the node then
+//!    produces no bulk data for it, which bounds memory during a large
+//!    transfer.
+//! 3. **Sleep until** [`poll_timeout`](Node::poll_timeout) or the next input,
+//!    whichever comes first. Only after a drain is the deadline current.
+//! 4. **On waking** with the deadline passed, call
+//!    [`handle_timeout`](Node::handle_timeout), then drain again (step 2).
+//!    Calling it early is harmless: nothing is due, nothing happens.
 //!
 //! Reads go through the [`Store`] passed to each input; writes are
 //! [`StoreRequest`]s in the output, answered by `handle_store_done`. Given the same
@@ -42,6 +54,7 @@ mod budget;
 mod close;
 mod conn;
 mod dialers;
+mod drive;
 mod frame_limits;
 mod landing;
 pub mod limits;
@@ -85,6 +98,7 @@ pub use close::CloseReason;
 use conn::{Conn, Pull, PullState};
 pub use conn::{ConnState, Direction};
 use dialers::Dialers;
+pub use drive::{Drive, drain};
 pub use puller::CHECKPOINT_BYTES;
 use puller::{Batch, Puller, SyncWaiter};
 use routed::Routed;
@@ -150,6 +164,7 @@ impl Node {
     pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
         let node_id = NodeId(keypair.public);
         let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
+        let relay_rate = cfg.relay_rate;
         let mut node = Node {
             timers: Timers::new(now, now + cfg.sync_interval),
             cfg,
@@ -172,7 +187,7 @@ impl Node {
             server: Server::new(now),
             discovery: None,
             mesh: None,
-            routed: Routed::new(now),
+            routed: Routed::new(now, relay_rate),
         };
         node.configure_discovery(now);
         node.sync_known_peers(now);

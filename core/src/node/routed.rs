@@ -4,10 +4,10 @@
 //! mesh checks' schedule. The logic that uses it is in `relay.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
 
 use super::ConnId;
 use crate::NodeId;
+use crate::rate::Bucket;
 use crate::time::Instant;
 use crate::wire::RoutedHeader;
 
@@ -21,8 +21,8 @@ const RELAY_BACKLOG_MAX: usize = 1024 * 1024;
 type Held = (ConnId, RoutedHeader, Vec<u8>);
 
 pub(super) struct Routed {
-    /// Token bucket for relayed bytes: (tokens, last refill).
-    bucket: (f64, Instant),
+    /// The `relay_rate` allowance, in bytes.
+    bucket: Bucket,
     /// Routed frames waiting for the `relay_rate` allowance, in order.
     pub backlog: VecDeque<Held>,
     backlog_bytes: usize,
@@ -37,9 +37,11 @@ pub(super) struct Routed {
 }
 
 impl Routed {
-    pub fn new(now: Instant) -> Routed {
+    /// Relaying starts with an empty allowance at `relay_rate`: a node just
+    /// started has relayed nothing that could have earned it a burst.
+    pub fn new(now: Instant, relay_rate: u64) -> Routed {
         Routed {
-            bucket: (0.0, now),
+            bucket: Bucket::empty(relay_rate, relay_burst(relay_rate), now),
             backlog: VecDeque::new(),
             backlog_bytes: 0,
             suspects: BTreeMap::new(),
@@ -55,16 +57,8 @@ impl Routed {
         if rate == 0 {
             return true;
         }
-        let (tokens, last) = self.bucket;
-        let burst = (rate as f64).max(ROUTED_CHUNK as f64 * 2.0);
-        let refilled = (tokens + now.saturating_since(last).as_secs_f64() * rate as f64).min(burst);
-        if refilled >= len as f64 {
-            self.bucket = (refilled - len as f64, now);
-            true
-        } else {
-            self.bucket = (refilled, now);
-            false
-        }
+        self.bucket.set_rate(rate, relay_burst(rate), now);
+        self.bucket.take(len as u64, now)
     }
 
     /// Holds a frame for the allowance; `false` (dropped) when the backlog
@@ -89,15 +83,19 @@ impl Routed {
         Some(held)
     }
 
-    /// When the backlog's next frame fits in the allowance.
-    pub fn backlog_due(&self, rate: u64) -> Option<Instant> {
+    /// When the backlog's next frame fits in the allowance (at once when it
+    /// already does).
+    pub fn backlog_due(&self) -> Option<Instant> {
         let (_, _, bin) = self.backlog.front()?;
-        let rate = rate.max(1) as f64;
-        let (tokens, last) = self.bucket;
-        let missing = (bin.len() as f64 - tokens).max(0.0);
-        let wait = Duration::from_secs_f64(missing / rate);
-        Some(last + wait + Duration::from_micros(1))
+        let due = self.bucket.ready_at(bin.len() as u64);
+        Some(due.unwrap_or_else(|| self.bucket.updated()))
     }
+}
+
+/// The most the relay allowance holds: a second of traffic, and never less
+/// than two frames, so a slow cap still passes whole frames.
+fn relay_burst(rate: u64) -> u64 {
+    rate.max(2 * ROUTED_CHUNK as u64)
 }
 
 #[cfg(test)]
@@ -119,14 +117,14 @@ mod tests {
 
     #[test]
     fn no_relay_rate_means_no_limit() {
-        let mut r = Routed::new(at(0));
+        let mut r = Routed::new(at(0), 0);
         assert!(r.relay_allowed(at(0), usize::MAX / 2, 0));
     }
 
     #[test]
     fn the_allowance_refills_at_the_rate_up_to_a_burst() {
-        let mut r = Routed::new(at(0));
         let rate = 1_000_000;
+        let mut r = Routed::new(at(0), rate);
         // Starts empty; after 100 ms, 100 kB are there.
         assert!(!r.relay_allowed(at(0), 1, rate));
         assert!(r.relay_allowed(at(100), 100_000, rate));
@@ -137,12 +135,12 @@ mod tests {
 
     #[test]
     fn held_frames_leave_in_order_when_due_and_a_full_backlog_drops() {
-        let mut r = Routed::new(at(0));
         let rate = 100_000;
+        let mut r = Routed::new(at(0), rate);
         assert!(r.hold(1, header(), vec![0; 10_000]));
         assert!(r.hold(2, header(), vec![0; 10_000]));
         assert!(r.release(at(0), rate).is_none());
-        let due = r.backlog_due(rate).expect("a frame waits");
+        let due = r.backlog_due().expect("a frame waits");
         assert!(due > at(99) && due < at(101), "{due:?}");
         assert_eq!(r.release(due, rate).map(|h| h.0), Some(1));
         assert!(!r.hold(3, header(), vec![0; RELAY_BACKLOG_MAX]));

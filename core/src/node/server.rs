@@ -52,8 +52,8 @@ impl Server {
         Server {
             next_msg: 1,
             last_rr: 0,
-            up: rate::Bucket::new(0, now),
-            down: rate::Bucket::new(0, now),
+            up: rate::cap(0, now),
+            down: rate::cap(0, now),
             announced: BTreeMap::new(),
         }
     }

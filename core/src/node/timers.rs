@@ -99,7 +99,7 @@ impl Node {
         soonest.consider(discovery, TimeoutReason::Discovery);
         let mesh = self.mesh.as_ref().and_then(|m| m.poll_timeout());
         soonest.consider(mesh, TimeoutReason::Mesh);
-        let relay = self.routed.backlog_due(self.cfg.relay_rate);
+        let relay = self.routed.backlog_due();
         soonest.consider(relay, TimeoutReason::Mesh);
         for c in self.conns.values() {
             let t = ConnTimers::of(c, &self.cfg);

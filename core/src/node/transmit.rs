@@ -131,12 +131,12 @@ impl Node {
     /// changed at run time (`SetConfig`) or a peer identified by its handshake
     /// gets its cap at once.
     pub(super) fn apply_rates(&mut self, now: Instant) {
-        self.server.up.set_rate(self.cfg.upload_rate, now);
-        self.server.down.set_rate(self.cfg.download_rate, now);
+        rate::set_cap(&mut self.server.up, self.cfg.upload_rate, now);
+        rate::set_cap(&mut self.server.down, self.cfg.download_rate, now);
         for c in self.conns.values_mut() {
             let (up, down) = Self::peer_caps(&self.cfg, c);
-            c.up.set_rate(up, now);
-            c.down.set_rate(down, now);
+            rate::set_cap(&mut c.up, up, now);
+            rate::set_cap(&mut c.down, down, now);
         }
     }
 
@@ -208,8 +208,8 @@ impl Node {
         }
         let c = self.conns.get_mut(&conn)?;
         let (_, down) = Self::peer_caps(&self.cfg, c);
-        c.down.set_rate(down, now);
-        self.server.down.set_rate(self.cfg.download_rate, now);
+        rate::set_cap(&mut c.down, down, now);
+        rate::set_cap(&mut self.server.down, self.cfg.download_rate, now);
         if c.down.unlimited() && self.server.down.unlimited() {
             return None;
         }
@@ -315,7 +315,7 @@ mod tests {
     fn control_bytes_go_out_whatever_the_caps() {
         let mut c = conn();
         c.out.extend_from_slice(&[0; 100]);
-        let mut global = rate::Bucket::new(1, Instant::ZERO);
+        let mut global = rate::cap(1, Instant::ZERO);
         assert_eq!(Node::sendable(&mut c, &mut global, Instant::ZERO), 100);
     }
 
@@ -325,10 +325,10 @@ mod tests {
         c.out.extend_from_slice(&[0; 4 * rate::QUANTUM as usize]);
         c.bulk_start = 0;
         c.bulk_end = c.out.len();
-        let mut global = rate::Bucket::new(1, Instant::ZERO);
+        let mut global = rate::cap(1, Instant::ZERO);
         global.charge(1 << 20, Instant::ZERO);
         assert_eq!(Node::sendable(&mut c, &mut global, Instant::ZERO), 0);
-        let mut open = rate::Bucket::new(0, Instant::ZERO);
+        let mut open = rate::cap(0, Instant::ZERO);
         assert_eq!(
             Node::sendable(&mut c, &mut open, Instant::ZERO),
             c.out.len()

@@ -199,10 +199,13 @@ impl Sim {
         }
     }
 
-    pub(super) fn send(&mut self, i: usize, conn: ConnId, data: Vec<u8>) {
+    /// Puts bytes into the connection's pipe. Returns `false` when this filled
+    /// the window, so the node is blocked until `deliver` drains the pipe
+    /// below it (and `true` for a pipe already blocked: it was told then).
+    pub(super) fn send(&mut self, i: usize, conn: ConnId, data: Vec<u8>) -> bool {
         let Some(&(sock, side)) = self.nodes[i].socks.get(&conn) else {
             // Bytes for a connection the network no longer has: dropped.
-            return;
+            return true;
         };
         let len = data.len();
         self.counters.stream_bytes += len as u64;
@@ -210,15 +213,13 @@ impl Sim {
         self.push_seg(sock, side, SegKind::Data(data));
         let window = self.cfg.net.window;
         let Some(s) = self.net.socks.get_mut(&sock) else {
-            return;
+            return true;
         };
         let p = &mut s.ends[side].pipe;
         let in_flight = p.bytes;
-        if in_flight >= window && !p.blocked {
+        let filled = in_flight >= window && !p.blocked;
+        if filled {
             p.blocked = true;
-            if let Some(n) = self.nodes[i].node.as_mut() {
-                n.set_blocked(conn, true);
-            }
         }
         if in_flight > window + PIPE_SLACK {
             self.violation(
@@ -227,6 +228,7 @@ impl Sim {
                 format!("{in_flight} bytes in flight on conn {conn}, window {window}"),
             );
         }
+        !filled
     }
 
     pub(super) fn deliver(&mut self, sock: SockId, side: usize) {

@@ -4,17 +4,17 @@
 //! over channels; store writes go to a dedicated disk thread, so an fsync
 //! never stalls heartbeats. The driver takes one [`Input`] at a time, hands it
 //! to the node, and then drains the node's outputs ([`Driver::drain`]) exactly
-//! as `Node`'s documentation prescribes. Everything that calls the node lives
-//! in [`Driver::handle`], [`Driver::drain`] and [`Driver::perform`], so a
-//! change of the node's API lands here.
+//! as `Node`'s documentation prescribes, through the core's one drain loop.
+//! Everything that calls the node lives in [`Driver::handle`] and the
+//! driver's [`Drive`] impl, so a change of the node's API lands here.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant, SystemTime};
 
-use ivaldi_core::node::{CloseReason, ConnId, Node, Output};
-use ivaldi_core::store::{StoreError, StoreRequest, UpdateResult};
+use ivaldi_core::node::{CloseReason, ConnId, Drive, Node, Output};
+use ivaldi_core::store::{Store, StoreError, StoreRequest, UpdateResult};
 use ivaldi_core::time::Instant;
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
@@ -340,35 +340,12 @@ impl Driver {
         }
     }
 
+    /// The node's drain (`ivaldi_core::node::drain`), then the readers'
+    /// allowances, which the drained input may have changed.
     fn drain(&mut self) {
-        loop {
-            let mut progress = false;
-            while let Some(out) = self.node.poll_output() {
-                progress = true;
-                self.perform(out);
-            }
-            let now = self.now();
-            let mut buf = Vec::new();
-            while let Some(conn) = self.node.poll_transmit(now, &self.store, &mut buf) {
-                progress = true;
-                let data = std::mem::take(&mut buf);
-                match self.conns.get_mut(&conn) {
-                    Some(io) => {
-                        if let Err(e) = io.writer.try_send(data) {
-                            io.pending = Some(e.into_inner());
-                            self.node.set_blocked(conn, true);
-                        }
-                    }
-                    None => {
-                        tracing::trace!(conn, "dropping bytes for a connection without a socket")
-                    }
-                }
-            }
-            if !progress {
-                self.update_read_gates(now);
-                return;
-            }
-        }
+        ivaldi_core::node::drain(self);
+        let now = self.now();
+        self.update_read_gates(now);
     }
 
     /// Publishes each connection's download allowance to its reader (see
@@ -378,6 +355,19 @@ impl Driver {
             let budget = self.node.read_budget(*conn, now).unwrap_or(usize::MAX);
             io.gate.set(budget);
         }
+    }
+}
+
+/// The daemon's side of the drain: outputs become socket, disk and control
+/// work; bytes go to the connection's writer task, whose full queue blocks
+/// the connection until `Input::Writable`.
+impl Drive for Driver {
+    fn parts(&mut self) -> Option<(&mut Node, &dyn Store)> {
+        Some((&mut self.node, &self.store))
+    }
+
+    fn now(&self) -> Instant {
+        Driver::now(self)
     }
 
     fn perform(&mut self, out: Output) {
@@ -421,6 +411,20 @@ impl Driver {
                 }
             }
             Output::Event(e) => self.on_event(e),
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId, bytes: &mut Vec<u8>) -> bool {
+        let Some(io) = self.conns.get_mut(&conn) else {
+            tracing::trace!(conn, "dropping bytes for a connection without a socket");
+            return true;
+        };
+        match io.writer.try_send(std::mem::take(bytes)) {
+            Ok(()) => true,
+            Err(e) => {
+                io.pending = Some(e.into_inner());
+                false
+            }
         }
     }
 }
