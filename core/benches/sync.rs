@@ -13,7 +13,7 @@ use std::time::{Duration, Instant as Wall};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ivaldi_core::config::Config;
-use ivaldi_core::node::{Command, Drive, Event, Node, Output, drain};
+use ivaldi_core::node::{Command, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::rng::Rng;
 use ivaldi_core::store::MemStore;
@@ -199,8 +199,8 @@ fn big_file(
 /// daemon on each machine does, so sender and receiver each get a core.
 #[allow(clippy::too_many_arguments)]
 fn pump(
-    node: Node,
-    store: MemStore,
+    mut node: Node,
+    mut store: MemStore,
     conn: u64,
     rx: Receiver<Vec<u8>>,
     tx: SyncSender<Vec<u8>>,
@@ -208,39 +208,58 @@ fn pump(
     peak: Arc<AtomicUsize>,
     want: Option<ObjectId>,
 ) -> MemStore {
-    let mut t = Threaded {
-        node,
-        store,
-        origin: Wall::now(),
-        tx,
-        pending: None,
-        sent: false,
-        disconnected: false,
-        peak,
-    };
+    let origin = Wall::now();
+    let now = || ivaldi_core::time::Instant::from_micros(origin.elapsed().as_micros() as u64);
+    let mut pending: Option<Vec<u8>> = None;
     while !done.load(Ordering::Relaxed) {
-        t.sent = false;
-        drain(&mut t);
-        if t.disconnected {
-            break;
+        while let Some(out) = node.poll_output() {
+            if let Output::Store(req) = out {
+                let batch = match &req {
+                    StoreRequest::Land { batch, .. } => Some(*batch),
+                    _ => None,
+                };
+                let r = store.apply(req);
+                if let Some(b) = batch {
+                    node.handle_store_done(now(), b, r, &store);
+                }
+            }
         }
-        if let (Some(w), Ok(h)) = (want, t.store.heads())
+        if let (Some(w), Ok(h)) = (want, store.heads())
             && h.get(&main_tl()) == Some(&w)
         {
             done.store(true, Ordering::Relaxed);
             break;
         }
-        if let Some(p) = t.pending.take() {
-            match t.tx.try_send(p) {
+        if pending.is_none() {
+            let mut buf = Vec::new();
+            if node.poll_transmit(now(), &store, &mut buf).is_some() {
+                peak.fetch_max(
+                    node.peers()
+                        .iter()
+                        .map(|p| p.queued_bytes)
+                        .max()
+                        .unwrap_or(0)
+                        + buf.len(),
+                    Ordering::Relaxed,
+                );
+                pending = Some(buf);
+            }
+        }
+        let mut sent = false;
+        if let Some(p) = pending.take() {
+            match tx.try_send(p) {
                 Ok(()) => {
-                    t.node.set_blocked(conn, false);
-                    t.sent = true;
+                    node.set_blocked(conn, false);
+                    sent = true;
                 }
-                Err(TrySendError::Full(p)) => t.pending = Some(p),
+                Err(TrySendError::Full(p)) => {
+                    node.set_blocked(conn, true);
+                    pending = Some(p);
+                }
                 Err(TrySendError::Disconnected(_)) => break,
             }
         }
-        let got = if t.sent {
+        let got = if sent {
             match rx.try_recv() {
                 Ok(d) => Some(d),
                 Err(TryRecvError::Empty) => None,
@@ -249,79 +268,14 @@ fn pump(
         } else {
             rx.recv_timeout(Duration::from_micros(200)).ok()
         };
-        let now = t.now();
         if let Some(d) = got {
-            t.node.handle_bytes(now, conn, &d, &t.store);
+            node.handle_bytes(now(), conn, &d, &store);
         }
-        if t.node.poll_timeout().is_some_and(|at| at <= now) {
-            t.node.handle_timeout(now, &t.store);
-        }
-    }
-    t.store
-}
-
-/// One benchmark thread's node, its store and its end of the channel pair.
-struct Threaded {
-    node: Node,
-    store: MemStore,
-    origin: Wall,
-    tx: SyncSender<Vec<u8>>,
-    /// A slice the channel had no room for; it goes before anything else.
-    pending: Option<Vec<u8>>,
-    /// Whether bytes went out since the last receive.
-    sent: bool,
-    disconnected: bool,
-    peak: Arc<AtomicUsize>,
-}
-
-impl Drive for Threaded {
-    fn parts(&mut self) -> Option<(&mut Node, &dyn Store)> {
-        Some((&mut self.node, &self.store))
-    }
-
-    fn now(&self) -> ivaldi_core::time::Instant {
-        ivaldi_core::time::Instant::from_micros(self.origin.elapsed().as_micros() as u64)
-    }
-
-    /// Only store writes matter here: the connection is wired up front.
-    fn perform(&mut self, out: Output) {
-        if let Output::Store(req) = out {
-            let batch = match &req {
-                StoreRequest::Land { batch, .. } => Some(*batch),
-                _ => None,
-            };
-            let r = self.store.apply(req);
-            if let Some(b) = batch {
-                let now = self.now();
-                self.node.handle_store_done(now, b, r, &self.store);
-            }
+        if node.poll_timeout().is_some_and(|t| t <= now()) {
+            node.handle_timeout(now(), &store);
         }
     }
-
-    fn transmit(&mut self, _conn: u64, bytes: &mut Vec<u8>) -> bool {
-        let queued = self
-            .node
-            .peers()
-            .iter()
-            .map(|p| p.queued_bytes)
-            .max()
-            .unwrap_or(0);
-        self.peak.fetch_max(queued + bytes.len(), Ordering::Relaxed);
-        match self.tx.try_send(std::mem::take(bytes)) {
-            Ok(()) => {
-                self.sent = true;
-                true
-            }
-            Err(TrySendError::Full(p)) => {
-                self.pending = Some(p);
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.disconnected = true;
-                false
-            }
-        }
-    }
+    store
 }
 
 /// Moves `head` from `source` to an empty store over two threads; returns the
