@@ -869,6 +869,23 @@ pub mod p2p {
         }
     }
 
+    /// Each pair trusts the other ([`trust_each_other`] for several pairs).
+    #[track_caller]
+    pub fn trust_pairs(pairs: &[(&Repo, &Repo)]) {
+        for (x, y) in pairs {
+            trust_each_other(x, y);
+        }
+    }
+
+    /// The `peer_disconnected` events a daemon reported, as JSON text.
+    pub fn disconnects(d: &Daemon) -> Vec<String> {
+        d.events()
+            .into_iter()
+            .filter(|e| e["event"] == "peer_disconnected")
+            .map(|e| e.to_string())
+            .collect()
+    }
+
     /// Edits `.ivaldi/p2p/config.json` directly, for settings the CLI has no
     /// flag for (such as `handshake_timeout`).
     #[track_caller]

@@ -12,28 +12,10 @@
 
 use std::time::Duration;
 
-use ivaldi_tests::p2p::{Daemon, configure_loopback, edit_config_file, p2p_forged, p2p_repo};
-use ivaldi_tests::{Repo, pseudo_random_bytes};
-
-fn whoami(r: &Repo) -> String {
-    r.ok(&["p2p", "whoami"]).trim().to_owned()
-}
-
-fn trust_pairs(pairs: &[(&Repo, &Repo)]) {
-    for (x, y) in pairs {
-        let (xi, yi) = (whoami(x), whoami(y));
-        x.ok(&["p2p", "trust", &yi]);
-        y.ok(&["p2p", "trust", &xi]);
-    }
-}
-
-fn disconnects(d: &Daemon) -> Vec<String> {
-    d.events()
-        .into_iter()
-        .filter(|e| e["event"] == "peer_disconnected")
-        .map(|e| e.to_string())
-        .collect()
-}
+use ivaldi_tests::p2p::{
+    Daemon, configure_loopback, disconnects, edit_config_file, p2p_forged, p2p_repo, trust_pairs,
+};
+use ivaldi_tests::pseudo_random_bytes;
 
 fn bytes_in(d: &Daemon) -> u64 {
     d.status()["stats"]["bytes_in"].as_u64().unwrap_or(0)

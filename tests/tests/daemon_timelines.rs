@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use ivaldi_tests::Repo;
 use ivaldi_tests::p2p::{
-    Daemon, configure_loopback, edit_config_file, p2p_forged, p2p_repo, wait_until,
+    Daemon, configure_loopback, disconnects, edit_config_file, p2p_forged, p2p_repo, trust_pairs,
+    wait_until,
 };
 
 /// A forged repository with one seal, and `copies` copies of it made before
@@ -34,27 +35,6 @@ fn add_timelines(r: &Repo, n: usize, head: &str) {
 fn timelines(r: &Repo) -> usize {
     let dir = r.dot().join("timelines").join("many");
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
-}
-
-fn whoami(r: &Repo) -> String {
-    r.ok(&["p2p", "whoami"]).trim().to_owned()
-}
-
-/// Each pair trusts the other, as a user would with `ivaldi p2p trust`.
-fn trust_pairs(pairs: &[(&Repo, &Repo)]) {
-    for (x, y) in pairs {
-        let (xi, yi) = (whoami(x), whoami(y));
-        x.ok(&["p2p", "trust", &yi]);
-        y.ok(&["p2p", "trust", &xi]);
-    }
-}
-
-fn disconnects(d: &Daemon) -> Vec<String> {
-    d.events()
-        .into_iter()
-        .filter(|e| e["event"] == "peer_disconnected")
-        .map(|e| e.to_string())
-        .collect()
 }
 
 #[test]
