@@ -14,10 +14,6 @@ use crate::id::{IdMap, IdSet, ObjectId};
 use crate::object::{self, ChunkList, Mode, ObjectKind, Tree};
 use crate::store::{Store, StoreError};
 
-// The history walks moved to `history`; these paths stay until their last
-// callers in `node` move over.
-pub use crate::history::{Relation, generation, relate};
-
 /// Deepest directory nesting the sender walks; deeper trees are refused rather
 /// than risking the stack.
 pub const MAX_TREE_DEPTH: usize = 256;

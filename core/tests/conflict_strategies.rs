@@ -260,8 +260,8 @@ fn land_merge(store: &mut MemStore, a: &ObjectId, b: &ObjectId) -> ObjectId {
     m.seal
 }
 
-fn relate(store: &MemStore, local: ObjectId, remote: ObjectId) -> ivaldi_core::sync::Relation {
-    ivaldi_core::sync::relate(Some(local), remote, &mut |id| store.seal(id)).unwrap()
+fn relate(store: &MemStore, local: ObjectId, remote: ObjectId) -> ivaldi_core::history::Relation {
+    ivaldi_core::history::relate(Some(local), remote, &mut |id| store.seal(id)).unwrap()
 }
 
 /// Seal times come from the authors' clocks. A seal made on a clock that runs
@@ -297,7 +297,7 @@ fn merge_base_comes_from_the_graph_not_the_clocks() {
     );
     assert_eq!(
         relate(&s, a, b),
-        ivaldi_core::sync::Relation::Diverged { base: Some(base) }
+        ivaldi_core::history::Relation::Diverged { base: Some(base) }
     );
     let m = land_merge(&mut s, &a, &b);
     let seal = s.seal(&m).unwrap();
@@ -339,7 +339,7 @@ fn merges_in_any_order_make_one_seal_and_replace_older_merges() {
     parents.sort();
     assert_eq!(s.seal(&xy_z).unwrap().parents, parents);
     // The older, smaller merges are superseded by the larger one, both ways.
-    use ivaldi_core::sync::Relation;
+    use ivaldi_core::history::Relation;
     assert_eq!(relate(&s, xy, xy_z), Relation::Behind);
     assert_eq!(relate(&s, xz, xy_z), Relation::Behind);
     assert_eq!(relate(&s, xy_z, xy), Relation::Ahead);

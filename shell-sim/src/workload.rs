@@ -14,12 +14,12 @@ use std::collections::BTreeMap;
 
 use ivaldi_core::chunk;
 use ivaldi_core::conflict;
+use ivaldi_core::history::{self, Relation};
 use ivaldi_core::id::ObjectId;
 use ivaldi_core::node::Node;
 use ivaldi_core::object::{Mode, Seal, Timestamp, Tree, TreeEntry, encode_blob};
 use ivaldi_core::rng::Rng;
 use ivaldi_core::store::Store;
-use ivaldi_core::sync::{self, Relation};
 use ivaldi_core::timeline::TimelineName;
 
 use crate::config::{SimConfig, Workload};
@@ -245,7 +245,7 @@ pub(crate) fn open_conflicts<'a>(
             if !store.has(&c.remote) {
                 continue;
             }
-            let relation = sync::relate(Some(head), c.remote, &mut |id| store.seal(id));
+            let relation = history::relate(Some(head), c.remote, &mut |id| store.seal(id));
             if matches!(relation, Ok(Relation::Diverged { .. }))
                 && !open.iter().any(|(m, t, ..)| *m == n && *t == c.timeline)
             {

@@ -11,10 +11,10 @@ use super::{Conflict, ConnId, ConnState, Event, Node, Output};
 use crate::NodeId;
 use crate::config::ConflictStrategy;
 use crate::conflict::{self, Resolution};
+use crate::history::{self, Relation};
 use crate::id::ObjectId;
 use crate::object::Seal;
 use crate::store::{HeadUpdate, RefName, Store, StoreError, StoreRequest, UpdateResult};
-use crate::sync::{self, Relation};
 use crate::time::Instant;
 use crate::timeline::TimelineName;
 use crate::wire::{self, Message};
@@ -88,7 +88,7 @@ pub(super) fn plan_landing(
             });
         }
         let l = heads.local.get(timeline).copied();
-        match sync::relate(l, *remote, &mut *lookup) {
+        match history::relate(l, *remote, &mut *lookup) {
             Ok(Relation::Missing) => plan.updates.push(HeadUpdate {
                 name: RefName::Timeline(timeline.clone()),
                 expected: None,
@@ -116,7 +116,7 @@ pub(super) fn plan_landing(
                     .map(|a| conflict::strategy_for(timeline, a.default, &a.timelines));
                 let key = |id: ObjectId, lookup: &mut dyn FnMut(&ObjectId) -> Result<Seal, StoreError>| {
                     let time = lookup(&id)?.time.seconds;
-                    Ok::<_, StoreError>((sync::generation(id, lookup)?, time))
+                    Ok::<_, StoreError>((history::generation(id, lookup)?, time))
                 };
                 let keys = (key(l, &mut *lookup), key(*remote, &mut *lookup));
                 let (Ok(tl), Ok(tr)) = keys else {
