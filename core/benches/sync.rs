@@ -12,6 +12,7 @@ use std::time::{Duration, Instant as Wall};
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use ivaldi_core::access::Access;
 use ivaldi_core::config::Config;
 use ivaldi_core::node::{Command, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
@@ -213,6 +214,12 @@ fn pump(
     let mut pending: Option<Vec<u8>> = None;
     while !done.load(Ordering::Relaxed) {
         while let Some(out) = node.poll_output() {
+            if let Output::Close { reason, .. } = &out {
+                // Without this the two threads would wait for each other
+                // forever (as they did while the bench's nodes were strangers).
+                eprintln!("bench sync: conn {conn} closed: {reason}");
+                std::process::exit(1);
+            }
             if let Output::Store(req) = out {
                 let batch = match &req {
                     StoreRequest::Land { batch, .. } => Some(*batch),
@@ -292,6 +299,10 @@ fn two_threads(
     let t0 = ivaldi_core::time::Instant::ZERO;
     let mut a = Node::new(cfg(encryption), ka, [1; 32], t0);
     let mut b = Node::new(cfg(encryption), kb, [2; 32], t0);
+    // Strangers are refused by default (as `TestNet::team` does for the
+    // in-memory cases), so the two trust each other first.
+    a.grant_trust(b.node_id(), Access::Write);
+    b.grant_trust(a.node_id(), Access::Write);
     a.start(t0, &source);
     b.start(t0, &dest);
     let addr_a: std::net::SocketAddr = "127.0.0.1:9090".parse().expect("addr");
@@ -423,6 +434,14 @@ fn main() {
     let size = if quick() { 32 << 20 } else { 256 << 20 };
     let mut rows = Vec::new();
     // `IVALDI_BENCH_ONLY=big-off` runs one case, for profiling.
+    if std::env::var("IVALDI_BENCH_ONLY").as_deref() == Ok("threads") {
+        let (store, head, _) = big_file(&mut rows, true, size, 0.0);
+        big_file_threads(&mut rows, &store, head, size, true, 0.0);
+        for Row(a, b, c) in rows {
+            println!("| {a} | {b} | {c} |");
+        }
+        return;
+    }
     if std::env::var("IVALDI_BENCH_ONLY").as_deref() == Ok("big-off") {
         big_file(&mut rows, false, size, 0.0);
         for Row(a, b, c) in rows {
@@ -441,13 +460,17 @@ fn main() {
         format!("{chacha:.0} MB/s"),
         "limit".into(),
     ));
+    eprintln!("bench sync: incremental");
     incremental(&mut rows);
+    eprintln!("bench sync: one node pair, in-memory");
     let slower_on = blake.min(chacha);
     let (store, head, tree) = big_file(&mut rows, true, size, slower_on);
     // The goal is half the slower of the two limits, for both modes.
     big_file(&mut rows, false, size, slower_on);
+    eprintln!("bench sync: two threads");
     big_file_threads(&mut rows, &store, head, size, true, slower_on);
     big_file_threads(&mut rows, &store, head, size, false, slower_on);
+    eprintln!("bench sync: edit in a big file");
     edit_in_big_file(&mut rows, store, head, tree);
     println!("\n| case | result | goal |\n|---|---|---|");
     for Row(a, b, c) in rows {
