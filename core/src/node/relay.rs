@@ -284,12 +284,8 @@ impl Node {
         bin: Vec<u8>,
         store: &dyn Store,
     ) {
-        if h.dst == self.me.hex {
-            // Only a session named by a real key can answer the handshake.
-            let Ok(src) = NodeId::parse_canonical(&h.src) else {
-                self.out.stats.relay_dropped += 1;
-                return;
-            };
+        if h.dst == self.me.node_id {
+            let src = h.src;
             let existing = self
                 .conns
                 .values()
@@ -311,7 +307,7 @@ impl Node {
             }
             return;
         }
-        if !self.cfg.relay || h.hops_left == 0 || h.src == self.me.hex {
+        if !self.cfg.relay || h.hops_left == 0 || h.src == self.me.node_id {
             self.out.stats.relay_dropped += 1;
             return;
         }
@@ -325,7 +321,7 @@ impl Node {
         let next = self
             .mesh
             .as_mut()
-            .and_then(|m| m.next_hop(&h.dst, h.session, &avoid, now))
+            .and_then(|m| m.next_hop(&h.dst.to_hex(), h.session, &avoid, now))
             .and_then(|p| NodeId::parse_canonical(&p).ok())
             .and_then(|p| self.direct_conn(&p));
         let Some(next) = next else {
@@ -475,7 +471,7 @@ impl Node {
             .filter(|c| c.id != to && c.state == ConnState::Ready && c.route.is_none())
             .filter_map(|c| {
                 Some(PeerInfo {
-                    node: c.peer?.to_hex(),
+                    node: c.peer?,
                     addr: c.dial_addr?.to_string(),
                 })
             })
@@ -488,10 +484,10 @@ impl Node {
 
     pub(super) fn on_peer_list(&mut self, now: Instant, list: PeerDiscovery) {
         for p in list.peers.into_iter().take(256) {
-            let (Ok(addr), Ok(node)) = (p.addr.parse::<SocketAddr>(), p.node.parse::<NodeId>())
-            else {
+            let Ok(addr) = p.addr.parse::<SocketAddr>() else {
                 continue;
             };
+            let node = p.node;
             if node == self.me.node_id || !self.admission.filter.allows(addr.ip()) {
                 continue;
             }
@@ -581,8 +577,8 @@ impl Node {
                 }
                 let h = RoutedHeader {
                     session: route.session,
-                    src: self.me.hex.clone(),
-                    dst: route.dst.to_hex(),
+                    src: self.me.node_id,
+                    dst: route.dst,
                     hops_left: MAX_HOPS,
                 };
                 self.send_with(now, next, Message::Routed(h), &chunk);

@@ -105,8 +105,8 @@ mod tests {
     fn header() -> RoutedHeader {
         RoutedHeader {
             session: 1,
-            src: "a".into(),
-            dst: "b".into(),
+            src: crate::NodeId([0xa; 32]),
+            dst: crate::NodeId([0xb; 32]),
             hops_left: 3,
         }
     }

@@ -300,7 +300,7 @@ impl Node {
             capped = Some(c.up.available(now).min(self.server.up.available(now)));
         }
         let mut produced_bulk = false;
-        let node_id = &self.me.hex;
+        let node_id = self.me.node_id;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -393,7 +393,7 @@ impl Node {
                 let payload: &[u8] = compressed.as_deref().unwrap_or(&bin);
                 let env = Envelope {
                     id: self.server.next_msg,
-                    from: node_id.clone(),
+                    from: node_id,
                     ts: now.as_micros(),
                     message: Message::Objects(wire::ObjectsHeader {
                         sync,
@@ -436,7 +436,7 @@ impl Node {
                 c.serving.pop_front();
                 let env = Envelope {
                     id: self.server.next_msg,
-                    from: node_id.clone(),
+                    from: node_id,
                     ts: now.as_micros(),
                     message: Message::SyncComplete(wire::SyncComplete {
                         sync,

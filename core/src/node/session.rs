@@ -134,15 +134,12 @@ impl Node {
             return;
         }
         c.last_msg_id = env.id;
-        // Exactly the text the handshake named: an envelope's `from` is
-        // never upper case from a correct peer.
-        if NodeId::parse_canonical(&env.from).ok() != c.peer {
+        // The key the handshake proved (the wire already refused an
+        // upper-case or malformed `from`).
+        if Some(env.from) != c.peer {
             return self.violation(
                 conn,
-                format!(
-                    "message claims to be from {}",
-                    crate::node_id::short(&env.from)
-                ),
+                format!("message claims to be from {}", env.from.short()),
             );
         }
         let ready = c.state == ConnState::Ready;
