@@ -76,13 +76,13 @@ impl Node {
         let links: Vec<LinkInfo> = self
             .conns
             .values()
-            .filter(|c| c.state == ConnState::Ready && c.route.is_none())
+            .filter(|c| c.state() == ConnState::Ready && c.route.is_none())
             // A link is advertised once its round-trip time is measured (the
             // first ping goes out when the connection is ready): advertising
             // a guess first would flood the mesh twice for every new link.
             .filter_map(|c| {
                 Some(LinkInfo {
-                    peer: c.peer?.to_hex(),
+                    peer: c.peer()?.to_hex(),
                     rtt_us: (c.rtt?.as_micros() as u64).max(1),
                 })
             })
@@ -103,12 +103,12 @@ impl Node {
         let targets: Vec<ConnId> = self
             .conns
             .values()
-            .filter(|c| c.state == ConnState::Ready && c.route.is_none())
+            .filter(|c| c.state() == ConnState::Ready && c.route.is_none())
             .filter(|c| {
-                let (Some(from), Some(peer)) = (except, c.peer.as_ref()) else {
+                let (Some(from), Some(peer)) = (except, c.peer()) else {
                     return true;
                 };
-                peer != from
+                peer != *from
                     && !mesh.is_some_and(|m| {
                         m.flood_reached(&peer.to_hex(), &from.to_hex(), &lsa.origin)
                     })
@@ -134,7 +134,7 @@ impl Node {
     }
 
     pub(super) fn on_lsa(&mut self, now: Instant, conn: ConnId, lsa: Lsa, store: &dyn Store) {
-        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer) else {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer()) else {
             return;
         };
         let Some(mesh) = self.mesh.as_mut() else {
@@ -179,15 +179,17 @@ impl Node {
         self.conns
             .values()
             .find(|c| {
-                c.route.is_none() && c.state == ConnState::Ready && c.peer.as_ref() == Some(peer)
+                c.route.is_none()
+                    && c.state() == ConnState::Ready
+                    && c.peer().as_ref() == Some(peer)
             })
             .map(|c| c.id)
     }
 
     pub(super) fn has_session_with(&self, peer: &NodeId) -> bool {
         self.conns.values().any(|c| {
-            c.state != ConnState::Closed
-                && (c.peer.as_ref() == Some(peer)
+            c.state() != ConnState::Closed
+                && (c.peer().as_ref() == Some(peer)
                     || c.route.as_ref().is_some_and(|r| r.dst == *peer))
         })
     }
@@ -269,7 +271,7 @@ impl Node {
         let mut s = self.new_session(role, id).ok()?;
         s.start(&mut c.out);
         c.noise = Some(s);
-        c.state = ConnState::Handshaking;
+        c.set_state(ConnState::Handshaking);
         c.route = Some(Route { dst, session });
         self.conns.insert(id, c);
         Some(id)
@@ -314,7 +316,7 @@ impl Node {
         let from = self
             .conns
             .get(&conn)
-            .and_then(|c| c.peer)
+            .and_then(|c| c.peer())
             .unwrap_or_default();
         let mut avoid = self.suspect_set();
         avoid.insert(from.to_hex());
@@ -359,7 +361,7 @@ impl Node {
             let ready = self
                 .conns
                 .get(&next)
-                .is_some_and(|c| c.state == ConnState::Ready);
+                .is_some_and(|c| c.state() == ConnState::Ready);
             if ready {
                 self.forward_routed(now, next, h, bin);
             } else {
@@ -399,7 +401,7 @@ impl Node {
         let direct: Vec<ConnId> = self
             .conns
             .values()
-            .filter(|c| c.state == ConnState::Ready && c.route.is_none() && c.peer.is_some())
+            .filter(|c| c.state() == ConnState::Ready && c.route.is_none() && c.peer().is_some())
             .map(|c| c.id)
             .filter(|&c| self.summaries_with(c))
             .collect();
@@ -446,7 +448,7 @@ impl Node {
         conn: ConnId,
         summary: DatabaseSummary,
     ) {
-        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer) else {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer()) else {
             return;
         };
         let Some(mesh) = self.mesh.as_mut() else {
@@ -468,10 +470,10 @@ impl Node {
         let peers: Vec<PeerInfo> = self
             .conns
             .values()
-            .filter(|c| c.id != to && c.state == ConnState::Ready && c.route.is_none())
+            .filter(|c| c.id != to && c.state() == ConnState::Ready && c.route.is_none())
             .filter_map(|c| {
                 Some(PeerInfo {
-                    node: c.peer?,
+                    node: c.peer()?,
                     addr: c.dial_addr?.to_string(),
                 })
             })
@@ -534,7 +536,7 @@ impl Node {
         let routed: Vec<ConnId> = self
             .conns
             .values()
-            .filter(|c| c.route.is_some() && c.state != ConnState::Closed)
+            .filter(|c| c.route.is_some() && c.state() != ConnState::Closed)
             .map(|c| c.id)
             .collect();
         for id in routed {
