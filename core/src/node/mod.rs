@@ -630,10 +630,7 @@ impl Node {
                     .ready_conns()
                     .filter(|c| {
                         let conn = &self.conns[c];
-                        conn.shares_repo
-                            && peer
-                                .as_ref()
-                                .is_none_or(|p| conn.peer().as_ref() == Some(p))
+                        conn.shares_repo && peer.is_none_or(|p| conn.peer() == Some(p))
                     })
                     .collect();
                 if targets.is_empty() {
@@ -781,11 +778,8 @@ impl Node {
     fn connected_to(&self, addr: SocketAddr) -> Option<ConnId> {
         self.conns
             .values()
-            .find(|c| {
-                c.addr == addr
-                    && c.direction == Direction::Outbound
-                    && c.state() != ConnState::Closed
-            })
+            .filter(|c| c.addr == addr && c.direction == Direction::Outbound)
+            .find(|c| c.state() != ConnState::Closed)
             .map(|c| c.id)
     }
 
