@@ -115,6 +115,27 @@ impl<'de> Deserialize<'de> for NodeId {
     }
 }
 
+/// Serde for node ids in peer-controlled records (`#[serde(with =
+/// "crate::node_id::canonical")]`): the same lowercase hex text as
+/// [`NodeId`]'s own serde, but only the canonical form is read back. Every
+/// correct peer writes lowercase, and signed or compared records (mesh
+/// advertisements, envelopes checked against the session's key) would
+/// otherwise accept two spellings of one key; an upper-case id from a peer is
+/// therefore a decode error, as it was a refusal when these fields were text.
+pub mod canonical {
+    use super::NodeId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&id.to_hex())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeId, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        NodeId::parse_canonical(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +174,28 @@ mod tests {
         assert_eq!(json, format!("\"{KEY}\""));
         assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
         assert!(serde_json::from_str::<NodeId>("\"zz\"").is_err());
+    }
+
+    #[test]
+    fn canonical_serde_writes_the_same_text_and_reads_only_lowercase() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Typed {
+            #[serde(with = "canonical")]
+            id: NodeId,
+        }
+        #[derive(Serialize)]
+        struct Text {
+            id: String,
+        }
+        let id: NodeId = KEY.parse().unwrap();
+        let typed = serde_json::to_string(&Typed { id }).unwrap();
+        let text = serde_json::to_string(&Text { id: KEY.into() }).unwrap();
+        assert_eq!(typed, text);
+        assert_eq!(serde_json::from_str::<Typed>(&typed).unwrap().id, id);
+        let upper = text.replace(KEY, &KEY.to_uppercase());
+        assert!(serde_json::from_str::<Typed>(&upper).is_err());
+        let bad = serde_json::from_str::<Typed>(r#"{"id":"zz"}"#).unwrap_err();
+        assert!(bad.to_string().contains("64 hex digits"), "{bad}");
     }
 
     #[test]

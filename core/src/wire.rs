@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::NodeId;
 use crate::id::ObjectId;
 use crate::timeline::TimelineName;
 
@@ -180,7 +181,9 @@ pub struct Heartbeat {
 /// A peer the sender knows of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
-    pub node: String,
+    /// Either case is read, as when this was text parsed with `FromStr`: it
+    /// is only an address hint, never compared as text or signed.
+    pub node: NodeId,
     pub addr: String,
 }
 
@@ -223,8 +226,10 @@ pub struct Refused {
 pub struct RoutedHeader {
     /// Chosen by the session's initiator; with `src` it names the session.
     pub session: u64,
-    pub src: String,
-    pub dst: String,
+    #[serde(with = "crate::node_id::canonical")]
+    pub src: NodeId,
+    #[serde(with = "crate::node_id::canonical")]
+    pub dst: NodeId,
     /// Relays left before the frame is dropped.
     pub hops_left: u8,
 }
@@ -302,8 +307,8 @@ impl Message {
 pub struct Envelope {
     /// Unique per sender, for tracking and deduplication.
     pub id: u64,
-    /// The sender's node id.
-    pub from: String,
+    /// The sender's node id, which must be the session's peer.
+    pub from: NodeId,
     /// The sender's clock when sent, in microseconds (informational).
     pub ts: u64,
     pub message: Message,
@@ -378,7 +383,7 @@ pub enum Decoded {
 /// Appends one frame to `out`.
 pub fn encode_frame(env: &Envelope, binary: &[u8], out: &mut Vec<u8>) {
     let message = encode_message(&env.message);
-    encode_frame_with(env.id, &env.from, env.ts, &message, binary, out);
+    encode_frame_with(env.id, &env.from.to_hex(), env.ts, &message, binary, out);
 }
 
 /// A message as JSON, `{"type":...,"payload":...}`: serialised once when the
@@ -391,7 +396,9 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
 }
 
 /// Appends one frame to `out`: the envelope fields, then `message` (from
-/// [`encode_message`]) spliced in, then the binary section. The same bytes as
+/// [`encode_message`]) spliced in, then the binary section. `from` is the
+/// sender's id in hex, kept as text by the caller so the hot path does not
+/// format it per frame. The same bytes as
 /// serialising the whole envelope, without serde's slower `flatten`.
 pub fn encode_frame_with(
     id: u64,
@@ -449,6 +456,10 @@ pub fn parse_frame(body: &[u8]) -> Result<Decoded, WireError> {
             id: env.id,
         });
     }
+    // Checked only for known types: an unknown message is ignored whole, as
+    // it was when `from` was text. Lowercase only, as the session compared it.
+    let from = NodeId::parse_canonical(&env.from)
+        .map_err(|e| WireError::Envelope(format!("from: {e}")))?;
     let payload = env.payload.map_or("null", |r| r.get());
     let message: Message = decode_payload(&env.kind, payload).map_err(|e| WireError::Payload {
         kind: env.kind.clone(),
@@ -457,7 +468,7 @@ pub fn parse_frame(body: &[u8]) -> Result<Decoded, WireError> {
     Ok(Decoded::Message(
         Box::new(Envelope {
             id: env.id,
-            from: env.from,
+            from,
             ts: env.ts,
             message,
         }),
@@ -756,7 +767,7 @@ mod tests {
     fn env(message: Message) -> Envelope {
         Envelope {
             id: 7,
-            from: "ab".repeat(32),
+            from: NodeId([0xab; 32]),
             ts: 123,
             message,
         }
@@ -833,27 +844,154 @@ mod tests {
 
     #[test]
     fn hostile_timeline_names_are_malformed() {
-        let json = br#"{"id":1,"type":"timeline_update","from":"x","ts":0,"payload":{"repo":"r","timeline":"../../etc","head":"0000000000000000000000000000000000000000000000000000000000000000","previous":null}}"#;
-        let mut body = (json.len() as u32).to_be_bytes().to_vec();
-        body.extend_from_slice(json);
-        assert!(matches!(parse_frame(&body), Err(WireError::Payload { .. })));
+        let json = format!(
+            r#"{{"id":1,"type":"timeline_update","from":"{A}","ts":0,"payload":{{"repo":"r","timeline":"../../etc","head":"{}","previous":null}}}}"#,
+            "0".repeat(64)
+        );
+        assert!(matches!(
+            parse_frame(&body(&json)),
+            Err(WireError::Payload { .. })
+        ));
     }
 
     #[test]
     fn timeline_names_longer_than_the_limit_are_malformed() {
         let frame = |name: &str| {
             let json = format!(
-                r#"{{"id":1,"type":"timeline_update","from":"x","ts":0,"payload":{{"repo":"r","timeline":"{name}","head":"{}","previous":null}}}}"#,
+                r#"{{"id":1,"type":"timeline_update","from":"{A}","ts":0,"payload":{{"repo":"r","timeline":"{name}","head":"{}","previous":null}}}}"#,
                 "0".repeat(64)
             );
-            let mut body = (json.len() as u32).to_be_bytes().to_vec();
-            body.extend_from_slice(json.as_bytes());
-            parse_frame(&body)
+            parse_frame(&body(&json))
         };
         let longest = "a".repeat(crate::timeline::MAX_TIMELINE_NAME);
         assert!(matches!(frame(&longest), Ok(Decoded::Message(..))));
         let over = "a".repeat(crate::timeline::MAX_TIMELINE_NAME + 1);
         assert!(matches!(frame(&over), Err(WireError::Payload { .. })));
+    }
+
+    /// A frame body (no length prefix) holding `json`.
+    fn body(json: &str) -> Vec<u8> {
+        let mut body = (json.len() as u32).to_be_bytes().to_vec();
+        body.extend_from_slice(json.as_bytes());
+        body
+    }
+
+    const A: &str = "abababababababababababababababababababababababababababababababab";
+    const B: &str = "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20";
+
+    fn b() -> NodeId {
+        B.parse().unwrap()
+    }
+
+    #[test]
+    fn typed_ids_encode_to_the_bytes_the_text_fields_did() {
+        // The exact frame the `String` version wrote for this envelope.
+        let mut out = Vec::new();
+        let m = env(Message::Heartbeat(Heartbeat {
+            ping: Some(3),
+            pong: None,
+        }));
+        encode_frame(&m, b"", &mut out);
+        let json = format!(
+            r#"{{"id":7,"from":"{A}","ts":123,"type":"heartbeat","payload":{{"ping":3}}}}"#
+        );
+        let mut want = ((json.len() + 4) as u32).to_be_bytes().to_vec();
+        want.extend_from_slice(&body(&json));
+        assert_eq!(out, want);
+
+        let routed = Message::Routed(RoutedHeader {
+            session: 5,
+            src: NodeId([0xab; 32]),
+            dst: b(),
+            hops_left: 8,
+        });
+        assert_eq!(
+            String::from_utf8(encode_message(&routed)).unwrap(),
+            format!(
+                r#"{{"type":"routed","payload":{{"session":5,"src":"{A}","dst":"{B}","hops_left":8}}}}"#
+            )
+        );
+        let peers = Message::PeerDiscovery(PeerDiscovery {
+            peers: vec![PeerInfo {
+                node: b(),
+                addr: "127.0.0.1:9".into(),
+            }],
+        });
+        assert_eq!(
+            String::from_utf8(encode_message(&peers)).unwrap(),
+            format!(
+                r#"{{"type":"peer_discovery","payload":{{"peers":[{{"node":"{B}","addr":"127.0.0.1:9"}}]}}}}"#
+            )
+        );
+        for message in [routed, peers] {
+            let mut out = Vec::new();
+            encode_frame(&env(message.clone()), b"", &mut out);
+            let Decoded::Message(back, _) = parse_frame(&out[4..]).unwrap() else {
+                panic!("not a message");
+            };
+            assert_eq!(back.message, message);
+        }
+    }
+
+    #[test]
+    fn an_invalid_node_id_from_a_peer_is_a_decode_error() {
+        let frame = |from: &str, kind: &str, payload: &str| {
+            parse_frame(&body(&format!(
+                r#"{{"id":1,"type":"{kind}","from":"{from}","ts":0,"payload":{payload}}}"#
+            )))
+        };
+        let hb = r#"{"ping":1}"#;
+        assert!(matches!(
+            frame(A, "heartbeat", hb),
+            Ok(Decoded::Message(..))
+        ));
+        for bad in ["x", "", &A[..63], &"g".repeat(64), &A.to_uppercase()] {
+            let e = frame(bad, "heartbeat", hb).unwrap_err();
+            assert!(
+                matches!(&e, WireError::Envelope(r) if r.contains("from")),
+                "{bad:?}: {e}"
+            );
+        }
+        let routed = |src: &str, dst: &str| {
+            frame(
+                A,
+                "routed",
+                &format!(r#"{{"session":1,"src":"{src}","dst":"{dst}","hops_left":1}}"#),
+            )
+        };
+        assert!(matches!(routed(A, B), Ok(Decoded::Message(..))));
+        for (src, dst) in [
+            ("x", B),
+            (A, "x"),
+            (&A.to_uppercase()[..], B),
+            (A, &B.to_uppercase()[..]),
+        ] {
+            assert!(
+                matches!(routed(src, dst), Err(WireError::Payload { ref kind, .. }) if kind == "routed"),
+                "{src} {dst}"
+            );
+        }
+        let peers = |node: &str| {
+            frame(
+                A,
+                "peer_discovery",
+                &format!(r#"{{"peers":[{{"node":"{node}","addr":"127.0.0.1:9"}}]}}"#),
+            )
+        };
+        assert!(matches!(peers("nope"), Err(WireError::Payload { .. })));
+        // An address hint, read in either case as before.
+        let Ok(Decoded::Message(upper, _)) = peers(&B.to_uppercase()) else {
+            panic!("upper-case peer info refused");
+        };
+        assert_eq!(
+            upper.message,
+            Message::PeerDiscovery(PeerDiscovery {
+                peers: vec![PeerInfo {
+                    node: b(),
+                    addr: "127.0.0.1:9".into()
+                }]
+            })
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use ivaldi_core::wire::{
     MAX_OBJECTS_PER_FRAME, MESSAGE_TYPES, Message, ObjectsHeader, PeerDiscovery, PeerInfo,
     RepoAdvert, SealBroadcast, SyncComplete, SyncRequest, SyncResponse, TimelineUpdate, WireError,
 };
-use ivaldi_core::{ObjectId, TimelineName};
+use ivaldi_core::{NodeId, ObjectId, TimelineName};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
 fn check<A: quickcheck::Testable>(prop: A) {
@@ -142,7 +142,7 @@ impl Arbitrary for ArbMessage {
             8 => Message::PeerDiscovery(PeerDiscovery {
                 peers: (0..usize::arbitrary(g) % 4)
                     .map(|_| PeerInfo {
-                        node: text(g),
+                        node: NodeId(id(g).0),
                         addr: text(g),
                     })
                     .collect(),
@@ -167,7 +167,7 @@ impl Arbitrary for ArbEnvelope {
     fn arbitrary(g: &mut Gen) -> Self {
         ArbEnvelope(Envelope {
             id: u64::arbitrary(g),
-            from: text(g),
+            from: NodeId(id(g).0),
             ts: u64::arbitrary(g),
             message: ArbMessage::arbitrary(g).0,
         })
@@ -253,8 +253,9 @@ fn arbitrary_envelopes_never_panic_the_parser() {
             .collect();
         fields.dedup();
         let json = format!(
-            r#"{{"id":{id},"type":{},"from":"x","ts":0,"payload":{{{}}}}}"#,
+            r#"{{"id":{id},"type":{},"from":"{}","ts":0,"payload":{{{}}}}}"#,
             serde_json::to_string(kind).unwrap_or_default(),
+            "ab".repeat(32),
             fields.join(",")
         );
         let mut body = (json.len() as u32).to_be_bytes().to_vec();

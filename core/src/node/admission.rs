@@ -245,7 +245,7 @@ pub struct AdmissionStats {
 pub(super) fn conn_deadline(c: &Conn, handshake_timeout: Duration) -> Instant {
     let unauth = c.direction == Direction::Inbound
         && matches!(
-            c.state,
+            c.state(),
             ConnState::Handshaking | ConnState::Admission | ConnState::Refusing
         );
     deadline(c.opened, handshake_timeout, unauth)
@@ -345,13 +345,13 @@ impl Node {
         }
         self.out.stats.admission.peer_slots_full += 1;
         let reason = format!("no peer slot: {max} peers are connected (max_peers)");
-        tracing::info!(conn, peer = c.peer.map(|p| p.short()), %reason, "closing admitted peer");
+        tracing::info!(conn, peer = c.peer().map(|p| p.short()), %reason, "closing admitted peer");
         if c.route.is_some() {
             self.close(conn, CloseReason::NoPeerSlot { max });
             return false;
         }
         // Tell the peer why, then close once that is out (as a refusal).
-        c.state = ConnState::Refusing;
+        c.set_state(ConnState::Refusing);
         c.refusing = Some(reason.clone());
         self.send(now, conn, Message::Refused(wire::Refused { reason }));
         false
@@ -361,7 +361,7 @@ impl Node {
     pub(super) fn peer_slots_used(&self) -> usize {
         self.conns
             .values()
-            .filter(|c| matches!(c.state, ConnState::AwaitHello | ConnState::Ready))
+            .filter(|c| matches!(c.state(), ConnState::AwaitHello | ConnState::Ready))
             .count()
     }
 
@@ -372,7 +372,7 @@ impl Node {
             .filter(|c| c.direction == Direction::Outbound && c.route.is_none())
             .filter(|c| {
                 matches!(
-                    c.state,
+                    c.state(),
                     ConnState::Dialing
                         | ConnState::Handshaking
                         | ConnState::Admission

@@ -60,7 +60,7 @@ impl Node {
         if c.direction == Direction::Inbound && c.route.is_none() {
             // Its first message decides: a `redeem` is checked (and a spent
             // or expired ticket is named as such); anything else is refused.
-            c.state = ConnState::Admission;
+            c.set_state(ConnState::Admission);
             return false;
         }
         let reason = trust::refusal_text(peer, &self.me.node_id);
@@ -97,7 +97,8 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let peer = c.ready_peer();
+        // Refusals follow the Noise handshake: there is a key to refuse.
+        let Some(peer) = c.peer() else { return };
         let addr = c.addr;
         let routed = c.route.is_some();
         tracing::warn!(peer = %peer, %addr, %reason, "refusing a node that is not trusted");
@@ -109,7 +110,7 @@ impl Node {
             reason: reason.clone(),
         });
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = ConnState::Refusing;
+            c.set_state(ConnState::Refusing);
             c.refusing = Some(reason.clone());
         }
         self.send(now, conn, Message::Refused(wire::Refused { reason }));
@@ -130,7 +131,7 @@ impl Node {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let peer = c.ready_peer();
+        let Some(peer) = c.peer() else { return };
         let Message::Redeem(r) = message else {
             let reason = trust::refusal_text(&peer, &self.me.node_id);
             return self.refuse(now, conn, reason);
@@ -161,7 +162,7 @@ impl Node {
                     uses_left: g.uses_left,
                 });
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.state = ConnState::AwaitHello;
+                    c.set_state(ConnState::AwaitHello);
                 }
                 if self.take_peer_slot(now, conn) {
                     self.send_hello(now, conn, &peer, store);
@@ -176,7 +177,7 @@ impl Node {
         let peer = self
             .conns
             .get(&conn)
-            .and_then(|c| c.peer)
+            .and_then(|c| c.peer())
             .unwrap_or_default();
         let mut reason = r.reason;
         reason.truncate(1024);
@@ -190,12 +191,12 @@ impl Node {
         let doomed: Vec<(ConnId, String)> = self
             .conns
             .values()
-            .filter(|c| !matches!(c.state, ConnState::Closed | ConnState::Dialing))
+            .filter(|c| !matches!(c.state(), ConnState::Closed | ConnState::Dialing))
             .filter_map(|c| {
-                let peer = c.peer.as_ref()?;
+                let peer = &c.peer()?;
                 let outside = c.route.is_none() && !self.admission.filter.allows(c.addr.ip());
                 let untrusted = self.admission.trust.admits(peer).is_none()
-                    && !matches!(c.state, ConnState::Admission | ConnState::Refusing);
+                    && !matches!(c.state(), ConnState::Admission | ConnState::Refusing);
                 (outside || untrusted).then(|| {
                     let why = if outside {
                         "its address is no longer in allowed_networks"
@@ -369,7 +370,7 @@ impl Node {
         let ready: Vec<ConnId> = self
             .conns
             .values()
-            .filter(|c| c.state == ConnState::Ready)
+            .filter(|c| c.state() == ConnState::Ready)
             .map(|c| c.id)
             .collect();
         for conn in &ready {

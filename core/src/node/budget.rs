@@ -118,7 +118,7 @@ impl Node {
             return;
         };
         let need = c.frames.pending();
-        let admitted = matches!(c.state, ConnState::AwaitHello | ConnState::Ready);
+        let admitted = matches!(c.state(), ConnState::AwaitHello | ConnState::Ready);
         if need <= self.admission.budget.reserved_by(conn) {
             // Shrinking or unchanged: no need to look at the whole node.
             self.admission.budget.reserve(conn, need, 0);

@@ -47,6 +47,48 @@ pub enum ConnState {
     Closed,
 }
 
+impl ConnState {
+    /// Whether the Noise handshake has proved the peer's key in this state.
+    fn authenticated(self) -> bool {
+        matches!(
+            self,
+            ConnState::Admission | ConnState::Refusing | ConnState::AwaitHello | ConnState::Ready
+        )
+    }
+}
+
+/// A connection's [`ConnState`] with what that state has proven: from the end
+/// of the Noise handshake on, the peer's key. Keeping the key inside the
+/// states that have one means a ready connection cannot lack a peer, so no
+/// stand-in key is ever needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Dialling or running the Noise handshake: no key yet.
+    Opening(ConnState),
+    /// Admission, refusing, waiting for the hello, or ready.
+    Authenticated(ConnState, NodeId),
+    /// Closed, with the key if the handshake got that far.
+    Closed(Option<NodeId>),
+}
+
+impl Phase {
+    pub fn state(self) -> ConnState {
+        match self {
+            Phase::Opening(s) | Phase::Authenticated(s, _) => s,
+            Phase::Closed(_) => ConnState::Closed,
+        }
+    }
+
+    /// The proven key; `None` only before the handshake finished.
+    pub fn peer(self) -> Option<NodeId> {
+        match self {
+            Phase::Opening(_) => None,
+            Phase::Authenticated(_, p) => Some(p),
+            Phase::Closed(p) => p,
+        }
+    }
+}
+
 /// The phases of a pull.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum PullState {
@@ -57,6 +99,8 @@ pub(super) enum PullState {
 
 /// A pull from the peer on this connection.
 pub(super) struct Pull {
+    /// Pulls run on ready connections only, so they always know whom from.
+    pub peer: NodeId,
     pub sync: u64,
     pub batch: u64,
     /// The peer's heads this pull brings in.
@@ -93,12 +137,14 @@ pub(super) struct Pull {
 
 impl Pull {
     pub fn new(
+        peer: NodeId,
         sync: u64,
         batch: u64,
         targets: BTreeMap<TimelineName, ObjectId>,
         now: Instant,
     ) -> Pull {
         Pull {
+            peer,
             sync,
             batch,
             targets,
@@ -176,14 +222,6 @@ pub struct Route {
 /// The identifying part of a connection, kept after it is removed.
 pub(super) struct Snapshot {
     pub id: ConnId,
-    pub peer: Option<NodeId>,
-}
-
-impl Snapshot {
-    /// As [`Conn::ready_peer`], for a connection already removed.
-    pub fn ready_peer(&self) -> NodeId {
-        self.peer.unwrap_or_default()
-    }
 }
 
 pub(super) struct Conn {
@@ -191,7 +229,9 @@ pub(super) struct Conn {
     pub addr: SocketAddr,
     pub direction: Direction,
     pub opened: Instant,
-    pub state: ConnState,
+    /// Read through [`Conn::state`] and [`Conn::peer`]; moved by
+    /// [`Conn::set_state`] and [`Conn::authenticated`].
+    phase: Phase,
     pub was_ready: bool,
     pub noise: Option<Session>,
     pub frames: FrameDecoder,
@@ -214,9 +254,6 @@ pub(super) struct Conn {
     pub up: super::rate::Bucket,
     pub down: super::rate::Bucket,
     pub blocked: bool,
-    /// Set once the Noise handshake names the remote key, so on every
-    /// connection that exchanges messages; read it through [`Conn::ready_peer`].
-    pub peer: Option<NodeId>,
     /// The invitation secret this (outbound) connection redeems once
     /// established, as the newcomer's side of `ivaldi p2p join`.
     pub redeem: Option<[u8; 32]>,
@@ -271,7 +308,7 @@ impl Conn {
             addr,
             direction,
             opened: now,
-            state: ConnState::Dialing,
+            phase: Phase::Opening(ConnState::Dialing),
             was_ready: false,
             noise: None,
             frames: FrameDecoder::new(max_message_size),
@@ -285,7 +322,6 @@ impl Conn {
             up: super::rate::cap(0, now),
             down: super::rate::cap(0, now),
             blocked: false,
-            peer: None,
             redeem: None,
             refusing: None,
             shares_repo: false,
@@ -348,28 +384,54 @@ impl Conn {
             .saturating_sub(self.out_pos.max(self.bulk_start))
     }
 
-    /// The peer of a connection whose secure channel is up. Messages are
-    /// only read, and syncs only run, after the handshake named the key, so
-    /// every caller has one; the all-zero key that stands in otherwise is
-    /// nobody's, and matches no configuration, trust or route.
-    pub fn ready_peer(&self) -> NodeId {
-        self.peer.unwrap_or_default()
+    pub fn state(&self) -> ConnState {
+        self.phase.state()
+    }
+
+    /// The key the Noise handshake proved; `None` only before it finished
+    /// (or for a connection closed before that).
+    pub fn peer(&self) -> Option<NodeId> {
+        self.phase.peer()
+    }
+
+    /// The peer of a ready connection: `None` in every other state.
+    pub fn ready_peer(&self) -> Option<NodeId> {
+        match self.phase {
+            Phase::Authenticated(ConnState::Ready, p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The Noise handshake proved `peer`'s key: the connection waits for its
+    /// hello.
+    pub fn authenticated(&mut self, peer: NodeId) {
+        self.phase = Phase::Authenticated(ConnState::AwaitHello, peer);
+    }
+
+    /// Moves to `to`, keeping the proven key. Entering an authenticated state
+    /// before any key is proven would be a bug in the node (every caller acts
+    /// on a message or a decision about a proven peer); the connection is
+    /// then closed rather than given a stand-in key.
+    pub fn set_state(&mut self, to: ConnState) {
+        self.phase = match (to, self.phase.peer()) {
+            (ConnState::Closed, peer) => Phase::Closed(peer),
+            (s, Some(peer)) if s.authenticated() => Phase::Authenticated(s, peer),
+            (s, None) if s.authenticated() => Phase::Closed(None),
+            (s, _) => Phase::Opening(s),
+        };
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            id: self.id,
-            peer: self.peer,
-        }
+        Snapshot { id: self.id }
     }
 
     pub fn status(&self) -> PeerStatus {
         PeerStatus {
             conn: self.id,
-            peer: self.peer,
+            peer: self.peer(),
             addr: self.addr,
             direction: self.direction,
-            state: self.state,
+            state: self.state(),
             rtt_micros: self.rtt.map(|r| r.as_micros() as u64),
             last_seen: self.last_rx,
             shares_repo: self.shares_repo,
@@ -393,6 +455,63 @@ impl Conn {
             serving: self.serving.len(),
             features: self.remote_features.clone(),
             last_error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        let addr = "127.0.0.1:1".parse().expect("an address");
+        let hb = Duration::from_secs(1);
+        Conn::new(1, addr, Direction::Inbound, Instant::ZERO, hb, 1 << 20)
+    }
+
+    #[test]
+    fn the_key_is_known_from_the_handshake_on_and_kept_when_closed() {
+        let peer = NodeId([7; 32]);
+        let mut c = conn();
+        assert_eq!(
+            (c.state(), c.peer(), c.ready_peer()),
+            (ConnState::Dialing, None, None)
+        );
+        c.set_state(ConnState::Handshaking);
+        assert_eq!(c.peer(), None);
+        c.authenticated(peer);
+        assert_eq!((c.state(), c.peer()), (ConnState::AwaitHello, Some(peer)));
+        assert_eq!(c.ready_peer(), None);
+        for s in [
+            ConnState::Admission,
+            ConnState::AwaitHello,
+            ConnState::Ready,
+        ] {
+            c.set_state(s);
+            assert_eq!((c.state(), c.peer()), (s, Some(peer)));
+        }
+        assert_eq!(c.ready_peer(), Some(peer));
+        c.set_state(ConnState::Refusing);
+        assert_eq!((c.peer(), c.ready_peer()), (Some(peer), None));
+        c.set_state(ConnState::Closed);
+        assert_eq!(
+            (c.state(), c.peer(), c.ready_peer()),
+            (ConnState::Closed, Some(peer), None)
+        );
+        assert_eq!(c.status().peer, Some(peer));
+    }
+
+    #[test]
+    fn an_authenticated_state_without_a_key_closes_instead_of_inventing_one() {
+        for s in [
+            ConnState::Admission,
+            ConnState::Refusing,
+            ConnState::AwaitHello,
+            ConnState::Ready,
+        ] {
+            let mut c = conn();
+            c.set_state(s);
+            assert_eq!((c.state(), c.peer()), (ConnState::Closed, None), "{s:?}");
         }
     }
 }

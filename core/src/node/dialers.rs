@@ -198,7 +198,7 @@ impl Node {
             || self
                 .conns
                 .values()
-                .any(|c| c.state != ConnState::Closed && c.addr == addr);
+                .any(|c| c.state() != ConnState::Closed && c.addr == addr);
         if connected || self.peer_slots_used() >= self.cfg.max_peers {
             return;
         }

@@ -61,7 +61,7 @@ impl Node {
         let limits = self.frame_limits();
         for c in self.conns.values_mut() {
             let admitted =
-                matches!(c.state, ConnState::AwaitHello | ConnState::Ready) || c.route.is_some();
+                matches!(c.state(), ConnState::AwaitHello | ConnState::Ready) || c.route.is_some();
             c.frames.set_max(if admitted {
                 limits.frame
             } else {
@@ -103,7 +103,8 @@ mod tests {
             hb,
             cfg.max_message_size,
         );
-        admitted.state = ConnState::Ready;
+        admitted.authenticated(crate::NodeId([1; 32]));
+        admitted.set_state(ConnState::Ready);
         let mut stranger = Conn::new(
             2,
             addr,
@@ -112,7 +113,8 @@ mod tests {
             hb,
             PRE_ADMISSION_FRAME,
         );
-        stranger.state = ConnState::Admission;
+        stranger.authenticated(crate::NodeId([2; 32]));
+        stranger.set_state(ConnState::Admission);
         node.conns.insert(1, admitted);
         node.conns.insert(2, stranger);
 

@@ -167,7 +167,7 @@ impl Node {
             return;
         }
         let local = store.heads().unwrap_or_default();
-        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer) else {
+        let Some(peer) = self.conns.get(&conn).and_then(|c| c.peer()) else {
             return;
         };
         let seen = self.tracked(&peer, store);
@@ -261,7 +261,7 @@ impl Node {
         if self
             .conns
             .get(&conn)
-            .is_some_and(|x| x.state == ConnState::Ready)
+            .is_some_and(|x| x.state() == ConnState::Ready)
         {
             self.send(
                 now,
@@ -385,7 +385,7 @@ impl Node {
             return;
         };
         let Some(pull) = c.pull.take() else { return };
-        let peer = c.ready_peer();
+        let peer = pull.peer;
         match result {
             Err(e) => {
                 let c = &self.conns[&conn];

@@ -96,7 +96,7 @@ impl Node {
             return TimelinePlan::default();
         };
         let created = c
-            .peer
+            .peer()
             .as_ref()
             .and_then(|p| self.puller.peers.get(p))
             .map_or(0, |r| r.timelines_created);
@@ -120,7 +120,7 @@ impl Node {
         let local = store.heads().unwrap_or_default();
         let p = self.timeline_plan(conn, &local);
         let c = self.conns.get_mut(&conn)?;
-        let peer = c.ready_peer();
+        let peer = c.peer()?;
         c.pull_again |= p.deferred > 0;
         let fresh = p
             .refused

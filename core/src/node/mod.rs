@@ -250,7 +250,7 @@ impl Node {
             .map(|c| {
                 let mut s = c.status();
                 s.last_error = c
-                    .peer
+                    .peer()
                     .as_ref()
                     .and_then(|p| self.puller.peers.get(p))
                     .and_then(|r| r.last_error.clone());
@@ -414,7 +414,7 @@ impl Node {
                 return None;
             }
         }
-        c.state = ConnState::Handshaking;
+        c.set_state(ConnState::Handshaking);
         self.conns.insert(id, c);
         Some(id)
     }
@@ -425,14 +425,14 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.state != ConnState::Dialing {
+        if c.state() != ConnState::Dialing {
             return;
         }
         match session {
             Ok(mut s) => {
                 s.start(&mut c.out);
                 c.noise = Some(s);
-                c.state = ConnState::Handshaking;
+                c.set_state(ConnState::Handshaking);
                 c.opened = now;
                 c.last_rx = now;
             }
@@ -452,7 +452,7 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if matches!(c.state, ConnState::Closed | ConnState::Refusing) {
+        if matches!(c.state(), ConnState::Closed | ConnState::Refusing) {
             // A refused peer's bytes are not even decrypted.
             return;
         }
@@ -478,7 +478,7 @@ impl Node {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if matches!(c.state, ConnState::Closed | ConnState::Refusing) {
+            if matches!(c.state(), ConnState::Closed | ConnState::Refusing) {
                 return;
             }
             match c.frames.next_frame_ref() {
@@ -524,8 +524,8 @@ impl Node {
         if c.was_ready && c.route.is_none() {
             self.update_links(now);
         }
-        let was_closed = c.state == ConnState::Closed;
-        c.state = ConnState::Closed;
+        let was_closed = c.state() == ConnState::Closed;
+        c.set_state(ConnState::Closed);
         if let Some(pull) = c.pull.take() {
             self.end_pull(now, &c, pull, Err(format!("connection closed: {reason}")));
         }
@@ -538,10 +538,10 @@ impl Node {
         }
         self.release_waiters(conn, Some(format!("connection closed: {reason}")));
         if !c.was_ready {
-            self.join_conn_ended(now, conn, c.peer.as_ref(), false, &reason.to_string());
+            self.join_conn_ended(now, conn, c.peer().as_ref(), false, &reason.to_string());
         }
         let mut ready_before = false;
-        if let Some(peer) = &c.peer {
+        if let Some(peer) = &c.peer() {
             ready_before = c.was_ready;
             if let Some(r) = self.puller.peers.get_mut(peer) {
                 r.last_seen = Some(now);
@@ -551,7 +551,7 @@ impl Node {
             .closed(conn, ready_before, now, &self.cfg, &mut self.rng);
         if c.was_ready || !was_closed {
             self.emit(Event::PeerDisconnected {
-                peer: c.peer,
+                peer: c.peer(),
                 conn,
                 reason: reason.to_string(),
             });
@@ -592,7 +592,7 @@ impl Node {
                 let conns: Vec<ConnId> = self
                     .conns
                     .values()
-                    .filter(|c| c.peer == Some(peer))
+                    .filter(|c| c.peer() == Some(peer))
                     .map(|c| c.id)
                     .collect();
                 if conns.is_empty() {
@@ -630,8 +630,7 @@ impl Node {
                     .ready_conns()
                     .filter(|c| {
                         let conn = &self.conns[c];
-                        conn.shares_repo
-                            && peer.as_ref().is_none_or(|p| conn.peer.as_ref() == Some(p))
+                        conn.shares_repo && peer.is_none_or(|p| conn.peer() == Some(p))
                     })
                     .collect();
                 if targets.is_empty() {
@@ -772,16 +771,15 @@ impl Node {
     fn ready_conns(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.conns
             .values()
-            .filter(|c| c.state == ConnState::Ready)
+            .filter(|c| c.state() == ConnState::Ready)
             .map(|c| c.id)
     }
 
     fn connected_to(&self, addr: SocketAddr) -> Option<ConnId> {
         self.conns
             .values()
-            .find(|c| {
-                c.addr == addr && c.direction == Direction::Outbound && c.state != ConnState::Closed
-            })
+            .filter(|c| c.addr == addr && c.direction == Direction::Outbound)
+            .find(|c| c.state() != ConnState::Closed)
             .map(|c| c.id)
     }
 
@@ -812,16 +810,16 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.state == ConnState::Closed {
+        if c.state() == ConnState::Closed {
             return;
         }
         tracing::debug!(
             conn,
-            peer = c.peer.map(|p| p.short()),
+            peer = c.peer().map(|p| p.short()),
             %reason,
             "closing connection"
         );
-        c.state = ConnState::Closed;
+        c.set_state(ConnState::Closed);
         if c.route.is_some() {
             // A routed session has no socket: it is gone as soon as it is closed.
             // One that died on its own (stalled, lost) blames its relays, so the
@@ -840,7 +838,7 @@ impl Node {
         self.out.stats.violations += 1;
         let now = self.timers.last_now;
         self.suspect_path(now, conn);
-        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        let peer = self.conns.get(&conn).and_then(|c| c.peer());
         tracing::warn!(conn, peer = peer.map(|p| p.short()), %reason, "protocol violation");
         self.emit(Event::ProtocolViolation {
             conn,

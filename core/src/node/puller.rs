@@ -221,14 +221,14 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.state != ConnState::Ready || !c.shares_repo {
+        if c.state() != ConnState::Ready || !c.shares_repo {
             return;
         }
         if c.pull.is_some() {
             c.pull_again = true;
             return;
         }
-        let peer = c.ready_peer();
+        let Some(peer) = c.ready_peer() else { return };
         let local = store.heads().unwrap_or_default();
         let seen = self
             .puller
@@ -273,7 +273,7 @@ impl Node {
         };
         c.pull_wanted = false;
         c.pull_again = false;
-        let peer = c.ready_peer();
+        let Some(peer) = c.ready_peer() else { return };
         let Some(targets) = self.limit_targets(conn, sync, store) else {
             return;
         };
@@ -290,7 +290,7 @@ impl Node {
             w.dedup();
             w
         };
-        c.pull = Some(Pull::new(sync, sync, targets, now));
+        c.pull = Some(Pull::new(peer, sync, sync, targets, now));
         self.puller.pull_batch(sync, conn);
         self.emit(Event::SyncStarted { peer, sync });
         if wants.is_empty() {
@@ -387,7 +387,6 @@ impl Node {
             return;
         };
         let zdelta = c.zdelta;
-        let peer = c.ready_peer();
         let Some(pull) = c
             .pull
             .as_mut()
@@ -395,6 +394,7 @@ impl Node {
         else {
             return self.violation(conn, format!("objects for unexpected sync {}", h.sync));
         };
+        let peer = pull.peer;
         let decompressed;
         let data: &[u8] = match h.compression.as_deref() {
             None => bin,
@@ -642,7 +642,7 @@ impl Node {
         result: Result<(), String>,
     ) {
         self.puller.pull_ended(c.id, pull.batch);
-        let peer = c.ready_peer();
+        let peer = pull.peer;
         let record = self.puller.peers.entry(peer).or_default();
         match &result {
             Ok(()) => {

@@ -185,7 +185,7 @@ impl Node {
         }
         let any = self.ready_conns().any(|c| {
             let c = &self.conns[&c];
-            c.shares_repo && peer.as_ref().is_none_or(|p| c.peer.as_ref() == Some(p))
+            c.shares_repo && peer.as_ref().is_none_or(|p| c.peer().as_ref() == Some(p))
         });
         if !any {
             let what = match &peer {
@@ -221,19 +221,20 @@ impl Node {
                 if r.missing.is_empty() {
                     return self.refetch_done(r);
                 }
-                let next = self.ready_conns().find(|c| {
-                    let c = &self.conns[c];
-                    c.shares_repo
-                        && c.peer.as_ref().is_some_and(|p| {
-                            !r.tried.contains(p) && r.peer.as_ref().is_none_or(|f| f == p)
-                        })
+                let next = self.ready_conns().find_map(|id| {
+                    let c = &self.conns[&id];
+                    let p = c.ready_peer()?;
+                    (c.shares_repo
+                        && !r.tried.contains(&p)
+                        && r.peer.as_ref().is_none_or(|f| *f == p))
+                    .then_some((id, p))
                 });
-                let Some(conn) = next else {
+                let Some((conn, peer)) = next else {
                     return self.refetch_done(r);
                 };
                 r.on = Some(Turn {
                     conn,
-                    peer: self.conns[&conn].ready_peer(),
+                    peer,
                     asked: IdSet::default(),
                     next: Vec::new(),
                     carry: None,
@@ -244,7 +245,7 @@ impl Node {
             let c = self
                 .conns
                 .get(&t.conn)
-                .filter(|c| c.state == super::ConnState::Ready && c.shares_repo);
+                .filter(|c| c.state() == super::ConnState::Ready && c.shares_repo);
             if let Some(sync) = t.round {
                 if c.and_then(|c| c.pull.as_ref())
                     .is_some_and(|p| p.sync == sync)
@@ -294,7 +295,7 @@ impl Node {
             let batch = t.carry.as_ref().map_or(sync, |(b, _)| *b);
             t.asked.extend(ask.iter().copied());
             t.round = Some(sync);
-            let mut pull = Pull::new(sync, batch, BTreeMap::new(), now);
+            let mut pull = Pull::new(t.peer, sync, batch, BTreeMap::new(), now);
             self.puller.pull_batch(batch, t.conn);
             pull.refetch = Some(ask.iter().copied().collect());
             let conn = t.conn;
@@ -379,7 +380,7 @@ impl Node {
         let peer = self
             .conns
             .get(&conn)
-            .and_then(|c| c.peer)
+            .and_then(|c| c.peer())
             .unwrap_or_default();
         let readable: Option<Vec<ObjectId>> = self.access_restricted().then(|| {
             store

@@ -9,22 +9,19 @@
 //! another path. The sync protocol runs over the session unchanged.
 
 use core::net::{Ipv4Addr, SocketAddr};
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::conn::{Conn, Route};
 use super::routed::ROUTED_CHUNK;
 use super::{ConnId, ConnState, Direction, Node};
 use crate::NodeId;
-use crate::config::RelayFault;
 use crate::mesh::{DatabaseSummary, LinkInfo, Lsa, Mesh, MeshConfig, MeshError, MeshStats};
 use crate::noise::Role;
 use crate::store::Store;
 use crate::time::Instant;
 use crate::wire::{Message, PeerDiscovery, PeerInfo, RoutedHeader};
+use plan::{Arrival, HOP_QUEUE_LIMIT, Step};
 
-/// A next hop with more than this queued gets no more routed frames for now.
-const HOP_QUEUE_LIMIT: usize = 2 * 1024 * 1024;
 /// How long relays on a failed session's path are avoided.
 const SUSPECT_FOR: Duration = Duration::from_secs(300);
 /// Wait before opening another routed session to the same node.
@@ -40,6 +37,8 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 const MAX_ROUTED_SESSIONS: usize = 8;
 /// Wait before dialling a heard-of node again.
 const HEAL_RETRY: Duration = Duration::from_secs(30);
+mod plan;
+
 /// Hops a routed frame may take.
 pub(super) const MAX_HOPS: u8 = 8;
 
@@ -76,13 +75,13 @@ impl Node {
         let links: Vec<LinkInfo> = self
             .conns
             .values()
-            .filter(|c| c.state == ConnState::Ready && c.route.is_none())
+            .filter(|c| c.state() == ConnState::Ready && c.route.is_none())
             // A link is advertised once its round-trip time is measured (the
             // first ping goes out when the connection is ready): advertising
             // a guess first would flood the mesh twice for every new link.
             .filter_map(|c| {
                 Some(LinkInfo {
-                    peer: c.peer?.to_hex(),
+                    peer: c.peer()?.to_hex(),
                     rtt_us: (c.rtt?.as_micros() as u64).max(1),
                 })
             })
@@ -98,23 +97,11 @@ impl Node {
     /// Sends `lsa` to our neighbours: all of them for our own advertisements;
     /// for one received from `except`, all but those that neighbour or the
     /// origin has sent it to already (see [`Mesh::flood_reached`]).
-    fn flood(&mut self, now: Instant, lsa: Lsa, except: Option<&NodeId>) {
+    fn flood(&mut self, now: Instant, lsa: Lsa, except: Option<NodeId>) {
         let mesh = self.mesh.as_ref();
-        let targets: Vec<ConnId> = self
-            .conns
-            .values()
-            .filter(|c| c.state == ConnState::Ready && c.route.is_none())
-            .filter(|c| {
-                let (Some(from), Some(peer)) = (except, c.peer.as_ref()) else {
-                    return true;
-                };
-                peer != from
-                    && !mesh.is_some_and(|m| {
-                        m.flood_reached(&peer.to_hex(), &from.to_hex(), &lsa.origin)
-                    })
-            })
-            .map(|c| c.id)
-            .collect();
+        let targets = plan::flood_targets(&self.direct_neighbours(), except, |peer, from| {
+            mesh.is_some_and(|m| m.flood_reached(&peer.to_hex(), &from.to_hex(), &lsa.origin))
+        });
         let message = Message::Topology(lsa);
         let json = crate::wire::encode_message(&message);
         for t in targets {
@@ -134,7 +121,7 @@ impl Node {
     }
 
     pub(super) fn on_lsa(&mut self, now: Instant, conn: ConnId, lsa: Lsa, store: &dyn Store) {
-        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer) else {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer()) else {
             return;
         };
         let Some(mesh) = self.mesh.as_mut() else {
@@ -142,7 +129,7 @@ impl Node {
         };
         match mesh.handle_lsa(&from.to_hex(), lsa, now) {
             Ok(Some(onward)) => {
-                self.flood(now, onward, Some(&from));
+                self.flood(now, onward, Some(from));
                 let _ = store;
             }
             Ok(None) => {}
@@ -160,7 +147,7 @@ impl Node {
         if let Some(lsa) = lsa {
             self.flood(now, lsa, None);
         }
-        self.routed.suspects.retain(|_, until| *until > now);
+        self.routed.forget_suspects(now);
         // Deciding whom to reach through the mesh walks the graph: once a second
         // is plenty, and keeps a large mesh cheap.
         if now >= self.routed.next_mesh_check {
@@ -174,20 +161,31 @@ impl Node {
         }
     }
 
+    /// Every ready socket connection, with its peer.
+    fn direct_neighbours(&self) -> Vec<(ConnId, NodeId)> {
+        self.conns
+            .values()
+            .filter(|c| c.route.is_none())
+            .filter_map(|c| Some((c.id, c.ready_peer()?)))
+            .collect()
+    }
+
     /// The socket connection to a peer, if one is ready.
     fn direct_conn(&self, peer: &NodeId) -> Option<ConnId> {
         self.conns
             .values()
             .find(|c| {
-                c.route.is_none() && c.state == ConnState::Ready && c.peer.as_ref() == Some(peer)
+                c.route.is_none()
+                    && c.state() == ConnState::Ready
+                    && c.peer().as_ref() == Some(peer)
             })
             .map(|c| c.id)
     }
 
     pub(super) fn has_session_with(&self, peer: &NodeId) -> bool {
         self.conns.values().any(|c| {
-            c.state != ConnState::Closed
-                && (c.peer.as_ref() == Some(peer)
+            c.state() != ConnState::Closed
+                && (c.peer().as_ref() == Some(peer)
                     || c.route.as_ref().is_some_and(|r| r.dst == *peer))
         })
     }
@@ -219,7 +217,7 @@ impl Node {
                 continue;
             }
             let session = self.rng.next_u64();
-            let suspects = self.suspect_set();
+            let suspects = self.routed.suspect_set();
             let Some(first) = self
                 .mesh
                 .as_mut()
@@ -239,11 +237,6 @@ impl Node {
             );
             self.open_routed(now, dst, session, Role::Initiator);
         }
-    }
-
-    /// The suspected relays in the mesh's (text) form.
-    fn suspect_set(&self) -> BTreeSet<String> {
-        self.routed.suspects.keys().map(NodeId::to_hex).collect()
     }
 
     fn open_routed(
@@ -269,7 +262,7 @@ impl Node {
         let mut s = self.new_session(role, id).ok()?;
         s.start(&mut c.out);
         c.noise = Some(s);
-        c.state = ConnState::Handshaking;
+        c.set_state(ConnState::Handshaking);
         c.route = Some(Route { dst, session });
         self.conns.insert(id, c);
         Some(id)
@@ -284,12 +277,15 @@ impl Node {
         bin: Vec<u8>,
         store: &dyn Store,
     ) {
-        if h.dst == self.me.hex {
-            // Only a session named by a real key can answer the handshake.
-            let Ok(src) = NodeId::parse_canonical(&h.src) else {
+        let src = match plan::arrival(self.me.node_id, self.cfg.relay, &h) {
+            Arrival::Deliver { src } => src,
+            Arrival::Drop => {
                 self.out.stats.relay_dropped += 1;
                 return;
-            };
+            }
+            Arrival::Relay => return self.relay(now, conn, h, bin),
+        };
+        {
             let existing = self
                 .conns
                 .values()
@@ -309,50 +305,38 @@ impl Node {
             if let Some(t) = target {
                 self.handle_bytes(now, t, &bin, store);
             }
-            return;
         }
-        if !self.cfg.relay || h.hops_left == 0 || h.src == self.me.hex {
-            self.out.stats.relay_dropped += 1;
-            return;
+    }
+
+    /// Passes someone else's routed frame on, never back to the neighbour
+    /// it came from nor through a suspected relay (see [`plan::relay_step`]).
+    fn relay(&mut self, now: Instant, conn: ConnId, h: RoutedHeader, bin: Vec<u8>) {
+        let mut avoid = self.routed.suspect_set();
+        if let Some(from) = self.conns.get(&conn).and_then(|c| c.peer()) {
+            avoid.insert(from.to_hex());
         }
-        let from = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.peer)
-            .unwrap_or_default();
-        let mut avoid = self.suspect_set();
-        avoid.insert(from.to_hex());
         let next = self
             .mesh
             .as_mut()
-            .and_then(|m| m.next_hop(&h.dst, h.session, &avoid, now))
+            .and_then(|m| m.next_hop(&h.dst.to_hex(), h.session, &avoid, now))
             .and_then(|p| NodeId::parse_canonical(&p).ok())
-            .and_then(|p| self.direct_conn(&p));
-        let Some(next) = next else {
-            self.out.stats.relay_dropped += 1;
-            return;
-        };
-        if self
-            .conns
-            .get(&next)
-            .is_some_and(|c| c.queued() > HOP_QUEUE_LIMIT)
-        {
-            // The per-session buffer is full: drop, and let the end-to-end channel
-            // notice (it fails and reopens) rather than queue without bound.
-            self.out.stats.relay_dropped += 1;
-            return;
-        }
+            .and_then(|p| self.direct_conn(&p))
+            .and_then(|n| Some((n, self.conns.get(&n)?.queued())));
         // Over `relay_rate`, frames wait (in order) for the allowance to
         // refill instead of being dropped: dropping would look like tampering
         // to the two ends. Only beyond a bounded backlog are they dropped.
-        let rate = self.cfg.relay_rate;
-        if !self.routed.backlog.is_empty() || !self.routed.relay_allowed(now, bin.len(), rate) {
-            if !self.routed.hold(next, h, bin) {
-                self.out.stats.relay_dropped += 1;
+        let (rate, len) = (self.cfg.relay_rate, bin.len());
+        let waiting = !self.routed.backlog.is_empty();
+        let routed = &mut self.routed;
+        match plan::relay_step(next, waiting, || routed.relay_allowed(now, len, rate)) {
+            Step::Send(next) => self.forward_routed(now, next, h, bin),
+            Step::Hold(next) => {
+                if !self.routed.hold(next, h, bin) {
+                    self.out.stats.relay_dropped += 1;
+                }
             }
-            return;
+            Step::Drop => self.out.stats.relay_dropped += 1,
         }
-        self.forward_routed(now, next, h, bin);
     }
 
     /// Sends the relay backlog on as far as `relay_rate` allows (frames whose
@@ -363,7 +347,7 @@ impl Node {
             let ready = self
                 .conns
                 .get(&next)
-                .is_some_and(|c| c.state == ConnState::Ready);
+                .is_some_and(|c| c.state() == ConnState::Ready);
             if ready {
                 self.forward_routed(now, next, h, bin);
             } else {
@@ -381,20 +365,14 @@ impl Node {
             ..h
         };
         let mut bin = bin;
-        match self.cfg.fault_relay {
-            None => {}
-            Some(RelayFault::Drop) if self.out.stats.relayed_frames.is_multiple_of(3) => return,
-            Some(RelayFault::Drop) => {}
-            Some(RelayFault::Corrupt) => {
-                if let Some(b) = bin.last_mut() {
-                    *b ^= 0x40;
-                }
-            }
-            Some(RelayFault::Replay) => {
-                self.send_with(now, next, Message::Routed(h.clone()), &bin);
-            }
+        let (copies, corrupt) =
+            plan::fault_plan(self.cfg.fault_relay, self.out.stats.relayed_frames);
+        if corrupt && let Some(b) = bin.last_mut() {
+            *b ^= 0x40;
         }
-        self.send_with(now, next, Message::Routed(h), &bin);
+        for _ in 0..copies {
+            self.send_with(now, next, Message::Routed(h.clone()), &bin);
+        }
     }
 
     /// Sends our database summary to one random direct neighbour; it answers
@@ -403,7 +381,7 @@ impl Node {
         let direct: Vec<ConnId> = self
             .conns
             .values()
-            .filter(|c| c.state == ConnState::Ready && c.route.is_none() && c.peer.is_some())
+            .filter(|c| c.state() == ConnState::Ready && c.route.is_none() && c.peer().is_some())
             .map(|c| c.id)
             .filter(|&c| self.summaries_with(c))
             .collect();
@@ -450,7 +428,7 @@ impl Node {
         conn: ConnId,
         summary: DatabaseSummary,
     ) {
-        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer) else {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.peer()) else {
             return;
         };
         let Some(mesh) = self.mesh.as_mut() else {
@@ -472,10 +450,10 @@ impl Node {
         let peers: Vec<PeerInfo> = self
             .conns
             .values()
-            .filter(|c| c.id != to && c.state == ConnState::Ready && c.route.is_none())
+            .filter(|c| c.id != to && c.state() == ConnState::Ready && c.route.is_none())
             .filter_map(|c| {
                 Some(PeerInfo {
-                    node: c.peer?.to_hex(),
+                    node: c.peer()?,
                     addr: c.dial_addr?.to_string(),
                 })
             })
@@ -488,10 +466,10 @@ impl Node {
 
     pub(super) fn on_peer_list(&mut self, now: Instant, list: PeerDiscovery) {
         for p in list.peers.into_iter().take(256) {
-            let (Ok(addr), Ok(node)) = (p.addr.parse::<SocketAddr>(), p.node.parse::<NodeId>())
-            else {
+            let Ok(addr) = p.addr.parse::<SocketAddr>() else {
                 continue;
             };
+            let node = p.node;
             if node == self.me.node_id || !self.admission.filter.allows(addr.ip()) {
                 continue;
             }
@@ -538,7 +516,7 @@ impl Node {
         let routed: Vec<ConnId> = self
             .conns
             .values()
-            .filter(|c| c.route.is_some() && c.state != ConnState::Closed)
+            .filter(|c| c.route.is_some() && c.state() != ConnState::Closed)
             .map(|c| c.id)
             .collect();
         for id in routed {
@@ -552,7 +530,7 @@ impl Node {
             if c.pending_out() == 0 {
                 continue;
             }
-            let suspects = self.suspect_set();
+            let suspects = self.routed.suspect_set();
             let next = self
                 .mesh
                 .as_mut()
@@ -581,8 +559,8 @@ impl Node {
                 }
                 let h = RoutedHeader {
                     session: route.session,
-                    src: self.me.hex.clone(),
-                    dst: route.dst.to_hex(),
+                    src: self.me.node_id,
+                    dst: route.dst,
                     hops_left: MAX_HOPS,
                 };
                 self.send_with(now, next, Message::Routed(h), &chunk);
@@ -596,7 +574,7 @@ impl Node {
         let Some(route) = self.conns.get(&conn).and_then(|c| c.route.clone()) else {
             return;
         };
-        let suspects = self.suspect_set();
+        let suspects = self.routed.suspect_set();
         let Some((path, _)) = self
             .mesh
             .as_mut()
@@ -604,16 +582,16 @@ impl Node {
         else {
             return;
         };
-        for relay in path
+        let path: Vec<NodeId> = path
             .iter()
             .filter_map(|n| NodeId::parse_canonical(n).ok())
-            .filter(|n| *n != self.me.node_id && *n != route.dst)
-        {
+            .collect();
+        for relay in plan::relays_on(&path, self.me.node_id, route.dst) {
             tracing::warn!(
                 relay = relay.short(),
                 "avoiding a relay after a routed session failed"
             );
-            self.routed.suspects.insert(relay, now + SUSPECT_FOR);
+            self.routed.suspect(relay, now + SUSPECT_FOR);
         }
         self.routed.retry.remove(&route.dst);
     }

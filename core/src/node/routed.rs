@@ -3,7 +3,7 @@
 //! relays under suspicion, when a routed session may be retried, and the
 //! mesh checks' schedule. The logic that uses it is in `relay.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::ConnId;
 use crate::NodeId;
@@ -27,7 +27,7 @@ pub(super) struct Routed {
     pub backlog: VecDeque<Held>,
     backlog_bytes: usize,
     /// Relays avoided until the given time (a routed session through them failed).
-    pub suspects: BTreeMap<NodeId, Instant>,
+    suspects: BTreeMap<NodeId, Instant>,
     /// When a routed session to a node may next be attempted.
     pub retry: BTreeMap<NodeId, Instant>,
     /// When routed sessions and healing are next reconsidered.
@@ -49,6 +49,21 @@ impl Routed {
             next_mesh_check: now,
             next_summary: now,
         }
+    }
+
+    /// Avoids `relay` in new routes until `until`.
+    pub fn suspect(&mut self, relay: NodeId, until: Instant) {
+        self.suspects.insert(relay, until);
+    }
+
+    /// Forgives relays whose suspicion has run out.
+    pub fn forget_suspects(&mut self, now: Instant) {
+        self.suspects.retain(|_, until| *until > now);
+    }
+
+    /// The suspected relays, in the form the mesh's route queries take.
+    pub fn suspect_set(&self) -> BTreeSet<String> {
+        self.suspects.keys().map(NodeId::to_hex).collect()
     }
 
     /// Whether relaying `len` more bytes stays within `rate` bytes a second
@@ -105,8 +120,8 @@ mod tests {
     fn header() -> RoutedHeader {
         RoutedHeader {
             session: 1,
-            src: "a".into(),
-            dst: "b".into(),
+            src: crate::NodeId([0xa; 32]),
+            dst: crate::NodeId([0xb; 32]),
             hops_left: 3,
         }
     }
@@ -145,5 +160,18 @@ mod tests {
         assert_eq!(r.release(due, rate).map(|h| h.0), Some(1));
         assert!(!r.hold(3, header(), vec![0; RELAY_BACKLOG_MAX]));
         assert_eq!(r.backlog.len(), 1);
+    }
+
+    #[test]
+    fn suspects_are_forgiven_when_their_time_runs_out() {
+        let mut r = Routed::new(at(0), 0);
+        let (a, b) = (crate::NodeId([1; 32]), crate::NodeId([2; 32]));
+        r.suspect(a, at(10));
+        r.suspect(b, at(20));
+        assert_eq!(r.suspect_set(), [a.to_hex(), b.to_hex()].into());
+        r.forget_suspects(at(10));
+        assert_eq!(r.suspect_set(), [b.to_hex()].into());
+        r.forget_suspects(at(20));
+        assert!(r.suspect_set().is_empty());
     }
 }

@@ -56,7 +56,7 @@ impl Node {
             return;
         };
         tracing::warn!(
-            peer = c.peer.map_or_else(|| "?".to_owned(), |p| p.short()),
+            peer = c.peer().map_or_else(|| "?".to_owned(), |p| p.short()),
             sync = job.sync,
             sent = job.next,
             planned = job.plan.len(),

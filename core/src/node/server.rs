@@ -13,6 +13,7 @@ use super::lz4::compress;
 use super::{
     ConnId, ConnState, Event, Node, Output, TRANSMIT_CHUNK, rate, serve_errors, thin, trace_record,
 };
+use crate::NodeId;
 use crate::access::Access;
 use crate::id::{IdSet, ObjectId};
 use crate::store::Store;
@@ -115,7 +116,7 @@ impl Node {
             return self.serve_refetch(now, conn, r, store);
         }
         if self.access_restricted() {
-            let peer = c.ready_peer();
+            let Some(peer) = c.ready_peer() else { return };
             let readable: IdSet = store
                 .heads()
                 .unwrap_or_default()
@@ -153,7 +154,7 @@ impl Node {
             peer = self
                 .conns
                 .get(&conn)
-                .and_then(|c| c.peer)
+                .and_then(|c| c.peer())
                 .map_or_else(|| "?".to_owned(), |p| p.short()),
             sync = r.sync,
             conn,
@@ -201,7 +202,7 @@ impl Node {
         if !c.shares_repo {
             return;
         }
-        let peer = c.ready_peer();
+        let Some(peer) = c.peer() else { return };
         let Ok(heads) = store.heads() else { return };
         let repo = store.repo_id().to_owned();
         for (timeline, head) in heads {
@@ -242,14 +243,13 @@ impl Node {
         }
         self.announce_local(now, store);
         let repo = store.repo_id().to_owned();
-        let targets: Vec<ConnId> = self
+        let targets: Vec<(ConnId, NodeId)> = self
             .conns
             .values()
-            .filter(|c| c.state == ConnState::Ready && c.shares_repo)
-            .map(|c| c.id)
+            .filter(|c| c.shares_repo)
+            .filter_map(|c| Some((c.id, c.ready_peer()?)))
             .collect();
-        for conn in targets {
-            let peer = self.conns[&conn].ready_peer();
+        for (conn, peer) in targets {
             for (timeline, head, previous) in &changed {
                 if self.access(&peer, timeline) < Access::Read {
                     continue;
@@ -300,14 +300,15 @@ impl Node {
             capped = Some(c.up.available(now).min(self.server.up.available(now)));
         }
         let mut produced_bulk = false;
-        let node_id = &self.me.hex;
+        let node_id = self.me.node_id;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
+        let (state, peer) = (c.state(), c.peer());
         let Some(noise) = c.noise.as_mut() else {
             return Ok(());
         };
-        if !noise.is_established() || c.state == ConnState::Closed {
+        if !noise.is_established() || state == ConnState::Closed {
             return Ok(());
         }
         while let Some(frame) = c.ctrl.pop_front() {
@@ -315,7 +316,7 @@ impl Node {
                 return Err(());
             }
         }
-        if c.blocked || c.state != ConnState::Ready {
+        if c.blocked || state != ConnState::Ready {
             return Ok(());
         }
         let mut objects_sent = 0u64;
@@ -393,7 +394,7 @@ impl Node {
                 let payload: &[u8] = compressed.as_deref().unwrap_or(&bin);
                 let env = Envelope {
                     id: self.server.next_msg,
-                    from: node_id.clone(),
+                    from: node_id,
                     ts: now.as_micros(),
                     message: Message::Objects(wire::ObjectsHeader {
                         sync,
@@ -416,7 +417,7 @@ impl Node {
                 if let Some(r) = trace_record(
                     self.out.trace,
                     conn,
-                    c.peer,
+                    peer,
                     "out",
                     &env.message,
                     env.id,
@@ -436,7 +437,7 @@ impl Node {
                 c.serving.pop_front();
                 let env = Envelope {
                     id: self.server.next_msg,
-                    from: node_id.clone(),
+                    from: node_id,
                     ts: now.as_micros(),
                     message: Message::SyncComplete(wire::SyncComplete {
                         sync,
@@ -457,7 +458,7 @@ impl Node {
                 if let Some(r) = trace_record(
                     self.out.trace,
                     conn,
-                    c.peer,
+                    peer,
                     "out",
                     &env.message,
                     env.id,
@@ -473,10 +474,9 @@ impl Node {
         if produced_bulk {
             c.bulk_end = c.out.len();
         }
-        let peer = c.ready_peer();
         self.out.stats.objects_out += objects_sent;
         if objects_sent > 0
-            && let Some(r) = self.puller.peers.get_mut(&peer)
+            && let Some(r) = peer.and_then(|p| self.puller.peers.get_mut(&p))
         {
             r.objects_out += objects_sent;
             r.bytes_out += bytes_sent;

@@ -52,8 +52,7 @@ impl Node {
             }
             _ => {}
         }
-        c.peer = Some(peer);
-        c.state = ConnState::AwaitHello;
+        c.authenticated(peer);
         if self.admit_established(now, conn, &peer) {
             self.send_hello(now, conn, &peer, store);
         }
@@ -134,19 +133,16 @@ impl Node {
             return;
         }
         c.last_msg_id = env.id;
-        // Exactly the text the handshake named: an envelope's `from` is
-        // never upper case from a correct peer.
-        if NodeId::parse_canonical(&env.from).ok() != c.peer {
+        // The key the handshake proved (the wire already refused an
+        // upper-case or malformed `from`).
+        if Some(env.from) != c.peer() {
             return self.violation(
                 conn,
-                format!(
-                    "message claims to be from {}",
-                    crate::node_id::short(&env.from)
-                ),
+                format!("message claims to be from {}", env.from.short()),
             );
         }
-        let ready = c.state == ConnState::Ready;
-        match c.state {
+        let ready = c.state() == ConnState::Ready;
+        match c.state() {
             ConnState::Refusing => return,
             ConnState::Admission => {
                 return self.on_admission_message(now, conn, env.message, store);
@@ -156,9 +152,9 @@ impl Node {
         match env.message {
             Message::Refused(r) => self.on_refused(conn, r),
             // A newcomer already trusted here redeems for nothing.
-            Message::Redeem(_) if c.state == ConnState::AwaitHello => {}
+            Message::Redeem(_) if c.state() == ConnState::AwaitHello => {}
             Message::Redeem(_) => self.violation(conn, "redeem after the handshake".into()),
-            Message::Handshake(h) if c.state == ConnState::AwaitHello => {
+            Message::Handshake(h) if c.state() == ConnState::AwaitHello => {
                 self.on_hello(now, conn, h, store)
             }
             Message::Handshake(_) => self.violation(conn, "second handshake".into()),
@@ -225,8 +221,8 @@ impl Node {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let Some(peer) = c.peer else { return };
-        c.state = ConnState::Ready;
+        let Some(peer) = c.peer() else { return };
+        c.set_state(ConnState::Ready);
         c.was_ready = true;
         // Ping at once, so the round-trip time is known from the start.
         c.next_ping = now;
@@ -275,14 +271,16 @@ impl Node {
         // Two connections to one peer (both dialled at once): keep the one opened by
         // the node with the smaller id, which both ends compute alike.
         let initiator = |c: &Conn| match c.direction {
-            Direction::Outbound => self.me.node_id,
-            Direction::Inbound => c.ready_peer(),
+            // Both are ready here, so both keys are known; `None` (never
+            // seen) would sort first, as the all-zero key did.
+            Direction::Outbound => Some(self.me.node_id),
+            Direction::Inbound => c.peer(),
         };
         let mine = initiator(&self.conns[&conn]);
         let dup = self
             .conns
             .values()
-            .find(|o| o.id != conn && o.state == ConnState::Ready && o.peer == Some(peer))
+            .find(|o| o.id != conn && o.state() == ConnState::Ready && o.peer() == Some(peer))
             .map(|o| (o.id, initiator(o), o.route.is_some()));
         let new_routed = self.conns[&conn].route.is_some();
         if let Some((other, their_init, other_routed)) = dup {
@@ -357,7 +355,7 @@ impl Node {
         if !c.shares_repo {
             return;
         }
-        let peer = c.ready_peer();
+        let Some(peer) = c.ready_peer() else { return };
         if self.access(&peer, &timeline) < Access::Write {
             return self.refuse_head(&peer, timeline, head);
         }

@@ -71,7 +71,7 @@ pub(super) struct ConnTimers {
 
 impl ConnTimers {
     pub fn of(c: &Conn, cfg: &Config) -> ConnTimers {
-        match c.state {
+        match c.state() {
             ConnState::Dialing
             | ConnState::Handshaking
             | ConnState::Admission
@@ -106,7 +106,7 @@ impl Node {
             soonest.consider(t.handshake, TimeoutReason::Handshake);
             soonest.consider(t.ping, TimeoutReason::Heartbeat);
             soonest.consider(t.lost, TimeoutReason::PeerLost);
-            if c.state == ConnState::Ready {
+            if c.state() == ConnState::Ready {
                 soonest.consider(self.rate_wake(c), TimeoutReason::RateLimit);
             }
             soonest.consider(t.sync, TimeoutReason::SyncTimeout);
@@ -212,7 +212,8 @@ mod tests {
         let t = ConnTimers::of(&c, &cfg);
         assert_eq!(t.handshake, Some(at(0) + cfg.handshake_timeout));
         assert_eq!((t.lost, t.sync, t.ping), (None, None, None));
-        c.state = ConnState::Ready;
+        c.authenticated(crate::NodeId([1; 32]));
+        c.set_state(ConnState::Ready);
         c.last_rx = at(10);
         c.next_ping = at(11);
         let t = ConnTimers::of(&c, &cfg);
@@ -221,7 +222,7 @@ mod tests {
             (t.handshake, t.lost, t.ping, t.sync),
             (None, Some(lost), Some(at(11)), None)
         );
-        c.state = ConnState::Closed;
+        c.set_state(ConnState::Closed);
         assert_eq!(ConnTimers::of(&c, &cfg), ConnTimers::default());
     }
 }

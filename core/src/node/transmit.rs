@@ -21,7 +21,7 @@ impl Node {
         msg_id: u64,
         bytes: usize,
     ) {
-        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        let peer = self.conns.get(&conn).and_then(|c| c.peer());
         if let Some(r) = trace_record(self.out.trace, conn, peer, dir, message, msg_id, bytes) {
             self.emit(Event::Message(r));
         }
@@ -64,7 +64,8 @@ impl Node {
                 continue;
             };
             if c.out.len() == c.out_pos || c.blocked {
-                if c.state == ConnState::Refusing && c.ctrl.is_empty() && c.out.len() == c.out_pos {
+                if c.state() == ConnState::Refusing && c.ctrl.is_empty() && c.out.len() == c.out_pos
+                {
                     // The `refused` message is out: now close.
                     let reason = c.refusing.take().unwrap_or_default();
                     self.close(id, CloseReason::Refused(reason));
@@ -121,7 +122,7 @@ impl Node {
             // connection and are counted there.
             return (0, 0);
         }
-        match c.peer.as_ref() {
+        match c.peer().as_ref() {
             Some(p) => (cfg.peer_upload_cap(p), cfg.peer_download_cap(p)),
             None => (cfg.peer_upload_rate, cfg.peer_download_rate),
         }
