@@ -13,7 +13,7 @@ use super::close::CloseReason;
 use super::conn::{ConnState, Direction};
 use crate::NodeId;
 use crate::access::Access;
-use crate::config::Config;
+use crate::config::NodeConfig;
 use crate::id::ObjectId;
 use crate::store::StoreRequest;
 use crate::time::Instant;
@@ -43,7 +43,7 @@ pub enum Command {
     LocalHeadsChanged,
     /// Replace the configuration (already validated by the caller).
     /// Connections the new settings no longer allow are closed at once.
-    SetConfig(Box<Config>),
+    SetConfig(Box<NodeConfig>),
     /// Join through an invitation ticket: dial its addresses in turn and
     /// redeem the invitation; completes when the inviter has admitted us.
     Join(Box<crate::trust::Ticket>),

@@ -382,14 +382,18 @@ impl Driver {
             .unwrap_or(0);
         let cfg = self.node.config();
         let bandwidth = Bandwidth {
-            upload_rate: cfg.upload_rate,
-            download_rate: cfg.download_rate,
-            peer_upload_rate: cfg.peer_upload_rate,
-            peer_download_rate: cfg.peer_download_rate,
-            peer_rates: cfg.peer_rates.clone(),
+            upload_rate: cfg.rates.upload_rate,
+            download_rate: cfg.rates.download_rate,
+            peer_upload_rate: cfg.rates.peer_upload_rate,
+            peer_download_rate: cfg.rates.peer_download_rate,
+            peer_rates: cfg.rates.peer_rates.clone(),
         };
-        let (open, trusted_peers, auto_sync) = (cfg.open, cfg.trusted_peers.len(), cfg.auto_sync);
-        let sync_interval = ivaldi_core::config::format_duration(cfg.sync_interval);
+        let (open, trusted_peers, auto_sync) = (
+            cfg.access.open,
+            cfg.access.trusted_peers.len(),
+            cfg.sync.auto_sync,
+        );
+        let sync_interval = ivaldi_core::config::format_duration(cfg.sync.sync_interval);
         let routing_table_size = self.node.routing_table_size(now);
         let stats = self.node.stats();
         let mesh = MeshStatus {
