@@ -444,7 +444,8 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 if v.discovered.is_empty() {
                     println!("No peers discovered yet");
                 }
-                for p in v.discovered {
+                for v in v.discovered {
+                    let p = &v.peer;
                     // Announcements name repositories by tags only a holder can
                     // recognise: ours are shown by id, the rest only counted.
                     let ours: Vec<&str> = p.repos.keys().map(String::as_str).collect();
@@ -462,7 +463,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                         short(&p.node_id),
                         p.addr,
                         what,
-                        p.last_seen_ago_ms
+                        v.last_seen_ago_ms
                     );
                 }
             }
@@ -556,7 +557,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 for (id, r) in v.peers {
                     println!(
                         "{}  syncs {}  failures {}  in {} objects / {} B  out {} objects / {} B{}",
-                        &id[..12.min(id.len())],
+                        short(&id.to_hex()),
                         r.syncs,
                         r.failures,
                         r.objects_in,
@@ -585,7 +586,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                         c.timeline,
                         c.local.short(),
                         c.remote.short(),
-                        short(&c.peer),
+                        short(&c.peer.to_hex()),
                         c.base.map_or_else(|| "-".to_owned(), |b| b.short())
                     );
                 }
@@ -837,23 +838,25 @@ fn print_peers(peers: &[PeerView], verbose: bool) {
         println!("No peers connected");
         return;
     }
-    for p in peers {
+    for v in peers {
+        let p = &v.status;
         let rtt = p
             .rtt_micros
             .map(|r| format!("{:.1} ms", r as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         print!(
             "{}  {}  {}  rtt {}  seen {} ms ago",
-            p.peer.as_deref().map_or_else(|| "-".to_owned(), short),
+            p.peer
+                .map_or_else(|| "-".to_owned(), |id| short(&id.to_hex())),
             p.addr,
-            p.direction,
+            as_text(&p.direction),
             rtt,
-            p.last_seen_ago_ms
+            v.last_seen_ago_ms
         );
         if verbose {
             print!(
                 "\n    handshake {}  sync {}  serving {}  queued {} B  encrypted {}  routed {}\n    features {}  last error {}",
-                p.state,
+                as_text(&p.state),
                 p.sync_phase,
                 p.serving,
                 p.queued_bytes,
@@ -864,6 +867,14 @@ fn print_peers(peers: &[PeerView], verbose: bool) {
             );
         }
         println!();
+    }
+}
+
+/// A core enum as the control JSON writes it (`inbound`, `ready`).
+fn as_text(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        other => format!("{other:?}"),
     }
 }
 

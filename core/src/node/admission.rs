@@ -227,7 +227,7 @@ pub fn deadline(opened: Instant, handshake_timeout: Duration, inbound_unauth: bo
 }
 
 /// Counters for `status` (`stats.admission`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AdmissionStats {
     /// Inbound connections refused by the pool (per source, early drop, full).
     pub pool_refused: u64,
