@@ -5,9 +5,12 @@
 //! applied the flags and its own line in the test that the flags exist; a new
 //! setting touched six lists. Here a key is a field name of a [`Settings`] (or
 //! `field.NAME` for one entry of a map-valued field such as `peer_rates`), and
-//! the change goes through [`super::from_json`], the same checks as the file.
-//! So a setting added to a section can be set at once, and a value the file
-//! would refuse is refused here with the same message.
+//! the change goes through [`super::check::read_json`], the same checks as
+//! the file. So a setting added to a section can be set at once, and a value
+//! the file would refuse is refused here with the same message: a new setting
+//! is its field and its default in the section (plus one line of the
+//! section's `validate` when it has bounds); reading, checking, editing by
+//! name and handing the changed section to its part need nothing more.
 
 use serde_json::{Map, Value};
 

@@ -69,7 +69,7 @@ impl Node {
             return 0;
         }
         let narrowed = changed.access && self.retrust(&new.access);
-        let old_sync = self.cfg.sync.clone();
+        let auto_was = self.cfg.sync.auto_sync;
         self.cfg = new;
         if changed.connections {
             self.sync_known_peers(now);
@@ -77,7 +77,7 @@ impl Node {
         if changed.sync {
             let s = &self.cfg.sync;
             let sooner = self.timers.next_auto_sync > now + s.sync_interval;
-            if s.auto_sync && (!old_sync.auto_sync || sooner) {
+            if s.auto_sync && (!auto_was || sooner) {
                 self.timers.next_auto_sync = now + s.sync_interval;
             }
         }
