@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
-use ivaldi_core::config::{Config, ConflictStrategy, parse_duration};
+use ivaldi_core::config::{ConflictStrategy, parse_duration};
+use ivaldi_shell_smol::config::ConfigFile;
 use ivaldi_shell_smol::control::replies::{
     self, Conflicts, Count, Discovered, Done, PeerView, Peers, Route, Status, SyncStatus,
     TopologyReply,
@@ -382,8 +383,8 @@ pub(crate) fn reload_if_running(paths: &P2pPaths) -> Result<bool, Failed> {
 
 pub(crate) fn edit_config(
     paths: &P2pPaths,
-    f: impl FnOnce(&mut Config) -> Result<(), Failed>,
-) -> Result<Config, Failed> {
+    f: impl FnOnce(&mut ConfigFile) -> Result<(), Failed>,
+) -> Result<ConfigFile, Failed> {
     let mut cfg = setup::load_config(paths).map_err(setup_err)?;
     f(&mut cfg)?;
     setup::save_config(paths, &cfg).map_err(setup_err)?;
@@ -443,7 +444,8 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 if v.discovered.is_empty() {
                     println!("No peers discovered yet");
                 }
-                for p in v.discovered {
+                for v in v.discovered {
+                    let p = &v.peer;
                     // Announcements name repositories by tags only a holder can
                     // recognise: ours are shown by id, the rest only counted.
                     let ours: Vec<&str> = p.repos.keys().map(String::as_str).collect();
@@ -461,7 +463,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                         short(&p.node_id),
                         p.addr,
                         what,
-                        p.last_seen_ago_ms
+                        v.last_seen_ago_ms
                     );
                 }
             }
@@ -487,8 +489,14 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 .parse()
                 .map_err(|_| fail(format!("{address:?} is not an ip:port address")))?;
             edit_config(&paths, |c| {
-                if !c.known_peers.iter().any(|k| k.parse() == Ok(addr)) {
-                    c.known_peers.push(addr.to_string());
+                if !c
+                    .node
+                    .connections
+                    .known_peers
+                    .iter()
+                    .any(|k| k.parse() == Ok(addr))
+                {
+                    c.node.connections.known_peers.push(addr.to_string());
                 }
                 Ok(())
             })?;
@@ -500,10 +508,12 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 .map_err(|_| fail(format!("{address:?} is not an ip:port address")))?;
             let mut found = false;
             edit_config(&paths, |c| {
-                let before = c.known_peers.len();
-                c.known_peers
+                let before = c.node.connections.known_peers.len();
+                c.node
+                    .connections
+                    .known_peers
                     .retain(|k| k.parse::<std::net::SocketAddr>() != Ok(addr));
-                found = before != c.known_peers.len();
+                found = before != c.node.connections.known_peers.len();
                 Ok(())
             })?;
             if !found {
@@ -514,7 +524,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
         P2pCmd::Sync { peer, json } => sync(&paths, peer, json),
         P2pCmd::AutoSync { state } => {
             edit_config(&paths, |c| {
-                c.auto_sync = state.on();
+                c.node.sync.auto_sync = state.on();
                 Ok(())
             })?;
             applied(
@@ -525,7 +535,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
         P2pCmd::Interval { duration } => {
             let d = duration_arg("interval", &duration)?;
             edit_config(&paths, |c| {
-                c.sync_interval = d;
+                c.node.sync.sync_interval = d;
                 Ok(())
             })?;
             applied(
@@ -547,7 +557,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                 for (id, r) in v.peers {
                     println!(
                         "{}  syncs {}  failures {}  in {} objects / {} B  out {} objects / {} B{}",
-                        &id[..12.min(id.len())],
+                        short(&id.to_hex()),
                         r.syncs,
                         r.failures,
                         r.objects_in,
@@ -576,7 +586,7 @@ pub fn run(root: &Path, cmd: P2pCmd) -> Result<(), Failed> {
                         c.timeline,
                         c.local.short(),
                         c.remote.short(),
-                        short(&c.peer),
+                        short(&c.peer.to_hex()),
                         c.base.map_or_else(|| "-".to_owned(), |b| b.short())
                     );
                 }
@@ -828,23 +838,25 @@ fn print_peers(peers: &[PeerView], verbose: bool) {
         println!("No peers connected");
         return;
     }
-    for p in peers {
+    for v in peers {
+        let p = &v.status;
         let rtt = p
             .rtt_micros
             .map(|r| format!("{:.1} ms", r as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
         print!(
             "{}  {}  {}  rtt {}  seen {} ms ago",
-            p.peer.as_deref().map_or_else(|| "-".to_owned(), short),
+            p.peer
+                .map_or_else(|| "-".to_owned(), |id| short(&id.to_hex())),
             p.addr,
-            p.direction,
+            as_text(&p.direction),
             rtt,
-            p.last_seen_ago_ms
+            v.last_seen_ago_ms
         );
         if verbose {
             print!(
                 "\n    handshake {}  sync {}  serving {}  queued {} B  encrypted {}  routed {}\n    features {}  last error {}",
-                p.state,
+                as_text(&p.state),
                 p.sync_phase,
                 p.serving,
                 p.queued_bytes,
@@ -855,6 +867,14 @@ fn print_peers(peers: &[PeerView], verbose: bool) {
             );
         }
         println!();
+    }
+}
+
+/// A core enum as the control JSON writes it (`inbound`, `ready`).
+fn as_text(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        other => format!("{other:?}"),
     }
 }
 
@@ -1009,11 +1029,11 @@ fn log_tail(path: &PathBuf) -> String {
     lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
-fn init_daemon_logging(paths: &P2pPaths, cfg: &Config) -> Result<(), Failed> {
+fn init_daemon_logging(paths: &P2pPaths, cfg: &ConfigFile) -> Result<(), Failed> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.log_level))
-        .map_err(|e| fail(format!("log_level {:?}: {e}", cfg.log_level)))?;
+        .or_else(|_| EnvFilter::try_new(&cfg.daemon.log_level))
+        .map_err(|e| fail(format!("log_level {:?}: {e}", cfg.daemon.log_level)))?;
     paths.ensure_dir().map_err(setup_err)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -1066,23 +1086,23 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
         let cfg = edit_config(paths, |c| {
             if a.reset {
                 // Settings go back to their defaults; whom we trust stays.
-                let trusted = std::mem::take(&mut c.trusted_peers);
-                *c = Config::default();
-                c.trusted_peers = trusted;
+                let trusted = std::mem::take(&mut c.node.access.trusted_peers);
+                *c = ConfigFile::default();
+                c.node.access.trusted_peers = trusted;
             }
             if let Some(o) = &a.open {
-                c.open = o
+                c.node.access.open = o
                     .parse::<ivaldi_core::trust::OpenMode>()
                     .map_err(|e| fail(format!("--open: {e}")))?;
             }
             if let Some(p) = a.port {
-                c.port = p;
+                c.node.connections.port = p;
             }
             if let Some(p) = a.discovery_port {
-                c.discovery_port = p;
+                c.daemon.discovery_port = p;
             }
             if let Some(s) = &a.conflict_strategy {
-                c.conflict_strategy = s.parse::<ConflictStrategy>().map_err(fail)?;
+                c.node.sync.conflict_strategy = s.parse::<ConflictStrategy>().map_err(fail)?;
             }
             for spec in &a.timeline_strategies {
                 let (name, strat) = spec.split_once('=').ok_or_else(|| {
@@ -1096,46 +1116,46 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
                         .map_err(|e| fail(format!("--timeline-strategy {spec:?}: {e}")))?;
                 }
                 if strat == "default" {
-                    c.timeline_strategies.remove(name);
+                    c.node.sync.timeline_strategies.remove(name);
                 } else {
-                    c.timeline_strategies.insert(
+                    c.node.sync.timeline_strategies.insert(
                         name.to_owned(),
                         strat.parse::<ConflictStrategy>().map_err(fail)?,
                     );
                 }
             }
             if let Some(n) = a.max_peers {
-                c.max_peers = n;
+                c.node.connections.max_peers = n;
             }
             if let Some(d) = &a.sync_interval {
-                c.sync_interval = duration_arg("sync-interval", d)?;
+                c.node.sync.sync_interval = duration_arg("sync-interval", d)?;
             }
             if let Some(d) = &a.sync_timeout {
-                c.sync_timeout = duration_arg("sync-timeout", d)?;
+                c.node.sync.sync_timeout = duration_arg("sync-timeout", d)?;
             }
             if let Some(d) = &a.heartbeat_interval {
-                c.heartbeat_interval = duration_arg("heartbeat-interval", d)?;
+                c.node.connections.heartbeat_interval = duration_arg("heartbeat-interval", d)?;
             }
             if let Some(n) = a.max_concurrent_syncs {
-                c.max_concurrent_syncs = n;
+                c.node.sync.max_concurrent_syncs = n;
             }
             if let Some(n) = a.max_message_size {
-                c.max_message_size = n;
+                c.node.limits.max_message_size = n;
             }
             if let Some(v) = a.encryption {
-                c.encryption = v.on();
+                c.node.connections.encryption = v.on();
             }
             if let Some(v) = a.compression {
-                c.compression = v.on();
+                c.node.connections.compression = v.on();
             }
             if let Some(v) = a.discovery {
-                c.discovery = v.on();
+                c.node.discovery.enabled = v.on();
             }
             if let Some(d) = &a.discovery_interval {
-                c.discovery_interval = duration_arg("discovery-interval", d)?;
+                c.node.discovery.discovery_interval = duration_arg("discovery-interval", d)?;
             }
             if !a.discovery_addrs.is_empty() {
-                c.discovery_addrs = a
+                c.daemon.discovery_addrs = a
                     .discovery_addrs
                     .iter()
                     .filter(|x| *x != "none")
@@ -1143,7 +1163,7 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
                     .collect();
             }
             if !a.allowed_networks.is_empty() {
-                c.allowed_networks = a
+                c.node.access.allowed_networks = a
                     .allowed_networks
                     .iter()
                     .filter(|x| *x != "none")
@@ -1151,40 +1171,40 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
                     .collect();
             }
             if let Some(b) = &a.bind_addr {
-                c.bind_addr = b.clone();
+                c.daemon.bind_addr = b.clone();
             }
             if let Some(l) = &a.log_level {
-                c.log_level = l.clone();
+                c.daemon.log_level = l.clone();
             }
             if let Some(v) = a.auto_sync {
-                c.auto_sync = v.on();
+                c.node.sync.auto_sync = v.on();
             }
             if let Some(v) = a.relay {
-                c.relay = v.on();
+                c.node.mesh.relay = v.on();
             }
             if !a.no_direct.is_empty() {
-                c.no_direct = Vec::new();
+                c.node.mesh.no_direct = Vec::new();
                 for id in a.no_direct.iter().filter(|x| *x != "none") {
-                    c.no_direct.push(node_id_arg(id)?);
+                    c.node.mesh.no_direct.push(node_id_arg(id)?);
                 }
             }
             if let Some(d) = &a.topology_interval {
-                c.topology_interval = duration_arg("topology-interval", d)?;
+                c.node.mesh.topology_interval = duration_arg("topology-interval", d)?;
             }
             if let Some(d) = &a.handshake_timeout {
-                c.handshake_timeout = duration_arg("handshake-timeout", d)?;
+                c.node.connections.handshake_timeout = duration_arg("handshake-timeout", d)?;
             }
             if let Some(r) = &a.upload_rate {
-                c.upload_rate = rate_arg("upload-rate", r)?;
+                c.node.rates.upload_rate = rate_arg("upload-rate", r)?;
             }
             if let Some(r) = &a.download_rate {
-                c.download_rate = rate_arg("download-rate", r)?;
+                c.node.rates.download_rate = rate_arg("download-rate", r)?;
             }
             if let Some(r) = &a.peer_upload_rate {
-                c.peer_upload_rate = rate_arg("peer-upload-rate", r)?;
+                c.node.rates.peer_upload_rate = rate_arg("peer-upload-rate", r)?;
             }
             if let Some(r) = &a.peer_download_rate {
-                c.peer_download_rate = rate_arg("peer-download-rate", r)?;
+                c.node.rates.peer_download_rate = rate_arg("peer-download-rate", r)?;
             }
             for spec in &a.peer_rates {
                 let (id, rates) = spec.split_once('=').ok_or_else(|| {
@@ -1194,11 +1214,11 @@ fn config(paths: &P2pPaths, a: ConfigArgs) -> Result<(), Failed> {
                 })?;
                 let id = node_id_arg(id)?;
                 if rates == "default" {
-                    c.peer_rates.remove(&id);
+                    c.node.rates.peer_rates.remove(&id);
                     continue;
                 }
                 let (up, down) = rates.split_once(',').unwrap_or((rates, "0"));
-                c.peer_rates.insert(
+                c.node.rates.peer_rates.insert(
                     id,
                     ivaldi_core::config::PeerRates {
                         upload: rate_arg("peer-rate", up)?,

@@ -66,8 +66,8 @@ pub fn trust(paths: &P2pPaths, node_id: &str, flags: &AccessFlags) -> Result<(),
     let id = node_id_arg(node_id)?;
     let access = flags.access();
     edit_config(paths, |c| {
-        c.trusted_peers.retain(|t| t.id != id);
-        c.trusted_peers.push(TrustedPeer { id, access });
+        c.node.access.trusted_peers.retain(|t| t.id != id);
+        c.node.access.trusted_peers.push(TrustedPeer { id, access });
         Ok(())
     })?;
     let what = match access {
@@ -81,9 +81,9 @@ pub fn untrust(paths: &P2pPaths, node_id: &str) -> Result<(), Failed> {
     let id = node_id_arg(node_id)?;
     let mut found = false;
     edit_config(paths, |c| {
-        let before = c.trusted_peers.len();
-        c.trusted_peers.retain(|t| t.id != id);
-        found = before != c.trusted_peers.len();
+        let before = c.node.access.trusted_peers.len();
+        c.node.access.trusted_peers.retain(|t| t.id != id);
+        found = before != c.node.access.trusted_peers.len();
         Ok(())
     })?;
     if !found {
@@ -176,17 +176,17 @@ fn ticket_addrs(paths: &P2pPaths, given: &[String]) -> Result<Vec<std::net::Sock
     let cfg = setup::effective_config(paths).map_err(setup_err)?;
     let port = match ask::<Status>(paths, &Request::Status) {
         Ok(v) => v.port,
-        Err(_) => cfg.port,
+        Err(_) => cfg.node.connections.port,
     };
     if port == 0 {
         return Err(fail(
             "the daemon's port is not known yet: start the daemon first, or give --addr IP:PORT",
         ));
     }
-    let ip: std::net::IpAddr = cfg.bind_addr.parse().map_err(|_| {
+    let ip: std::net::IpAddr = cfg.daemon.bind_addr.parse().map_err(|_| {
         fail(format!(
             "bind_addr {:?} is not an IP address",
-            cfg.bind_addr
+            cfg.daemon.bind_addr
         ))
     })?;
     let ip = if ip.is_unspecified() {
@@ -275,8 +275,11 @@ pub fn join(paths: &P2pPaths, text: &str) -> Result<(), Failed> {
     }
     let inviter = ticket.node_id();
     setup::edit_config(paths, |c| {
-        if !c.trusted_peers.iter().any(|t| t.id == inviter) {
-            c.trusted_peers.push(TrustedPeer::write(inviter));
+        if !c.node.access.trusted_peers.iter().any(|t| t.id == inviter) {
+            c.node
+                .access
+                .trusted_peers
+                .push(TrustedPeer::write(inviter));
         }
     })
     .map_err(setup_err)?;
@@ -296,8 +299,8 @@ pub fn join(paths: &P2pPaths, text: &str) -> Result<(), Failed> {
     setup::edit_config(paths, |c| {
         for a in &ticket.addrs {
             let a = a.to_string();
-            if !c.known_peers.contains(&a) {
-                c.known_peers.push(a);
+            if !c.node.connections.known_peers.contains(&a) {
+                c.node.connections.known_peers.push(a);
             }
         }
     })

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant as Wall};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ivaldi_core::access::Access;
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::rng::Rng;
@@ -33,12 +33,11 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").expect("valid name")
 }
 
-fn cfg(encryption: bool) -> Config {
-    Config {
-        encryption,
-        heartbeat_interval: Duration::from_secs(30),
-        ..Config::default()
-    }
+fn cfg(encryption: bool) -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.encryption = encryption;
+        c.connections.heartbeat_interval = Duration::from_secs(30);
+    })
 }
 
 fn pseudo(n: usize, seed: u64) -> Vec<u8> {

@@ -37,7 +37,7 @@ pub enum Access {
 pub struct AccessRule {
     /// A timeline name, `prefix/*` (everything below `prefix/`), or `*`.
     pub timelines: String,
-    /// Node ids (64 hex digits), `@group` (see `Config::peer_groups`), or `*`.
+    /// Node ids (64 hex digits), `@group` (see `AccessSettings::peer_groups`), or `*`.
     pub peers: Vec<String>,
     pub access: Access,
 }

@@ -1,16 +1,43 @@
-//! The node's settings, with the feature list's defaults.
+//! The node's settings, with the feature list's defaults, by layer.
+//!
+//! [`NodeConfig`] is what the protocol core reads, one section per part of
+//! the node ([`ConnectionSettings`], [`SyncSettings`], [`LimitSettings`],
+//! [`DiscoverySettings`], [`MeshSettings`], [`AccessSettings`],
+//! [`RateSettings`]), each in its own file with its defaults and its checks.
+//! What only the daemon reads (bind address, discovery addresses and port,
+//! log level, data directory) is the shell's `DaemonConfig`.
+//!
+//! `config.json` stays one flat object: the sections are flattened into it, so
+//! a setting's key is its field name and files written before the split load
+//! unchanged. Any type made of flattened sections is a [`Settings`] and is
+//! read, checked and edited by name by the same code ([`check`], [`edit`]).
 //!
 //! Durations are written as text (`"30s"`, `"5m"`, `"250ms"`, `"1h30m"`) in
 //! `config.json` and on the command line; [`parse_duration`] is the one parser.
 //! [`from_json`] reads a file and refuses it whole when any key is unknown or
 //! any value is out of bounds (see [`check`]).
 
+pub mod access;
 pub mod check;
+pub mod connections;
+pub mod discovery;
 pub mod edit;
+pub mod limits;
+pub mod mesh;
+pub mod rates;
+pub mod sync;
+pub use access::AccessSettings;
 pub use check::{field_names, from_json};
+pub use connections::ConnectionSettings;
+pub use discovery::DiscoverySettings;
+pub use limits::LimitSettings;
+pub use mesh::MeshSettings;
+pub use rates::{PeerRates, RateSettings};
+pub use sync::SyncSettings;
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
@@ -35,7 +62,7 @@ impl std::str::FromStr for ConflictStrategy {
     }
 }
 
-/// How a deliberately faulty relay misbehaves (see `Config::fault_relay`).
+/// How a deliberately faulty relay misbehaves (see `MeshSettings::fault_relay`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RelayFault {
@@ -95,300 +122,107 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Everything the protocol core needs to know about its limits and habits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// TCP port for peer connections.
-    pub port: u16,
-    /// UDP port for discovery.
-    pub discovery_port: u16,
-    /// Most peer connections, inbound and outbound together.
-    pub max_peers: usize,
-    /// Addresses (`host:port`) dialled at start and redialled with backoff.
-    pub known_peers: Vec<String>,
-    pub auto_sync: bool,
-    #[serde(with = "duration_text")]
-    pub sync_interval: Duration,
-    /// A sync that makes no progress for this long fails.
-    #[serde(with = "duration_text")]
-    pub sync_timeout: Duration,
-    pub conflict_strategy: ConflictStrategy,
-    /// Per-timeline strategies: exact names or `prefix/*` patterns.
-    pub timeline_strategies: std::collections::BTreeMap<String, ConflictStrategy>,
-    pub max_concurrent_syncs: usize,
-    /// Largest frame accepted or sent, in bytes.
-    pub max_message_size: u32,
-    #[serde(with = "duration_text")]
-    pub heartbeat_interval: Duration,
-    /// A peer silent for this many heartbeat intervals is declared lost.
-    pub heartbeat_misses: u32,
-    /// Encrypt frames after the (always authenticating) handshake.
-    pub encryption: bool,
-    /// Keys this node exchanges repository data with, each with the access
-    /// it grants (see [`crate::trust`]).
-    pub trusted_peers: Vec<crate::trust::TrustedPeer>,
-    /// Whether keys that are not trusted are let in: `off` (the default),
-    /// `read` or `write`. Only for a throwaway LAN.
-    pub open: crate::trust::OpenMode,
-    /// CIDR ranges peers may connect from and be discovered in; empty means any.
-    pub allowed_networks: Vec<String>,
-    /// Compress object frames when the peer supports it.
-    pub compression: bool,
-    /// Inbound connections one source (an IPv4 address, or an IPv6 /64) may
-    /// open in a burst; beyond it they are refused until its allowance
-    /// refills at `accept_rate_per_sec`. Keeps one host from churning
-    /// connections (every accepted one costs a Noise handshake) while honest
-    /// peers, which connect a few times, never notice.
-    pub accept_burst: u32,
-    /// Refill rate of `accept_burst`, connections per second.
-    pub accept_rate_per_sec: u32,
-    /// A connection must finish its handshake within this time.
-    #[serde(with = "duration_text")]
-    pub handshake_timeout: Duration,
-    /// Reconnect backoff bounds.
-    #[serde(with = "duration_text")]
-    pub reconnect_min: Duration,
-    #[serde(with = "duration_text")]
-    pub reconnect_max: Duration,
-    /// Address the TCP listener binds (the port is `port`).
-    pub bind_addr: String,
-    /// Where discovery announcements go (`ip:port` or `ip`, the discovery port
-    /// implied). Empty means every IPv4 interface's broadcast address. The
-    /// environment variable `IVALDI_DISCOVERY_ADDRS` (comma-separated) overrides it;
-    /// tests set it to `127.255.255.255` so nothing leaves the machine.
-    pub discovery_addrs: Vec<String>,
-    /// How often discovery announces this node.
-    #[serde(with = "duration_text")]
-    pub discovery_interval: Duration,
-    /// Turn discovery (sending and listening) off entirely.
-    pub discovery: bool,
-    /// Log filter for the daemon (`RUST_LOG` overrides it), e.g. `info` or `ivaldi=debug`.
-    pub log_level: String,
-    /// Node ids this node refuses direct connections with; they are still
-    /// reached through the mesh. (A policy knob, and how tests build topologies.)
-    pub no_direct: Vec<crate::NodeId>,
-    /// Relay frames of other nodes' sessions through this node.
-    pub relay: bool,
-    /// Most bytes per second this node relays for others (0: no cap). Frames
-    /// over the cap are dropped; the sessions' end-to-end channels notice.
-    pub relay_rate: u64,
-    /// Fault injection for tests and the simulator: this node misbehaves as a
-    /// relay (drops, corrupts or replays the frames it relays). Never set it in a
-    /// real deployment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault_relay: Option<RelayFault>,
-    /// How often the mesh re-announces this node's links when nothing changed
-    /// (changes are announced at once, and a new neighbour gets the whole
-    /// topology on connect). Advertisements not refreshed for three intervals
-    /// age out. Every refresh floods the whole mesh, so this is long by default.
-    #[serde(with = "duration_text")]
-    pub topology_interval: Duration,
-    /// Directory for the daemon's state (identity, socket, log); relative paths are
-    /// inside `.ivaldi/`.
-    pub data_dir: String,
-    /// Named groups of peers (node ids), for `access` rules as `@name`.
-    pub peer_groups: std::collections::BTreeMap<String, Vec<crate::NodeId>>,
-    /// Per-timeline access for peers, first match wins; timelines no rule
-    /// matches are writable by every peer allowed to connect (see
-    /// [`crate::access`]).
-    pub access: Vec<crate::access::AccessRule>,
-    /// Protocol features not to offer (`lz4`, `topology-summary`): for testing
-    /// that peers lacking a feature still interoperate over the common subset.
-    pub features_off: Vec<String>,
-    /// Most bytes per second this node sends to all peers together (0: no
-    /// cap). Bulk object data waits for the allowance; control messages
-    /// (heartbeats, announcements, sync replies) never wait but are counted,
-    /// so sessions stay alive on a saturated link. Written as a number of
-    /// bytes or as text with a binary suffix (`"500K"`, `"10M"`, `"1G"`).
-    #[serde(with = "rate_text")]
-    pub upload_rate: u64,
-    /// Most bytes per second this node reads from all peers together (0: no
-    /// cap). The daemon stops reading a socket while the allowance is spent,
-    /// which lets TCP flow control slow the sender down.
-    #[serde(with = "rate_text")]
-    pub download_rate: u64,
-    /// Upload cap for each peer on its own (0: no cap), on top of `upload_rate`.
-    #[serde(with = "rate_text")]
-    pub peer_upload_rate: u64,
-    /// Download cap for each peer on its own (0: no cap), on top of `download_rate`.
-    #[serde(with = "rate_text")]
-    pub peer_download_rate: u64,
-    /// Per-peer caps by node id, replacing `peer_upload_rate` and
-    /// `peer_download_rate` for that peer (0 there means no cap for it).
-    pub peer_rates: std::collections::BTreeMap<crate::NodeId, PeerRates>,
-    /// Most timelines one sync may create on this node; new names a peer
-    /// offers beyond it wait for the next sync (see `node::limits`).
-    pub max_new_timelines_per_sync: u32,
-    /// Most timelines one peer may create on this node while the daemon runs
-    /// (the count restarts with the daemon); new names beyond it are refused,
-    /// counted in `timelines_refused` and reported once per sync.
-    pub max_new_timelines_per_peer: u32,
+/// A configuration read from flat JSON keys: [`NodeConfig`] here, the
+/// daemon's whole `config.json` in the shell. Everything that reads, checks
+/// or edits settings by name works on any of them.
+pub trait Settings: Serialize + DeserializeOwned + Default + Clone {
+    /// The keys the JSON object may hold. Built from the sections'
+    /// `Deserialize` implementations ([`check::keys_of`]), so a new field is
+    /// a known key without being listed anywhere.
+    fn keys() -> &'static [&'static str];
+    /// Checks every value, so a bad config file is refused with a clear
+    /// reason instead of misbehaving later.
+    fn validate(&self) -> Result<(), ConfigError>;
 }
 
-/// Rate caps for one peer (bytes per second, 0: no cap).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct PeerRates {
-    #[serde(with = "rate_text")]
-    pub upload: u64,
-    #[serde(with = "rate_text")]
-    pub download: u64,
+/// Everything the protocol core needs to know about its limits and habits,
+/// one section per part of the node. A change reaches each part through
+/// `node::reconfigure`, which hands every part its section.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    #[serde(flatten)]
+    pub connections: ConnectionSettings,
+    #[serde(flatten)]
+    pub sync: SyncSettings,
+    #[serde(flatten)]
+    pub limits: LimitSettings,
+    #[serde(flatten)]
+    pub discovery: DiscoverySettings,
+    #[serde(flatten)]
+    pub mesh: MeshSettings,
+    #[serde(flatten)]
+    pub access: AccessSettings,
+    #[serde(flatten)]
+    pub rates: RateSettings,
 }
 
-impl Config {
-    /// The upload cap for one peer (0: none): its `peer_rates` entry, else
-    /// `peer_upload_rate`.
-    pub fn peer_upload_cap(&self, peer: &crate::NodeId) -> u64 {
-        self.peer_rates
-            .get(peer)
-            .map_or(self.peer_upload_rate, |r| r.upload)
+impl NodeConfig {
+    /// Checks every section, so a bad config file is refused with a clear
+    /// reason instead of misbehaving later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.connections.validate()?;
+        self.sync.validate()?;
+        self.limits.validate()?;
+        self.discovery.validate()?;
+        self.mesh.validate()?;
+        self.access.validate()?;
+        self.rates.validate()
     }
 
-    /// The download cap for one peer (0: none), like [`Config::peer_upload_cap`].
-    pub fn peer_download_cap(&self, peer: &crate::NodeId) -> u64 {
-        self.peer_rates
-            .get(peer)
-            .map_or(self.peer_download_rate, |r| r.download)
+    /// This configuration changed by `f`: a short way to write a variant
+    /// (`NodeConfig::default().with(|c| c.connections.max_peers = 2)`).
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+impl Settings for NodeConfig {
+    fn keys() -> &'static [&'static str] {
+        static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            [
+                check::keys_of::<ConnectionSettings>(),
+                check::keys_of::<SyncSettings>(),
+                check::keys_of::<LimitSettings>(),
+                check::keys_of::<DiscoverySettings>(),
+                check::keys_of::<MeshSettings>(),
+                check::keys_of::<AccessSettings>(),
+                check::keys_of::<RateSettings>(),
+            ]
+            .concat()
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        NodeConfig::validate(self)
     }
 }
 
 impl crate::discovery::DiscoveryConfig {
-    /// The discovery defaults, with the node configuration's
-    /// `allowed_networks`. Written here, not in `discovery`, so discovery does
-    /// not depend on the node's configuration.
-    pub fn from_config(cfg: &Config) -> Self {
+    /// The discovery defaults, with the node configuration's discovery
+    /// interval and `allowed_networks`. Written here, not in `discovery`, so
+    /// discovery does not depend on the node's configuration.
+    pub fn from_config(cfg: &NodeConfig) -> Self {
+        let d = Self::default();
+        let interval = cfg.discovery.discovery_interval;
         crate::discovery::DiscoveryConfig {
-            allowed_networks: cfg.allowed_networks.clone(),
-            ..Self::default()
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            port: 9090,
-            discovery_port: 9091,
-            max_peers: 50,
-            known_peers: Vec::new(),
-            auto_sync: true,
-            sync_interval: Duration::from_secs(30),
-            sync_timeout: Duration::from_secs(60),
-            conflict_strategy: ConflictStrategy::Manual,
-            timeline_strategies: std::collections::BTreeMap::new(),
-            max_concurrent_syncs: 5,
-            max_message_size: 10 * 1024 * 1024,
-            heartbeat_interval: Duration::from_secs(30),
-            heartbeat_misses: 3,
-            encryption: true,
-            trusted_peers: Vec::new(),
-            open: crate::trust::OpenMode::Off,
-            allowed_networks: Vec::new(),
-            compression: true,
-            handshake_timeout: Duration::from_secs(10),
-            accept_burst: 30,
-            accept_rate_per_sec: 2,
-            reconnect_min: Duration::from_secs(1),
-            reconnect_max: Duration::from_secs(60),
-            bind_addr: "0.0.0.0".to_owned(),
-            discovery_addrs: Vec::new(),
-            discovery_interval: Duration::from_secs(5),
-            discovery: true,
-            log_level: "info".to_owned(),
-            data_dir: "p2p".to_owned(),
-            no_direct: Vec::new(),
-            relay: true,
-            relay_rate: 0,
-            fault_relay: None,
-            topology_interval: Duration::from_secs(1800),
-            peer_groups: std::collections::BTreeMap::new(),
-            access: Vec::new(),
-            features_off: Vec::new(),
-            upload_rate: 0,
-            download_rate: 0,
-            peer_upload_rate: 0,
-            peer_download_rate: 0,
-            peer_rates: std::collections::BTreeMap::new(),
-            max_new_timelines_per_sync: 100,
-            max_new_timelines_per_peer: 1_000,
+            allowed_networks: cfg.access.allowed_networks.clone(),
+            interval,
+            stale_after: interval * 3,
+            jitter: d.jitter.min(interval / 4),
+            // Many daemons can share one host (and so one source address):
+            // allow a few announcements a second per address, still bounding
+            // a flood.
+            rate_burst: d.rate_burst.max(30),
+            rate_per_sec: d.rate_per_sec.max(10),
+            ..d
         }
     }
 }
 
 /// Smallest frame limit that still carries one maximal chunk with its headers.
 pub const MIN_MESSAGE_SIZE: u32 = 1024 * 1024;
-
-impl Config {
-    /// Checks every value, so a bad config file is refused with a clear reason
-    /// instead of misbehaving later.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_peers == 0 {
-            return Err(invalid("max_peers", "must be at least 1"));
-        }
-        if self.max_concurrent_syncs == 0 {
-            return Err(invalid("max_concurrent_syncs", "must be at least 1"));
-        }
-        if self.max_new_timelines_per_sync == 0 {
-            // 0 per peer refuses every new name; 0 per sync would defer them forever.
-            return Err(invalid("max_new_timelines_per_sync", "must be at least 1"));
-        }
-        if self.max_message_size < MIN_MESSAGE_SIZE {
-            return Err(invalid(
-                "max_message_size",
-                format!("must be at least {MIN_MESSAGE_SIZE} bytes"),
-            ));
-        }
-        // Durations (both bounds), sizes, rates, networks, log filter.
-        check::limits(self)?;
-        if self.reconnect_max < self.reconnect_min {
-            return Err(invalid("reconnect_max", "must not be below reconnect_min"));
-        }
-        if self.bind_addr.parse::<core::net::IpAddr>().is_err() {
-            return Err(invalid(
-                "bind_addr",
-                format!("{:?} is not an IP address", self.bind_addr),
-            ));
-        }
-        for k in &self.known_peers {
-            if k.parse::<core::net::SocketAddr>().is_err() {
-                return Err(invalid(
-                    "known_peers",
-                    format!("{k:?} is not an ip:port address"),
-                ));
-            }
-        }
-        for a in &self.discovery_addrs {
-            if a.parse::<core::net::SocketAddr>().is_err()
-                && a.parse::<core::net::IpAddr>().is_err()
-            {
-                return Err(invalid(
-                    "discovery_addrs",
-                    format!("{a:?} is not an ip or ip:port address"),
-                ));
-            }
-        }
-        if self.accept_burst == 0 || self.accept_rate_per_sec == 0 {
-            return Err(invalid(
-                "accept_burst/accept_rate_per_sec",
-                "must be at least 1",
-            ));
-        }
-        if self.heartbeat_misses == 0 {
-            return Err(invalid("heartbeat_misses", "must be at least 1"));
-        }
-        crate::access::validate(&self.access, &self.peer_groups)?;
-        for p in &self.trusted_peers {
-            if p.access == crate::access::Access::None {
-                return Err(invalid(
-                    "trusted_peers",
-                    format!("{}: access must be read or write (use untrust)", p.id),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Parses `"30s"`, `"5m"`, `"250ms"`, `"1h30m"`, `"2d"` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -496,7 +330,7 @@ pub fn format_rate(bytes: u64) -> String {
 }
 
 /// Rates are stored as numbers; text such as `"10M"` is accepted when read.
-mod rate_text {
+pub(crate) mod rate_text {
     use super::*;
 
     pub fn serialize<S: Serializer>(r: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -518,7 +352,7 @@ mod rate_text {
     }
 }
 
-mod duration_text {
+pub(crate) mod duration_text {
     use super::*;
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -572,19 +406,22 @@ mod tests {
         for r in ["10M", "500K", "1G", "1500"] {
             assert_eq!(format_rate(parse_rate(r).unwrap()), r);
         }
-        let c: Config =
+        let c: NodeConfig =
             serde_json::from_str(r#"{"upload_rate": "1M", "download_rate": 2048}"#).unwrap();
-        assert_eq!((c.upload_rate, c.download_rate), (1 << 20, 2048));
+        assert_eq!(
+            (c.rates.upload_rate, c.rates.download_rate),
+            (1 << 20, 2048)
+        );
         let peer = "ab".repeat(32);
-        let c: Config = serde_json::from_str(&format!(
+        let c: NodeConfig = serde_json::from_str(&format!(
             r#"{{"peer_upload_rate": "4K", "peer_rates": {{"{peer}": {{"upload": "1K"}}}}}}"#
         ))
         .unwrap();
         c.validate().unwrap();
         let peer: crate::NodeId = peer.parse().unwrap();
-        assert_eq!(c.peer_upload_cap(&peer), 1024);
-        assert_eq!(c.peer_download_cap(&peer), 0);
-        assert_eq!(c.peer_upload_cap(&crate::NodeId([0xcd; 32])), 4096);
+        assert_eq!(c.rates.peer_upload_cap(&peer), 1024);
+        assert_eq!(c.rates.peer_download_cap(&peer), 0);
+        assert_eq!(c.rates.peer_upload_cap(&crate::NodeId([0xcd; 32])), 4096);
         // An id that is not one is refused as the file is read, naming the key.
         let bad = check::from_json(br#"{"peer_rates": {"nope": {"upload": 1}}}"#).unwrap_err();
         assert!(bad.to_string().contains("peer_rates"), "{bad}");
@@ -592,18 +429,72 @@ mod tests {
 
     #[test]
     fn defaults_match_the_feature_list_and_round_trip() {
-        let c = Config::default();
-        assert_eq!((c.port, c.discovery_port, c.max_peers), (9090, 9091, 50));
-        assert!(c.auto_sync && c.encryption);
-        assert_eq!(c.max_message_size, 10 * 1024 * 1024);
+        let c = NodeConfig::default();
+        assert_eq!((c.connections.port, c.connections.max_peers), (9090, 50));
+        assert!(c.sync.auto_sync && c.connections.encryption);
+        assert_eq!(c.limits.max_message_size, 10 * 1024 * 1024);
         c.validate().unwrap();
         let json = serde_json::to_string(&c).unwrap();
-        assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
-        assert!(serde_json::from_str::<Config>(r#"{"bogus": 1}"#).is_err());
-        let bad = Config {
-            max_peers: 0,
-            ..Config::default()
-        };
+        assert_eq!(serde_json::from_str::<NodeConfig>(&json).unwrap(), c);
+        assert!(from_json(br#"{"bogus": 1}"#).is_err());
+        let bad = c.with(|c| c.connections.max_peers = 0);
         assert!(bad.validate().is_err());
+    }
+
+    /// Every key of the flat file before the split into sections, with a
+    /// value other than its default: the sections read them all, and write
+    /// the same keys and values back.
+    #[test]
+    fn a_flat_file_from_before_the_sections_reads_and_writes_back() {
+        let text = r#"{
+            "port": 9100, "max_peers": 7, "known_peers": ["127.0.0.1:9000"],
+            "auto_sync": false, "sync_interval": "1m", "sync_timeout": "2m",
+            "conflict_strategy": "auto_merge",
+            "timeline_strategies": {"release/*": "prefer_local"},
+            "max_concurrent_syncs": 2, "max_message_size": 2097152,
+            "heartbeat_interval": "10s", "heartbeat_misses": 4, "encryption": false,
+            "trusted_peers": [{"id": "PEER", "access": "read"}], "open": "read",
+            "allowed_networks": ["127.0.0.0/8"], "compression": false,
+            "accept_burst": 5, "accept_rate_per_sec": 3, "handshake_timeout": "5s",
+            "reconnect_min": "2s", "reconnect_max": "2m",
+            "discovery_interval": "9s", "discovery": false,
+            "no_direct": ["PEER"], "relay": false, "relay_rate": 1000,
+            "fault_relay": "drop", "topology_interval": "1h",
+            "peer_groups": {"team": ["PEER"]},
+            "access": [{"timelines": "main", "peers": ["@team"], "access": "read"}],
+            "features_off": ["lz4"], "upload_rate": 1024, "download_rate": 2048,
+            "peer_upload_rate": 4096, "peer_download_rate": 8192,
+            "peer_rates": {"PEER": {"upload": 1, "download": 2}},
+            "max_new_timelines_per_sync": 10, "max_new_timelines_per_peer": 20
+        }"#
+        .replace("PEER", &"ab".repeat(32));
+        let old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let bytes = serde_json::to_vec(&old).unwrap();
+        let c = from_json(&bytes).unwrap();
+        assert_eq!(c.connections.port, 9100);
+        assert_eq!(c.access.rules.len(), 1);
+        assert!(!c.discovery.enabled);
+        assert_eq!(c.mesh.fault_relay, Some(RelayFault::Drop));
+        assert_eq!(c.limits.max_new_timelines_per_peer, 20);
+        let mut keys: Vec<&str> = old
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut known = NodeConfig::keys().to_vec();
+        keys.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(
+            keys, known,
+            "every old key is a key of a section, and no other"
+        );
+        assert_eq!(serde_json::to_value(&c).unwrap(), old);
+        // Defaults are written whole, and read back the same.
+        let d = serde_json::to_value(NodeConfig::default()).unwrap();
+        assert_eq!(
+            from_json(d.to_string().as_bytes()).unwrap(),
+            NodeConfig::default()
+        );
     }
 }

@@ -8,7 +8,7 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::NodeConfig;
 use crate::node::{CloseReason, Command, CommandId, ConnId, Drive, Event, Node, Output, drain};
 use crate::noise::Keypair;
 use crate::rng::Rng;
@@ -183,7 +183,7 @@ impl TestNet {
     }
 
     /// Adds a node with a deterministic key from `seed` and the given store.
-    pub fn add(&mut self, cfg: Config, store: MemStore, seed: u64) -> usize {
+    pub fn add(&mut self, cfg: NodeConfig, store: MemStore, seed: u64) -> usize {
         let mut rng = Rng::from_u64(seed);
         let keypair = Keypair::generate(&mut rng);
         let mut node_seed = [0u8; 32];

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ivaldi_core::access::{Access, AccessRule};
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::{MemStore, Store};
 use ivaldi_core::testkit::{TestNet, plaintext_record, seal_files};
@@ -14,11 +14,8 @@ fn tl(s: &str) -> TimelineName {
     TimelineName::new(s).unwrap()
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        ..Config::default()
-    }
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| c.connections.heartbeat_interval = Duration::from_secs(5))
 }
 
 fn files(salt: &str) -> BTreeMap<String, Vec<u8>> {
@@ -61,10 +58,7 @@ fn a_private_timeline_is_neither_announced_nor_served() {
     let secret = seal_files(&mut a_store, &files("secret"), vec![], 1001, "secret");
     a_store.timelines.insert(tl("main"), main);
     a_store.timelines.insert(tl("private/plans"), secret);
-    let a_cfg = Config {
-        access: vec![rule("private/*", &b_id, Access::None)],
-        ..cfg()
-    };
+    let a_cfg = cfg().with(|c| c.access.rules = vec![rule("private/*", &b_id, Access::None)]);
     let mut net = TestNet::new();
     let a = net.add(a_cfg, a_store, 1);
     let b = net.add(cfg(), MemStore::new("repo"), 2);
@@ -105,10 +99,7 @@ fn heads_from_a_read_only_peer_are_refused_and_recorded() {
     let base = seal_files(&mut a_store, &files("v0"), vec![], 1000, "base");
     a_store.timelines.insert(tl("main"), base);
     let b_store = a_store.clone();
-    let a_cfg = Config {
-        access: vec![rule("main", &b_id, Access::Read)],
-        ..cfg()
-    };
+    let a_cfg = cfg().with(|c| c.access.rules = vec![rule("main", &b_id, Access::Read)]);
     let mut net = TestNet::new();
     let a = net.add(a_cfg, a_store, 1);
     let b = net.add(cfg(), b_store, 2);
@@ -139,10 +130,8 @@ fn a_peer_lacking_features_still_syncs_and_learns_the_mesh() {
     let mut a_store = MemStore::new("repo");
     let main = seal_files(&mut a_store, &files("big"), vec![], 1000, "main");
     a_store.timelines.insert(tl("main"), main);
-    let old = Config {
-        features_off: vec!["lz4".into(), "topology-summary".into()],
-        ..cfg()
-    };
+    let old =
+        cfg().with(|c| c.connections.features_off = vec!["lz4".into(), "topology-summary".into()]);
     let mut net = TestNet::new();
     let a = net.add(cfg(), a_store, 1);
     let b = net.add(old, MemStore::new("repo"), 2);
@@ -170,19 +159,15 @@ fn a_peer_lacking_features_still_syncs_and_learns_the_mesh() {
 #[test]
 fn a_request_for_a_seal_the_peer_may_not_read_is_refused() {
     let b_id = id_of(2);
-    let plain = Config {
-        encryption: false,
-        ..cfg()
-    };
+    let plain = cfg().with(|c| c.connections.encryption = false);
     let mut a_store = MemStore::new("repo");
     let main = seal_files(&mut a_store, &files("main"), vec![], 1000, "main");
     let secret = seal_files(&mut a_store, &files("secret"), vec![], 1001, "secret");
     a_store.timelines.insert(tl("main"), main);
     a_store.timelines.insert(tl("private/plans"), secret);
-    let a_cfg = Config {
-        access: vec![rule("private/*", &b_id, Access::None)],
-        ..plain.clone()
-    };
+    let a_cfg = plain
+        .clone()
+        .with(|c| c.access.rules = vec![rule("private/*", &b_id, Access::None)]);
     let mut net = TestNet::new();
     let a = net.add(a_cfg, a_store, 1);
     let b = net.add(plain, MemStore::new("repo"), 2);
@@ -211,12 +196,11 @@ fn one_address_churning_connections_is_rate_limited_while_others_connect() {
     use ivaldi_core::noise::Keypair;
     use ivaldi_core::rng::Rng;
     use ivaldi_core::time::Instant;
-    let cfg = Config {
-        accept_burst: 5,
-        accept_rate_per_sec: 1,
-        max_peers: 1000,
-        ..cfg()
-    };
+    let cfg = cfg().with(|c| {
+        c.connections.accept_burst = 5;
+        c.connections.accept_rate_per_sec = 1;
+        c.connections.max_peers = 1000;
+    });
     let mut rng = Rng::from_u64(7);
     let kp = Keypair::generate(&mut rng);
     let mut node = ivaldi_core::node::Node::new(cfg, kp, [7; 32], Instant::ZERO);

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, Event, Node};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::rng::Rng;
@@ -13,14 +13,11 @@ use ivaldi_core::store::MemStore;
 use ivaldi_core::testkit::TestNet;
 use ivaldi_core::time::Instant;
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        ..Config::default()
-    }
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| c.connections.heartbeat_interval = Duration::from_secs(5))
 }
 
-fn node(cfg: Config, seed: u8) -> Node {
+fn node(cfg: NodeConfig, seed: u8) -> Node {
     let mut rng = Rng::from_u64(u64::from(seed));
     let kp = Keypair::generate(&mut rng);
     Node::new(cfg, kp, [seed; 32], Instant::ZERO)
@@ -32,13 +29,7 @@ fn from(a: u8, b: u8) -> SocketAddr {
 
 #[test]
 fn pending_connections_never_take_peer_slots() {
-    let mut node = node(
-        Config {
-            max_peers: 3,
-            ..cfg()
-        },
-        9,
-    );
+    let mut node = node(cfg().with(|c| c.connections.max_peers = 3), 9);
     let store = MemStore::new("repo");
     for i in 0..2u8 {
         let addr = format!("127.0.0.{}:9101", 10 + i).parse().unwrap();
@@ -68,11 +59,10 @@ fn pending_connections_never_take_peer_slots() {
 #[test]
 fn one_flooding_address_is_capped_and_a_fresh_one_still_gets_in() {
     let mut node = node(
-        Config {
-            accept_burst: 1000,
-            accept_rate_per_sec: 1000,
-            ..cfg()
-        },
+        cfg().with(|c| {
+            c.connections.accept_burst = 1000;
+            c.connections.accept_rate_per_sec = 1000;
+        }),
         3,
     );
     let hostile = from(9, 9);
@@ -96,10 +86,7 @@ fn one_flooding_address_is_capped_and_a_fresh_one_still_gets_in() {
 #[test]
 fn unauthenticated_inbound_connections_time_out_sooner() {
     let mut node = node(
-        Config {
-            handshake_timeout: Duration::from_secs(30),
-            ..cfg()
-        },
+        cfg().with(|c| c.connections.handshake_timeout = Duration::from_secs(30)),
         4,
     );
     let store = MemStore::new("repo");
@@ -130,10 +117,7 @@ fn unauthenticated_inbound_connections_time_out_sooner() {
 fn an_admitted_peer_beyond_max_peers_is_closed_with_the_reason() {
     let mut net = TestNet::new();
     let a = net.add(
-        Config {
-            max_peers: 1,
-            ..cfg()
-        },
+        cfg().with(|c| c.connections.max_peers = 1),
         MemStore::new("repo"),
         1,
     );

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::{Config, PeerRates};
+use ivaldi_core::config::{NodeConfig, PeerRates};
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::{MemStore, Store};
 use ivaldi_core::testkit::{TestNet, seal_files};
@@ -19,13 +19,12 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").unwrap()
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(5);
         // Only the first pull on connect: the test decides when data moves.
-        sync_interval: Duration::from_secs(3600),
-        ..Config::default()
-    }
+        c.sync.sync_interval = Duration::from_secs(3600);
+    })
 }
 
 /// Incompressible bytes (lz4 must not shrink what the cap is measured on).
@@ -123,14 +122,7 @@ fn upload_cap_bounds_the_bytes_on_the_wire() {
     const SIZE: u64 = 2 * MIB;
     let mut net = TestNet::new();
     let (a_store, head) = store_with(SIZE);
-    let a = net.add(
-        Config {
-            upload_rate: RATE,
-            ..cfg()
-        },
-        a_store,
-        1,
-    );
+    let a = net.add(cfg().with(|c| c.rates.upload_rate = RATE), a_store, 1);
     let b = net.add(cfg(), MemStore::new("repo"), 2);
     net.connect(b, a);
     let (took, samples) = run_sampled(&mut net, a, b, Duration::from_secs(60), |n| {
@@ -178,17 +170,16 @@ fn per_peer_cap_leaves_other_peers_at_full_speed() {
     let slow_id = net.nodes[slow].node.node_id().to_owned();
     let (a_store, head) = store_with(SIZE);
     let a = net.add(
-        Config {
-            peer_rates: [(
+        cfg().with(|c| {
+            c.rates.peer_rates = [(
                 slow_id,
                 PeerRates {
                     upload: RATE,
                     download: 0,
                 },
             )]
-            .into(),
-            ..cfg()
-        },
+            .into()
+        }),
         a_store,
         1,
     );
@@ -219,19 +210,15 @@ fn per_peer_cap_leaves_other_peers_at_full_speed() {
 fn heartbeats_keep_a_capped_session_alive() {
     const RATE: u64 = 64 * KIB;
     const SIZE: u64 = MIB;
-    let quick = Config {
-        heartbeat_interval: Duration::from_secs(1),
-        heartbeat_misses: 3,
-        sync_timeout: Duration::from_secs(4),
-        ..cfg()
-    };
+    let quick = cfg().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(1);
+        c.connections.heartbeat_misses = 3;
+        c.sync.sync_timeout = Duration::from_secs(4);
+    });
     let mut net = TestNet::new();
     let (a_store, head) = store_with(SIZE);
     let a = net.add(
-        Config {
-            upload_rate: RATE,
-            ..quick.clone()
-        },
+        quick.clone().with(|c| c.rates.upload_rate = RATE),
         a_store,
         1,
     );
@@ -290,10 +277,7 @@ fn a_rate_change_takes_effect_mid_transfer() {
     const SIZE: u64 = 2 * MIB;
     let mut net = TestNet::new();
     let (a_store, head) = store_with(SIZE);
-    let slow_cfg = Config {
-        upload_rate: SLOW,
-        ..cfg()
-    };
+    let slow_cfg = cfg().with(|c| c.rates.upload_rate = SLOW);
     let a = net.add(slow_cfg.clone(), a_store, 1);
     let b = net.add(cfg(), MemStore::new("repo"), 2);
     net.connect(b, a);
@@ -307,10 +291,7 @@ fn a_rate_change_takes_effect_mid_transfer() {
     assert!(!has_head(&net, b, head));
     net.command(
         a,
-        Command::SetConfig(Box::new(Config {
-            upload_rate: FAST,
-            ..slow_cfg
-        })),
+        Command::SetConfig(Box::new(slow_cfg.with(|c| c.rates.upload_rate = FAST))),
     );
     let (rest, samples) = run_sampled(&mut net, a, b, Duration::from_secs(60), |n| {
         has_head(n, b, head)

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use ivaldi_core::config::{Config, check, field_names, from_json};
+use ivaldi_core::config::{NodeConfig, check, field_names, from_json};
 use ivaldi_core::node::{Command, Node};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::rng::Rng;
@@ -205,7 +205,7 @@ impl Arbitrary for ConfigJson {
         let mut root = match u8::arbitrary(g) % 4 {
             0 => extremes()[0].clone(),
             1 => extremes()[1].clone(),
-            _ => serde_json::to_value(Config::default()).unwrap_or(Value::Null),
+            _ => serde_json::to_value(NodeConfig::default()).unwrap_or(Value::Null),
         };
         for _ in 0..usize::arbitrary(g) % 5 {
             match (u8::arbitrary(g) % 20, root.as_object_mut()) {
@@ -232,7 +232,7 @@ impl Arbitrary for ConfigJson {
 /// Builds a node from `cfg` and drives its timers: a few deadlines in turn,
 /// then jumps far ahead, so every interval is added to an instant and
 /// multiplied (stale-after, lost-after) at its configured value.
-fn drive_alone(cfg: &Config, seed: u64) {
+fn drive_alone(cfg: &NodeConfig, seed: u64) {
     let mut rng = Rng::from_u64(seed);
     let keypair = Keypair::generate(&mut rng);
     let store = MemStore::new("repo");
@@ -257,7 +257,7 @@ fn drive_alone(cfg: &Config, seed: u64) {
 }
 
 /// Two nodes with `cfg`, connected, stepped a bounded number of times.
-fn drive_pair(cfg: &Config) {
+fn drive_pair(cfg: &NodeConfig) {
     let mut net = TestNet::new();
     let a = net.add(cfg.clone(), MemStore::new("repo"), 1);
     let b = net.add(cfg.clone(), MemStore::new("repo"), 2);
@@ -344,11 +344,9 @@ fn one_past_each_bound_is_refused_naming_its_key() {
 fn a_node_given_an_unchecked_bad_allowed_networks_admits_nobody() {
     // `from_json` and `validate` refuse this list; a caller that skips them
     // must not get a node that accepts every address (it used to).
-    let open = Config::default();
-    let broken = Config {
-        allowed_networks: vec!["127.0.0.0/8".into(), "not-a-net".into()],
-        ..Config::default()
-    };
+    let open = NodeConfig::default();
+    let broken = NodeConfig::default()
+        .with(|c| c.access.allowed_networks = vec!["127.0.0.0/8".into(), "not-a-net".into()]);
     assert!(broken.validate().is_err());
     let mut net = TestNet::new();
     let a = net.add(open.clone(), MemStore::new("repo"), 1);
@@ -359,10 +357,8 @@ fn a_node_given_an_unchecked_bad_allowed_networks_admits_nobody() {
     // The same pair with a valid filter connects.
     let mut net = TestNet::new();
     let a = net.add(open.clone(), MemStore::new("repo"), 1);
-    let allowed = Config {
-        allowed_networks: vec!["127.0.0.0/8".into()],
-        ..Config::default()
-    };
+    let allowed =
+        NodeConfig::default().with(|c| c.access.allowed_networks = vec!["127.0.0.0/8".into()]);
     let b = net.add(allowed, MemStore::new("repo"), 2);
     net.connect(a, b);
     net.run_for(Duration::from_secs(5));

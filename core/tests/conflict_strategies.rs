@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::{Config, ConflictStrategy};
+use ivaldi_core::config::{ConflictStrategy, NodeConfig};
 use ivaldi_core::node::Event;
 use ivaldi_core::store::{MemStore, Store};
 use ivaldi_core::testkit::{TestNet, seal_files};
@@ -14,13 +14,12 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").unwrap()
 }
 
-fn cfg(strategy: ConflictStrategy) -> Config {
-    Config {
-        conflict_strategy: strategy,
-        heartbeat_interval: Duration::from_secs(5),
-        sync_interval: Duration::from_secs(10),
-        ..Config::default()
-    }
+fn cfg(strategy: ConflictStrategy) -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.sync.conflict_strategy = strategy;
+        c.connections.heartbeat_interval = Duration::from_secs(5);
+        c.sync.sync_interval = Duration::from_secs(10);
+    })
 }
 
 fn base_files() -> BTreeMap<String, Vec<u8>> {

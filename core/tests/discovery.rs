@@ -820,10 +820,10 @@ fn bad_configs_are_refused() {
     let c = DiscoveryConfig::with_interval(Duration::from_secs(2));
     assert_eq!(c.stale_after, Duration::from_secs(6));
     assert_eq!(
-        DiscoveryConfig::from_config(&ivaldi_core::config::Config {
-            allowed_networks: vec!["10.0.0.0/8".into()],
-            ..Default::default()
-        })
+        DiscoveryConfig::from_config(
+            &ivaldi_core::config::NodeConfig::default()
+                .with(|c| c.access.allowed_networks = vec!["10.0.0.0/8".into()])
+        )
         .allowed_networks,
         vec!["10.0.0.0/8".to_string()]
     );
@@ -1210,13 +1210,13 @@ fn a_flood_of_strangers_keeps_few_entries_and_dials_nobody() {
 mod node {
     use super::*;
     use ivaldi_core::access::Access;
-    use ivaldi_core::config::Config;
+    use ivaldi_core::config::NodeConfig;
     use ivaldi_core::store::MemStore;
     use ivaldi_core::testkit::TestNet;
 
     fn net(mut net: TestNet, repos: &[&str]) -> TestNet {
         for (i, r) in repos.iter().enumerate() {
-            let n = net.add(Config::default(), MemStore::new(r), 100 + i as u64);
+            let n = net.add(NodeConfig::default(), MemStore::new(r), 100 + i as u64);
             let now = net.now;
             net.nodes[n]
                 .node

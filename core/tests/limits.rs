@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::Command;
 use ivaldi_core::store::MemStore;
 use ivaldi_core::testkit::{TestNet, plaintext_record, seal_files};
@@ -14,12 +14,11 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").unwrap()
 }
 
-fn plain() -> Config {
-    Config {
-        encryption: false,
-        heartbeat_interval: Duration::from_secs(5),
-        ..Config::default()
-    }
+fn plain() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.encryption = false;
+        c.connections.heartbeat_interval = Duration::from_secs(5);
+    })
 }
 
 fn big_files(salt: &str) -> BTreeMap<String, Vec<u8>> {
@@ -110,10 +109,7 @@ fn a_peer_that_never_reads_is_dropped_at_a_memory_bound() {
     let mut a_store = MemStore::new("repo");
     let head: ObjectId = seal_files(&mut a_store, &big_files("v1"), vec![], 1000, "v1");
     a_store.timelines.insert(main_tl(), head);
-    let cfg = Config {
-        max_message_size: 1024 * 1024,
-        ..plain()
-    };
+    let cfg = plain().with(|c| c.limits.max_message_size = 1024 * 1024);
     let mut net = TestNet::new();
     let a = net.add(cfg.clone(), a_store, 1);
     let hostile = net.add(cfg.clone(), MemStore::new("repo"), 2);

@@ -1591,7 +1591,7 @@ fn in_a_clique_only_the_origin_sends_its_advertisement() {
 mod signed {
     use std::time::Duration;
 
-    use ivaldi_core::config::Config;
+    use ivaldi_core::config::NodeConfig;
     use ivaldi_core::mesh::sign::Signer;
     use ivaldi_core::mesh::{LinkInfo, Lsa};
     use ivaldi_core::noise::Keypair;
@@ -1600,14 +1600,13 @@ mod signed {
 
     /// Plaintext links, so a test can speak for a node with
     /// [`TestNet::inject`] and read or alter what travels.
-    fn cfg() -> Config {
-        Config {
-            encryption: false,
-            heartbeat_interval: Duration::from_secs(2),
-            topology_interval: Duration::from_secs(5),
-            discovery: false,
-            ..Config::default()
-        }
+    fn cfg() -> NodeConfig {
+        NodeConfig::default().with(|c| {
+            c.connections.encryption = false;
+            c.connections.heartbeat_interval = Duration::from_secs(2);
+            c.mesh.topology_interval = Duration::from_secs(5);
+            c.discovery.enabled = false;
+        })
     }
 
     /// A line a – b – c: a reaches c only through b. Returns the net once a

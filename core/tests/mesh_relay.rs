@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::{Config, RelayFault};
+use ivaldi_core::config::{NodeConfig, RelayFault};
 use ivaldi_core::node::Command;
 use ivaldi_core::store::MemStore;
 use ivaldi_core::testkit::{TestNet, seal_files};
@@ -15,14 +15,13 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").unwrap()
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(2),
-        sync_interval: Duration::from_secs(10),
-        topology_interval: Duration::from_secs(5),
-        discovery: false,
-        ..Config::default()
-    }
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(2);
+        c.sync.sync_interval = Duration::from_secs(10);
+        c.mesh.topology_interval = Duration::from_secs(5);
+        c.discovery.enabled = false;
+    })
 }
 
 fn files(tag: &str) -> BTreeMap<String, Vec<u8>> {
@@ -134,7 +133,7 @@ fn diamond(bad: RelayFault) -> TestNet {
         };
         let mut c = cfg();
         if i == 1 {
-            c.fault_relay = Some(bad);
+            c.mesh.fault_relay = Some(bad);
         }
         net.add(c, MemStore::new(id), i as u64 + 10);
     }
@@ -241,18 +240,15 @@ fn an_upper_case_no_direct_id_is_honoured_when_healing_and_at_the_handshake() {
     let c_seed = 42;
     let c = scratch.add(cfg(), MemStore::new("repo"), c_seed);
     let c_id = scratch.nodes[c].node.node_id();
-    let a_cfg: Config = serde_json::from_str(&format!(
+    let a_cfg: NodeConfig = serde_json::from_str(&format!(
         r#"{{"no_direct": ["{}"]}}"#,
         c_id.to_hex().to_ascii_uppercase()
     ))
     .unwrap();
-    assert_eq!(a_cfg.no_direct, vec![c_id]);
+    assert_eq!(a_cfg.mesh.no_direct, vec![c_id]);
     let mut net = TestNet::new();
     net.add(
-        Config {
-            no_direct: a_cfg.no_direct,
-            ..cfg()
-        },
+        cfg().with(|c| c.mesh.no_direct = a_cfg.mesh.no_direct),
         MemStore::new("repo"),
         40,
     );
@@ -289,7 +285,7 @@ fn a_relay_at_its_rate_cap_shapes_routed_traffic() {
     for i in 0..3 {
         let mut c = cfg();
         if i == 1 {
-            c.relay_rate = RATE;
+            c.mesh.relay_rate = RATE;
         }
         let repo = if i == 1 { "relay-only" } else { "repo" };
         net.add(c, MemStore::new(repo), i as u64 + 1);

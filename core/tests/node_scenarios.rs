@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ivaldi_core::NodeId;
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, ConnState, Event, PeerStatus};
 use ivaldi_core::rng::Rng;
 use ivaldi_core::store::{MemStore, Store};
@@ -23,12 +23,11 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").expect("valid name")
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        sync_interval: Duration::from_secs(30),
-        ..Config::default()
-    }
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(5);
+        c.sync.sync_interval = Duration::from_secs(30);
+    })
 }
 
 fn pseudo(n: usize, seed: u64) -> Vec<u8> {
@@ -128,13 +127,12 @@ fn peer_connected_with(net: &TestNet, i: usize, j: usize) -> usize {
 }
 
 fn set_trusted(net: &mut TestNet, i: usize, trusted: Vec<NodeId>) {
-    let c = Config {
-        trusted_peers: trusted
+    let c = net.nodes[i].node.config().clone().with(|c| {
+        c.access.trusted_peers = trusted
             .iter()
             .map(|t| ivaldi_core::trust::TrustedPeer::write(*t))
-            .collect(),
-        ..net.nodes[i].node.config().clone()
-    };
+            .collect()
+    });
     c.validate().expect("valid config");
     let cmd = net.command(i, Command::SetConfig(Box::new(c)));
     assert_eq!(net.command_result(i, cmd).map(|r| r.0), Some(true));
@@ -285,12 +283,11 @@ fn node_never_connects_to_itself() {
 #[test]
 fn own_address_in_known_peers_is_dialled_once() {
     let own = ivaldi_core::testkit::addr_of(0);
-    let c = Config {
-        known_peers: vec![own.to_string()],
-        reconnect_min: Duration::from_millis(100),
-        reconnect_max: Duration::from_secs(2),
-        ..cfg()
-    };
+    let c = cfg().with(|c| {
+        c.connections.known_peers = vec![own.to_string()];
+        c.connections.reconnect_min = Duration::from_millis(100);
+        c.connections.reconnect_max = Duration::from_secs(2);
+    });
     let mut net = TestNet::new();
     let a = net.add(c, MemStore::new("repo"), 1);
     assert_eq!(net.nodes[a].addr, own);
@@ -634,7 +631,10 @@ fn heartbeat_timeout_declares_peer_lost() {
     let latency = Duration::from_millis(20);
     net.model.latency = latency;
     let c = cfg();
-    let (interval, misses) = (c.heartbeat_interval, c.heartbeat_misses);
+    let (interval, misses) = (
+        c.connections.heartbeat_interval,
+        c.connections.heartbeat_misses,
+    );
     let a = net.add(c.clone(), MemStore::new("repo"), 1);
     let b = net.add(c, MemStore::new("repo"), 2);
     net.connect(b, a);
@@ -694,14 +694,10 @@ fn sync_timeout_fails_a_stalled_sync() {
     let old = small_history(&mut a_store, 3);
     let b_store = a_store.clone();
     let (new, _) = seal_big_file(&mut a_store, old, 16 * MIB, 7);
-    let slow = Config {
-        heartbeat_interval: Duration::from_secs(60),
-        ..cfg()
-    };
-    let b_cfg = Config {
-        sync_timeout: Duration::from_secs(2),
-        ..slow.clone()
-    };
+    let slow = cfg().with(|c| c.connections.heartbeat_interval = Duration::from_secs(60));
+    let b_cfg = slow
+        .clone()
+        .with(|c| c.sync.sync_timeout = Duration::from_secs(2));
     let a = net.add(slow, a_store, 1);
     let b = net.add(b_cfg, b_store, 2);
     let objects_before = net.nodes[b].store.objects.len();
@@ -753,12 +749,11 @@ fn reconnect_finishes_what_was_left() {
     let (new, _) = seal_big_file(&mut a_store, old, 16 * MIB, 8);
     let reconnect_max = Duration::from_secs(8);
     let a = net.add(cfg(), a_store, 1);
-    let b_cfg = Config {
-        known_peers: vec![net.nodes[a].addr.to_string()],
-        reconnect_min: Duration::from_secs(1),
-        reconnect_max,
-        ..cfg()
-    };
+    let b_cfg = cfg().with(|c| {
+        c.connections.known_peers = vec![net.nodes[a].addr.to_string()];
+        c.connections.reconnect_min = Duration::from_secs(1);
+        c.connections.reconnect_max = reconnect_max;
+    });
     let b = net.add(b_cfg, b_store, 2);
     // B dials its known peer by itself.
     assert!(net.run_until(Duration::from_secs(5), |n| {
@@ -809,19 +804,9 @@ fn run_capture(enc_a: bool, enc_b: bool) -> (TestNet, Vec<u8>, bool, bool) {
     let h = small_history(&mut a_store, 2);
     let secret_tl = TimelineName::new("feature/plaintext-marker").expect("valid");
     a_store.timelines.insert(secret_tl, h);
-    let a = net.add(
-        Config {
-            encryption: enc_a,
-            ..cfg()
-        },
-        a_store,
-        1,
-    );
+    let a = net.add(cfg().with(|c| c.connections.encryption = enc_a), a_store, 1);
     let b = net.add(
-        Config {
-            encryption: enc_b,
-            ..cfg()
-        },
+        cfg().with(|c| c.connections.encryption = enc_b),
         MemStore::new("repo"),
         2,
     );
@@ -862,10 +847,7 @@ fn encryption_off_sends_plaintext_but_still_authenticates() {
 fn unknown_message_types_are_counted_and_ignored() {
     // Injecting needs a plaintext channel: with encryption on, only the peer's
     // keys could make a record the other end accepts.
-    let plain = Config {
-        encryption: false,
-        ..cfg()
-    };
+    let plain = cfg().with(|c| c.connections.encryption = false);
     let mut net = TestNet::new();
     let mut a_store = MemStore::new("repo");
     let h = small_history(&mut a_store, 2);
@@ -999,11 +981,10 @@ fn two_sources(auto_sync: bool) -> (TestNet, usize, usize, usize, ObjectId) {
         s.timelines.clear();
         s
     };
-    let one_at_a_time = Config {
-        max_concurrent_syncs: 1,
-        auto_sync,
-        ..cfg()
-    };
+    let one_at_a_time = cfg().with(|c| {
+        c.sync.max_concurrent_syncs = 1;
+        c.sync.auto_sync = auto_sync;
+    });
     let a = net.add(cfg(), a_store, 1);
     let b = net.add(one_at_a_time, b_store, 2);
     let c = net.add(cfg(), c_store, 3);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::{MemStore, Store};
 use ivaldi_core::testkit::{TestNet, seal_files};
@@ -13,12 +13,11 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").unwrap()
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        sync_interval: Duration::from_secs(30),
-        ..Config::default()
-    }
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(5);
+        c.sync.sync_interval = Duration::from_secs(30);
+    })
 }
 
 fn files(n: usize, salt: &str) -> BTreeMap<String, Vec<u8>> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ivaldi_core::access::{Access, AccessRule};
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::id::IdSet;
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::{MemStore, Store};
@@ -16,11 +16,8 @@ fn tl(s: &str) -> TimelineName {
     TimelineName::new(s).unwrap()
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        ..Config::default()
-    }
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| c.connections.heartbeat_interval = Duration::from_secs(5))
 }
 
 fn files(salt: &str) -> BTreeMap<String, Vec<u8>> {
@@ -127,14 +124,13 @@ fn a_peer_cannot_use_a_refetch_to_read_a_timeline_it_may_not_read() {
     a_store.timelines.insert(tl("main"), main);
     a_store.timelines.insert(tl("private/plans"), secret);
     let secret_tree = a_store.seal(&secret).unwrap().tree;
-    let a_cfg = Config {
-        access: vec![AccessRule {
+    let a_cfg = cfg().with(|c| {
+        c.access.rules = vec![AccessRule {
             timelines: "private/*".into(),
             peers: vec![b_id.to_hex()],
             access: Access::None,
-        }],
-        ..cfg()
-    };
+        }]
+    });
     let mut net = TestNet::new();
     let a = net.add(a_cfg, a_store, 1);
     let b = net.add(cfg(), MemStore::new("repo"), 2);

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::id::IdSet;
 use ivaldi_core::object::{self, ObjectKind};
 use ivaldi_core::store::{MemStore, Store};
@@ -19,12 +19,11 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").expect("valid")
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        sync_interval: Duration::from_secs(3600),
-        ..Config::default()
-    }
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(5);
+        c.sync.sync_interval = Duration::from_secs(3600);
+    })
 }
 
 /// Incompressible bytes (xorshift), so lz4 does not shrink the transfer.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ivaldi_core::TimelineName;
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::{MemStore, Store};
 use ivaldi_core::testkit::{TestNet, seal_files};
@@ -14,14 +14,13 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").unwrap()
 }
 
-fn cfg() -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        sync_interval: Duration::from_secs(3600),
+fn cfg() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(5);
+        c.sync.sync_interval = Duration::from_secs(3600);
         // Object frames of 64 KiB: the server reads its plan a few frames ahead.
-        max_message_size: 128 * 1024,
-        ..Config::default()
-    }
+        c.limits.max_message_size = 128 * 1024;
+    })
 }
 
 /// `n` files of 4 KiB of noise (incompressible, so the stream is as long

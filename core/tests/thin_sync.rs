@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::Command;
 use ivaldi_core::store::MemStore;
 use ivaldi_core::testkit::{TestNet, seal_files};
@@ -14,17 +14,16 @@ fn main_tl() -> TimelineName {
     TimelineName::new("main").unwrap()
 }
 
-fn cfg(without_deltas: bool) -> Config {
-    Config {
-        heartbeat_interval: Duration::from_secs(5),
-        sync_interval: Duration::from_secs(30),
-        features_off: if without_deltas {
+fn cfg(without_deltas: bool) -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.heartbeat_interval = Duration::from_secs(5);
+        c.sync.sync_interval = Duration::from_secs(30);
+        c.connections.features_off = if without_deltas {
             vec!["zstd-delta".into()]
         } else {
             Vec::new()
-        },
-        ..Config::default()
-    }
+        };
+    })
 }
 
 /// Three long text files (the `Cargo.lock` pattern) and a few small ones.

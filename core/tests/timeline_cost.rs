@@ -87,15 +87,16 @@ fn every_head_is_still_in_the_have_list() {
 /// Head updates B lands to pull one new seal on `main` from A, both holding
 /// the same `n` timelines and B the tracking names of an earlier run.
 fn updates_for_one_seal(n: usize) -> u64 {
-    use ivaldi_core::config::Config;
+    use ivaldi_core::config::NodeConfig;
     use ivaldi_core::node::Command;
     use ivaldi_core::testkit::TestNet;
     use std::time::Duration;
 
-    let cfg = || Config {
-        heartbeat_interval: Duration::from_secs(5),
-        sync_interval: Duration::from_secs(30),
-        ..Config::default()
+    let cfg = || {
+        NodeConfig::default().with(|c| {
+            c.connections.heartbeat_interval = Duration::from_secs(5);
+            c.sync.sync_interval = Duration::from_secs(30);
+        })
     };
     let mut net = TestNet::new();
     let source = repo(n).inner;

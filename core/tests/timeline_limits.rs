@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::MemStore;
 use ivaldi_core::testkit::{TestNet, seal_files};
@@ -16,11 +16,8 @@ fn tl(name: &str) -> TimelineName {
     TimelineName::new(name).unwrap()
 }
 
-fn plain() -> Config {
-    Config {
-        encryption: false,
-        ..Config::default()
-    }
+fn plain() -> NodeConfig {
+    NodeConfig::default().with(|c| c.connections.encryption = false)
 }
 
 fn files(text: &str) -> BTreeMap<String, Vec<u8>> {
@@ -109,10 +106,7 @@ fn a_sync_creates_at_most_its_cap_and_the_rest_follows_in_later_syncs() {
         a_store.timelines.insert(tl(&format!("t/{i:03}")), base);
     }
     let mut net = TestNet::new();
-    let cfg = Config {
-        max_new_timelines_per_sync: 100,
-        ..plain()
-    };
+    let cfg = plain().with(|c| c.limits.max_new_timelines_per_sync = 100);
     let a = net.add(plain(), a_store, 1);
     let b = net.add(cfg, MemStore::new("repo"), 2);
     net.connect(b, a);

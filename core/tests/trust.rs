@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ivaldi_core::access::Access;
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{Command, Event};
 use ivaldi_core::store::MemStore;
 use ivaldi_core::testkit::{TestNet, addr_of, seal_files};
@@ -44,7 +44,7 @@ fn head(net: &TestNet, i: usize) -> Option<ObjectId> {
     net.nodes[i].store.timelines.get(&main_tl()).copied()
 }
 
-fn set_config(net: &mut TestNet, i: usize, f: impl FnOnce(&mut Config)) {
+fn set_config(net: &mut TestNet, i: usize, f: impl FnOnce(&mut NodeConfig)) {
     let mut c = net.nodes[i].node.config().clone();
     f(&mut c);
     c.validate().expect("valid config");
@@ -55,7 +55,9 @@ fn set_config(net: &mut TestNet, i: usize, f: impl FnOnce(&mut Config)) {
 fn trust(net: &mut TestNet, i: usize, j: usize, access: Access) {
     let peer = id(net, j);
     set_config(net, i, |c| {
-        c.trusted_peers.push(TrustedPeer { id: peer, access });
+        c.access
+            .trusted_peers
+            .push(TrustedPeer { id: peer, access });
     });
 }
 
@@ -68,8 +70,8 @@ fn pair() -> (TestNet, usize, usize, ObjectId) {
     let mut net = TestNet::strangers();
     let mut a_store = MemStore::new("repo");
     let h = history(&mut a_store, 3);
-    let a = net.add(Config::default(), a_store, 1);
-    let b = net.add(Config::default(), MemStore::new("repo"), 2);
+    let a = net.add(NodeConfig::default(), a_store, 1);
+    let b = net.add(NodeConfig::default(), MemStore::new("repo"), 2);
     (net, a, b, h)
 }
 
@@ -134,7 +136,7 @@ fn a_stranger_is_refused_before_it_learns_anything_and_is_told_why() {
 #[test]
 fn open_mode_admits_strangers_with_its_access() {
     let (mut net, a, b, h) = pair();
-    set_config(&mut net, a, |c| c.open = OpenMode::Read);
+    set_config(&mut net, a, |c| c.access.open = OpenMode::Read);
     trust(&mut net, b, a, Access::Write);
     let mut b_store_head = None;
     net.connect(b, a);
@@ -183,7 +185,7 @@ fn an_invitation_admits_once_and_both_sides_then_trust_each_other() {
     assert!(net.run_until(Duration::from_secs(5), |n| head(n, a) == Some(nb)));
 
     // A third node with the same (spent) ticket is refused, clearly.
-    let c = net.add(Config::default(), MemStore::new("repo"), 3);
+    let c = net.add(NodeConfig::default(), MemStore::new("repo"), 3);
     let cmd = net.command(c, Command::Join(Box::new(ticket)));
     net.run_for(Duration::from_secs(15));
     let (ok, msg) = net.command_result(c, cmd).expect("join answered");
@@ -245,7 +247,9 @@ fn untrusting_a_connected_peer_closes_it_at_once_and_it_stays_out() {
 
     let b_id = id(&net, b);
     let before = net.now;
-    set_config(&mut net, a, |c| c.trusted_peers.retain(|p| p.id != b_id));
+    set_config(&mut net, a, |c| {
+        c.access.trusted_peers.retain(|p| p.id != b_id)
+    });
     assert!(
         net.run_until(Duration::from_secs(1), |n| !n.connected(a, b)
             && !n.connected(b, a)),
@@ -272,7 +276,7 @@ fn narrowing_access_closes_the_connection_and_it_comes_back_read_only() {
     assert!(net.run_until(Duration::from_secs(5), |n| head(n, b) == Some(h)));
     let b_id = id(&net, b);
     set_config(&mut net, a, |c| {
-        for p in c.trusted_peers.iter_mut().filter(|p| p.id == b_id) {
+        for p in c.access.trusted_peers.iter_mut().filter(|p| p.id == b_id) {
             p.access = Access::Read;
         }
     });
@@ -328,7 +332,9 @@ fn a_peer_admitted_by_invitation_is_dropped_when_untrusted() {
     assert!(net.connected(a, b));
     // ...and untrusting it later closes the connection at once.
     let b_id = id(&net, b);
-    set_config(&mut net, a, |c| c.trusted_peers.retain(|p| p.id != b_id));
+    set_config(&mut net, a, |c| {
+        c.access.trusted_peers.retain(|p| p.id != b_id)
+    });
     assert!(net.run_until(Duration::from_secs(1), |n| !n.connected(a, b)));
 }
 
@@ -340,9 +346,9 @@ fn a_seal_from_an_untrusted_node_reaches_a_only_through_a_peer_trusted_to_write(
     let mut net = TestNet::strangers();
     let mut a_store = MemStore::new("repo");
     let h = history(&mut a_store, 2);
-    let a = net.add(Config::default(), a_store, 1);
-    let b = net.add(Config::default(), MemStore::new("repo"), 2);
-    let x = net.add(Config::default(), MemStore::new("repo"), 3);
+    let a = net.add(NodeConfig::default(), a_store, 1);
+    let b = net.add(NodeConfig::default(), MemStore::new("repo"), 2);
+    let x = net.add(NodeConfig::default(), MemStore::new("repo"), 3);
     trust(&mut net, a, b, Access::Write);
     trust(&mut net, b, a, Access::Write);
     trust(&mut net, b, x, Access::Write);
@@ -365,7 +371,7 @@ fn a_seal_from_an_untrusted_node_reaches_a_only_through_a_peer_trusted_to_write(
     // With B trusted to read only, the next seal from X stops at B.
     let b_id = id(&net, b);
     set_config(&mut net, a, |c| {
-        for p in c.trusted_peers.iter_mut().filter(|p| p.id == b_id) {
+        for p in c.access.trusted_peers.iter_mut().filter(|p| p.id == b_id) {
             p.access = Access::Read;
         }
     });

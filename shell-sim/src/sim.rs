@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::Duration;
 
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::id::ObjectId;
 use ivaldi_core::node::{CloseReason, Command, ConnId, Drive, Event, Node, Output};
 use ivaldi_core::noise::Keypair;
@@ -111,7 +111,7 @@ pub struct SimNode {
     pub addr: SocketAddr,
     pub id: String,
     pub keypair: Keypair,
-    pub cfg: Config,
+    pub cfg: NodeConfig,
     pub node: Option<Node>,
     pub life: Life,
     /// Incremented at every crash and leave: events for an older incarnation
@@ -422,28 +422,28 @@ impl Sim {
     }
 
     /// The configuration every simulated node runs with.
-    pub fn node_config(&self, known: &[SocketAddr]) -> Config {
-        Config {
-            known_peers: known.iter().map(|a| a.to_string()).collect(),
-            max_peers: 16,
-            heartbeat_interval: self.cfg.heartbeat,
-            heartbeat_misses: 3,
-            sync_interval: Duration::from_secs(20),
-            sync_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(5),
-            reconnect_min: Duration::from_millis(500),
-            reconnect_max: Duration::from_secs(15),
-            discovery_interval: Duration::from_secs(5),
-            max_concurrent_syncs: 3,
-            encryption: self.cfg.encryption,
-            conflict_strategy: self.cfg.strategy,
+    pub fn node_config(&self, known: &[SocketAddr]) -> NodeConfig {
+        NodeConfig::default().with(|c| {
+            let conn = &mut c.connections;
+            conn.known_peers = known.iter().map(|a| a.to_string()).collect();
+            conn.max_peers = 16;
+            conn.heartbeat_interval = self.cfg.heartbeat;
+            conn.heartbeat_misses = 3;
+            conn.handshake_timeout = Duration::from_secs(5);
+            conn.reconnect_min = Duration::from_millis(500);
+            conn.reconnect_max = Duration::from_secs(15);
+            conn.encryption = self.cfg.encryption;
+            c.sync.sync_interval = Duration::from_secs(20);
+            c.sync.sync_timeout = Duration::from_secs(30);
+            c.sync.max_concurrent_syncs = 3;
+            c.sync.conflict_strategy = self.cfg.strategy;
+            c.discovery.discovery_interval = Duration::from_secs(5);
             // The simulated network is one team that lets every member in:
             // listing every member's key in every node would cost memory
             // that grows with the square of the node count. Refusing
             // strangers is tested in core/tests/trust.rs and with real daemons.
-            open: ivaldi_core::trust::OpenMode::Write,
-            ..Config::default()
-        }
+            c.access.open = ivaldi_core::trust::OpenMode::Write;
+        })
     }
 
     /// Adds a node that knows the given nodes' addresses, and starts it.

@@ -4,6 +4,7 @@
 //! objects from.
 
 pub mod clone_dir;
+pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod heads_cache;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant as WallInstant};
 
 use ivaldi_core::NodeId;
 use ivaldi_core::TimelineName;
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::{CloseReason, Command, ConnId, Drive, Event, Node, Output, drain};
 use ivaldi_core::noise::Keypair;
 use ivaldi_core::store::{MemStore, Store, StoreError, StoreRequest, UpdateResult};
@@ -250,14 +250,13 @@ impl<T, F: FnMut(&Node, &Event) -> Option<T>> Drive for OneShot<'_, T, F> {
 /// A one-shot client dials only the address it was given, so it accepts
 /// whichever key answers there (trust on first use; the node at the other
 /// end decides whether to let *us* in).
-fn oneshot_config() -> Config {
-    Config {
-        port: 0,
-        discovery: false,
-        known_peers: Vec::new(),
-        open: ivaldi_core::trust::OpenMode::Write,
-        ..Config::default()
-    }
+fn oneshot_config() -> NodeConfig {
+    NodeConfig::default().with(|c| {
+        c.connections.port = 0;
+        c.discovery.enabled = false;
+        c.connections.known_peers = Vec::new();
+        c.access.open = ivaldi_core::trust::OpenMode::Write;
+    })
 }
 
 /// Asks the peer at `addr` which repositories it serves.
@@ -308,11 +307,10 @@ pub fn clone(addr: SocketAddr, dir: &Path) -> Result<CloneReport, String> {
 /// inviter it names, which is trusted from then on (and remembered as a
 /// known peer, so the new repository's daemon reconnects to it).
 pub fn clone_ticket(ticket: &Ticket, dir: &Path) -> Result<CloneReport, String> {
-    let cfg = Config {
-        open: ivaldi_core::trust::OpenMode::Off,
-        trusted_peers: vec![TrustedPeer::write(ticket.node_id())],
-        ..oneshot_config()
-    };
+    let cfg = oneshot_config().with(|c| {
+        c.access.open = ivaldi_core::trust::OpenMode::Off;
+        c.access.trusted_peers = vec![TrustedPeer::write(ticket.node_id())];
+    });
     clone_with(
         dir,
         &ticket.repo,
@@ -323,7 +321,12 @@ pub fn clone_ticket(ticket: &Ticket, dir: &Path) -> Result<CloneReport, String> 
 
 /// Builds the clone aside and moves it into place only when complete
 /// ([`clone_dir::clone_into`]).
-fn clone_with(dir: &Path, repo_id: &str, cfg: Config, cmd: Command) -> Result<CloneReport, String> {
+fn clone_with(
+    dir: &Path,
+    repo_id: &str,
+    cfg: NodeConfig,
+    cmd: Command,
+) -> Result<CloneReport, String> {
     clone_dir::clone_into(dir, |staging| fetch_into(staging, repo_id, cfg, cmd))
         .map_err(|e| e.to_string())
 }
@@ -334,7 +337,7 @@ fn clone_with(dir: &Path, repo_id: &str, cfg: Config, cmd: Command) -> Result<Cl
 fn fetch_into(
     root: &Path,
     repo_id: &str,
-    cfg: Config,
+    cfg: NodeConfig,
     cmd: Command,
 ) -> Result<CloneReport, String> {
     let repo = Repository::forge_with_id(root, repo_id).map_err(|e| e.to_string())?;
@@ -382,13 +385,13 @@ fn fetch_into(
     // The peer we cloned from is trusted (the ticket named it, or we chose
     // its address) and is where this repository's daemon reconnects.
     setup::edit_config(&paths, |c| {
-        if !c.trusted_peers.iter().any(|t| t.id == peer) {
-            c.trusted_peers.push(TrustedPeer::write(peer));
+        if !c.node.access.trusted_peers.iter().any(|t| t.id == peer) {
+            c.node.access.trusted_peers.push(TrustedPeer::write(peer));
         }
         if let Some(a) = peer_addr.map(|a| a.to_string())
-            && !c.known_peers.contains(&a)
+            && !c.node.connections.known_peers.contains(&a)
         {
-            c.known_peers.push(a);
+            c.node.connections.known_peers.push(a);
         }
     })
     .map_err(|e| e.to_string())?;

@@ -2,13 +2,14 @@
 //! closed: it is refused whole, with a reason that names the key, instead of
 //! being half-applied, silently ignored, or turned into a panic later.
 //!
-//! - The file must be one JSON object whose keys are `Config`'s fields. The
-//!   list of fields comes from the struct itself ([`field_names`]), so a new
-//!   field is known without touching this file; an unknown key is refused with
+//! - The file must be one JSON object whose keys are the settings' fields.
+//!   The list of fields comes from the section structs themselves
+//!   ([`keys_of`]), so a new field is known without touching this file; an unknown key is refused with
 //!   the nearest known one as a suggestion, because a misspelt key would
 //!   otherwise leave the default in force without anyone noticing.
 //! - Each value is read on its own first, so a wrong type names its key.
-//! - [`limits`] bounds every duration, size and count. The bounds are far
+//! - Each section's `validate` bounds its durations, sizes and counts
+//!   ([`durations`], [`counts`]). The bounds are far
 //!   above any sensible setting and far below what the protocol's time and
 //!   rate arithmetic can hold, so no accepted value can overflow it.
 
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use serde::de::{self, Visitor};
 use serde_json::Value;
 
-use super::{Config, ConfigError, format_duration, invalid};
+use super::{ConfigError, NodeConfig, Settings, format_duration, invalid};
 
 /// Largest `config.json` read; a real one is a few kilobytes.
 pub const MAX_FILE_BYTES: usize = 1024 * 1024;
@@ -39,9 +40,9 @@ pub const MAX_RATE: u64 = 1 << 40;
 /// handshake of this many heads is a few megabytes, near the frame limit.
 pub const MAX_NEW_TIMELINES: u32 = 100_000;
 
-const HOUR: Duration = Duration::from_secs(3600);
-const DAY: Duration = Duration::from_secs(86_400);
-const WEEK: Duration = Duration::from_secs(7 * 86_400);
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
+pub(super) const DAY: Duration = Duration::from_secs(86_400);
+pub(super) const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
 /// The shortest interval or timeout: shorter ones would spin the node.
 pub const MIN_DURATION: Duration = Duration::from_millis(10);
@@ -49,9 +50,15 @@ pub const MIN_DURATION: Duration = Duration::from_millis(10);
 /// The level names `log_level` accepts (as `tracing`'s `EnvFilter` does).
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
 
+/// Reads a configuration file's bytes as the node's settings (the daemon
+/// reads its whole file with [`read_json`]).
+pub fn from_json(bytes: &[u8]) -> Result<NodeConfig, ConfigError> {
+    read_json(bytes)
+}
+
 /// Reads a configuration file's bytes: a JSON object with known keys whose
 /// values all validate.
-pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+pub fn read_json<T: Settings>(bytes: &[u8]) -> Result<T, ConfigError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(ConfigError::File(format!(
             "config.json is {} bytes; at most {MAX_FILE_BYTES} are read",
@@ -69,7 +76,7 @@ pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
             )));
         }
     };
-    let known = field_names();
+    let known = T::keys();
     for key in map.keys() {
         if !known.contains(&key.as_str()) {
             return Err(ConfigError::UnknownKey {
@@ -82,14 +89,14 @@ pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
     // say which key held it.
     for (key, v) in &map {
         let one = serde_json::Map::from_iter([(key.clone(), v.clone())]);
-        if let Err(e) = Config::deserialize(Value::Object(one)) {
+        if let Err(e) = T::deserialize(Value::Object(one)) {
             return Err(ConfigError::BadValue {
                 key: key.clone(),
                 reason: e.to_string(),
             });
         }
     }
-    let cfg = Config::deserialize(Value::Object(map)).map_err(|e| ConfigError::BadValue {
+    let cfg = T::deserialize(Value::Object(map)).map_err(|e| ConfigError::BadValue {
         key: "config.json".into(),
         reason: e.to_string(),
     })?;
@@ -108,12 +115,18 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// The keys `config.json` may hold: `Config`'s serde field names, read from
-/// its `Deserialize` implementation so they can never disagree with it.
+/// The keys the node's settings may hold (see [`Settings::keys`]).
 pub fn field_names() -> &'static [&'static str] {
+    NodeConfig::keys()
+}
+
+/// A plain struct's serde field names, read from its `Deserialize`
+/// implementation so they can never disagree with it. (A struct of flattened
+/// sections does not list its keys; [`Settings::keys`] joins its sections'.)
+pub fn keys_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     let mut names: &'static [&'static str] = &[];
     // The probe always ends in an error once it has seen the field list.
-    let _ = Config::deserialize(FieldNames(&mut names));
+    let _ = T::deserialize(FieldNames(&mut names));
     names
 }
 
@@ -225,19 +238,10 @@ pub fn check_log_level(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The checks `Config::validate` adds for bounds and for values the node
-/// would otherwise read leniently.
-pub(super) fn limits(c: &Config) -> Result<(), ConfigError> {
-    for (field, d, max) in [
-        ("sync_interval", c.sync_interval, WEEK),
-        ("sync_timeout", c.sync_timeout, DAY),
-        ("heartbeat_interval", c.heartbeat_interval, DAY),
-        ("handshake_timeout", c.handshake_timeout, HOUR),
-        ("reconnect_min", c.reconnect_min, DAY),
-        ("reconnect_max", c.reconnect_max, WEEK),
-        ("discovery_interval", c.discovery_interval, DAY),
-        ("topology_interval", c.topology_interval, WEEK),
-    ] {
+/// Refuses a duration below [`MIN_DURATION`] or above its maximum, naming
+/// the field.
+pub(super) fn durations(list: &[(&'static str, Duration, Duration)]) -> Result<(), ConfigError> {
+    for &(field, d, max) in list {
         if d < MIN_DURATION {
             return Err(invalid(field, "must be at least 10ms"));
         }
@@ -252,89 +256,15 @@ pub(super) fn limits(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
-    for (field, n, max) in [
-        ("max_peers", c.max_peers as u64, MAX_PEERS as u64),
-        (
-            "max_concurrent_syncs",
-            c.max_concurrent_syncs as u64,
-            MAX_CONCURRENT_SYNCS as u64,
-        ),
-        (
-            "max_message_size",
-            u64::from(c.max_message_size),
-            u64::from(MAX_MESSAGE_SIZE),
-        ),
-        (
-            "heartbeat_misses",
-            u64::from(c.heartbeat_misses),
-            u64::from(MAX_HEARTBEAT_MISSES),
-        ),
-        (
-            "accept_burst",
-            u64::from(c.accept_burst),
-            u64::from(MAX_ACCEPT),
-        ),
-        (
-            "accept_rate_per_sec",
-            u64::from(c.accept_rate_per_sec),
-            u64::from(MAX_ACCEPT),
-        ),
-        ("relay_rate", c.relay_rate, MAX_RATE),
-        ("upload_rate", c.upload_rate, MAX_RATE),
-        ("download_rate", c.download_rate, MAX_RATE),
-        ("peer_upload_rate", c.peer_upload_rate, MAX_RATE),
-        ("peer_download_rate", c.peer_download_rate, MAX_RATE),
-        (
-            "max_new_timelines_per_sync",
-            u64::from(c.max_new_timelines_per_sync),
-            u64::from(MAX_NEW_TIMELINES),
-        ),
-        (
-            "max_new_timelines_per_peer",
-            u64::from(c.max_new_timelines_per_peer),
-            u64::from(MAX_NEW_TIMELINES),
-        ),
-    ] {
+    Ok(())
+}
+
+/// Refuses a size, count or rate above its maximum, naming the field.
+pub(super) fn counts(list: &[(&'static str, u64, u64)]) -> Result<(), ConfigError> {
+    for &(field, n, max) in list {
         if n > max {
             return Err(invalid(field, format!("{n} is too large; at most {max}")));
         }
-    }
-    for r in c.peer_rates.values() {
-        if r.upload > MAX_RATE || r.download > MAX_RATE {
-            return Err(invalid(
-                "peer_rates",
-                format!("a rate above {MAX_RATE} bytes per second"),
-            ));
-        }
-    }
-    crate::discovery::NetworkFilter::parse(&c.allowed_networks)
-        .map_err(|e| invalid("allowed_networks", e.to_string()))?;
-    for k in &c.known_peers {
-        if k.parse::<core::net::SocketAddr>()
-            .is_ok_and(|a| a.port() == 0)
-        {
-            return Err(invalid(
-                "known_peers",
-                format!("{k:?} has port 0, which cannot be dialled"),
-            ));
-        }
-    }
-    for a in &c.discovery_addrs {
-        if a.parse::<core::net::SocketAddr>()
-            .is_ok_and(|a| a.port() == 0)
-        {
-            return Err(invalid(
-                "discovery_addrs",
-                format!("{a:?} has port 0, which nothing listens on"),
-            ));
-        }
-    }
-    check_log_level(&c.log_level).map_err(|e| invalid("log_level", e))?;
-    if c.data_dir.is_empty() || c.data_dir.contains("..") || c.data_dir.starts_with('/') {
-        return Err(invalid(
-            "data_dir",
-            "must be a relative directory inside .ivaldi",
-        ));
     }
     Ok(())
 }
@@ -349,7 +279,7 @@ mod tests {
         assert!(names.contains(&"heartbeat_interval"));
         // Skipped when serialising, still a key the file may hold.
         assert!(names.contains(&"fault_relay"));
-        let serialised = serde_json::to_value(Config::default()).unwrap();
+        let serialised = serde_json::to_value(NodeConfig::default()).unwrap();
         for k in serialised.as_object().unwrap().keys() {
             assert!(names.contains(&k.as_str()), "{k} missing");
         }
@@ -408,8 +338,6 @@ mod tests {
             ),
             (r#"{"allowed_networks": ["bogus"]}"#, "allowed_networks"),
             (r#"{"known_peers": ["127.0.0.1:0"]}"#, "known_peers"),
-            (r#"{"log_level": "inof"}"#, "log_level"),
-            (r#"{"data_dir": "../x"}"#, "data_dir"),
             (
                 r#"{"max_new_timelines_per_sync": 100001}"#,
                 "max_new_timelines_per_sync",

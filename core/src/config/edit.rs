@@ -3,21 +3,24 @@
 //!
 //! Every setting used to need its own CLI flag, its own line in the code that
 //! applied the flags and its own line in the test that the flags exist; a new
-//! setting touched six lists. Here a key is a field name of [`Config`] (or
+//! setting touched six lists. Here a key is a field name of a [`Settings`] (or
 //! `field.NAME` for one entry of a map-valued field such as `peer_rates`), and
-//! the change goes through [`super::from_json`], the same checks as the file.
-//! So a setting added to `Config` can be set at once, and a value the file
-//! would refuse is refused here with the same message.
+//! the change goes through [`super::check::read_json`], the same checks as
+//! the file. So a setting added to a section can be set at once, and a value
+//! the file would refuse is refused here with the same message: a new setting
+//! is its field and its default in the section (plus one line of the
+//! section's `validate` when it has bounds); reading, checking, editing by
+//! name and handing the changed section to its part need nothing more.
 
 use serde_json::{Map, Value};
 
-use super::check::{field_names, from_json, suggest};
-use super::{Config, ConfigError};
+use super::check::{read_json, suggest};
+use super::{ConfigError, Settings};
 
 /// The value of `key` as it would be written to `config.json`.
-pub fn get(cfg: &Config, key: &str) -> Result<Value, ConfigError> {
+pub fn get<T: Settings>(cfg: &T, key: &str) -> Result<Value, ConfigError> {
     let map = as_map(cfg)?;
-    let (field, entry) = split_key(key)?;
+    let (field, entry) = split_key::<T>(key)?;
     let value = map.get(field).cloned().unwrap_or(Value::Null);
     match entry {
         None => Ok(value),
@@ -34,9 +37,9 @@ pub fn get(cfg: &Config, key: &str) -> Result<Value, ConfigError> {
 /// otherwise as a string (`10s`, `info`, `500K`). For a list setting, text
 /// that is not a JSON list is a comma-separated list, and `none` or nothing
 /// is the empty list. For a yes/no setting, `on` and `off` are accepted too.
-pub fn set(cfg: &Config, key: &str, text: &str) -> Result<Config, ConfigError> {
+pub fn set<T: Settings>(cfg: &T, key: &str, text: &str) -> Result<T, ConfigError> {
     let mut map = as_map(cfg)?;
-    let (field, entry) = split_key(key)?;
+    let (field, entry) = split_key::<T>(key)?;
     let current = map.get(field).cloned().unwrap_or(Value::Null);
     match entry {
         None => {
@@ -54,12 +57,12 @@ pub fn set(cfg: &Config, key: &str, text: &str) -> Result<Config, ConfigError> {
 
 /// `cfg` with `key` back to its default, or with the entry `field.NAME`
 /// removed from its map.
-pub fn unset(cfg: &Config, key: &str) -> Result<Config, ConfigError> {
+pub fn unset<T: Settings>(cfg: &T, key: &str) -> Result<T, ConfigError> {
     let mut map = as_map(cfg)?;
-    let (field, entry) = split_key(key)?;
+    let (field, entry) = split_key::<T>(key)?;
     match entry {
         None => {
-            let defaults = as_map(&Config::default())?;
+            let defaults = as_map(&T::default())?;
             match defaults.get(field) {
                 Some(v) => map.insert(field.to_owned(), v.clone()),
                 // Optional settings (absent by default) are removed.
@@ -81,7 +84,7 @@ pub fn unset(cfg: &Config, key: &str) -> Result<Config, ConfigError> {
     reread(map)
 }
 
-fn as_map(cfg: &Config) -> Result<Map<String, Value>, ConfigError> {
+fn as_map(cfg: &impl serde::Serialize) -> Result<Map<String, Value>, ConfigError> {
     match serde_json::to_value(cfg) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ConfigError::File(
@@ -91,21 +94,21 @@ fn as_map(cfg: &Config) -> Result<Map<String, Value>, ConfigError> {
     }
 }
 
-fn reread(map: Map<String, Value>) -> Result<Config, ConfigError> {
+fn reread<T: Settings>(map: Map<String, Value>) -> Result<T, ConfigError> {
     let bytes =
         serde_json::to_vec(&Value::Object(map)).map_err(|e| ConfigError::File(e.to_string()))?;
-    from_json(&bytes)
+    read_json(&bytes)
 }
 
 /// `field` or `field.NAME`; the field must be a setting. Map entries may
 /// contain dots themselves (`timeline_strategies.release/1.x`), so only the
 /// first dot splits.
-fn split_key(key: &str) -> Result<(&str, Option<&str>), ConfigError> {
+fn split_key<T: Settings>(key: &str) -> Result<(&str, Option<&str>), ConfigError> {
     let (field, entry) = match key.split_once('.') {
         Some((f, e)) => (f, Some(e)),
         None => (key, None),
     };
-    let known = field_names();
+    let known = T::keys();
     if !known.contains(&field) {
         return Err(ConfigError::UnknownSetting {
             key: field.to_owned(),
@@ -155,6 +158,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::NodeConfig as Config;
+    use crate::config::RelayFault;
 
     const PEER: &str = "00ff10aa00000000000000000000000000000000000000000000000000000001";
 
@@ -162,15 +167,13 @@ mod tests {
     fn scalars_durations_rates_and_switches_set_through_the_file_checks() {
         let c = Config::default();
         let c = set(&c, "port", "9000").unwrap();
-        assert_eq!(c.port, 9000);
+        assert_eq!(c.connections.port, 9000);
         let c = set(&c, "sync_interval", "5s").unwrap();
-        assert_eq!(c.sync_interval, Duration::from_secs(5));
+        assert_eq!(c.sync.sync_interval, Duration::from_secs(5));
         let c = set(&c, "upload_rate", "10M").unwrap();
-        assert_eq!(c.upload_rate, 10 << 20);
+        assert_eq!(c.rates.upload_rate, 10 << 20);
         let c = set(&c, "relay", "off").unwrap();
-        assert!(!c.relay);
-        let c = set(&c, "log_level", "debug").unwrap();
-        assert_eq!(c.log_level, "debug");
+        assert!(!c.mesh.relay);
         assert_eq!(get(&c, "port").unwrap(), Value::from(9000));
         assert_eq!(get(&c, "sync_interval").unwrap(), Value::from("5s"));
     }
@@ -179,22 +182,25 @@ mod tests {
     fn lists_take_json_or_commas_and_none_clears() {
         let c = Config::default();
         let c = set(&c, "known_peers", "127.0.0.1:9000, 127.0.0.1:9001").unwrap();
-        assert_eq!(c.known_peers, ["127.0.0.1:9000", "127.0.0.1:9001"]);
+        assert_eq!(
+            c.connections.known_peers,
+            ["127.0.0.1:9000", "127.0.0.1:9001"]
+        );
         let c = set(&c, "known_peers", r#"["127.0.0.1:9002"]"#).unwrap();
-        assert_eq!(c.known_peers, ["127.0.0.1:9002"]);
+        assert_eq!(c.connections.known_peers, ["127.0.0.1:9002"]);
         let c = set(&c, "known_peers", "none").unwrap();
-        assert!(c.known_peers.is_empty());
+        assert!(c.connections.known_peers.is_empty());
     }
 
     #[test]
     fn map_entries_are_set_and_removed_one_by_one() {
         let c = Config::default();
         let c = set(&c, &format!("peer_rates.{PEER}"), r#"{"upload":"1M"}"#).unwrap();
-        assert_eq!(c.peer_upload_cap(&PEER.parse().unwrap()), 1 << 20);
+        assert_eq!(c.rates.peer_upload_cap(&PEER.parse().unwrap()), 1 << 20);
         let c = set(&c, "timeline_strategies.release/*", "prefer_local").unwrap();
-        assert_eq!(c.timeline_strategies.len(), 1);
+        assert_eq!(c.sync.timeline_strategies.len(), 1);
         let c = unset(&c, "timeline_strategies.release/*").unwrap();
-        assert!(c.timeline_strategies.is_empty());
+        assert!(c.sync.timeline_strategies.is_empty());
         assert!(unset(&c, "timeline_strategies.nope").is_err());
         assert!(set(&c, "port.x", "1").is_err());
     }
@@ -216,10 +222,13 @@ mod tests {
     fn unset_restores_the_default() {
         let c = set(&Config::default(), "max_peers", "7").unwrap();
         let c = unset(&c, "max_peers").unwrap();
-        assert_eq!(c.max_peers, Config::default().max_peers);
+        assert_eq!(
+            c.connections.max_peers,
+            Config::default().connections.max_peers
+        );
         // An optional setting, absent by default, is removed again.
         let c = set(&c, "fault_relay", "drop").unwrap();
-        assert!(c.fault_relay.is_some());
-        assert_eq!(unset(&c, "fault_relay").unwrap().fault_relay, None);
+        assert!(c.mesh.fault_relay == Some(RelayFault::Drop));
+        assert_eq!(unset(&c, "fault_relay").unwrap().mesh.fault_relay, None);
     }
 }

@@ -234,7 +234,7 @@ impl DiscoveryConfig {
 // ----- the table -----
 
 /// A peer heard on the LAN.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DiscoveredPeer {
     pub node_id: String,
     /// Where it accepts connections: the datagram's source IP and announced port.
@@ -306,7 +306,7 @@ pub struct DiscoveryOutcome {
 }
 
 /// Counters for `status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DiscoveryStats {
     /// Datagrams handed out by `poll_datagram`.
     pub sent: u64,

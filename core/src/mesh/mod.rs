@@ -260,6 +260,13 @@ impl Mesh {
         &self.cfg
     }
 
+    /// Takes a new configuration (clamped like [`Mesh::new`]'s). The
+    /// database and routes stay; the next regular advertisement and every
+    /// expiry follow the new intervals from here on.
+    pub fn set_config(&mut self, cfg: MeshConfig) {
+        self.cfg = cfg.clamped();
+    }
+
     /// Counters.
     pub fn stats(&self) -> &MeshStats {
         &self.stats

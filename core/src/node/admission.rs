@@ -227,7 +227,7 @@ pub fn deadline(opened: Instant, handshake_timeout: Duration, inbound_unauth: bo
 }
 
 /// Counters for `status` (`stats.admission`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AdmissionStats {
     /// Inbound connections refused by the pool (per source, early drop, full).
     pub pool_refused: u64,
@@ -305,7 +305,10 @@ impl Node {
             tracing::info!(%addr, "refusing inbound connection from outside allowed_networks");
             return None;
         }
-        let (burst, rate) = (self.cfg.accept_burst, self.cfg.accept_rate_per_sec);
+        let (burst, rate) = (
+            self.cfg.connections.accept_burst,
+            self.cfg.connections.accept_rate_per_sec,
+        );
         if !self.admission.accept(now, addr.ip(), burst, rate) {
             self.out.stats.accepts_rate_limited += 1;
             tracing::info!(%addr, "refusing inbound connection: per-source rate limit");
@@ -333,7 +336,7 @@ impl Node {
     /// `max_peers` admitted peers are already connected.
     pub(super) fn take_peer_slot(&mut self, now: Instant, conn: ConnId) -> bool {
         self.admission.pool.leave(conn);
-        let max = self.cfg.max_peers;
+        let max = self.cfg.connections.max_peers;
         let used = self.peer_slots_used();
         let frame = self.frame_limits().frame;
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -402,8 +405,8 @@ mod tests {
 
     #[test]
     fn the_accept_allowance_is_per_address_and_refills() {
-        let cfg = crate::config::Config::default();
-        let trust = Trust::new(cfg.open, &cfg.trusted_peers);
+        let cfg = crate::config::NodeConfig::default();
+        let trust = Trust::new(cfg.access.open, &cfg.access.trusted_peers);
         let mut a = Admission::new(trust, Rng::from_seed([0; 32]));
         let t0 = Instant::ZERO;
         assert!(a.accept(t0, ip(1), 2, 1));
@@ -417,8 +420,8 @@ mod tests {
 
     #[test]
     fn two_addresses_in_one_ipv6_slash_64_share_an_allowance() {
-        let cfg = crate::config::Config::default();
-        let trust = Trust::new(cfg.open, &cfg.trusted_peers);
+        let cfg = crate::config::NodeConfig::default();
+        let trust = Trust::new(cfg.access.open, &cfg.access.trusted_peers);
         let mut a = Admission::new(trust, Rng::from_seed([0; 32]));
         let t0 = Instant::ZERO;
         let v6 = |s: &str| s.parse::<IpAddr>().expect("an address");

@@ -12,7 +12,7 @@ use super::conn::{ConnState, Direction};
 use super::{CommandId, ConnId, Event, Node};
 use crate::NodeId;
 use crate::access::Access;
-use crate::config::Config;
+use crate::config::AccessSettings;
 use crate::store::Store;
 use crate::time::Instant;
 use crate::trust::{self, Pending, Ticket};
@@ -332,15 +332,15 @@ impl Node {
     /// Whether per-timeline access must be checked for anyone (access rules,
     /// or a key trusted for reading only).
     pub(super) fn access_restricted(&self) -> bool {
-        !self.cfg.access.is_empty() || self.admission.trust.limits_anyone()
+        !self.cfg.access.rules.is_empty() || self.admission.trust.limits_anyone()
     }
 
     /// Takes the trust settings of a new configuration (before it replaces
     /// the old one). Returns whether anyone's access may have narrowed: the
     /// access rules changed, a trusted peer's access went down, or open mode
     /// went down. Widening never closes a connection.
-    pub(super) fn retrust(&mut self, new: &Config) -> bool {
-        let old = &self.cfg;
+    pub(super) fn retrust(&mut self, new: &AccessSettings) -> bool {
+        let old = &self.cfg.access;
         for gone in old
             .trusted_peers
             .iter()
@@ -348,7 +348,7 @@ impl Node {
         {
             self.admission.trust.forget(&gone.id);
         }
-        let narrowed = new.access != old.access
+        let narrowed = new.rules != old.rules
             || new.peer_groups != old.peer_groups
             || new.trusted_peers.iter().any(|p| {
                 old.trusted_peers

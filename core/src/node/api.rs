@@ -6,14 +6,14 @@
 use core::net::SocketAddr;
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::admission;
 use super::close::CloseReason;
 use super::conn::{ConnState, Direction};
 use crate::NodeId;
 use crate::access::Access;
-use crate::config::Config;
+use crate::config::NodeConfig;
 use crate::id::ObjectId;
 use crate::store::StoreRequest;
 use crate::time::Instant;
@@ -43,7 +43,7 @@ pub enum Command {
     LocalHeadsChanged,
     /// Replace the configuration (already validated by the caller).
     /// Connections the new settings no longer allow are closed at once.
-    SetConfig(Box<Config>),
+    SetConfig(Box<NodeConfig>),
     /// Join through an invitation ticket: dial its addresses in turn and
     /// redeem the invitation; completes when the inviter has admitted us.
     Join(Box<crate::trust::Ticket>),
@@ -273,7 +273,7 @@ pub enum TimeoutReason {
 }
 
 /// Counters for `status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -315,7 +315,7 @@ pub struct Stats {
 }
 
 /// Per-peer sync state, kept across reconnects.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
     pub last_sync: Option<Instant>,
     pub last_seen: Option<Instant>,
@@ -335,7 +335,7 @@ pub struct PeerRecord {
 }
 
 /// A recorded divergence.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
     pub timeline: TimelineName,
     pub local: ObjectId,
@@ -345,7 +345,7 @@ pub struct Conflict {
 }
 
 /// One connection as `status` and `peers` show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub conn: ConnId,
     pub peer: Option<NodeId>,

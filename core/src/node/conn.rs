@@ -18,7 +18,7 @@ use crate::timeline::TimelineName;
 use crate::wire::FrameDecoder;
 
 /// Who opened a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Inbound,
@@ -26,7 +26,7 @@ pub enum Direction {
 }
 
 /// Where a connection is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnState {
     /// Outbound, waiting for the TCP connection.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::conn::Conn;
 use super::{CommandId, ConnId, ConnState, Direction, Node, Output, admission};
 use crate::NodeId;
-use crate::config::Config;
+use crate::config::ConnectionSettings;
 use crate::rng::Rng;
 use crate::time::Instant;
 
@@ -119,7 +119,7 @@ impl Dialers {
         conn: ConnId,
         ready_before: bool,
         now: Instant,
-        cfg: &Config,
+        cfg: &ConnectionSettings,
         rng: &mut Rng,
     ) {
         for (addr, d) in self.by_addr.iter_mut() {
@@ -172,7 +172,7 @@ impl Dialers {
 /// The wait before redialling after `failures` failures: doubling from
 /// `reconnect_min` up to `reconnect_max`, plus up to a quarter of jitter so
 /// nodes that lost each other do not redial in step.
-pub(super) fn backoff(cfg: &Config, failures: u32, rng: &mut Rng) -> Duration {
+pub(super) fn backoff(cfg: &ConnectionSettings, failures: u32, rng: &mut Rng) -> Duration {
     let base = cfg
         .reconnect_min
         .saturating_mul(1u32 << failures.min(16))
@@ -187,7 +187,7 @@ impl Node {
         for addr in self.dialers.due(now) {
             if self.dial(now, addr).is_none() {
                 // No room (max_peers): try again later rather than at once.
-                let delay = backoff(&self.cfg, 0, &mut self.rng);
+                let delay = backoff(&self.cfg.connections, 0, &mut self.rng);
                 self.dialers.retry_at(addr, now + delay);
             }
         }
@@ -199,7 +199,7 @@ impl Node {
                 .conns
                 .values()
                 .any(|c| c.state() != ConnState::Closed && c.addr == addr);
-        if connected || self.peer_slots_used() >= self.cfg.max_peers {
+        if connected || self.peer_slots_used() >= self.cfg.connections.max_peers {
             return;
         }
         if let Some(d) = self.discovery.as_mut() {
@@ -216,7 +216,7 @@ impl Node {
     }
 
     pub(super) fn sync_known_peers(&mut self, now: Instant) {
-        for k in self.cfg.known_peers.clone() {
+        for k in self.cfg.connections.known_peers.clone() {
             match k.parse::<SocketAddr>() {
                 Ok(addr) => self.dialers.keep(addr, now),
                 Err(_) => tracing::warn!(peer = %k, "ignoring known peer that is not ip:port"),
@@ -227,20 +227,29 @@ impl Node {
     /// Dials `addr` for a command: not redialled later unless it is a known peer.
     pub(super) fn dial_once(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
         let conn = self.dial(now, addr)?;
-        if !self.cfg.known_peers.iter().any(|k| k.parse() == Ok(addr)) {
+        if !self
+            .cfg
+            .connections
+            .known_peers
+            .iter()
+            .any(|k| k.parse() == Ok(addr))
+        {
             self.dialers.once(addr, conn);
         }
         Some(conn)
     }
 
     pub(super) fn dial(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
-        if self.peer_slots_used() >= self.cfg.max_peers
+        if self.peer_slots_used() >= self.cfg.connections.max_peers
             || self.pending_dials() >= admission::MAX_PENDING_DIALS
         {
             return None;
         }
         let id = self.alloc_conn();
-        let (hb, max) = (self.cfg.heartbeat_interval, admission::PRE_ADMISSION_FRAME);
+        let (hb, max) = (
+            self.cfg.connections.heartbeat_interval,
+            admission::PRE_ADMISSION_FRAME,
+        );
         let c = Conn::new(id, addr, Direction::Outbound, now, hb, max);
         self.conns.insert(id, c);
         self.dialers.dialling(addr, id, now);
@@ -263,7 +272,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_maximum_with_bounded_jitter() {
-        let cfg = Config::default();
+        let cfg = ConnectionSettings::default();
         let mut rng = Rng::from_seed([3; 32]);
         let mut last = Duration::ZERO;
         for failures in 0..20 {
@@ -280,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_failed_dial_waits_longer_and_a_ready_one_does_not_count() {
-        let (cfg, mut rng) = (Config::default(), Rng::from_seed([1; 32]));
+        let (cfg, mut rng) = (ConnectionSettings::default(), Rng::from_seed([1; 32]));
         let mut d = Dialers::default();
         d.remember(addr(1), at(0));
         assert_eq!(d.due(at(0)), vec![addr(1)]);
@@ -301,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_dial_made_once_is_forgotten_when_it_closes() {
-        let (cfg, mut rng) = (Config::default(), Rng::from_seed([1; 32]));
+        let (cfg, mut rng) = (ConnectionSettings::default(), Rng::from_seed([1; 32]));
         let mut d = Dialers::default();
         d.dialling(addr(2), 1, at(0));
         assert!(d.known_addrs().is_empty());

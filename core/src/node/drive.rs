@@ -80,7 +80,7 @@ pub fn drain<D: Drive + ?Sized>(driver: &mut D) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::NodeConfig;
     use crate::node::{Command, Event};
     use crate::noise::Keypair;
     use crate::rng::Rng;
@@ -102,11 +102,10 @@ mod tests {
     impl Fake {
         fn new(refuse_dials: bool, room: bool) -> Fake {
             let mut rng = Rng::from_u64(3);
-            let cfg = Config {
-                discovery: false,
-                known_peers: Vec::new(),
-                ..Config::default()
-            };
+            let cfg = NodeConfig::default().with(|c| {
+                c.discovery.enabled = false;
+                c.connections.known_peers = Vec::new();
+            });
             let mut node = Node::new(cfg, Keypair::generate(&mut rng), [3; 32], Instant::ZERO);
             let store = MemStore::new("repo");
             node.start(Instant::ZERO, &store);

@@ -13,7 +13,7 @@ use super::Node;
 use super::admission::PRE_ADMISSION_FRAME;
 use super::budget::DEFAULT_LIMIT;
 use super::conn::ConnState;
-use crate::config::Config;
+use crate::config::NodeConfig;
 
 /// Least bytes a connection may have queued before its peer counts as not
 /// reading: a whole frame must fit, with room for the replies behind it.
@@ -38,10 +38,10 @@ pub struct FrameLimits {
 }
 
 impl FrameLimits {
-    pub fn of(cfg: &Config) -> FrameLimits {
-        let max = cfg.max_message_size as usize;
+    pub fn of(cfg: &NodeConfig) -> FrameLimits {
+        let max = cfg.limits.max_message_size as usize;
         FrameLimits {
-            frame: cfg.max_message_size,
+            frame: cfg.limits.max_message_size,
             budget: DEFAULT_LIMIT.max(2 * (max + 4)),
             queued: max.saturating_mul(2).max(MAX_QUEUED_MIN),
             objects_frame: (max / 2).clamp(64 * 1024, OBJECT_FRAME_TARGET),
@@ -88,7 +88,7 @@ mod tests {
     /// the frame limit it was admitted with.
     #[test]
     fn a_configuration_change_reaches_open_connections() {
-        let cfg = Config::default();
+        let cfg = NodeConfig::default();
         let keypair = Keypair::generate(&mut Rng::from_seed([1; 32]));
         let mut node = Node::new(cfg.clone(), keypair, [2; 32], Instant::ZERO);
         let store = MemStore::new("repo");
@@ -101,7 +101,7 @@ mod tests {
             Direction::Inbound,
             Instant::ZERO,
             hb,
-            cfg.max_message_size,
+            cfg.limits.max_message_size,
         );
         admitted.authenticated(crate::NodeId([1; 32]));
         admitted.set_state(ConnState::Ready);
@@ -118,10 +118,7 @@ mod tests {
         node.conns.insert(1, admitted);
         node.conns.insert(2, stranger);
 
-        let smaller = Config {
-            max_message_size: 2 << 20,
-            ..cfg
-        };
+        let smaller = cfg.with(|c| c.limits.max_message_size = 2 << 20);
         node.handle_command(
             Instant::ZERO,
             7,
@@ -145,10 +142,7 @@ mod tests {
     }
 
     fn limits(max: u32) -> FrameLimits {
-        FrameLimits::of(&Config {
-            max_message_size: max,
-            ..Config::default()
-        })
+        FrameLimits::of(&NodeConfig::default().with(|c| c.limits.max_message_size = max))
     }
 
     #[test]

@@ -191,8 +191,8 @@ impl Node {
             }
         };
         let strategies = Strategies {
-            default: self.cfg.conflict_strategy,
-            timelines: &self.cfg.timeline_strategies,
+            default: self.cfg.sync.conflict_strategy,
+            timelines: &self.cfg.sync.timeline_strategies,
             theirs: c.remote_strategy.as_ref(),
         };
         let has = |id: &ObjectId| store.has(id) || seals.contains_key(id);
@@ -245,8 +245,8 @@ impl Node {
     ) {
         let strategy = conflict::strategy_for(
             &c.timeline,
-            self.cfg.conflict_strategy,
-            &self.cfg.timeline_strategies,
+            self.cfg.sync.conflict_strategy,
+            &self.cfg.sync.timeline_strategies,
         );
         let name = serde_json::to_value(strategy)
             .ok()

@@ -101,8 +101,8 @@ impl Node {
             .and_then(|p| self.puller.peers.get(p))
             .map_or(0, |r| r.timelines_created);
         let caps = Caps {
-            per_sync: self.cfg.max_new_timelines_per_sync,
-            per_peer: self.cfg.max_new_timelines_per_peer,
+            per_sync: self.cfg.limits.max_new_timelines_per_sync,
+            per_peer: self.cfg.limits.max_new_timelines_per_peer,
             created,
         };
         plan(&c.remote_heads, local, caps)

@@ -61,6 +61,7 @@ pub mod limits;
 mod lz4;
 mod puller;
 mod rate;
+mod reconfigure;
 pub mod refetch;
 mod relay;
 mod routed;
@@ -76,7 +77,7 @@ use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::NodeId;
-use crate::config::Config;
+use crate::config::NodeConfig;
 use crate::discovery::{
     self, DiscoveredPeer, Discovery, DiscoveryConfig, DiscoveryStats, NetworkFilter, OutcomeKind,
 };
@@ -118,7 +119,7 @@ pub const FEATURES: &[&str] = &["lz4", "topology-summary", thin::FEATURE];
 /// The protocol state machine of one peer. See the module documentation for how
 /// to drive it.
 pub struct Node {
-    cfg: Config,
+    cfg: NodeConfig,
     me: Identity,
     rng: Rng,
     conns: BTreeMap<ConnId, Conn>,
@@ -161,12 +162,12 @@ impl Node {
 
     /// A node with its configuration, static identity, random seed and the
     /// time now; [`start`](Node::start) it before feeding it inputs.
-    pub fn new(cfg: Config, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
+    pub fn new(cfg: NodeConfig, keypair: Keypair, seed: [u8; 32], now: Instant) -> Node {
         let node_id = NodeId(keypair.public);
-        let trust = crate::trust::Trust::new(cfg.open, &cfg.trusted_peers);
-        let relay_rate = cfg.relay_rate;
+        let trust = crate::trust::Trust::new(cfg.access.open, &cfg.access.trusted_peers);
+        let relay_rate = cfg.mesh.relay_rate;
         let mut node = Node {
-            timers: Timers::new(now, now + cfg.sync_interval),
+            timers: Timers::new(now, now + cfg.sync.sync_interval),
             cfg,
             me: Identity {
                 keypair,
@@ -229,7 +230,7 @@ impl Node {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &NodeConfig {
         &self.cfg
     }
 
@@ -354,25 +355,18 @@ impl Node {
     }
 
     fn configure_discovery(&mut self, now: Instant) {
-        // `Config::validate` refuses a bad list; should an unchecked config
+        // `NodeConfig::validate` refuses a bad list; should an unchecked config
         // get here anyway, admit nobody rather than everybody.
-        self.admission.filter =
-            NetworkFilter::parse(&self.cfg.allowed_networks).unwrap_or_else(|e| {
+        self.admission.filter = NetworkFilter::parse(&self.cfg.access.allowed_networks)
+            .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "invalid allowed_networks: admitting no address");
                 NetworkFilter::deny_all()
             });
-        if !self.cfg.discovery {
+        if !self.cfg.discovery.enabled {
             self.discovery = None;
             return;
         }
         let mut dc = DiscoveryConfig::from_config(&self.cfg);
-        dc.interval = self.cfg.discovery_interval;
-        dc.stale_after = self.cfg.discovery_interval * 3;
-        dc.jitter = dc.jitter.min(self.cfg.discovery_interval / 4);
-        // Many daemons can share one host (and so one source address): allow a
-        // few announcements a second per address, still bounding a flood.
-        dc.rate_burst = dc.rate_burst.max(30);
-        dc.rate_per_sec = dc.rate_per_sec.max(10);
         match self.discovery.as_mut() {
             Some(d) => {
                 dc.targets = d.config().targets.clone();
@@ -382,7 +376,7 @@ impl Node {
             }
             None => {
                 let rng = self.rng.child("discovery", 0);
-                match Discovery::new(dc, self.me.hex.clone(), self.cfg.port, rng, now) {
+                match Discovery::new(dc, self.me.hex.clone(), self.cfg.connections.port, rng, now) {
                     Ok(d) => self.discovery = Some(d),
                     Err(e) => tracing::warn!(error = %e, "discovery disabled"),
                 }
@@ -404,7 +398,10 @@ impl Node {
     /// refuses it (see [`admission`]); the owner then closes the socket.
     pub fn handle_accepted(&mut self, now: Instant, addr: SocketAddr) -> Option<ConnId> {
         let id = self.admit_inbound(now, addr)?;
-        let (hb, max) = (self.cfg.heartbeat_interval, admission::PRE_ADMISSION_FRAME);
+        let (hb, max) = (
+            self.cfg.connections.heartbeat_interval,
+            admission::PRE_ADMISSION_FRAME,
+        );
         let mut c = Conn::new(id, addr, Direction::Inbound, now, hb, max);
         match self.new_session(Role::Responder, id) {
             Ok(s) => c.noise = Some(s),
@@ -547,8 +544,13 @@ impl Node {
                 r.last_seen = Some(now);
             }
         }
-        self.dialers
-            .closed(conn, ready_before, now, &self.cfg, &mut self.rng);
+        self.dialers.closed(
+            conn,
+            ready_before,
+            now,
+            &self.cfg.connections,
+            &mut self.rng,
+        );
         if c.was_ready || !was_closed {
             self.emit(Event::PeerDisconnected {
                 peer: c.peer(),
@@ -607,18 +609,20 @@ impl Node {
             Command::AddPeer(addr) => {
                 self.dialers.remember(addr, now);
                 let s = addr.to_string();
-                if !self.cfg.known_peers.contains(&s) {
-                    self.cfg.known_peers.push(s);
+                if !self.cfg.connections.known_peers.contains(&s) {
+                    self.cfg.connections.known_peers.push(s);
                 }
                 self.done(id, true, format!("added {addr}"));
             }
             Command::RemovePeer(addr) => {
                 let s = addr.to_string();
-                let before = self.cfg.known_peers.len();
+                let before = self.cfg.connections.known_peers.len();
                 self.cfg
+                    .connections
                     .known_peers
                     .retain(|k| k.parse::<SocketAddr>() != Ok(addr) && *k != s);
-                let removed = self.dialers.forget(addr) || before != self.cfg.known_peers.len();
+                let removed =
+                    self.dialers.forget(addr) || before != self.cfg.connections.known_peers.len();
                 if removed {
                     self.done(id, true, format!("removed {addr}"));
                 } else {
@@ -661,21 +665,7 @@ impl Node {
                 self.done(id, true, "announced".into());
             }
             Command::SetConfig(cfg) => {
-                let auto_was = self.cfg.auto_sync;
-                let narrowed = self.retrust(&cfg);
-                self.cfg = *cfg;
-                self.apply_frame_limits();
-                self.apply_rates(now);
-                if self.cfg.auto_sync
-                    && (!auto_was || self.timers.next_auto_sync > now + self.cfg.sync_interval)
-                {
-                    self.timers.next_auto_sync = now + self.cfg.sync_interval;
-                }
-                self.sync_known_peers(now);
-                self.configure_discovery(now);
-                let closed = self.enforce_trust() + self.enforce_access(narrowed);
-                self.announce_local(now, store);
-                let msg = match closed {
+                let msg = match self.reconfigure(now, *cfg, store) {
                     0 => "configuration applied".to_owned(),
                     n => format!(
                         "configuration applied; {n} connection(s) no longer allowed were closed"
@@ -793,7 +783,7 @@ impl Node {
             role,
             &self.me.keypair,
             rng,
-            self.cfg.encryption,
+            self.cfg.connections.encryption,
             b"ivaldi".to_vec(),
         )
     }

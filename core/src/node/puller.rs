@@ -257,7 +257,7 @@ impl Node {
             return;
         }
         let active = self.conns.values().filter(|c| c.pull.is_some()).count();
-        if active >= self.cfg.max_concurrent_syncs {
+        if active >= self.cfg.sync.max_concurrent_syncs {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.pull_wanted = true;
             }

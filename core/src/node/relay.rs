@@ -53,14 +53,9 @@ const HEAL_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Node {
     pub(super) fn mesh_init(&mut self, now: Instant, store: &dyn Store) {
-        let cfg = MeshConfig {
-            announce_interval: self.cfg.topology_interval,
-            max_age: self.cfg.topology_interval * 3,
-            ..MeshConfig::default()
-        };
         self.mesh = Some(
             Mesh::new(
-                cfg,
+                MeshConfig::from_settings(&self.cfg.mesh),
                 self.me.hex.clone(),
                 vec![store.repo_id().to_owned()],
                 now,
@@ -212,7 +207,7 @@ impl Node {
         for dst in candidates {
             if self.has_session_with(&dst)
                 || self.routed.retry.get(&dst).is_some_and(|t| *t > now)
-                || self.peer_slots_used() >= self.cfg.max_peers
+                || self.peer_slots_used() >= self.cfg.connections.max_peers
             {
                 continue;
             }
@@ -256,7 +251,7 @@ impl Node {
             routed_addr(),
             direction,
             now,
-            self.cfg.heartbeat_interval,
+            self.cfg.connections.heartbeat_interval,
             self.frame_limits().frame,
         );
         let mut s = self.new_session(role, id).ok()?;
@@ -277,7 +272,7 @@ impl Node {
         bin: Vec<u8>,
         store: &dyn Store,
     ) {
-        let src = match plan::arrival(self.me.node_id, self.cfg.relay, &h) {
+        let src = match plan::arrival(self.me.node_id, self.cfg.mesh.relay, &h) {
             Arrival::Deliver { src } => src,
             Arrival::Drop => {
                 self.out.stats.relay_dropped += 1;
@@ -297,7 +292,7 @@ impl Node {
                 .map(|c| c.id);
             let target = match existing {
                 Some(t) => Some(t),
-                None if self.peer_slots_used() < self.cfg.max_peers => {
+                None if self.peer_slots_used() < self.cfg.connections.max_peers => {
                     self.open_routed(now, src, h.session, Role::Responder)
                 }
                 None => None,
@@ -325,7 +320,7 @@ impl Node {
         // Over `relay_rate`, frames wait (in order) for the allowance to
         // refill instead of being dropped: dropping would look like tampering
         // to the two ends. Only beyond a bounded backlog are they dropped.
-        let (rate, len) = (self.cfg.relay_rate, bin.len());
+        let (rate, len) = (self.cfg.mesh.relay_rate, bin.len());
         let waiting = !self.routed.backlog.is_empty();
         let routed = &mut self.routed;
         match plan::relay_step(next, waiting, || routed.relay_allowed(now, len, rate)) {
@@ -342,7 +337,7 @@ impl Node {
     /// Sends the relay backlog on as far as `relay_rate` allows (frames whose
     /// next hop went away meanwhile are dropped).
     pub(super) fn drain_relay_backlog(&mut self, now: Instant) {
-        let rate = self.cfg.relay_rate;
+        let rate = self.cfg.mesh.relay_rate;
         while let Some((next, h, bin)) = self.routed.release(now, rate) {
             let ready = self
                 .conns
@@ -366,7 +361,7 @@ impl Node {
         };
         let mut bin = bin;
         let (copies, corrupt) =
-            plan::fault_plan(self.cfg.fault_relay, self.out.stats.relayed_frames);
+            plan::fault_plan(self.cfg.mesh.fault_relay, self.out.stats.relayed_frames);
         if corrupt && let Some(b) = bin.last_mut() {
             *b ^= 0x40;
         }
@@ -415,7 +410,7 @@ impl Node {
     /// Both ends offer the `topology-summary` feature on this connection.
     fn summaries_with(&self, conn: ConnId) -> bool {
         const F: &str = "topology-summary";
-        !self.cfg.features_off.iter().any(|f| f == F)
+        !self.cfg.connections.features_off.iter().any(|f| f == F)
             && self
                 .conns
                 .get(&conn)
@@ -487,21 +482,21 @@ impl Node {
             // Give the mesh time to show a route first: changes flood at once,
             // so a short grace is enough even when the refresh interval is long.
             .filter(|(_, (_, since))| {
-                now.saturating_since(*since) >= self.cfg.topology_interval.min(HEAL_GRACE)
+                now.saturating_since(*since) >= self.cfg.mesh.topology_interval.min(HEAL_GRACE)
             })
             .filter(|(n, _)| !self.has_session_with(n))
             .filter(|(n, _)| self.dialers.heal_retry.get(*n).is_none_or(|t| *t <= now))
             .map(|(n, (a, _))| (*n, *a))
             .collect();
         for (node, addr) in candidates {
-            if self.peer_slots_used() >= self.cfg.max_peers {
+            if self.peer_slots_used() >= self.cfg.connections.max_peers {
                 break;
             }
             let reachable = self
                 .mesh
                 .as_mut()
                 .is_some_and(|m| m.route(&node.to_hex(), now).is_some());
-            if reachable || self.cfg.no_direct.contains(&node) {
+            if reachable || self.cfg.mesh.no_direct.contains(&node) {
                 continue;
             }
             tracing::info!(peer = node.short(), %addr, "dialling a peer heard of, to heal the mesh");

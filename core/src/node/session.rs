@@ -44,7 +44,7 @@ impl Node {
                     peer.short()
                 ));
             }
-            None if self.cfg.no_direct.contains(&peer) => {
+            None if self.cfg.mesh.no_direct.contains(&peer) => {
                 return Err(format!(
                     "no direct connection with {} (no_direct)",
                     peer.short()
@@ -62,12 +62,12 @@ impl Node {
     /// What `peer` may do with `timeline` (see [`crate::access`]).
     pub(super) fn access(&self, peer: &NodeId, timeline: &TimelineName) -> Access {
         let whole = self.admission.trust.admits(peer).unwrap_or(Access::None);
-        if self.cfg.access.is_empty() {
+        if self.cfg.access.rules.is_empty() {
             return whole;
         }
         whole.min(access::access_for(
-            &self.cfg.access,
-            &self.cfg.peer_groups,
+            &self.cfg.access.rules,
+            &self.cfg.access.peer_groups,
             peer,
             timeline.as_str(),
         ))
@@ -90,13 +90,13 @@ impl Node {
         heads.retain(|t, _| self.access(peer, t) >= Access::Read);
         let features = FEATURES
             .iter()
-            .filter(|f| **f != "lz4" || self.cfg.compression)
-            .filter(|f| !self.cfg.features_off.iter().any(|o| o == *f))
+            .filter(|f| **f != "lz4" || self.cfg.connections.compression)
+            .filter(|f| !self.cfg.connections.features_off.iter().any(|o| o == *f))
             .map(|f| (*f).to_owned())
             .collect();
         wire::Handshake {
             versions: vec![PROTOCOL_VERSION],
-            listen_port: self.cfg.port,
+            listen_port: self.cfg.connections.port,
             repos: vec![wire::RepoAdvert {
                 id: store.repo_id().to_owned(),
                 heads,
@@ -104,8 +104,8 @@ impl Node {
             features,
             agent: concat!("ivaldi/", env!("CARGO_PKG_VERSION")).to_owned(),
             conflict: Some(wire::StrategyAdvert {
-                default: self.cfg.conflict_strategy,
-                timelines: self.cfg.timeline_strategies.clone(),
+                default: self.cfg.sync.conflict_strategy,
+                timelines: self.cfg.sync.timeline_strategies.clone(),
             }),
         }
     }
@@ -226,10 +226,15 @@ impl Node {
         c.was_ready = true;
         // Ping at once, so the round-trip time is known from the start.
         c.next_ping = now;
-        c.lz4 = self.cfg.compression
-            && !self.cfg.features_off.iter().any(|f| f == "lz4")
+        c.lz4 = self.cfg.connections.compression
+            && !self.cfg.connections.features_off.iter().any(|f| f == "lz4")
             && h.features.iter().any(|f| f == "lz4");
-        c.zdelta = !self.cfg.features_off.iter().any(|f| f == thin::FEATURE)
+        c.zdelta = !self
+            .cfg
+            .connections
+            .features_off
+            .iter()
+            .any(|f| f == thin::FEATURE)
             && h.features.iter().any(|f| f == thin::FEATURE);
         c.remote_features = h.features.clone();
         c.encrypted = c.noise.as_ref().is_some_and(|n| n.encrypted());
@@ -332,7 +337,7 @@ impl Node {
         }
         self.join_conn_ended(now, conn, Some(&peer), true, "");
         self.announce_since_hello(now, conn, store);
-        if self.cfg.auto_sync {
+        if self.cfg.sync.auto_sync {
             self.request_pull(now, conn, store, false);
         }
     }
@@ -370,7 +375,7 @@ impl Node {
             // Both heads agree now: a divergence with this peer is resolved
             // (what `request_pull` would have found).
             self.puller.conflicts.remove(&(timeline, peer));
-        } else if self.cfg.auto_sync {
+        } else if self.cfg.sync.auto_sync {
             self.request_pull(now, conn, store, false);
         }
     }

@@ -8,7 +8,7 @@ use super::CloseReason;
 use super::conn::Conn;
 use super::{ConnId, ConnState, Node, TimeoutReason, admission};
 use crate::NodeId;
-use crate::config::Config;
+use crate::config::NodeConfig;
 use crate::store::Store;
 use crate::time::Instant;
 use crate::wire::{self, Message};
@@ -70,20 +70,29 @@ pub(super) struct ConnTimers {
 }
 
 impl ConnTimers {
-    pub fn of(c: &Conn, cfg: &Config) -> ConnTimers {
+    pub fn of(c: &Conn, cfg: &NodeConfig) -> ConnTimers {
         match c.state() {
             ConnState::Dialing
             | ConnState::Handshaking
             | ConnState::Admission
             | ConnState::Refusing
             | ConnState::AwaitHello => ConnTimers {
-                handshake: Some(admission::conn_deadline(c, cfg.handshake_timeout)),
+                handshake: Some(admission::conn_deadline(
+                    c,
+                    cfg.connections.handshake_timeout,
+                )),
                 ..ConnTimers::default()
             },
             ConnState::Ready => ConnTimers {
                 handshake: None,
-                lost: Some(c.last_rx + cfg.heartbeat_interval * cfg.heartbeat_misses),
-                sync: c.pull.as_ref().map(|p| p.last_progress + cfg.sync_timeout),
+                lost: Some(
+                    c.last_rx
+                        + cfg.connections.heartbeat_interval * cfg.connections.heartbeat_misses,
+                ),
+                sync: c
+                    .pull
+                    .as_ref()
+                    .map(|p| p.last_progress + cfg.sync.sync_timeout),
                 ping: Some(c.next_ping),
             },
             ConnState::Closed => ConnTimers::default(),
@@ -111,7 +120,11 @@ impl Node {
             }
             soonest.consider(t.sync, TimeoutReason::SyncTimeout);
         }
-        let auto = self.cfg.auto_sync.then_some(self.timers.next_auto_sync);
+        let auto = self
+            .cfg
+            .sync
+            .auto_sync
+            .then_some(self.timers.next_auto_sync);
         soonest.consider(auto, TimeoutReason::AutoSync);
         soonest.consider(self.dialers.next_retry(), TimeoutReason::Reconnect);
         self.timers.last_reason = soonest.reason();
@@ -149,7 +162,7 @@ impl Node {
                 let seq = self.rng.next_u64() >> 11;
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.ping = Some((seq, now));
-                    c.next_ping = now + self.cfg.heartbeat_interval;
+                    c.next_ping = now + self.cfg.connections.heartbeat_interval;
                 }
                 let ping = wire::Heartbeat {
                     ping: Some(seq),
@@ -158,8 +171,8 @@ impl Node {
                 self.send(now, id, Message::Heartbeat(ping));
             }
         }
-        if self.cfg.auto_sync && now >= self.timers.next_auto_sync {
-            self.timers.next_auto_sync = now + self.cfg.sync_interval;
+        if self.cfg.sync.auto_sync && now >= self.timers.next_auto_sync {
+            self.timers.next_auto_sync = now + self.cfg.sync.sync_interval;
             self.announce_heads(now, store);
             let ready: Vec<ConnId> = self.ready_conns().collect();
             for id in ready {
@@ -205,19 +218,19 @@ mod tests {
 
     #[test]
     fn a_connection_has_the_deadlines_of_its_state() {
-        let cfg = Config::default();
+        let cfg = NodeConfig::default();
         let addr: SocketAddr = "127.0.0.1:1".parse().expect("an address");
         let hb = Duration::from_secs(1);
         let mut c = Conn::new(1, addr, Direction::Outbound, at(0), hb, 1 << 20);
         let t = ConnTimers::of(&c, &cfg);
-        assert_eq!(t.handshake, Some(at(0) + cfg.handshake_timeout));
+        assert_eq!(t.handshake, Some(at(0) + cfg.connections.handshake_timeout));
         assert_eq!((t.lost, t.sync, t.ping), (None, None, None));
         c.authenticated(crate::NodeId([1; 32]));
         c.set_state(ConnState::Ready);
         c.last_rx = at(10);
         c.next_ping = at(11);
         let t = ConnTimers::of(&c, &cfg);
-        let lost = at(10) + cfg.heartbeat_interval * cfg.heartbeat_misses;
+        let lost = at(10) + cfg.connections.heartbeat_interval * cfg.connections.heartbeat_misses;
         assert_eq!(
             (t.handshake, t.lost, t.ping, t.sync),
             (None, Some(lost), Some(at(11)), None)

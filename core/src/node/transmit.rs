@@ -6,7 +6,7 @@
 use super::CloseReason;
 use super::conn::Conn;
 use super::{ConnId, ConnState, Event, Node, TRANSMIT_CHUNK, rate, trace_record};
-use crate::config::Config;
+use crate::config::NodeConfig;
 use crate::store::Store;
 use crate::time::Instant;
 use crate::wire::{self, Message};
@@ -116,15 +116,15 @@ impl Node {
     }
 
     /// The upload cap that applies to a connection's own bucket.
-    pub(super) fn peer_caps(cfg: &Config, c: &Conn) -> (u64, u64) {
+    pub(super) fn peer_caps(cfg: &NodeConfig, c: &Conn) -> (u64, u64) {
         if c.route.is_some() {
             // A routed session's bytes travel as frames on a neighbour's
             // connection and are counted there.
             return (0, 0);
         }
         match c.peer().as_ref() {
-            Some(p) => (cfg.peer_upload_cap(p), cfg.peer_download_cap(p)),
-            None => (cfg.peer_upload_rate, cfg.peer_download_rate),
+            Some(p) => (cfg.rates.peer_upload_cap(p), cfg.rates.peer_download_cap(p)),
+            None => (cfg.rates.peer_upload_rate, cfg.rates.peer_download_rate),
         }
     }
 
@@ -132,8 +132,8 @@ impl Node {
     /// changed at run time (`SetConfig`) or a peer identified by its handshake
     /// gets its cap at once.
     pub(super) fn apply_rates(&mut self, now: Instant) {
-        rate::set_cap(&mut self.server.up, self.cfg.upload_rate, now);
-        rate::set_cap(&mut self.server.down, self.cfg.download_rate, now);
+        rate::set_cap(&mut self.server.up, self.cfg.rates.upload_rate, now);
+        rate::set_cap(&mut self.server.down, self.cfg.rates.download_rate, now);
         for c in self.conns.values_mut() {
             let (up, down) = Self::peer_caps(&self.cfg, c);
             rate::set_cap(&mut c.up, up, now);
@@ -210,7 +210,7 @@ impl Node {
         let c = self.conns.get_mut(&conn)?;
         let (_, down) = Self::peer_caps(&self.cfg, c);
         rate::set_cap(&mut c.down, down, now);
-        rate::set_cap(&mut self.server.down, self.cfg.download_rate, now);
+        rate::set_cap(&mut self.server.down, self.cfg.rates.download_rate, now);
         if c.down.unlimited() && self.server.down.unlimited() {
             return None;
         }

@@ -80,7 +80,7 @@ impl Sim {
                 continue;
             };
             let peers = node.peers();
-            let max_peers = sn.cfg.max_peers;
+            let max_peers = sn.cfg.connections.max_peers;
             if peers.len() > 2 * max_peers + 8 {
                 found.push((
                     sn.index,
@@ -96,7 +96,7 @@ impl Sim {
                 ));
             }
             let (batches, _) = sn.store.staged();
-            let limit = 2 * sn.cfg.max_concurrent_syncs + 4;
+            let limit = 2 * sn.cfg.sync.max_concurrent_syncs + 4;
             if batches > limit {
                 found.push((
                     sn.index,

@@ -4,27 +4,22 @@
 //! The JSON is the one the control socket always carried (tests and scripts
 //! read `status --json` and friends), so field names are part of the format.
 //! Records the core owns (connection status, counters, per-peer sync records,
-//! discovery entries) are shown through views: the fields the CLI reads,
-//! typed, and every other field of the record kept as it is in `more`. A
-//! view is made from the record's own JSON ([`view`]), so it cannot drift
-//! from the core's field names without a test noticing.
+//! discovery entries and counters, conflicts, rate caps) are sent as the core
+//! types themselves, which read back as well as they are written; where the
+//! daemon adds a field (how long ago a peer was seen, on the wall clock) a
+//! thin wrapper flattens the record beside it.
 
 use std::collections::BTreeMap;
 
-use ivaldi_core::config::PeerRates;
+use ivaldi_core::NodeId;
+pub use ivaldi_core::config::RateSettings as Bandwidth;
+use ivaldi_core::discovery::DiscoveredPeer;
+pub use ivaldi_core::discovery::DiscoveryStats;
 use ivaldi_core::mesh::Topology;
+use ivaldi_core::node::PeerStatus;
+pub use ivaldi_core::node::{Conflict, PeerRecord, Stats};
 use ivaldi_core::trust::OpenMode;
-use ivaldi_core::{NodeId, ObjectId, TimelineName};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
-/// The rest of a core record: fields the CLI only passes on (`--json`).
-pub type More = serde_json::Map<String, serde_json::Value>;
-
-/// Reads a core record through a view of it.
-pub fn view<V: DeserializeOwned>(record: &impl Serialize) -> Result<V, serde_json::Error> {
-    serde_json::to_value(record).and_then(serde_json::from_value)
-}
 
 /// `whoami`: which daemon answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,23 +57,11 @@ pub struct Progress {
 /// last heard from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerView {
-    pub peer: Option<String>,
-    pub addr: String,
-    pub direction: String,
-    pub state: String,
-    pub rtt_micros: Option<u64>,
-    pub sync_phase: String,
-    pub serving: usize,
-    pub queued_bytes: usize,
-    pub encrypted: bool,
-    pub routed_via_mesh: bool,
-    pub features: Vec<String>,
-    pub last_error: Option<String>,
+    #[serde(flatten)]
+    pub status: PeerStatus,
     /// Added by the daemon: the record's `last_seen` is on the node's clock.
     #[serde(default)]
     pub last_seen_ago_ms: u64,
-    #[serde(flatten)]
-    pub more: More,
 }
 
 /// `peers`.
@@ -87,39 +70,11 @@ pub struct Peers {
     pub peers: Vec<PeerView>,
 }
 
-/// The node's counters (the core's `Stats`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatsView {
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub messages_in: BTreeMap<String, u64>,
-    pub messages_out: BTreeMap<String, u64>,
-    pub syncs_completed: u64,
-    pub syncs_failed: u64,
-    pub access_refused: u64,
-    pub untrusted_refused: u64,
-    pub relayed_bytes: u64,
-    pub relayed_frames: u64,
-    pub relay_dropped: u64,
-    #[serde(flatten)]
-    pub more: More,
-}
-
 /// The unauthenticated pool and the frame memory budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admission {
     pub pool: usize,
     pub frame_budget_reserved: usize,
-}
-
-/// The configured rate caps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Bandwidth {
-    pub upload_rate: u64,
-    pub download_rate: u64,
-    pub peer_upload_rate: u64,
-    pub peer_download_rate: u64,
-    pub peer_rates: BTreeMap<NodeId, PeerRates>,
 }
 
 /// The mesh as `status` sums it up.
@@ -139,8 +94,8 @@ pub struct MeshStatus {
 pub struct DiscoveryStatus {
     pub enabled: bool,
     pub peers: usize,
-    /// The core's `DiscoveryStats`, shown whole (none while discovery is off).
-    pub stats: Option<More>,
+    /// None while discovery is off.
+    pub stats: Option<DiscoveryStats>,
     pub targets: Vec<String>,
 }
 
@@ -170,7 +125,7 @@ pub struct Status {
     pub sync_interval: String,
     pub bandwidth: Bandwidth,
     pub peers: Vec<PeerView>,
-    pub stats: StatsView,
+    pub stats: Stats,
     pub admission: Admission,
     pub conflicts: usize,
     pub mesh: MeshStatus,
@@ -178,63 +133,35 @@ pub struct Status {
     pub events: EventCounts,
 }
 
-/// A peer heard on the LAN (the core's `DiscoveredPeer`).
+/// A peer heard on the LAN (the core's `DiscoveredPeer`), with how long ago.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DiscoveredView {
-    pub node_id: String,
-    pub addr: String,
-    /// Our repositories it serves: id to heads digest.
-    pub repos: BTreeMap<String, String>,
-    pub unknown_repos: usize,
+    #[serde(flatten)]
+    pub peer: DiscoveredPeer,
     #[serde(default)]
     pub last_seen_ago_ms: u64,
-    #[serde(flatten)]
-    pub more: More,
 }
 
 /// `discovered`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Discovered {
     pub discovered: Vec<DiscoveredView>,
-    pub stats: Option<More>,
-}
-
-/// Sync history with one peer (the core's `PeerRecord`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SyncRecordView {
-    pub syncs: u64,
-    pub failures: u64,
-    pub objects_in: u64,
-    pub bytes_in: u64,
-    pub objects_out: u64,
-    pub bytes_out: u64,
-    pub last_error: Option<String>,
-    #[serde(flatten)]
-    pub more: More,
+    pub stats: Option<DiscoveryStats>,
 }
 
 /// `sync-status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncStatus {
-    pub peers: BTreeMap<String, SyncRecordView>,
-    pub stats: StatsView,
+    /// Sync history per peer (the core's `PeerRecord`s).
+    pub peers: BTreeMap<NodeId, PeerRecord>,
+    pub stats: Stats,
     pub admission: Admission,
-}
-
-/// A recorded divergence (the core's `Conflict`, whole).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConflictView {
-    pub timeline: TimelineName,
-    pub local: ObjectId,
-    pub remote: ObjectId,
-    pub base: Option<ObjectId>,
-    pub peer: String,
 }
 
 /// `conflicts`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflicts {
-    pub conflicts: Vec<ConflictView>,
+    pub conflicts: Vec<Conflict>,
 }
 
 /// A key refused for want of trust.
@@ -274,33 +201,53 @@ pub struct Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ivaldi_core::node::{PeerRecord, Stats};
+    use ivaldi_core::node::{ConnState, Direction};
+    use ivaldi_core::time::Instant;
 
-    /// The views read the core's records as the core writes them; a renamed
-    /// field shows up here, not as a CLI that prints nothing.
+    /// The core records read back as they were written: the CLI sees every
+    /// field the daemon sent, and the wrapper adds its own beside them.
     #[test]
-    fn views_read_the_core_records_and_keep_every_field() {
+    fn core_records_round_trip_through_the_reply_json() {
         let stats = Stats {
             bytes_in: 7,
             ..Stats::default()
         };
-        let v: StatsView = view(&stats).expect("Stats reads as StatsView");
-        assert_eq!(v.bytes_in, 7);
-        assert_eq!(
-            serde_json::to_value(&v).ok(),
-            serde_json::to_value(&stats).ok(),
-            "the wire keeps every field"
-        );
+        let json = serde_json::to_string(&stats).expect("serialise");
+        assert_eq!(serde_json::from_str::<Stats>(&json).ok(), Some(stats));
         let record = PeerRecord {
             syncs: 3,
             last_error: Some("gone".into()),
             ..PeerRecord::default()
         };
-        let v: SyncRecordView = view(&record).expect("PeerRecord reads as SyncRecordView");
-        assert_eq!((v.syncs, v.last_error.as_deref()), (3, Some("gone")));
-        assert_eq!(
-            serde_json::to_value(&v).ok(),
-            serde_json::to_value(&record).ok()
-        );
+        let peers = BTreeMap::from([(NodeId([1; 32]), record)]);
+        let json = serde_json::to_string(&peers).expect("serialise");
+        assert_eq!(serde_json::from_str(&json).ok(), Some(peers));
+        let view = PeerView {
+            status: PeerStatus {
+                conn: 4,
+                peer: Some(NodeId([2; 32])),
+                addr: "127.0.0.1:9000".parse().expect("address"),
+                direction: Direction::Inbound,
+                state: ConnState::Ready,
+                rtt_micros: Some(1500),
+                last_seen: Instant::ZERO,
+                shares_repo: true,
+                encrypted: true,
+                syncing: false,
+                queued_bytes: 0,
+                remote_repos: vec!["repo".into()],
+                routed_via_mesh: false,
+                sync_phase: "idle".into(),
+                serving: 0,
+                features: vec!["lz4".into()],
+                last_error: None,
+            },
+            last_seen_ago_ms: 12,
+        };
+        let value = serde_json::to_value(&view).expect("serialise");
+        assert_eq!(value["direction"], "inbound");
+        assert_eq!(value["state"], "ready");
+        assert_eq!(value["last_seen_ago_ms"], 12);
+        assert_eq!(serde_json::from_value::<PeerView>(value).ok(), Some(view));
     }
 }

@@ -126,6 +126,9 @@ pub(super) struct Driver {
     /// Kept so shutdown can wait until the `stop` reply has been written.
     pub(super) stop_reply: Option<Sender<String>>,
     pub(super) targets: Vec<SocketAddr>,
+    /// The daemon's own settings this run started with: a change of most of
+    /// them needs a restart, which a reload reports.
+    pub(super) daemon_cfg: crate::config::DaemonConfig,
     /// Edits of config.json, applied without a CLI reload.
     pub(super) config_watch: watch::ConfigWatch,
 }
@@ -375,7 +378,7 @@ impl Drive for Driver {
         match out {
             Output::Dial { conn, addr } => {
                 let tx = self.inputs.clone();
-                let timeout = self.node.config().handshake_timeout;
+                let timeout = self.node.config().connections.handshake_timeout;
                 smol::spawn(async move {
                     let res = TcpStream::connect(addr)
                         .or(async {

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant, SystemTime};
 
-use ivaldi_core::config::Config;
+use crate::config::{ConfigFile, DaemonConfig};
 use ivaldi_core::node::{Node, TraceMode};
 use ivaldi_core::store::StoreRequest;
 use ivaldi_core::time::Instant;
@@ -98,7 +98,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
         tracing::info!(path = %paths.socket.display(), "removing stale control socket");
         let _ = fs::remove_file(&paths.socket);
     }
-    let cfg = setup::effective_config(&paths)?;
+    let ConfigFile { node: cfg, daemon } = setup::effective_config(&paths)?;
     let keypair = setup::load_or_create_identity(&paths)?;
     let seed = setup::random32()?;
     let store = DiskStore::open(root).map_err(|e| SetupError::Other(e.to_string()))?;
@@ -109,24 +109,29 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
         writer.set_checkpoint_bytes(bytes / 2);
     }
     smol::block_on(async move {
-        let bind: IpAddr = cfg
+        let bind: IpAddr = daemon
             .bind_addr
             .parse()
-            .map_err(|_| SetupError::Other(format!("bad bind_addr {}", cfg.bind_addr)))?;
-        let listener = TcpListener::bind((bind, cfg.port))
+            .map_err(|_| SetupError::Other(format!("bad bind_addr {}", daemon.bind_addr)))?;
+        let listener = TcpListener::bind((bind, cfg.connections.port))
             .await
-            .map_err(|e| SetupError::Other(format!("cannot listen on {bind}:{}: {e}", cfg.port)))?;
+            .map_err(|e| {
+                SetupError::Other(format!(
+                    "cannot listen on {bind}:{}: {e}",
+                    cfg.connections.port
+                ))
+            })?;
         let port = listener
             .local_addr()
             .map(|a| a.port())
             .map_err(|e| SetupError::Other(e.to_string()))?;
         let mut cfg = cfg;
-        cfg.port = port;
-        let udp = if cfg.discovery {
-            match bind_discovery(cfg.discovery_port) {
+        cfg.connections.port = port;
+        let udp = if cfg.discovery.enabled {
+            match bind_discovery(daemon.discovery_port) {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
-                    tracing::warn!(port = cfg.discovery_port, error = %e, "discovery disabled: cannot bind its UDP port");
+                    tracing::warn!(port = daemon.discovery_port, error = %e, "discovery disabled: cannot bind its UDP port");
                     None
                 }
             }
@@ -178,7 +183,7 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
         let started_info = Started {
             node_id: node.node_id().to_hex(),
             port,
-            discovery_port: udp.as_ref().map(|_| cfg.discovery_port),
+            discovery_port: udp.as_ref().map(|_| daemon.discovery_port),
             pid: std::process::id(),
         };
         let _accept = smol::spawn(accept_loop(listener, inputs.clone()));
@@ -202,12 +207,13 @@ pub fn run(root: &Path, on_started: impl FnOnce(&Started)) -> Result<(), SetupEr
             stop: None,
             stop_reply: None,
             targets: Vec::new(),
+            daemon_cfg: daemon.clone(),
             config_watch: watch::ConfigWatch::new(paths.config.clone(), WallInstant::now()),
         };
-        driver.set_targets(&cfg);
+        driver.set_targets(&daemon);
         driver.load_invites();
-        if cfg.open != ivaldi_core::trust::OpenMode::Off {
-            tracing::warn!(open = ?cfg.open, "OPEN MODE: any node that finds this one may connect");
+        if cfg.access.open != ivaldi_core::trust::OpenMode::Off {
+            tracing::warn!(open = ?cfg.access.open, "OPEN MODE: any node that finds this one may connect");
         }
         tracing::info!(node = %started_info.node_id, port, "daemon listening");
         on_started(&started_info);
@@ -268,7 +274,7 @@ pub fn is_running(paths: &P2pPaths) -> bool {
 /// Where discovery announcements go: the configured addresses (or the
 /// environment override), else every IPv4 interface's broadcast address.
 /// Loopback is never chosen implicitly; tests name 127.255.255.255 explicitly.
-pub fn discovery_targets(cfg: &Config) -> Vec<SocketAddr> {
+pub fn discovery_targets(cfg: &DaemonConfig) -> Vec<SocketAddr> {
     if !cfg.discovery_addrs.is_empty() {
         return cfg
             .discovery_addrs

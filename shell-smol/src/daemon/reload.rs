@@ -6,7 +6,6 @@ use std::time::Instant as WallInstant;
 
 use ivaldi_core::NodeId;
 use ivaldi_core::access::Access;
-use ivaldi_core::config::Config;
 use ivaldi_core::node::Command;
 use ivaldi_core::time::Instant;
 use smol::channel::Sender;
@@ -23,8 +22,8 @@ impl Driver {
     pub(super) fn reload_config(&mut self, now: Instant, reply: Option<Sender<String>>) {
         let loaded =
             P2pPaths::new(self.store.repo().root()).and_then(|p| setup::effective_config(&p));
-        let mut cfg = match loaded {
-            Ok(cfg) => cfg,
+        let mut file = match loaded {
+            Ok(file) => file,
             Err(e) => {
                 tracing::warn!(error = %e, "configuration refused; keeping the running one");
                 if let Some(reply) = reply {
@@ -40,14 +39,15 @@ impl Driver {
         };
         self.load_invites();
         // The listening port cannot change without a restart.
-        cfg.port = self.started_info.port;
-        let old = self.node.config();
+        file.node.connections.port = self.started_info.port;
+        let (old, new) = (&self.daemon_cfg, &file.daemon);
+        let discovery_was = self.node.config().discovery.enabled;
         for (key, changed) in [
-            ("bind_addr", cfg.bind_addr != old.bind_addr),
-            ("discovery_port", cfg.discovery_port != old.discovery_port),
-            ("discovery", cfg.discovery != old.discovery),
-            ("log_level", cfg.log_level != old.log_level),
-            ("data_dir", cfg.data_dir != old.data_dir),
+            ("bind_addr", new.bind_addr != old.bind_addr),
+            ("discovery_port", new.discovery_port != old.discovery_port),
+            ("discovery", file.node.discovery.enabled != discovery_was),
+            ("log_level", new.log_level != old.log_level),
+            ("data_dir", new.data_dir != old.data_dir),
         ] {
             if changed {
                 tracing::warn!(
@@ -56,8 +56,10 @@ impl Driver {
                 );
             }
         }
-        self.set_targets(&cfg);
-        self.command_for(now, Command::SetConfig(Box::new(cfg)), reply);
+        // Discovery addresses apply at once; the daemon's other settings at
+        // the next start (warned above).
+        self.set_targets(&file.daemon);
+        self.command_for(now, Command::SetConfig(Box::new(file.node)), reply);
     }
 
     /// Applies an edit of config.json once the watcher sees one.
@@ -77,7 +79,7 @@ impl Driver {
         }
     }
 
-    pub(super) fn set_targets(&mut self, cfg: &Config) {
+    pub(super) fn set_targets(&mut self, cfg: &crate::config::DaemonConfig) {
         self.targets = if self.udp.is_some() {
             discovery_targets(cfg)
         } else {
@@ -116,8 +118,10 @@ impl Driver {
             .and_then(|p| {
                 invites::spend(&p, invite, uses_left).map_err(|e| e.to_string())?;
                 setup::edit_config(&p, |c| {
-                    c.trusted_peers.retain(|t| t.id != *peer);
-                    c.trusted_peers
+                    c.node.access.trusted_peers.retain(|t| t.id != *peer);
+                    c.node
+                        .access
+                        .trusted_peers
                         .push(ivaldi_core::trust::TrustedPeer { id: *peer, access });
                 })
                 .map_err(|e| e.to_string())

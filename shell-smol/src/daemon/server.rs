@@ -22,9 +22,9 @@ use smol::{Async, Timer};
 use super::driver::{Driver, Input};
 use super::fanout::SUBSCRIBER_QUEUE;
 use crate::control::replies::{
-    Admission, Bandwidth, ConflictView, Conflicts, Count, Discovered, DiscoveredView,
-    DiscoveryStatus, Done, EventCounts, MeshStatus, PeerView, Peers, Pending, PendingKey, Route,
-    Status, SyncStatus, TopologyReply, Whoami, view,
+    Admission, Conflicts, Count, Discovered, DiscoveredView, DiscoveryStatus, Done, EventCounts,
+    MeshStatus, PeerView, Peers, Pending, PendingKey, Route, Status, SyncStatus, TopologyReply,
+    Whoami,
 };
 use crate::control::{Line, Reply, Request};
 
@@ -170,10 +170,7 @@ impl Driver {
             let _ = reply.try_send(r.to_line());
         };
         match req {
-            Request::Status => send(match self.status(now) {
-                Ok(status) => Reply::with(&status),
-                Err(e) => Reply::err(format!("cannot encode the status: {e}")),
-            }),
+            Request::Status => send(Reply::with(&self.status(now))),
             Request::Whoami => send(Reply::with(&Whoami {
                 node_id: self.started_info.node_id.clone(),
                 port: self.started_info.port,
@@ -181,14 +178,10 @@ impl Driver {
                 pid: self.started_info.pid,
                 repo: self.store.repo_id().to_owned(),
             })),
-            Request::Peers { verbose } => send(match self.peer_views(verbose) {
-                Ok(peers) => Reply::with(&Peers { peers }),
-                Err(e) => Reply::err(format!("cannot encode the peers: {e}")),
-            }),
-            Request::Discovered => send(match self.discovered(now) {
-                Ok(d) => Reply::with(&d),
-                Err(e) => Reply::err(format!("cannot encode the discovered peers: {e}")),
-            }),
+            Request::Peers { verbose } => send(Reply::with(&Peers {
+                peers: self.peer_views(verbose),
+            })),
+            Request::Discovered => send(Reply::with(&self.discovered(now))),
             Request::Connect { addr } => match addr.parse::<SocketAddr>() {
                 Ok(a) => self.command(now, Command::Connect(a), reply),
                 Err(_) => send(Reply::err(format!("{addr:?} is not an ip:port address"))),
@@ -211,14 +204,10 @@ impl Driver {
                     Err(e) => send(Reply::err(e)),
                 }
             }
-            Request::SyncStatus => send(match self.sync_status() {
-                Ok(s) => Reply::with(&s),
-                Err(e) => Reply::err(format!("cannot encode the sync status: {e}")),
-            }),
-            Request::Conflicts => send(match view::<Vec<ConflictView>>(&self.node.conflicts()) {
-                Ok(conflicts) => Reply::with(&Conflicts { conflicts }),
-                Err(e) => Reply::err(format!("cannot encode the conflicts: {e}")),
-            }),
+            Request::SyncStatus => send(Reply::with(&self.sync_status())),
+            Request::Conflicts => send(Reply::with(&Conflicts {
+                conflicts: self.node.conflicts(),
+            })),
             Request::Events { follow } => {
                 if let Some(count) = self.fanout.replay_events(reply.clone(), follow) {
                     send(Reply::with(&Count { count }));
@@ -330,33 +319,31 @@ impl Driver {
             .map_err(|e: ivaldi_core::node_id::ParseNodeIdError| e.to_string())
     }
 
-    fn peer_views(&self, verbose: bool) -> Result<Vec<PeerView>, serde_json::Error> {
+    fn peer_views(&self, verbose: bool) -> Vec<PeerView> {
         let now = self.now();
         self.node
             .peers()
             .into_iter()
             .filter(|p| verbose || p.peer.is_some())
-            .map(|p| {
-                let mut v: PeerView = view(&p)?;
-                v.last_seen_ago_ms = ago_ms(now, p.last_seen);
-                Ok(v)
+            .map(|status| PeerView {
+                last_seen_ago_ms: ago_ms(now, status.last_seen),
+                status,
             })
             .collect()
     }
 
-    fn discovered(&self, now: Instant) -> Result<Discovered, serde_json::Error> {
+    fn discovered(&self, now: Instant) -> Discovered {
         let discovered = self
             .node
             .discovered()
             .into_iter()
-            .map(|p| {
-                let mut v: DiscoveredView = view(&p)?;
-                v.last_seen_ago_ms = ago_ms(now, p.last_seen);
-                Ok(v)
+            .map(|peer| DiscoveredView {
+                last_seen_ago_ms: ago_ms(now, peer.last_seen),
+                peer,
             })
-            .collect::<Result<_, serde_json::Error>>()?;
-        let stats = self.node.discovery_stats().map(|s| view(&s)).transpose()?;
-        Ok(Discovered { discovered, stats })
+            .collect();
+        let stats = self.node.discovery_stats();
+        Discovered { discovered, stats }
     }
 
     fn admission(&self) -> Admission {
@@ -366,30 +353,28 @@ impl Driver {
         }
     }
 
-    fn sync_status(&self) -> Result<SyncStatus, serde_json::Error> {
-        Ok(SyncStatus {
-            peers: view(self.node.peer_records())?,
-            stats: view(self.node.stats())?,
+    fn sync_status(&self) -> SyncStatus {
+        SyncStatus {
+            peers: self.node.peer_records().clone(),
+            stats: self.node.stats().clone(),
             admission: self.admission(),
-        })
+        }
     }
 
-    fn status(&mut self, now: Instant) -> Result<Status, serde_json::Error> {
+    fn status(&mut self, now: Instant) -> Status {
         let started_unix = self
             .started
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let cfg = self.node.config();
-        let bandwidth = Bandwidth {
-            upload_rate: cfg.upload_rate,
-            download_rate: cfg.download_rate,
-            peer_upload_rate: cfg.peer_upload_rate,
-            peer_download_rate: cfg.peer_download_rate,
-            peer_rates: cfg.peer_rates.clone(),
-        };
-        let (open, trusted_peers, auto_sync) = (cfg.open, cfg.trusted_peers.len(), cfg.auto_sync);
-        let sync_interval = ivaldi_core::config::format_duration(cfg.sync_interval);
+        let bandwidth = cfg.rates.clone();
+        let (open, trusted_peers, auto_sync) = (
+            cfg.access.open,
+            cfg.access.trusted_peers.len(),
+            cfg.sync.auto_sync,
+        );
+        let sync_interval = ivaldi_core::config::format_duration(cfg.sync.sync_interval);
         let routing_table_size = self.node.routing_table_size(now);
         let stats = self.node.stats();
         let mesh = MeshStatus {
@@ -401,7 +386,7 @@ impl Driver {
             forged_advertisements: self.node.mesh_stats().map_or(0, |s| s.forged),
         };
         let events = self.fanout.stats();
-        Ok(Status {
+        Status {
             node_id: self.started_info.node_id.clone(),
             pid: self.started_info.pid,
             port: self.started_info.port,
@@ -415,15 +400,15 @@ impl Driver {
             auto_sync,
             sync_interval,
             bandwidth,
-            peers: self.peer_views(false)?,
-            stats: view(self.node.stats())?,
+            peers: self.peer_views(false),
+            stats: self.node.stats().clone(),
             admission: self.admission(),
             conflicts: self.node.conflicts().len(),
             mesh,
             discovery: DiscoveryStatus {
                 enabled: self.udp.is_some(),
                 peers: self.node.discovered().len(),
-                stats: self.node.discovery_stats().map(|s| view(&s)).transpose()?,
+                stats: self.node.discovery_stats(),
                 targets: self.targets.iter().map(|t| t.to_string()).collect(),
             },
             events: EventCounts {
@@ -431,7 +416,7 @@ impl Driver {
                 emitted: events.emitted,
                 subscribers: events.subscribers,
             },
-        })
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ivaldi_core::config::Config;
+use crate::config::{ConfigFile, DaemonConfig};
 use ivaldi_core::noise::Keypair;
 use thiserror::Error;
 
@@ -91,7 +91,7 @@ impl P2pPaths {
 /// `stop`, gc's view of it) while its config.json holds a mistake, which
 /// only `start` and a reload refuse.
 fn data_dir_of(path: &Path) -> Result<String, SetupError> {
-    let default = Config::default().data_dir;
+    let default = DaemonConfig::default().data_dir;
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(default),
@@ -104,10 +104,10 @@ fn data_dir_of(path: &Path) -> Result<String, SetupError> {
         None => Ok(default),
         Some(v) => {
             let probe = serde_json::json!({ "data_dir": v });
-            serde_json::from_value::<Config>(probe)
+            serde_json::from_value::<ConfigFile>(probe)
                 .ok()
                 .filter(|c| c.validate().is_ok())
-                .map(|c| c.data_dir)
+                .map(|c| c.daemon.data_dir)
                 .ok_or_else(|| SetupError::Config {
                     path: path.to_owned(),
                     reason: "data_dir: must be a relative directory inside .ivaldi".into(),
@@ -116,15 +116,15 @@ fn data_dir_of(path: &Path) -> Result<String, SetupError> {
     }
 }
 
-fn load_config_file(path: &Path) -> Result<Config, SetupError> {
+fn load_config_file(path: &Path) -> Result<ConfigFile, SetupError> {
     let bad = |e: ivaldi_core::config::ConfigError| SetupError::Config {
         path: path.to_owned(),
         reason: e.to_string(),
     };
     match fs::read(path) {
-        Ok(bytes) => ivaldi_core::config::from_json(&bytes).map_err(bad),
+        Ok(bytes) => ConfigFile::from_json(&bytes).map_err(bad),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let cfg = Config::default();
+            let cfg = ConfigFile::default();
             cfg.validate().map_err(bad)?;
             Ok(cfg)
         }
@@ -133,15 +133,15 @@ fn load_config_file(path: &Path) -> Result<Config, SetupError> {
 }
 
 /// The configuration as stored (no environment overrides), validated.
-pub fn load_config(paths: &P2pPaths) -> Result<Config, SetupError> {
+pub fn load_config(paths: &P2pPaths) -> Result<ConfigFile, SetupError> {
     load_config_file(&paths.config)
 }
 
 /// The configuration the daemon runs with: the file plus environment overrides.
-pub fn effective_config(paths: &P2pPaths) -> Result<Config, SetupError> {
+pub fn effective_config(paths: &P2pPaths) -> Result<ConfigFile, SetupError> {
     let mut cfg = load_config(paths)?;
     if let Ok(addrs) = std::env::var(DISCOVERY_ENV) {
-        cfg.discovery_addrs = addrs
+        cfg.daemon.discovery_addrs = addrs
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
@@ -156,7 +156,7 @@ pub fn effective_config(paths: &P2pPaths) -> Result<Config, SetupError> {
 }
 
 /// Validates and saves the configuration atomically.
-pub fn save_config(paths: &P2pPaths, cfg: &Config) -> Result<(), SetupError> {
+pub fn save_config(paths: &P2pPaths, cfg: &ConfigFile) -> Result<(), SetupError> {
     cfg.validate().map_err(SetupError::Refused)?;
     paths.ensure_dir()?;
     let json = serde_json::to_vec_pretty(cfg).map_err(|e| SetupError::Other(e.to_string()))?;
@@ -165,7 +165,10 @@ pub fn save_config(paths: &P2pPaths, cfg: &Config) -> Result<(), SetupError> {
 }
 
 /// Reads, changes and writes back the stored configuration.
-pub fn edit_config(paths: &P2pPaths, f: impl FnOnce(&mut Config)) -> Result<Config, SetupError> {
+pub fn edit_config(
+    paths: &P2pPaths,
+    f: impl FnOnce(&mut ConfigFile),
+) -> Result<ConfigFile, SetupError> {
     let mut cfg = load_config(paths)?;
     f(&mut cfg);
     save_config(paths, &cfg)?;
