@@ -95,6 +95,7 @@ impl Arbitrary for ArbSeal {
             }
         }
         ArbSeal(Seal {
+            git: None,
             tree: Id::arbitrary(g).0,
             parents,
             author: String::arbitrary(g),
