@@ -406,9 +406,10 @@ impl Seal {
         let git = if r.remaining() == 0 {
             None
         } else {
-            match r.u8("seal extension")? {
-                GIT_PART => {}
-                b => return Err(DecodeError::UnknownSealPart(b)),
+            // Anything but a git part after the message is not a seal.
+            let rest = r.remaining();
+            if r.u8("seal part")? != GIT_PART {
+                return Err(DecodeError::TrailingBytes(rest));
             }
             let hlen = r.u32("git headers length")? as usize;
             let headers = r.take(hlen, "git headers")?.to_vec();
