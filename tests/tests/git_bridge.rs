@@ -66,7 +66,8 @@ fn sh(dir: &Path, script: &str) {
 /// A history with merges (an octopus among them), a rename, a symlink, an
 /// executable, a submodule entry, non-ASCII names, a large file (chunked in
 /// Ivaldi), empty commits, a message without a trailing newline, a latin-1
-/// message with an `encoding` header, lightweight and annotated tags (one on a
+/// message with an `encoding` header, a `gpgsig` header and a `-0000` zone
+/// (a commit written raw), lightweight and annotated tags (one on a
 /// commit no branch reaches), and branch names Ivaldi must map.
 const HISTORY: &str = r#"
 git init -q -b main .
@@ -83,6 +84,9 @@ git update-index --add --cacheinfo 160000,12345678901234567890123456789012345678
 git commit -q -m "a submodule"
 printf 'no trailing newline' > ../msg; git commit -q --allow-empty -F ../msg --cleanup=verbatim
 git -c i18n.commitEncoding=ISO-8859-1 commit -q --allow-empty -m "$(printf 'latin-1: \351t\351')"
+tree=$(git rev-parse 'HEAD^{tree}'); parent=$(git rev-parse HEAD)
+printf 'tree %s\nparent %s\nauthor Eve <eve@example.org> 1700000200 -0000\ncommitter Eve <eve@example.org> 1700000300 +1400\ngpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAABCAAdFiEEnotreallyasignature\n -----END PGP SIGNATURE-----\n\nsigned, with a -0000 zone\n' "$tree" "$parent" > ../raw
+git update-ref refs/heads/main "$(git hash-object -t commit -w ../raw)"
 git checkout -q -b side1; echo s1 > s1; git add s1; git commit -q -m s1
 git checkout -q main; git checkout -q -b side2; echo s2 > s2; git add s2; git commit -q -m s2
 git checkout -q main; git checkout -q -b side3; echo s3 > s3; chmod +x s3; git add s3; git commit -q -m s3
@@ -161,6 +165,17 @@ fn a_history_round_trips_to_the_same_commit_ids_and_trees() {
     assert_eq!(refs(&dest), refs(&g));
     assert_eq!(commits(&dest), all);
     git(&dest, &["fsck", "--strict", "--no-dangling"]);
+    let signed = git(&dest, &["cat-file", "commit", "main~3"]);
+    assert!(
+        signed.contains("gpgsig -----BEGIN PGP SIGNATURE-----"),
+        "{signed}"
+    );
+
+    // gc keeps what export needs, the commit only a tag reaches included.
+    r.ok(&["gc"]);
+    let again = out.path().join("after-gc.git");
+    json(&r, &["git", "export", again.to_str().unwrap(), "--json"]);
+    assert_eq!(refs(&again), refs(&g));
 
     // Every seal checks out exactly as `git archive` of its commit: contents,
     // exec bits, symlinks, and the submodule as an empty directory.
@@ -330,4 +345,47 @@ fn a_directory_that_is_not_a_git_repository_is_a_clear_error_and_nothing_is_writ
         "the directory was left alone"
     );
     assert_eq!(snapshot_dir(&r.dot()), before, "nothing was written");
+}
+
+#[test]
+fn diverged_work_moves_no_ref_on_either_side() {
+    let src = source();
+    let g = src.path().join("repo");
+    let gs = g.to_str().unwrap();
+    let r = Repo::forged();
+    json(&r, &["git", "import", gs, "--json"]);
+    r.ok(&["update"]);
+    // Both sides add a commit on main.
+    r.write("ivaldi.txt", "ivaldi side\n");
+    r.seal("ivaldi side");
+    let ivaldi_main = r.json(&["timeline", "list", "--json"]).to_string();
+    sh(&g, "git commit -q --allow-empty -m 'git side'");
+    let git_main = git(&g, &["rev-parse", "main"]);
+
+    let report = json(&r, &["git", "import", gs, "--json"]);
+    assert_eq!(report["commits_imported"], 1, "{report}");
+    let main = report["branches"]
+        .as_array()
+        .expect("branches")
+        .iter()
+        .find(|b| b["branch"] == "main")
+        .expect("main")
+        .clone();
+    assert_eq!(main["outcome"], "diverged", "{report}");
+    assert_eq!(
+        r.json(&["timeline", "list", "--json"]).to_string(),
+        ivaldi_main,
+        "the timeline did not move"
+    );
+
+    // Export refuses to move git's main (its commit is not in the timeline)
+    // and says so with a failing exit code; the other refs are written.
+    let err = r.fails_output(&["git", "export", gs]);
+    let stdout = String::from_utf8_lossy(&err.stdout);
+    assert!(
+        stdout.contains("refused") && stdout.contains("refs/heads/main"),
+        "{stdout}"
+    );
+    assert_eq!(git(&g, &["rev-parse", "main"]), git_main);
+    git(&g, &["fsck", "--strict", "--no-dangling"]);
 }
