@@ -389,3 +389,22 @@ fn diverged_work_moves_no_ref_on_either_side() {
     assert_eq!(git(&g, &["rev-parse", "main"]), git_main);
     git(&g, &["fsck", "--strict", "--no-dangling"]);
 }
+
+#[test]
+fn a_reserved_name_is_refused_naming_the_commit_and_the_path() {
+    let src = tempfile::tempdir().expect("temp dir");
+    let g = src.path();
+    sh(
+        g,
+        "git init -q -b main . && mkdir -p sub/.ivaldi && echo x > sub/.ivaldi/config && \
+         git add sub && git commit -q -m reserved",
+    );
+    let bad = git(g, &["rev-parse", "HEAD"]);
+    let r = Repo::forged();
+    let before = snapshot_dir(&r.dot());
+    let err = r.fails(&["git", "import", g.to_str().unwrap()]);
+    assert!(err.contains(bad.trim()), "{err}");
+    assert!(err.contains("sub/.ivaldi"), "{err}");
+    assert!(err.contains("reserved"), "{err}");
+    assert_eq!(snapshot_dir(&r.dot()), before, "nothing was written");
+}
