@@ -53,6 +53,8 @@ pub struct State {
     /// Pairs in file order, new ones appended.
     order: Vec<(GitId, ObjectId)>,
     pub refs: Refs,
+    /// What is on disk (pairs, refs), so an unchanged state is not rewritten.
+    saved: (usize, Refs),
 }
 
 impl State {
@@ -101,6 +103,7 @@ impl State {
                 });
             }
         }
+        st.saved = (st.order.len(), st.refs.clone());
         Ok(st)
     }
 
@@ -122,8 +125,12 @@ impl State {
         self.order.is_empty()
     }
 
-    /// Writes both files atomically.
-    pub fn save(&self) -> Result<()> {
+    /// Writes both files atomically, if anything changed since they were read
+    /// or written.
+    pub fn save(&mut self) -> Result<()> {
+        if self.saved.0 == self.order.len() && self.saved.1 == self.refs {
+            return Ok(());
+        }
         let err = |e: ivaldi_shell_smol::repo::RepoError| BridgeError::State {
             path: self.dir.clone(),
             reason: e.to_string(),
@@ -144,7 +151,9 @@ impl State {
             path: self.dir.clone(),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.dir.join("refs.json"), &refs, true).map_err(err)
+        write_atomic(&self.dir.join("refs.json"), &refs, true).map_err(err)?;
+        self.saved = (self.order.len(), self.refs.clone());
+        Ok(())
     }
 }
 
