@@ -256,9 +256,38 @@ impl Converter<'_> {
         Ok(out)
     }
 
-    fn tree(&mut self, id: GitId, commit: &GitId, path: &str, depth: usize) -> Result<ObjectId> {
+    /// Converts git tree `id`. `base` is the same directory in the first
+    /// parent, imported by an earlier run (git tree, Ivaldi tree): entries
+    /// unchanged since then are taken from it unread, so a commit costs what
+    /// it changed, not the size of its tree.
+    fn tree(
+        &mut self,
+        id: GitId,
+        commit: &GitId,
+        path: &str,
+        depth: usize,
+        base: Option<(GitId, ObjectId)>,
+    ) -> Result<ObjectId> {
         if let Some(done) = self.trees.get(&id) {
             return Ok(*done);
+        }
+        if let Some((bg, bi)) = base
+            && bg == id
+        {
+            self.trees.insert(id, bi);
+            return Ok(bi);
+        }
+        // name -> (git mode, git id, Ivaldi id) of the base directory.
+        let mut old: HashMap<Vec<u8>, (Vec<u8>, GitId, ObjectId)> = HashMap::new();
+        if let Some((bg, bi)) = base
+            && let (Ok(gt), Ok(it)) = (self.git.find_object(bg), self.repo.store.tree(&bi))
+            && let Ok(entries) = gitobj::parse_tree(&gt.data)
+        {
+            for e in entries {
+                if let Some(ie) = std::str::from_utf8(e.name).ok().and_then(|n| it.get(n)) {
+                    old.insert(e.name.to_vec(), (e.mode.to_vec(), GitId::from(e.id), ie.id));
+                }
+            }
         }
         let at = |p: &str| {
             let commit = commit.to_string();
@@ -298,10 +327,17 @@ impl Converter<'_> {
                 ))
             })?;
             let gid = GitId::from(e.id);
-            let iid = match mode {
-                Mode::Tree => self.tree(gid, commit, &shown, depth + 1)?,
-                Mode::Gitlink => gitobj::gitlink_to_ivaldi(&e.id),
-                Mode::File | Mode::Executable | Mode::Symlink => {
+            let prev = old.get(e.name).filter(|o| o.0 == e.mode);
+            let reuse = prev
+                .filter(|o| mode != Mode::Tree && o.1 == gid)
+                .map(|o| o.2);
+            let iid = match (reuse, mode) {
+                (Some(i), _) => i,
+                (None, Mode::Tree) => {
+                    self.tree(gid, commit, &shown, depth + 1, prev.map(|o| (o.1, o.2)))?
+                }
+                (None, Mode::Gitlink) => gitobj::gitlink_to_ivaldi(&e.id),
+                (None, Mode::File | Mode::Executable | Mode::Symlink) => {
                     self.blob(gid, mode == Mode::Symlink, &at(&shown))?
                 }
             };
@@ -337,7 +373,24 @@ impl Converter<'_> {
         if gitobj::encode_commit(&c.tree, &c.parents, c.headers, c.message) != raw {
             return Err(bad("the commit does not rebuild to the same bytes".into()));
         }
-        let tree = self.tree(c.tree, id, "", 0)?;
+        // The first parent's trees, when an earlier run imported it.
+        let base = match c
+            .parents
+            .first()
+            .and_then(|p| Some((*p, *st.to_seal.get(p)?)))
+        {
+            Some((p, seal)) if !self.trees.contains_key(&c.tree) && !self.writer.holds(&seal) => {
+                let ptree = self
+                    .git
+                    .find_object(p)
+                    .ok()
+                    .and_then(|o| gitobj::parse_commit(&o.data).map(|pc| pc.tree));
+                let itree = self.repo.store.seal(&seal).ok().map(|s| s.tree);
+                ptree.zip(itree)
+            }
+            _ => None,
+        };
+        let tree = self.tree(c.tree, id, "", 0, base)?;
         let mut parents = Vec::with_capacity(c.parents.len());
         for p in &c.parents {
             parents.push(
