@@ -13,6 +13,7 @@ use ivaldi_shell_smol::repo::worktree::{self, Changes};
 use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
+mod git;
 mod p2p;
 mod pairing;
 
@@ -95,6 +96,11 @@ enum Cmd {
     P2p {
         #[command(subcommand)]
         cmd: Box<p2p::P2pCmd>,
+    },
+    /// Move history between git and Ivaldi: import a git repository, export to one.
+    Git {
+        #[command(subcommand)]
+        cmd: git::GitCmd,
     },
 }
 
@@ -240,6 +246,11 @@ fn run(cli: Cli) -> Result<(), Failed> {
                 p2p::notify_local_change(repo.root());
             }
             Ok(())
+        }
+        Cmd::Git { cmd } => {
+            let r = git::run(&mut repo, &here, cmd);
+            p2p::notify_local_change(repo.root());
+            r
         }
         Cmd::Update => {
             match ops::update(&mut repo)? {

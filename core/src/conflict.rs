@@ -298,6 +298,7 @@ pub fn auto_merge(
     }
     let names: Vec<String> = frontier.iter().map(|p| p.short()).collect();
     let seal = Seal {
+        git: None,
         tree,
         parents: frontier,
         author: MERGE_AUTHOR.to_owned(),

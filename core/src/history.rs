@@ -197,6 +197,7 @@ mod tests {
             let mut map = IdMap::default();
             for &(n, parents) in edges {
                 let seal = Seal {
+                    git: None,
                     tree: ObjectId([0; 32]),
                     parents: parents.iter().map(|p| sid(*p)).collect(),
                     author: author(n).to_owned(),

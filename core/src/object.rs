@@ -8,10 +8,15 @@
 //! |---|---|---|
 //! | blob | `1` | the raw bytes |
 //! | tree | `2` | `u32` count, then per entry: mode `u8`, name length `u16`, name, id (32) |
-//! | seal | `3` | tree id, parent count `u8`, parents, time `i64`, offset minutes `i16`, author (`u16` + UTF-8), message (`u32` + UTF-8) |
+//! | seal | `3` | tree id, parent count `u8`, parents, time `i64`, offset minutes `i16`, author (`u16` + UTF-8), message (`u32` + UTF-8), then only for a seal imported from git: `1`, git headers (`u32` + bytes), raw message flag `u8` (`1`: `u32` + bytes) |
 //! | chunk list | `4` | level `u8`, total size `u64`, `u32` count, then per entry: id (32), size `u64` |
 //!
 //! All integers are big-endian.
+//!
+//! A seal made by Ivaldi ends after its message, so the optional git part
+//! ([`GitCommit`]) changes neither the bytes nor the id of a native seal. Tree
+//! entry mode `5` ([`Mode::Gitlink`]) names a git submodule commit, which is not an
+//! Ivaldi object: it is never fetched, stored or required by the closure.
 
 use thiserror::Error;
 
@@ -91,6 +96,10 @@ pub enum DecodeError {
     ChunkTotal { stated: u64, actual: u64 },
     #[error("{0} is too long to encode")]
     TooLong(&'static str),
+    #[error("unknown seal part or flag byte {0}")]
+    UnknownSealPart(u8),
+    #[error("a seal's raw git message is UTF-8; it belongs in the message field")]
+    GitMessageIsUtf8,
 }
 
 /// How a tree entry is checked out.
@@ -104,6 +113,10 @@ pub enum Mode {
     Symlink = 3,
     /// A subdirectory; the id names a tree.
     Tree = 4,
+    /// A git submodule (gitlink): the id holds the submodule's git commit id
+    /// (SHA-1, zero-padded to 32 bytes). It names no Ivaldi object; a checkout
+    /// shows it as an empty directory, as git does before `submodule init`.
+    Gitlink = 5,
 }
 
 impl Mode {
@@ -113,6 +126,7 @@ impl Mode {
             2 => Ok(Self::Executable),
             3 => Ok(Self::Symlink),
             4 => Ok(Self::Tree),
+            5 => Ok(Self::Gitlink),
             _ => Err(DecodeError::BadMode(b)),
         }
     }
@@ -265,7 +279,29 @@ pub struct Seal {
     pub author: String,
     pub time: Timestamp,
     pub message: String,
+    /// What git needs to rebuild, byte for byte, the commit this seal was
+    /// imported from; `None` for every seal Ivaldi makes itself.
+    pub git: Option<GitCommit>,
 }
+
+/// The parts of a git commit that a seal does not already hold exactly: with
+/// the seal's tree and parents (mapped back to git ids) these rebuild the
+/// original commit object, and so its id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GitCommit {
+    /// The commit's header lines after `tree` and the `parent` lines, exactly as
+    /// git stored them, each ending in `\n`: `author`, `committer` (names, emails,
+    /// times and time zones) and any extra header (`encoding`, `gpgsig`,
+    /// `mergetag`, …, with their continuation lines).
+    pub headers: Vec<u8>,
+    /// The message bytes, only when they are not UTF-8 (the seal's `message`
+    /// then holds them with U+FFFD replacements). When they are UTF-8 the seal's
+    /// `message` is exactly them, so there is one encoding per commit.
+    pub raw_message: Option<Vec<u8>>,
+}
+
+/// The byte that opens a seal's git part.
+const GIT_PART: u8 = 1;
 
 const MAX_OFFSET: i16 = 24 * 60 - 1;
 
@@ -295,6 +331,19 @@ impl Seal {
         out.extend_from_slice(self.author.as_bytes());
         out.extend_from_slice(&(self.message.len() as u32).to_be_bytes());
         out.extend_from_slice(self.message.as_bytes());
+        if let Some(git) = &self.git {
+            out.push(GIT_PART);
+            out.extend_from_slice(&(git.headers.len() as u32).to_be_bytes());
+            out.extend_from_slice(&git.headers);
+            match &git.raw_message {
+                None => out.push(0),
+                Some(raw) => {
+                    out.push(1);
+                    out.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+                    out.extend_from_slice(raw);
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -316,6 +365,20 @@ impl Seal {
         for (i, p) in self.parents.iter().enumerate() {
             if self.parents[..i].contains(p) {
                 return Err(DecodeError::DuplicateParent(*p));
+            }
+        }
+        if let Some(git) = &self.git {
+            if u32::try_from(git.headers.len()).is_err() {
+                return Err(DecodeError::TooLong("git headers"));
+            }
+            if let Some(raw) = &git.raw_message {
+                if u32::try_from(raw.len()).is_err() {
+                    return Err(DecodeError::TooLong("git message"));
+                }
+                // UTF-8 bytes live in `message` alone: one encoding per seal.
+                if std::str::from_utf8(raw).is_ok() {
+                    return Err(DecodeError::GitMessageIsUtf8);
+                }
             }
         }
         Ok(())
@@ -340,6 +403,29 @@ impl Seal {
         let message = std::str::from_utf8(r.take(mlen, "message")?)
             .map_err(|_| DecodeError::NotUtf8("message"))?
             .to_owned();
+        let git = if r.remaining() == 0 {
+            None
+        } else {
+            // Anything but a git part after the message is not a seal.
+            let rest = r.remaining();
+            if r.u8("seal part")? != GIT_PART {
+                return Err(DecodeError::TrailingBytes(rest));
+            }
+            let hlen = r.u32("git headers length")? as usize;
+            let headers = r.take(hlen, "git headers")?.to_vec();
+            let raw_message = match r.u8("git message flag")? {
+                0 => None,
+                1 => {
+                    let len = r.u32("git message length")? as usize;
+                    Some(r.take(len, "git message")?.to_vec())
+                }
+                b => return Err(DecodeError::UnknownSealPart(b)),
+            };
+            Some(GitCommit {
+                headers,
+                raw_message,
+            })
+        };
         r.finish()?;
         let seal = Seal {
             tree,
@@ -350,6 +436,7 @@ impl Seal {
                 offset_minutes,
             },
             message,
+            git,
         };
         seal.check()?;
         Ok(seal)
@@ -476,7 +563,13 @@ impl Object {
     pub fn children(&self) -> Vec<ObjectId> {
         match self {
             Object::Blob(_) => Vec::new(),
-            Object::Tree(t) => t.entries().iter().map(|e| e.id).collect(),
+            // A gitlink names a commit of another (git) repository, not an object.
+            Object::Tree(t) => t
+                .entries()
+                .iter()
+                .filter(|e| e.mode != Mode::Gitlink)
+                .map(|e| e.id)
+                .collect(),
             Object::Seal(s) => std::iter::once(s.tree)
                 .chain(s.parents.iter().copied())
                 .collect(),

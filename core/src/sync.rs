@@ -263,6 +263,8 @@ impl Plan<'_> {
                     self.file(entry.id, &sub)?;
                 }
                 Mode::Symlink => self.push(entry.id),
+                // A submodule's commit is not an Ivaldi object: nothing to send.
+                Mode::Gitlink => {}
             }
         }
         self.push(id);

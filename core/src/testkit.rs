@@ -672,6 +672,7 @@ pub fn seal_files(
         store.insert(bytes);
     }
     let seal = Seal {
+        git: None,
         tree,
         parents,
         author: "test".into(),

@@ -6,8 +6,8 @@
 
 use ivaldi_core::ObjectId;
 use ivaldi_core::object::{
-    self, ChunkList, DecodeError, MAX_CHUNK_LEVEL, Mode, NameError, Object, ObjectKind, Seal,
-    Timestamp, Tree, TreeEntry, VerifyError,
+    self, ChunkList, DecodeError, GitCommit, MAX_CHUNK_LEVEL, Mode, NameError, Object, ObjectKind,
+    Seal, Timestamp, Tree, TreeEntry, VerifyError,
 };
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
@@ -94,7 +94,18 @@ impl Arbitrary for ArbSeal {
                 parents.push(p);
             }
         }
+        // Every fourth seal came from git: raw headers, and a raw message
+        // that is not UTF-8 (a leading 0xff never is) or none.
+        let git = (u8::arbitrary(g) % 4 == 0).then(|| GitCommit {
+            headers: Vec::<u8>::arbitrary(g),
+            raw_message: bool::arbitrary(g).then(|| {
+                let mut m = vec![0xff];
+                m.extend(Vec::<u8>::arbitrary(g));
+                m
+            }),
+        });
         ArbSeal(Seal {
+            git,
             tree: Id::arbitrary(g).0,
             parents,
             author: String::arbitrary(g),
@@ -255,10 +266,18 @@ fn appended_byte_is_rejected() {
         let tree = append(t.0.encode());
         let seal = append(s.0.encode().unwrap());
         let chunks = append(c.0.encode());
+        // After a native seal's message, byte 1 opens a git part, which one
+        // byte cannot complete.
+        let seal_err = if s.0.git.is_none() && extra == 1 {
+            Some(DecodeError::Truncated("git headers length"))
+        } else {
+            trailing.clone()
+        };
         Tree::decode(&tree).err() == trailing
-            && Seal::decode(&seal).err() == trailing
+            && Seal::decode(&seal).err() == seal_err
+            && Object::decode(&seal).err() == seal_err
             && ChunkList::decode(&chunks).err() == trailing
-            && [tree, seal, chunks]
+            && [tree, chunks]
                 .iter()
                 .all(|b| Object::decode(b).err() == trailing)
     }
@@ -445,7 +464,7 @@ fn bad_names_are_rejected() {
 
 #[test]
 fn other_malformed_trees_are_rejected() {
-    for mode in [0u8, 5, 255] {
+    for mode in [0u8, 6, 255] {
         let bytes = tree_bytes(&[(mode, b"a".to_vec(), [0; 32])]);
         assert_eq!(Tree::decode(&bytes), Err(DecodeError::BadMode(mode)));
     }
@@ -470,4 +489,73 @@ fn other_malformed_trees_are_rejected() {
         })
     );
     assert_eq!(Object::decode(&[9]), Err(DecodeError::UnknownKind(9)));
+}
+
+/// A seal made by Ivaldi (no git part) encodes exactly as before the git part
+/// existed: the layout of the format table, byte for byte, so no native seal's
+/// id changes.
+#[test]
+fn a_native_seal_encodes_as_it_always_did() {
+    let seal = Seal {
+        tree: ObjectId([7; 32]),
+        parents: vec![ObjectId([1; 32]), ObjectId([2; 32])],
+        author: "Ada <ada@example.org>".into(),
+        time: Timestamp {
+            seconds: 1_700_000_000,
+            offset_minutes: -90,
+        },
+        message: "first\n".into(),
+        git: None,
+    };
+    let mut expected = vec![3u8];
+    expected.extend([7; 32]);
+    expected.push(2);
+    expected.extend([1; 32]);
+    expected.extend([2; 32]);
+    expected.extend(1_700_000_000i64.to_be_bytes());
+    expected.extend((-90i16).to_be_bytes());
+    expected.extend(21u16.to_be_bytes());
+    expected.extend(b"Ada <ada@example.org>");
+    expected.extend(6u32.to_be_bytes());
+    expected.extend(b"first\n");
+    assert_eq!(seal.encode().unwrap(), expected);
+    // blake3 of that layout, pinned: a change to native seal ids fails here.
+    assert_eq!(
+        seal.id().unwrap().to_hex(),
+        "b365db8d72016dbe0ec138351d5776079d5bedd705fe82e66fe55997b8a802fe"
+    );
+    assert_eq!(Seal::decode(&expected).unwrap(), seal);
+}
+
+/// A seal with a git part keeps it through encode and decode, and a raw
+/// message that is UTF-8 (which belongs in `message`) is refused.
+#[test]
+fn a_git_part_round_trips_and_has_one_encoding() {
+    let mut seal = Seal {
+        tree: ObjectId([7; 32]),
+        parents: vec![],
+        author: "A <a@x>".into(),
+        time: Timestamp {
+            seconds: 1,
+            offset_minutes: 0,
+        },
+        message: "caf\u{fffd}".into(),
+        git: Some(GitCommit {
+            headers: b"author A <a@x> 1 +0000\ncommitter A <a@x> 1 +0000\nencoding latin1\n"
+                .to_vec(),
+            raw_message: Some(b"caf\xe9".to_vec()),
+        }),
+    };
+    let bytes = seal.encode().unwrap();
+    assert_eq!(Seal::decode(&bytes).unwrap(), seal);
+    let native = Seal {
+        git: None,
+        ..seal.clone()
+    };
+    assert_ne!(seal.id().unwrap(), native.id().unwrap());
+    seal.git = Some(GitCommit {
+        headers: vec![],
+        raw_message: Some(b"utf-8".to_vec()),
+    });
+    assert_eq!(seal.encode(), Err(DecodeError::GitMessageIsUtf8));
 }

@@ -214,6 +214,7 @@ pub(crate) fn build_seal(
     objects.push((tree_id, tree_bytes));
     let local = local_us;
     let seal = Seal {
+        git: None,
         tree: tree_id,
         parents: parent.into_iter().collect(),
         author: format!("n{n}"),
@@ -296,6 +297,7 @@ pub(crate) fn resolution(
         }
     };
     let seal = Seal {
+        git: None,
         tree,
         parents: vec![local, remote],
         author: format!("n{n}"),

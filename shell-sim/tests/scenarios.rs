@@ -365,6 +365,7 @@ fn invariant_checker_catches_injected_bugs() {
     };
     // A seal whose tree is missing: closure would break.
     let bad = Seal {
+        git: None,
         tree: ivaldi_core::ObjectId([7; 32]),
         parents: vec![head],
         author: "bug".into(),

@@ -153,6 +153,7 @@ fn colliding_message(
     for n in 0u64..50_000_000 {
         let message = format!("collide {n}");
         let seal = Seal {
+            git: None,
             tree: *tree,
             parents: vec![*parent],
             author: AUTHOR.to_owned(),

@@ -506,6 +506,7 @@ mod tests {
     fn history() -> History {
         let id = |n: u8| ObjectId([n; 32]);
         let seal = |parents: Vec<ObjectId>, seconds: i64| Seal {
+            git: None,
             tree: ObjectId([0; 32]),
             parents,
             author: "a".into(),

@@ -119,7 +119,7 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
             .map(|(p, (_, id))| (p.clone(), *id))
             .collect(),
     );
-    let scan = worktree::scan(repo, Some(&mut writer))?;
+    let mut scan = worktree::scan(repo, Some(&mut writer))?;
     let base = reconcile_base(repo, &lock, head.as_ref(), &scan.files)?;
     let fuse = repo.fuse_head()?;
     fault::point("seal.scanned");
@@ -128,6 +128,7 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
     } else {
         flat_of(repo, base.as_ref())?
     };
+    worktree::keep_gitlinks(repo.root(), &base_flat, &mut scan.files);
     let changes = worktree::diff(&base_flat, &scan.files);
     if changes.is_empty() && fuse.is_none() && (base.is_some() || scan.files.is_empty()) {
         scan.save_cache(repo)?;
@@ -139,6 +140,7 @@ pub fn seal(repo: &mut Repository, message: &str, sig: &Signature) -> Result<Sea
     };
     let tree = worktree::build_tree(&scan.files, &repo.store, &mut writer, old_root.as_ref())?;
     let seal = Seal {
+        git: None,
         tree,
         parents: base.iter().chain(fuse.iter()).copied().collect(),
         author: sig.author.clone(),
@@ -200,14 +202,16 @@ pub struct Arrived {
 pub fn status(repo: &mut Repository) -> Result<Status> {
     let timeline = repo.head_timeline()?;
     let head = repo.timeline(&timeline)?;
-    let scan = worktree::scan(repo, None)?;
+    let mut scan = worktree::scan(repo, None)?;
     // Repairs and the cache refresh need the lock; skip them if a writer is busy.
     let lock = RepoLock::acquire(&repo.dot_dir().join("lock"), std::time::Duration::ZERO).ok();
     let base = match &lock {
         Some(l) => reconcile_base(repo, l, head.as_ref(), &scan.files)?,
         None => repo.base()?,
     };
-    let changes = worktree::diff(&flat_of(repo, base.as_ref())?, &scan.files);
+    let base_flat = flat_of(repo, base.as_ref())?;
+    worktree::keep_gitlinks(repo.root(), &base_flat, &mut scan.files);
+    let changes = worktree::diff(&base_flat, &scan.files);
     if lock.is_some() {
         scan.save_cache(repo)?;
     }
@@ -330,7 +334,8 @@ fn move_worktree(
     what: &str,
 ) -> Result<()> {
     let base_flat = flat_of(repo, base)?;
-    let scan = worktree::scan(repo, None)?;
+    let mut scan = worktree::scan(repo, None)?;
+    worktree::keep_gitlinks(repo.root(), &base_flat, &mut scan.files);
     let dirty = worktree::diff(&base_flat, &scan.files);
     let changed = worktree::diff(&base_flat, target);
     let blocked = blocked(&dirty, &changed);
@@ -443,7 +448,8 @@ pub fn fuse(repo: &mut Repository, other: &str, sig: &Signature) -> Result<FuseO
         Err(e) => return Err(e),
     };
     let ours_flat = flat_of(repo, Some(&ours))?;
-    let scan = worktree::scan(repo, None)?;
+    let mut scan = worktree::scan(repo, None)?;
+    worktree::keep_gitlinks(repo.root(), &ours_flat, &mut scan.files);
     let dirty = worktree::diff(&ours_flat, &scan.files);
     if !dirty.is_empty() {
         let paths: Vec<String> = dirty.paths().cloned().collect();
@@ -471,6 +477,7 @@ pub fn fuse(repo: &mut Repository, other: &str, sig: &Signature) -> Result<FuseO
         let old_root = repo.store.seal(&ours)?.tree;
         let tree = worktree::build_tree(&result.files, &repo.store, &mut writer, Some(&old_root))?;
         let seal = Seal {
+            git: None,
             tree,
             parents: vec![ours, theirs],
             author: sig.author.clone(),
@@ -743,6 +750,7 @@ pub fn resolve(
         _ => repo.store.seal(remote)?.tree,
     };
     let seal = Seal {
+        git: None,
         tree: kept_tree,
         parents: vec![local, *remote],
         author: sig.author.clone(),

@@ -554,6 +554,21 @@ pub fn flatten(store: &Store, tree: &ObjectId) -> Result<Flat> {
     Ok(out)
 }
 
+/// Carries the submodules (gitlinks) of `base` into a scan of the working tree:
+/// a scan finds no files for them, yet while their directory exists they are
+/// unchanged, as in git before `submodule init`. Files found inside such a
+/// directory belong to the submodule and are not tracked here.
+pub fn keep_gitlinks(root: &Path, base: &Flat, files: &mut Flat) {
+    for (path, (mode, id)) in base {
+        if *mode != Mode::Gitlink || !root.join(path).is_dir() {
+            continue;
+        }
+        let inside = format!("{path}/");
+        files.retain(|p, _| !p.starts_with(&inside));
+        files.insert(path.clone(), (Mode::Gitlink, *id));
+    }
+}
+
 /// Differences between two snapshots, by path.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Changes {
@@ -599,9 +614,15 @@ pub fn checkout(repo: &Repository, from: &Flat, to: &Flat) -> Result<()> {
     let root = repo.root();
     let mut cache = StatCache::load(repo);
     cache.scan_ns = now_ns();
-    for path in from.keys() {
+    for (path, (mode, _)) in from {
         if !to.contains_key(path) {
             let abs = root.join(path);
+            if *mode == Mode::Gitlink {
+                // A submodule's directory goes only if nothing was put in it.
+                let _ = fs::remove_dir(&abs);
+                remove_empty_parents(root, &abs);
+                continue;
+            }
             match fs::remove_file(&abs) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(abs),
                 _ => {}
@@ -618,6 +639,9 @@ pub fn checkout(repo: &Repository, from: &Flat, to: &Flat) -> Result<()> {
         }
         let abs = root.join(path);
         write_entry(repo, &abs, *mode, id)?;
+        if *mode == Mode::Gitlink {
+            continue;
+        }
         let meta = fs::symlink_metadata(&abs).at(&abs)?;
         cache.record(path, &meta, *id);
     }
@@ -656,6 +680,16 @@ pub fn write_entry(repo: &Repository, abs: &Path, mode: Mode, id: &ObjectId) -> 
         }
     }
     fs::create_dir_all(parent).at(parent)?;
+    if mode == Mode::Gitlink {
+        // A submodule shows as an empty directory, as in git before
+        // `submodule init`; its commit is not an Ivaldi object.
+        if let Ok(m) = fs::symlink_metadata(abs)
+            && !m.is_dir()
+        {
+            fs::remove_file(abs).at(abs)?;
+        }
+        return fs::create_dir_all(abs).at(abs);
+    }
     if let Ok(m) = fs::symlink_metadata(abs)
         && m.is_dir()
     {
