@@ -13,6 +13,8 @@ use ivaldi_shell_smol::repo::worktree::{self, Changes};
 use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
+#[cfg(test)]
+mod help_tests;
 mod p2p;
 mod pairing;
 
@@ -89,9 +91,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Peer-to-peer networking: the daemon, peers, sync.
     /// Bring the working tree forward to its timeline's head (after a sync).
     Update,
+    /// Peer-to-peer networking: the daemon, pairing, peers and sync.
     P2p {
         #[command(subcommand)]
         cmd: Box<p2p::P2pCmd>,

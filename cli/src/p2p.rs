@@ -175,8 +175,10 @@ enum ConfigAction {
         json: bool,
     },
     /// Change one setting, checked as config.json is, and apply it to a
-    /// running daemon. VALUE is JSON or plain text (`5s`, `10M`, `on`); a list
-    /// takes commas, and `none` empties it.
+    /// running daemon.
+    ///
+    /// VALUE is JSON or plain text (`5s`, `10M`, `on`); a list takes commas,
+    /// and `none` empties it.
     Set { key: String, value: String },
     /// Put one setting back to its default, or remove one entry of a map setting.
     Unset { key: String },
