@@ -52,7 +52,9 @@ enum Cmd {
     },
     /// List seals, newest first.
     Log {
-        /// A timeline or seal to start from (default: the current timeline).
+        /// A revision to start from (default: the current timeline): a timeline,
+        /// a seal id, HEAD or @, with any ~N and ^N steps.
+        #[arg(value_name = "REV")]
         start: Option<String>,
         #[arg(long)]
         json: bool,
@@ -67,12 +69,18 @@ enum Cmd {
     },
     /// Show one seal and what it changed.
     Show {
+        /// A revision: a seal id, a timeline, HEAD or @, with any ~N and ^N steps.
+        #[arg(value_name = "REV")]
         seal: String,
         #[arg(long)]
         json: bool,
     },
     /// Merge another timeline (or any seal, such as a kept or a peer's head) into the current one.
-    Fuse { timeline: String },
+    Fuse {
+        /// A revision: a timeline, a seal id, or either with ~N and ^N steps.
+        #[arg(value_name = "REV")]
+        timeline: String,
+    },
     /// Check every object, pack and timeline in the repository.
     Verify {
         #[arg(long)]
@@ -113,7 +121,9 @@ enum TimelineCmd {
     /// Create a timeline at a seal (default: the working tree's base).
     Create {
         name: String,
-        #[arg(long, value_name = "SEAL")]
+        /// A revision to start at (a seal id, a timeline, HEAD or @, with any
+        /// ~N and ^N steps).
+        #[arg(long, value_name = "REV")]
         from: Option<String>,
     },
     /// Check out another timeline.
@@ -526,6 +536,11 @@ fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
             Ok(())
         }
         TimelineCmd::Create { name, from } => {
+            if name == "HEAD" || name == "@" {
+                return Err(fail(format!(
+                    "{name} names the working tree's base seal in revisions; choose another timeline name"
+                )));
+            }
             let name = timeline_arg(&name)?;
             let at = ops::create_timeline(repo, &name, from.as_deref())?;
             println!("Created timeline {name} at {}", at.short());

@@ -66,6 +66,7 @@ pub enum P2pCmd {
     /// Resolve a diverged timeline: keep the local or the remote side (in a seal
     /// with both heads as parents, so peers fast-forward), or merge them.
     Resolve {
+        /// The diverged timeline (HEAD or @: the checked-out one).
         timeline: String,
         #[arg(long, value_enum)]
         take: TakeArg,
@@ -1318,9 +1319,12 @@ fn resolve(
     json: bool,
 ) -> Result<(), Failed> {
     use ivaldi_shell_smol::repo::{Repository, ops};
-    let name = ivaldi_core::TimelineName::new(timeline)
-        .map_err(|e| fail(format!("invalid timeline name: {e}")))?;
     let mut repo = Repository::open(root)?;
+    let name = match timeline {
+        "HEAD" | "@" => repo.head_timeline()?,
+        t => ivaldi_core::TimelineName::new(t)
+            .map_err(|e| fail(format!("invalid timeline name: {e}")))?,
+    };
     let candidates: Vec<(String, ivaldi_core::ObjectId)> = ops::diverged_remotes(&repo, &name)?
         .into_iter()
         .filter(|(p, _)| peer.is_none_or(|want| p.starts_with(&want.to_ascii_lowercase())))

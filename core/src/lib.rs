@@ -24,6 +24,7 @@ pub mod noise;
 pub mod object;
 pub mod rate;
 pub mod repo_id;
+pub mod revision;
 pub mod rng;
 pub mod store;
 pub mod sync;
