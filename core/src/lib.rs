@@ -12,6 +12,7 @@ pub mod chunk;
 pub mod codec;
 pub mod config;
 pub mod conflict;
+pub mod diff;
 pub mod discovery;
 pub mod history;
 pub mod id;
