@@ -13,6 +13,7 @@ use ivaldi_shell_smol::repo::worktree::{self, Changes};
 use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
+mod diff;
 #[cfg(test)]
 mod help_tests;
 mod p2p;
@@ -72,6 +73,21 @@ enum Cmd {
         /// A revision: a seal id, a timeline, HEAD or @, with any ~N and ^N steps.
         #[arg(value_name = "REV")]
         seal: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show changes as a unified diff: the working tree against its base, against REV, or between two revisions.
+    Diff {
+        /// No revision: the working tree against its base; one: the working
+        /// tree against it; two: the first against the second.
+        #[arg(value_name = "REV", num_args = 0..=2)]
+        revs: Vec<String>,
+        /// Only these paths (files or directories), after `--`.
+        #[arg(last = true, value_name = "PATHS")]
+        paths: Vec<String>,
+        /// A summary: lines added and removed per file.
+        #[arg(long, conflicts_with = "json")]
+        stat: bool,
         #[arg(long)]
         json: bool,
     },
@@ -231,6 +247,12 @@ fn run(cli: Cli) -> Result<(), Failed> {
             Ok(())
         }
         Cmd::Show { seal, json } => show(&repo, &seal, json),
+        Cmd::Diff {
+            revs,
+            paths,
+            stat,
+            json,
+        } => diff::run(&repo, &revs, &paths, stat, json),
         Cmd::Fuse { timeline } => {
             let r = fuse(&mut repo, &timeline);
             p2p::notify_local_change(repo.root());
