@@ -13,6 +13,7 @@ use ivaldi_shell_smol::repo::worktree::{self, Changes};
 use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
+mod author;
 mod diff;
 #[cfg(test)]
 mod help_tests;
@@ -47,7 +48,7 @@ enum Cmd {
         /// The seal's message.
         #[arg(short, long)]
         message: String,
-        /// Override the author (default: config, then $IVALDI_AUTHOR, then $USER).
+        /// Override the author (default: $IVALDI_AUTHOR, the repository's config, the global config, git's user.name).
         #[arg(long)]
         author: Option<String>,
     },
@@ -114,6 +115,16 @@ enum Cmd {
         dry_run: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Show or set who you are: user.name and user.email, for this repository or (--global) every one.
+    Config {
+        /// Write the user's config (~/.config/ivaldi/config.json) instead of the repository's.
+        #[arg(long)]
+        global: bool,
+        /// user.name or user.email.
+        key: String,
+        /// The new value; without it, the current one is printed.
+        value: Option<String>,
     },
     /// Bring the working tree forward to its timeline's head (after a sync).
     Update,
@@ -221,6 +232,14 @@ fn run(cli: Cli) -> Result<(), Failed> {
         );
         return Ok(());
     }
+    if let Cmd::Config { global, key, value } = &cli.cmd {
+        let dot = if *global {
+            None
+        } else {
+            Some(Repository::discover(&here)?.dot_dir().to_owned())
+        };
+        return author::config(dot.as_deref(), key, value.as_deref());
+    }
     if let Cmd::P2p { cmd } = &cli.cmd
         && let p2p::P2pCmd::Clone { source, dir } = &**cmd
     {
@@ -233,7 +252,7 @@ fn run(cli: Cli) -> Result<(), Failed> {
     };
     let mut repo = Repository::discover(&here)?;
     match cmd {
-        Cmd::Forge { .. } | Cmd::P2p { .. } => Ok(()),
+        Cmd::Forge { .. } | Cmd::P2p { .. } | Cmd::Config { .. } => Ok(()),
         Cmd::Status { json } => status(&mut repo, json),
         Cmd::Seal { message, author } => {
             seal(&mut repo, &message, author)?;
@@ -356,16 +375,7 @@ fn print_changes(c: &Changes) {
 }
 
 pub(crate) fn signature(repo: &Repository, author: Option<String>) -> Result<Signature, Failed> {
-    let author = match author {
-        Some(a) => a,
-        None => match repo.user_config()?.author {
-            Some(a) => a,
-            None => std::env::var("IVALDI_AUTHOR")
-                .ok()
-                .filter(|a| !a.trim().is_empty())
-                .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
-        },
-    };
+    let author = author::author(repo, author)?;
     let now = chrono::Local::now();
     let time = match std::env::var("IVALDI_TIME") {
         // Tests pin the clock for reproducible ids: "SECONDS" or "SECONDS+MINUTES".
