@@ -14,6 +14,7 @@ use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
 mod author;
+mod clone_log;
 mod diff;
 #[cfg(test)]
 mod help_tests;
@@ -191,7 +192,13 @@ fn main() -> ExitCode {
             cmd
         } if matches!(**cmd, p2p::P2pCmd::Start { foreground: true })
     );
-    if !daemon {
+    let clone = matches!(
+        &cli.cmd,
+        Cmd::P2p { cmd } if matches!(**cmd, p2p::P2pCmd::Clone { .. })
+    );
+    if clone {
+        clone_log::install();
+    } else if !daemon {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1288,12 +1288,22 @@ pub fn clone_cmd(here: &Path, source: &str, dir: Option<&Path>) -> Result<(), Fa
             dir.display()
         )));
     }
-    let report = match (ticket, addr) {
+    let result = match (ticket, addr) {
         (Ok(t), _) => ivaldi_shell_smol::oneshot::clone_ticket(&t, &dir)
-            .map_err(|e| fail(format!("clone with the ticket failed: {e}")))?,
+            .map_err(|e| fail(format!("clone with the ticket failed: {e}"))),
         (_, Some(addr)) => ivaldi_shell_smol::oneshot::clone(addr, &dir)
-            .map_err(|e| fail(format!("clone from {addr} failed: {e}")))?,
-        (Err(e), None) => return Err(fail(e)),
+            .map_err(|e| fail(format!("clone from {addr} failed: {e}"))),
+        (Err(e), None) => Err(fail(e)),
+    };
+    let report = match result {
+        Ok(r) => {
+            crate::clone_log::save(&dir);
+            r
+        }
+        Err(e) => {
+            crate::clone_log::print_after_failure();
+            return Err(e);
+        }
     };
     println!(
         "Cloned repository {} from {} into {}: {} objects, {:.1} MiB{}",
