@@ -13,7 +13,12 @@ use ivaldi_shell_smol::repo::worktree::{self, Changes};
 use ivaldi_shell_smol::repo::{RepoError, Repository};
 use serde_json::json;
 
+mod author;
+mod clone_log;
+mod diff;
 mod git;
+#[cfg(test)]
+mod help_tests;
 mod p2p;
 mod pairing;
 
@@ -45,13 +50,15 @@ enum Cmd {
         /// The seal's message.
         #[arg(short, long)]
         message: String,
-        /// Override the author (default: config, then $IVALDI_AUTHOR, then $USER).
+        /// Override the author (default: $IVALDI_AUTHOR, the repository's config, the global config, git's user.name).
         #[arg(long)]
         author: Option<String>,
     },
     /// List seals, newest first.
     Log {
-        /// A timeline or seal to start from (default: the current timeline).
+        /// A revision to start from (default: the current timeline): a timeline,
+        /// a seal id, HEAD or @, with any ~N and ^N steps.
+        #[arg(value_name = "REV")]
         start: Option<String>,
         #[arg(long)]
         json: bool,
@@ -66,12 +73,33 @@ enum Cmd {
     },
     /// Show one seal and what it changed.
     Show {
+        /// A revision: a seal id, a timeline, HEAD or @, with any ~N and ^N steps.
+        #[arg(value_name = "REV")]
         seal: String,
         #[arg(long)]
         json: bool,
     },
+    /// Show changes as a unified diff: the working tree against its base, against REV, or between two revisions.
+    Diff {
+        /// No revision: the working tree against its base; one: the working
+        /// tree against it; two: the first against the second.
+        #[arg(value_name = "REV", num_args = 0..=2)]
+        revs: Vec<String>,
+        /// Only these paths (files or directories), after `--`.
+        #[arg(last = true, value_name = "PATHS")]
+        paths: Vec<String>,
+        /// A summary: lines added and removed per file.
+        #[arg(long, conflicts_with = "json")]
+        stat: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Merge another timeline (or any seal, such as a kept or a peer's head) into the current one.
-    Fuse { timeline: String },
+    Fuse {
+        /// A revision: a timeline, a seal id, or either with ~N and ^N steps.
+        #[arg(value_name = "REV")]
+        timeline: String,
+    },
     /// Check every object, pack and timeline in the repository.
     Verify {
         #[arg(long)]
@@ -90,9 +118,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Peer-to-peer networking: the daemon, peers, sync.
+    /// Show or set who you are: user.name and user.email, for this repository or (--global) every one.
+    Config {
+        /// Write the user's config (~/.config/ivaldi/config.json) instead of the repository's.
+        #[arg(long)]
+        global: bool,
+        /// user.name or user.email.
+        key: String,
+        /// The new value; without it, the current one is printed.
+        value: Option<String>,
+    },
     /// Bring the working tree forward to its timeline's head (after a sync).
     Update,
+    /// Peer-to-peer networking: the daemon, pairing, peers and sync.
     P2p {
         #[command(subcommand)]
         cmd: Box<p2p::P2pCmd>,
@@ -117,7 +155,9 @@ enum TimelineCmd {
     /// Create a timeline at a seal (default: the working tree's base).
     Create {
         name: String,
-        #[arg(long, value_name = "SEAL")]
+        /// A revision to start at (a seal id, a timeline, HEAD or @, with any
+        /// ~N and ^N steps).
+        #[arg(long, value_name = "REV")]
         from: Option<String>,
     },
     /// Check out another timeline.
@@ -158,7 +198,13 @@ fn main() -> ExitCode {
             cmd
         } if matches!(**cmd, p2p::P2pCmd::Start { foreground: true })
     );
-    if !daemon {
+    let clone = matches!(
+        &cli.cmd,
+        Cmd::P2p { cmd } if matches!(**cmd, p2p::P2pCmd::Clone { .. })
+    );
+    if clone {
+        clone_log::install();
+    } else if !daemon {
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -199,6 +245,14 @@ fn run(cli: Cli) -> Result<(), Failed> {
         );
         return Ok(());
     }
+    if let Cmd::Config { global, key, value } = &cli.cmd {
+        let dot = if *global {
+            None
+        } else {
+            Some(Repository::discover(&here)?.dot_dir().to_owned())
+        };
+        return author::config(dot.as_deref(), key, value.as_deref());
+    }
     if let Cmd::P2p { cmd } = &cli.cmd
         && let p2p::P2pCmd::Clone { source, dir } = &**cmd
     {
@@ -211,7 +265,7 @@ fn run(cli: Cli) -> Result<(), Failed> {
     };
     let mut repo = Repository::discover(&here)?;
     match cmd {
-        Cmd::Forge { .. } | Cmd::P2p { .. } => Ok(()),
+        Cmd::Forge { .. } | Cmd::P2p { .. } | Cmd::Config { .. } => Ok(()),
         Cmd::Status { json } => status(&mut repo, json),
         Cmd::Seal { message, author } => {
             seal(&mut repo, &message, author)?;
@@ -225,6 +279,12 @@ fn run(cli: Cli) -> Result<(), Failed> {
             Ok(())
         }
         Cmd::Show { seal, json } => show(&repo, &seal, json),
+        Cmd::Diff {
+            revs,
+            paths,
+            stat,
+            json,
+        } => diff::run(&repo, &revs, &paths, stat, json),
         Cmd::Fuse { timeline } => {
             let r = fuse(&mut repo, &timeline);
             p2p::notify_local_change(repo.root());
@@ -333,16 +393,7 @@ fn print_changes(c: &Changes) {
 }
 
 pub(crate) fn signature(repo: &Repository, author: Option<String>) -> Result<Signature, Failed> {
-    let author = match author {
-        Some(a) => a,
-        None => match repo.user_config()?.author {
-            Some(a) => a,
-            None => std::env::var("IVALDI_AUTHOR")
-                .ok()
-                .filter(|a| !a.trim().is_empty())
-                .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into())),
-        },
-    };
+    let author = author::author(repo, author)?;
     let now = chrono::Local::now();
     let time = match std::env::var("IVALDI_TIME") {
         // Tests pin the clock for reproducible ids: "SECONDS" or "SECONDS+MINUTES".
@@ -535,6 +586,11 @@ fn timeline(repo: &mut Repository, cmd: TimelineCmd) -> Result<(), Failed> {
             Ok(())
         }
         TimelineCmd::Create { name, from } => {
+            if name == "HEAD" || name == "@" {
+                return Err(fail(format!(
+                    "{name} names the working tree's base seal in revisions; choose another timeline name"
+                )));
+            }
             let name = timeline_arg(&name)?;
             let at = ops::create_timeline(repo, &name, from.as_deref())?;
             println!("Created timeline {name} at {}", at.short());

@@ -67,6 +67,7 @@ pub enum P2pCmd {
     /// Resolve a diverged timeline: keep the local or the remote side (in a seal
     /// with both heads as parents, so peers fast-forward), or merge them.
     Resolve {
+        /// The diverged timeline (HEAD or @: the checked-out one).
         timeline: String,
         #[arg(long, value_enum)]
         take: TakeArg,
@@ -176,8 +177,10 @@ enum ConfigAction {
         json: bool,
     },
     /// Change one setting, checked as config.json is, and apply it to a
-    /// running daemon. VALUE is JSON or plain text (`5s`, `10M`, `on`); a list
-    /// takes commas, and `none` empties it.
+    /// running daemon.
+    ///
+    /// VALUE is JSON or plain text (`5s`, `10M`, `on`); a list takes commas,
+    /// and `none` empties it.
     Set { key: String, value: String },
     /// Put one setting back to its default, or remove one entry of a map setting.
     Unset { key: String },
@@ -1305,12 +1308,22 @@ pub fn clone_cmd(here: &Path, source: &str, dir: Option<&Path>) -> Result<(), Fa
             dir.display()
         )));
     }
-    let report = match (ticket, addr) {
+    let result = match (ticket, addr) {
         (Ok(t), _) => ivaldi_shell_smol::oneshot::clone_ticket(&t, &dir)
-            .map_err(|e| fail(format!("clone with the ticket failed: {e}")))?,
+            .map_err(|e| fail(format!("clone with the ticket failed: {e}"))),
         (_, Some(addr)) => ivaldi_shell_smol::oneshot::clone(addr, &dir)
-            .map_err(|e| fail(format!("clone from {addr} failed: {e}")))?,
-        (Err(e), None) => return Err(fail(e)),
+            .map_err(|e| fail(format!("clone from {addr} failed: {e}"))),
+        (Err(e), None) => Err(fail(e)),
+    };
+    let report = match result {
+        Ok(r) => {
+            crate::clone_log::save(&dir);
+            r
+        }
+        Err(e) => {
+            crate::clone_log::print_after_failure();
+            return Err(e);
+        }
     };
     println!(
         "Cloned repository {} from {} into {}: {} objects, {:.1} MiB{}",
@@ -1336,9 +1349,12 @@ fn resolve(
     json: bool,
 ) -> Result<(), Failed> {
     use ivaldi_shell_smol::repo::{Repository, ops};
-    let name = ivaldi_core::TimelineName::new(timeline)
-        .map_err(|e| fail(format!("invalid timeline name: {e}")))?;
     let mut repo = Repository::open(root)?;
+    let name = match timeline {
+        "HEAD" | "@" => repo.head_timeline()?,
+        t => ivaldi_core::TimelineName::new(t)
+            .map_err(|e| fail(format!("invalid timeline name: {e}")))?,
+    };
     let candidates: Vec<(String, ivaldi_core::ObjectId)> = ops::diverged_remotes(&repo, &name)?
         .into_iter()
         .filter(|(p, _)| peer.is_none_or(|want| p.starts_with(&want.to_ascii_lowercase())))

@@ -12,12 +12,13 @@
 //! [`merge_trees`] merges path by path over [`FlatTree`]s and reports the paths it
 //! could not resolve as [`PathConflict`]s, leaving the decision to the caller.
 //!
-//! The line diff is implemented here (Myers' linear-space algorithm) rather than
-//! taken from `similar`: `similar`'s Myers pre-pass keys its hashes with
-//! `RandomState`, i.e. OS randomness, which this crate must never consult.
+//! The line diff is [`crate::diff`]'s: `similar`'s Myers in its exact mode, which
+//! neither hashes with OS randomness nor reads a clock, the same one `ivaldi diff`
+//! shows hunks with.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::diff::{Interner, split_lines};
 use crate::id::ObjectId;
 use crate::object::Mode;
 
@@ -237,175 +238,14 @@ impl Output {
     }
 }
 
-/// Splits after every `\n`; a non-empty tail without one is a line of its own, so
-/// joining the lines gives back the input byte for byte.
-fn split_lines(data: &[u8]) -> Vec<&[u8]> {
-    data.split_inclusive(|&c| c == b'\n').collect()
-}
-
-/// Maps distinct lines to dense small integers so the diff compares integers. A
-/// `BTreeMap` rather than a hash map: no random seed, and no way for hostile input
-/// to degrade it.
-#[derive(Default)]
-struct Interner<'a> {
-    ids: BTreeMap<&'a [u8], u32>,
-}
-
-impl<'a> Interner<'a> {
-    fn intern(&mut self, lines: &[&'a [u8]]) -> Vec<u32> {
-        lines
-            .iter()
-            .map(|l| {
-                let next = self.ids.len() as u32;
-                *self.ids.entry(l).or_insert(next)
-            })
-            .collect()
-    }
-
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-}
-
 /// For each line of `a`, the line of `b` it is matched to in a longest common
 /// subsequence, if any. `symbols` bounds the ids in both.
 fn match_lines(a: &[u32], b: &[u32], symbols: usize) -> Vec<Option<usize>> {
     let mut matched = vec![None; a.len()];
-    // A line absent from the other side can never be matched; dropping those first
-    // keeps rewritten files (few common lines) from costing the diff's worst case.
-    let mut in_a = vec![false; symbols];
-    let mut in_b = vec![false; symbols];
-    for &x in a {
-        in_a[x as usize] = true;
-    }
-    for &y in b {
-        in_b[y as usize] = true;
-    }
-    let keep_a: Vec<usize> = (0..a.len()).filter(|&i| in_b[a[i] as usize]).collect();
-    let keep_b: Vec<usize> = (0..b.len()).filter(|&j| in_a[b[j] as usize]).collect();
-    let fa: Vec<u32> = keep_a.iter().map(|&i| a[i]).collect();
-    let fb: Vec<u32> = keep_b.iter().map(|&j| b[j]).collect();
-    let mut pairs = Vec::new();
-    lcs(&fa, &fb, 0, 0, &mut pairs);
-    for (x, y) in pairs {
-        matched[keep_a[x]] = Some(keep_b[y]);
+    for (x, y) in crate::diff::matches(a, b, symbols) {
+        matched[x] = Some(y);
     }
     matched
-}
-
-/// Appends the pairs of a longest common subsequence of `a` and `b` (offset by
-/// `off_a`/`off_b`) to `out`, in increasing order.
-fn lcs(a: &[u32], b: &[u32], off_a: usize, off_b: usize, out: &mut Vec<(usize, usize)>) {
-    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    out.extend((0..prefix).map(|i| (off_a + i, off_b + i)));
-    let (a, b) = (&a[prefix..], &b[prefix..]);
-    let suffix = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take_while(|(x, y)| x == y)
-        .count();
-    let (a, b) = (&a[..a.len() - suffix], &b[..b.len() - suffix]);
-    let (off_a, off_b) = (off_a + prefix, off_b + prefix);
-    if !a.is_empty()
-        && !b.is_empty()
-        && let Some((x, y)) = middle_snake(a, b)
-    {
-        lcs(&a[..x], &b[..y], off_a, off_b, out);
-        lcs(&a[x..], &b[y..], off_a + x, off_b + y, out);
-    }
-    out.extend((0..suffix).map(|i| (off_a + a.len() + i, off_b + b.len() + i)));
-}
-
-/// Myers' middle snake: a point on a shortest edit path from (0, 0) to
-/// (`a.len()`, `b.len()`) that splits it into two shorter paths, found in linear
-/// space. Expects the first and the last elements of `a` and `b` to differ, which
-/// makes the split strictly inside, so recursion on both halves terminates.
-fn middle_snake(a: &[u32], b: &[u32]) -> Option<(usize, usize)> {
-    let n = a.len() as isize;
-    let m = b.len() as isize;
-    let max_d = (n + m + 1) / 2;
-    let v_off = max_d;
-    let v_len = 2 * max_d + 2;
-    let mut v1 = vec![-1isize; v_len as usize];
-    let mut v2 = vec![-1isize; v_len as usize];
-    v1[(v_off + 1) as usize] = 0;
-    v2[(v_off + 1) as usize] = 0;
-    let delta = n - m;
-    // With an odd delta the paths first meet while extending forward, else backward.
-    let front = delta % 2 != 0;
-    let (mut k1_start, mut k1_end, mut k2_start, mut k2_end) = (0, 0, 0, 0);
-    let at = |v: &[isize], i: isize| v[i as usize];
-    for d in 0..max_d {
-        let mut k1 = -d + k1_start;
-        while k1 <= d - k1_end {
-            let k1_off = v_off + k1;
-            let mut x1 = if k1 == -d || (k1 != d && at(&v1, k1_off - 1) < at(&v1, k1_off + 1)) {
-                at(&v1, k1_off + 1)
-            } else {
-                at(&v1, k1_off - 1) + 1
-            };
-            let mut y1 = x1 - k1;
-            while x1 < n && y1 < m && a[x1 as usize] == b[y1 as usize] {
-                x1 += 1;
-                y1 += 1;
-            }
-            v1[k1_off as usize] = x1;
-            if x1 > n {
-                k1_end += 2;
-            } else if y1 > m {
-                k1_start += 2;
-            } else if front {
-                let k2_off = v_off + delta - k1;
-                if (0..v_len).contains(&k2_off) && at(&v2, k2_off) != -1 {
-                    let x2 = n - at(&v2, k2_off);
-                    if x1 >= x2 {
-                        return checked_split(x1, y1, n, m);
-                    }
-                }
-            }
-            k1 += 2;
-        }
-        let mut k2 = -d + k2_start;
-        while k2 <= d - k2_end {
-            let k2_off = v_off + k2;
-            let mut x2 = if k2 == -d || (k2 != d && at(&v2, k2_off - 1) < at(&v2, k2_off + 1)) {
-                at(&v2, k2_off + 1)
-            } else {
-                at(&v2, k2_off - 1) + 1
-            };
-            let mut y2 = x2 - k2;
-            while x2 < n && y2 < m && a[(n - x2 - 1) as usize] == b[(m - y2 - 1) as usize] {
-                x2 += 1;
-                y2 += 1;
-            }
-            v2[k2_off as usize] = x2;
-            if x2 > n {
-                k2_end += 2;
-            } else if y2 > m {
-                k2_start += 2;
-            } else if !front {
-                let k1_off = v_off + delta - k2;
-                if (0..v_len).contains(&k1_off) && at(&v1, k1_off) != -1 {
-                    let x1 = at(&v1, k1_off);
-                    let y1 = v_off + x1 - k1_off;
-                    if x1 >= n - x2 {
-                        return checked_split(x1, y1, n, m);
-                    }
-                }
-            }
-            k2 += 2;
-        }
-    }
-    None
-}
-
-/// Accepts a split point only if it lies strictly inside the grid, so a flaw in the
-/// search can cost matches but never loop or index out of bounds.
-fn checked_split(x: isize, y: isize, n: isize, m: isize) -> Option<(usize, usize)> {
-    let inside = (0..=n).contains(&x) && (0..=m).contains(&y);
-    let proper = (x, y) != (0, 0) && (x, y) != (n, m);
-    (inside && proper).then_some((x as usize, y as usize))
 }
 
 /// A flattened tree: every non-directory entry (file, executable, symlink) under

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use ivaldi_core::ObjectId;
 use ivaldi_core::object::{DecodeError, VerifyError};
+use ivaldi_core::revision::RevisionError;
 use ivaldi_core::timeline::TimelineNameError;
 use thiserror::Error;
 
@@ -54,6 +55,8 @@ pub enum RepoError {
         expected: String,
         found: String,
     },
+    #[error(transparent)]
+    BadRevision(#[from] RevisionError),
     #[error("no seal matches {0:?}")]
     UnknownSeal(String),
     #[error("{prefix:?} is ambiguous: it matches {count} seals; type more digits")]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use ivaldi_core::id::{self, ObjectId};
 use ivaldi_core::object::ObjectKind;
+use ivaldi_core::revision::{Base, Revision, WalkError};
 use ivaldi_core::{Seal, TimelineName};
 use serde::{Deserialize, Serialize};
 
@@ -576,9 +577,36 @@ impl Repository {
         Ok(out)
     }
 
-    /// Resolves what a user typed: a timeline name, or a unique hex prefix (at least
-    /// four digits) of a seal id.
+    /// Resolves a revision as a user types it ([`ivaldi_core::revision`]): `HEAD`
+    /// or `@` (the working tree's base seal), a timeline name or a unique hex
+    /// prefix (at least four digits) of a seal id, each followed by any `~N`
+    /// and `^N` steps (`main~2^2`).
     pub fn resolve_seal(&self, spec: &str) -> Result<ObjectId> {
+        let rev = Revision::parse(spec)?;
+        let start = match &rev.base {
+            Base::Head => self.base()?.ok_or_else(|| {
+                RepoError::Refused(format!(
+                    "{spec:?} names the working tree's base, and nothing is sealed yet"
+                ))
+            })?,
+            Base::Name(name) => match self.resolve_base(name) {
+                Err(RepoError::UnknownSeal(_)) if !rev.steps.is_empty() => {
+                    return Err(RepoError::Refused(format!(
+                        "revision {spec:?}: no timeline or seal matches {name:?}"
+                    )));
+                }
+                r => r?,
+            },
+        };
+        rev.walk(start, |id| self.store.seal(id).map(|s| s.parents))
+            .map_err(|e| match e {
+                WalkError::Lookup(e) => e,
+                missing => RepoError::Refused(missing.to_string()),
+            })
+    }
+
+    /// A revision's base: a timeline name, or a unique hex prefix of a seal id.
+    fn resolve_base(&self, spec: &str) -> Result<ObjectId> {
         if let Ok(name) = TimelineName::new(spec)
             && let Some(id) = self.timeline(&name)?
         {

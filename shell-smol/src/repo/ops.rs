@@ -445,6 +445,12 @@ pub fn fuse(repo: &mut Repository, other: &str, sig: &Signature) -> Result<FuseO
                 Ok(_) => RepoError::UnknownTimeline(other.to_owned()),
             });
         }
+        // An empty name is reported the same way.
+        Err(RepoError::BadRevision(ivaldi_core::revision::RevisionError::Empty)) => {
+            return Err(RepoError::BadTimelineName(
+                ivaldi_core::timeline::TimelineNameError::Empty,
+            ));
+        }
         Err(e) => return Err(e),
     };
     let ours_flat = flat_of(repo, Some(&ours))?;
