@@ -73,6 +73,7 @@ fn mode_octal(m: Mode) -> &'static str {
         Mode::Executable => "100755",
         Mode::Symlink => "120000",
         Mode::Tree => "040000",
+        Mode::Gitlink => "160000",
     }
 }
 
@@ -124,6 +125,15 @@ pub(crate) fn run(
                    mode: Mode,
                    id: &ivaldi_core::ObjectId|
      -> Result<Vec<u8>, Failed> {
+        // A submodule entry holds a git commit id (20 bytes, padded), not
+        // content; git shows it the same way.
+        if mode == Mode::Gitlink {
+            let hex: String = id.as_bytes()[..20]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            return Ok(format!("Subproject commit {hex}\n").into_bytes());
+        }
         match side {
             Side::Seal => Ok(repo.store.file_content(id)?),
             Side::WorkTree => {

@@ -53,11 +53,18 @@ const HEAL_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Node {
     pub(super) fn mesh_init(&mut self, now: Instant, store: &dyn Store) {
+        // A node without a repository (a clone's probe) has an empty id: it
+        // advertises no repository rather than one the mesh would refuse.
+        let repos = Some(store.repo_id())
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
         self.mesh = Some(
             Mesh::new(
                 MeshConfig::from_settings(&self.cfg.mesh),
                 self.me.hex.clone(),
-                vec![store.repo_id().to_owned()],
+                repos,
                 now,
             )
             .signed(&self.me.keypair),
