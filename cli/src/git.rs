@@ -13,8 +13,9 @@ use crate::{Failed, fail, print_json};
 #[derive(Subcommand, Debug)]
 pub(crate) enum GitCmd {
     /// Import a git repository (bare or not): every branch becomes a timeline,
-    /// every commit a seal, every tag a record `export` restores. Run again to
-    /// import only new commits.
+    /// every commit a seal, every tag a record `export` restores.
+    ///
+    /// Run again to import only new commits.
     Import {
         git_dir: PathBuf,
         /// Put this before every timeline name made from a branch (e.g. `git/`).
@@ -24,8 +25,9 @@ pub(crate) enum GitCmd {
         json: bool,
     },
     /// Export every timeline as a branch and every seal as a commit into a git
-    /// repository (created bare if absent). Seals from git get their original
-    /// commit ids back.
+    /// repository (created bare if absent).
+    ///
+    /// Seals from git get their original commit ids back.
     Export {
         git_dir: PathBuf,
         #[arg(long)]

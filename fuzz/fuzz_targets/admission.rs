@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use ivaldi_core::access::Access;
-use ivaldi_core::config::Config;
+use ivaldi_core::config::NodeConfig;
 use ivaldi_core::node::Node;
 use ivaldi_core::noise::{Keypair, Role, Session};
 use ivaldi_core::rng::Rng;
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let (node_key, stranger_key) = keys();
     let store = MemStore::new("repo");
     let t0 = Instant::ZERO;
-    let mut node = Node::new(Config::default(), node_key.clone(), [1; 32], t0);
+    let mut node = Node::new(NodeConfig::default(), node_key.clone(), [1; 32], t0);
     node.start(t0, &store);
     node.set_invites(vec![Invite {
         secret: [9; 32],

@@ -54,5 +54,10 @@ fn an_address_clone_prints_no_warning() {
     // The clone's log is kept in the new repository instead.
     let log = std::fs::read_to_string(b.path().join("clone/.ivaldi/p2p/clone.log"))
         .expect("the clone's log is in .ivaldi/p2p/clone.log");
-    assert!(log.contains("invalid id") || log.contains("INFO"), "{log}");
+    // The probe node has no repository and advertises none: the warning
+    // this test was written for no longer happens at all.
+    assert!(
+        !log.contains("not advertising a repository"),
+        "the probe still advertises an empty repository id:\n{log}"
+    );
 }
