@@ -305,6 +305,14 @@ impl Node {
             return Ok(());
         };
         let (state, peer) = (c.state(), c.peer());
+        let mut framer = Framer {
+            outbox: &mut self.out,
+            next_msg: &mut self.server.next_msg,
+            from: node_id,
+            now,
+            conn,
+            peer,
+        };
         let Some(noise) = c.noise.as_mut() else {
             return Ok(());
         };
@@ -392,83 +400,35 @@ impl Node {
                 };
                 let compression = compressed.as_ref().map(|_| "lz4".to_owned());
                 let payload: &[u8] = compressed.as_deref().unwrap_or(&bin);
-                let env = Envelope {
-                    id: self.server.next_msg,
-                    from: node_id,
-                    ts: now.as_micros(),
-                    message: Message::Objects(wire::ObjectsHeader {
-                        sync,
-                        count,
-                        compression,
-                        format: stored_form.then(|| wire::FORMAT_STORED.to_owned()),
-                    }),
-                };
-                self.server.next_msg += 1;
-                *self
-                    .out
-                    .stats
-                    .messages_out
-                    .entry("objects".into())
-                    .or_default() += 1;
+                let header = Message::Objects(wire::ObjectsHeader {
+                    sync,
+                    count,
+                    compression,
+                    format: stored_form.then(|| wire::FORMAT_STORED.to_owned()),
+                });
                 let mut frame = std::mem::take(&mut c.frame_buf);
-                frame.clear();
-                wire::encode_frame(&env, payload, &mut frame);
-                // Not through `trace_message`: `c` is borrowed here.
-                if let Some(r) = trace_record(
-                    self.out.trace,
-                    conn,
-                    peer,
-                    "out",
-                    &env.message,
-                    env.id,
-                    frame.len(),
-                ) {
-                    self.out.queue.push_back(Output::Event(Event::Message(r)));
-                }
-                let sent = noise.send(&frame, &mut c.out);
+                let sent = framer.send("objects", header, payload, &mut frame, noise, &mut c.out);
                 c.frame_buf = frame;
-                if sent.is_err() {
-                    return Err(());
-                }
+                sent?;
             }
             c.bin_buf = bin;
             if done {
                 let total = job.plan.len() as u64;
                 c.serving.pop_front();
-                let env = Envelope {
-                    id: self.server.next_msg,
-                    from: node_id,
-                    ts: now.as_micros(),
-                    message: Message::SyncComplete(wire::SyncComplete {
-                        sync,
-                        objects: total,
-                        bytes: 0,
-                        error: None,
-                    }),
-                };
-                self.server.next_msg += 1;
-                *self
-                    .out
-                    .stats
-                    .messages_out
-                    .entry("sync_complete".into())
-                    .or_default() += 1;
-                let mut frame = Vec::new();
-                wire::encode_frame(&env, &[], &mut frame);
-                if let Some(r) = trace_record(
-                    self.out.trace,
-                    conn,
-                    peer,
-                    "out",
-                    &env.message,
-                    env.id,
-                    frame.len(),
-                ) {
-                    self.out.queue.push_back(Output::Event(Event::Message(r)));
-                }
-                if noise.send(&frame, &mut c.out).is_err() {
-                    return Err(());
-                }
+                let complete = Message::SyncComplete(wire::SyncComplete {
+                    sync,
+                    objects: total,
+                    bytes: 0,
+                    error: None,
+                });
+                framer.send(
+                    "sync_complete",
+                    complete,
+                    &[],
+                    &mut Vec::new(),
+                    noise,
+                    &mut c.out,
+                )?;
             }
         }
         if produced_bulk {
@@ -488,6 +448,61 @@ impl Node {
             }
             None => Ok(()),
         }
+    }
+}
+
+/// What framing a message needs besides the connection it goes to, split
+/// from `Node` so it can be used while that connection is borrowed.
+struct Framer<'a> {
+    outbox: &'a mut super::Outbox,
+    next_msg: &'a mut u64,
+    from: NodeId,
+    now: Instant,
+    conn: ConnId,
+    peer: Option<NodeId>,
+}
+
+impl Framer<'_> {
+    /// Frames `message` with `payload` (into `frame`, reused), counts and
+    /// traces it as `kind`, and encrypts it onto the connection's `out`.
+    fn send(
+        &mut self,
+        kind: &str,
+        message: Message,
+        payload: &[u8],
+        frame: &mut Vec<u8>,
+        noise: &mut crate::noise::Session,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ()> {
+        let env = Envelope {
+            id: *self.next_msg,
+            from: self.from,
+            ts: self.now.as_micros(),
+            message,
+        };
+        *self.next_msg += 1;
+        *self
+            .outbox
+            .stats
+            .messages_out
+            .entry(kind.into())
+            .or_default() += 1;
+        frame.clear();
+        wire::encode_frame(&env, payload, frame);
+        if let Some(r) = trace_record(
+            self.outbox.trace,
+            self.conn,
+            self.peer,
+            "out",
+            &env.message,
+            env.id,
+            frame.len(),
+        ) {
+            self.outbox
+                .queue
+                .push_back(Output::Event(Event::Message(r)));
+        }
+        noise.send(frame, out).map_err(|_| ())
     }
 }
 
